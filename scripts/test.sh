@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's one test command (README, `.ci/run`): formatting, lints, then every test.
+# Long fault runs and benchmarks are separate commands (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --all-targets
