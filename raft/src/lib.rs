@@ -1,4 +1,11 @@
-//! openraft glue for RaftMQ: the type config, the redb log store, the state-machine adapter and
-//! the TCP transport.
+//! openraft glue for RaftMQ: the type config, the redb log store with group commit, the
+//! state-machine adapter and the TCP transport.
 //!
-//! Being built under issue "Foundation".
+//! Start reading at [`types`] (what an entry is) and [`state_machine`] (what the broker
+//! implements).
+
+pub mod state_machine;
+pub mod types;
+
+pub use state_machine::{StateMachine, StateMachineError};
+pub use types::*;
