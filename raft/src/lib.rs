@@ -4,6 +4,7 @@
 //! Start reading at [`types`] (what an entry is) and [`state_machine`] (what the broker
 //! implements).
 
+pub mod codec;
 pub mod state_machine;
 pub mod types;
 
