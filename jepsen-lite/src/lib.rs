@@ -1,4 +1,9 @@
 //! jepsen-lite: fault injection, histories and checkers that prove nothing acknowledged is lost,
-//! reordered or invented.
+//! reordered or invented (the reliability contract at the end of ARCHITECTURE.md).
 //!
-//! Being built under issue "jepsen-lite".
+//! Where to start reading:
+//! - [`history`]: the JSON-lines history every client and the nemesis write, and its reader.
+//! - [`nemesis`]: the fault vocabulary and how a fault resolves to nodes.
+
+pub mod history;
+pub mod nemesis;
