@@ -1,3 +1,8 @@
 //! The RaftMQ broker: one member of a broker group, which is a Raft group.
 //!
-//! Being built under issue "Broker data plane on Raft".
+//! Start reading at [`command`] (what a Raft entry carries), then [`state_machine`] (what
+//! applying it does).
+
+pub mod command;
+pub mod state_machine;
+pub mod topic;

@@ -1,0 +1,345 @@
+//! What a broker group replicates: the commands one Raft entry carries, and their encoding.
+//!
+//! An entry payload is laid out as
+//!
+//! ```text
+//! [u32 BE header length][header: codec-encoded Command][blob: message bytes]
+//! ```
+//!
+//! The header is small (topics, queue ids, byte ranges). Message bytes travel once, in the blob,
+//! already in RocketMQ's stored-message layout with the queue offset and physical offset left
+//! zero: the state machine assigns offsets at apply time, and a pull patches them in while it
+//! copies the message out. The raft log is the commit log, so this blob is the only copy of a
+//! message the broker keeps.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::topic::{GroupConfig, TopicConfig};
+
+/// Largest number of messages one entry may hold: a message's physical offset is
+/// `log_index << PHYSICAL_OFFSET_ORDINAL_BITS | ordinal`, so the ordinal must fit those bits.
+pub const PHYSICAL_OFFSET_ORDINAL_BITS: u32 = 20;
+pub const MAX_MESSAGES_PER_ENTRY: usize = 1 << PHYSICAL_OFFSET_ORDINAL_BITS;
+/// Largest header an entry may carry (it names topics and byte ranges, never bodies).
+pub const MAX_HEADER_BYTES: usize = 8 << 20;
+
+/// One replicated change to a broker group's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Messages to append; offsets are assigned when it is applied.
+    Send(SendBatch),
+    /// Consumer offsets a group has committed.
+    CommitOffsets(OffsetCommit),
+    /// Create a topic or change its queues and permissions.
+    UpsertTopic(TopicConfig),
+    /// Delete a topic, its queue index and the offsets committed on it.
+    DeleteTopic { topic: String },
+    /// Create a subscription group or change its configuration.
+    UpsertGroup(GroupConfig),
+    /// Delete a subscription group and its committed offsets.
+    DeleteGroup { group: String },
+}
+
+/// Sends packed into one entry by the leader's proposal batcher: one `SendUnit` per client
+/// request, each for one queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendBatch {
+    /// The leader's clock when it packed the batch: the store timestamp of every message in it.
+    /// It travels in the command so that apply reads no clock (STYLE.md rule 8).
+    pub store_timestamp_ms: i64,
+    pub units: Vec<SendUnit>,
+}
+
+/// The messages of one send request, all for one queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendUnit {
+    pub topic: String,
+    pub queue_id: u32,
+    /// The config to create the topic with if it does not exist when this applies. The leader
+    /// fills it only where auto-creation is allowed, so apply decides without reading config.
+    pub create_topic: Option<TopicConfig>,
+    pub messages: Vec<MessageSlot>,
+}
+
+/// Where one message sits in the entry's blob, and its tag's hash (for filtering pulls by tag
+/// without reading the message, as RocketMQ's consume queue does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSlot {
+    pub start: u32,
+    pub len: u32,
+    pub tags_code: i64,
+}
+
+/// Offsets committed by a consumer group, one per queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetCommit {
+    pub group: String,
+    pub offsets: Vec<QueueOffset>,
+    /// An operator's reset may move an offset backwards; a consumer's commit never does
+    /// (committed offsets never go back: ARCHITECTURE.md's reliability contract).
+    pub reset: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueOffset {
+    pub topic: String,
+    pub queue_id: u32,
+    pub offset: u64,
+}
+
+/// What applying one entry answered, decoded by whoever proposed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// One outcome per `SendUnit`, in order.
+    Sent(Vec<SendOutcome>),
+    /// The command took effect.
+    Done,
+    /// The command was valid to replicate but refused by the state it met (deterministically,
+    /// on every member).
+    Refused(Refusal),
+}
+
+/// What became of one send request inside a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SendOutcome {
+    /// Stored at `first_offset .. first_offset + count` of its queue.
+    Stored {
+        first_offset: u64,
+        log_index: u64,
+        first_ordinal: u32,
+    },
+    Refused(Refusal),
+}
+
+/// Why the state machine refused a command, deterministically.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("topic {0} does not exist")]
+    TopicMissing(String),
+    #[error("topic {topic} has no writable queue {queue_id}")]
+    QueueInvalid { topic: String, queue_id: u32 },
+    #[error("topic {0} is not writable")]
+    TopicNotWritable(String),
+    #[error("subscription group {0} does not exist")]
+    GroupMissing(String),
+}
+
+/// An entry payload that is not a well-formed command: corruption, since only a leader of this
+/// group writes entries.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("entry payload is shorter than its {0}-byte header")]
+    Truncated(usize),
+    #[error("entry header of {0} bytes is over the {MAX_HEADER_BYTES}-byte cap")]
+    HeaderTooLarge(usize),
+    #[error("entry header does not decode: {0}")]
+    Header(#[from] raftmq_raft::codec::CodecError),
+    #[error("message slot {start}+{len} is outside the {blob_len}-byte blob")]
+    SlotOutOfRange {
+        start: u32,
+        len: u32,
+        blob_len: usize,
+    },
+    #[error("entry holds {0} messages, over the cap of {MAX_MESSAGES_PER_ENTRY}")]
+    TooManyMessages(usize),
+}
+
+/// A decoded entry: its command and the blob its message slots point into.
+#[derive(Clone, Debug)]
+pub struct DecodedEntry {
+    pub command: Command,
+    pub blob: Bytes,
+}
+
+impl DecodedEntry {
+    /// The bytes of one message slot (a cheap slice of the shared payload).
+    pub fn message_bytes(&self, slot: &MessageSlot) -> Bytes {
+        // Ranges were checked by `decode_entry`.
+        let start = slot.start as usize;
+        self.blob.slice(start..start + slot.len as usize)
+    }
+}
+
+/// Encodes a command and its message blob as one entry payload.
+pub fn encode_entry(command: &Command, blob: &[u8]) -> Result<Bytes, CommandError> {
+    let header = raftmq_raft::codec::encode(command)?;
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(CommandError::HeaderTooLarge(header.len()));
+    }
+    let mut out = BytesMut::with_capacity(4 + header.len() + blob.len());
+    out.put_u32(header.len() as u32);
+    out.put_slice(&header);
+    out.put_slice(blob);
+    Ok(out.freeze())
+}
+
+/// Decodes an entry payload, checking every message slot lies inside the blob.
+pub fn decode_entry(payload: &Bytes) -> Result<DecodedEntry, CommandError> {
+    let Some(len_bytes) = payload.get(..4) else {
+        return Err(CommandError::Truncated(4));
+    };
+    let header_len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+    let header_len = header_len as usize;
+    if header_len > MAX_HEADER_BYTES {
+        return Err(CommandError::HeaderTooLarge(header_len));
+    }
+    let header_end = 4 + header_len;
+    let Some(header) = payload.get(4..header_end) else {
+        return Err(CommandError::Truncated(header_end));
+    };
+    let command: Command = raftmq_raft::codec::decode(header)?;
+    let blob = payload.slice(header_end..);
+    if let Command::Send(batch) = &command {
+        let mut count = 0usize;
+        for unit in &batch.units {
+            count += unit.messages.len();
+            for slot in &unit.messages {
+                let end = (slot.start as usize).checked_add(slot.len as usize);
+                if end.is_none_or(|end| end > blob.len()) {
+                    return Err(CommandError::SlotOutOfRange {
+                        start: slot.start,
+                        len: slot.len,
+                        blob_len: blob.len(),
+                    });
+                }
+            }
+        }
+        if count > MAX_MESSAGES_PER_ENTRY {
+            return Err(CommandError::TooManyMessages(count));
+        }
+    }
+    Ok(DecodedEntry { command, blob })
+}
+
+/// The physical offset RocketMQ clients see for a message (in its `offsetMsgId` and when they
+/// view a message by id): where it sits in the commit log, which here is the Raft log.
+pub fn physical_offset(log_index: u64, ordinal: u32) -> u64 {
+    (log_index << PHYSICAL_OFFSET_ORDINAL_BITS) | u64::from(ordinal)
+}
+
+/// The inverse of [`physical_offset`]: `(log_index, ordinal)`.
+pub fn split_physical_offset(physical: u64) -> (u64, u32) {
+    let mask = (1u64 << PHYSICAL_OFFSET_ORDINAL_BITS) - 1;
+    (
+        physical >> PHYSICAL_OFFSET_ORDINAL_BITS,
+        (physical & mask) as u32,
+    )
+}
+
+/// Encodes a state machine answer for the proposer.
+pub fn encode_applied(applied: &Applied) -> Result<Bytes, CommandError> {
+    Ok(Bytes::from(raftmq_raft::codec::encode(applied)?))
+}
+
+/// Decodes a state machine answer.
+pub fn decode_applied(bytes: &[u8]) -> Result<Applied, CommandError> {
+    Ok(raftmq_raft::codec::decode(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_entry() -> (Command, Vec<u8>) {
+        let blob = b"first-messagesecond".to_vec();
+        let command = Command::Send(SendBatch {
+            store_timestamp_ms: 1_700_000_000_000,
+            units: vec![SendUnit {
+                topic: "orders".into(),
+                queue_id: 3,
+                create_topic: Some(TopicConfig::new("orders", 8)),
+                messages: vec![
+                    MessageSlot {
+                        start: 0,
+                        len: 13,
+                        tags_code: 7,
+                    },
+                    MessageSlot {
+                        start: 13,
+                        len: 6,
+                        tags_code: 0,
+                    },
+                ],
+            }],
+        });
+        (command, blob)
+    }
+
+    #[test]
+    fn entry_round_trips_and_slices_messages() {
+        let (command, blob) = send_entry();
+        let payload = encode_entry(&command, &blob).unwrap();
+        let decoded = decode_entry(&payload).unwrap();
+        assert_eq!(decoded.command, command);
+        let Command::Send(batch) = &decoded.command else {
+            panic!("not a send")
+        };
+        let slots = &batch.units[0].messages;
+        assert_eq!(&decoded.message_bytes(&slots[0])[..], b"first-message");
+        assert_eq!(&decoded.message_bytes(&slots[1])[..], b"second");
+    }
+
+    #[test]
+    fn every_truncation_of_an_entry_is_an_error_not_a_panic() {
+        let (command, blob) = send_entry();
+        let payload = encode_entry(&command, &blob).unwrap();
+        for len in 0..payload.len() {
+            assert!(
+                decode_entry(&payload.slice(..len)).is_err(),
+                "prefix of {len} bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn a_slot_outside_the_blob_is_refused() {
+        let (mut command, blob) = send_entry();
+        if let Command::Send(batch) = &mut command {
+            batch.units[0].messages[1].len = 7;
+        }
+        let payload = encode_entry(&command, &blob).unwrap();
+        assert!(matches!(
+            decode_entry(&payload),
+            Err(CommandError::SlotOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn a_huge_header_length_is_refused_before_reading() {
+        let mut payload = BytesMut::new();
+        payload.put_u32(u32::MAX);
+        assert!(matches!(
+            decode_entry(&payload.freeze()),
+            Err(CommandError::HeaderTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn physical_offsets_split_back() {
+        let physical = physical_offset(123_456, 789);
+        assert_eq!(split_physical_offset(physical), (123_456, 789));
+        let last = physical_offset(1, (MAX_MESSAGES_PER_ENTRY - 1) as u32);
+        assert_eq!(
+            split_physical_offset(last),
+            (1, (MAX_MESSAGES_PER_ENTRY - 1) as u32)
+        );
+    }
+
+    #[test]
+    fn applied_answers_round_trip() {
+        let applied = Applied::Sent(vec![
+            SendOutcome::Stored {
+                first_offset: 42,
+                log_index: 9,
+                first_ordinal: 0,
+            },
+            SendOutcome::Refused(Refusal::QueueInvalid {
+                topic: "t".into(),
+                queue_id: 99,
+            }),
+        ]);
+        let bytes = encode_applied(&applied).unwrap();
+        assert_eq!(decode_applied(&bytes).unwrap(), applied);
+    }
+}

@@ -1,0 +1,273 @@
+//! The broker's applied state as processors read it: small maps in memory, the queue index in
+//! redb, and a signal that fires whenever something new is applied (it wakes long polls).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use redb::{Database, ReadableDatabase};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::tables::QUEUE_INDEX;
+use crate::topic::{GroupConfig, TopicConfig};
+use raftmq_raft::{LogId, StoredMembership};
+
+/// `(topic, queue id)`
+pub type QueueKey = (String, u32);
+/// `(group, topic, queue id)`
+pub type OffsetKey = (String, String, u32);
+
+/// One queue's offsets: messages `min_offset .. next_offset` exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueState {
+    pub next_offset: u64,
+    pub min_offset: u64,
+}
+
+/// The small part of the state machine, kept whole in memory (and in redb).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemState {
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub topics: BTreeMap<String, TopicConfig>,
+    pub groups: BTreeMap<String, GroupConfig>,
+    pub queues: BTreeMap<QueueKey, QueueState>,
+    pub consumer_offsets: BTreeMap<OffsetKey, u64>,
+}
+
+/// One row of the queue index: where a run of a queue's messages sits in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexRow {
+    pub first_offset: u64,
+    pub log_index: u64,
+    pub unit_index: u32,
+    pub first_ordinal: u32,
+    pub count: u32,
+    pub store_timestamp_ms: i64,
+}
+
+impl IndexRow {
+    pub fn end_offset(&self) -> u64 {
+        self.first_offset + u64::from(self.count)
+    }
+}
+
+/// Why reading the applied state failed.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the broker state failed: {0}")]
+pub struct StateReadError(String);
+
+fn read_error(err: impl std::fmt::Display) -> StateReadError {
+    StateReadError(err.to_string())
+}
+
+/// The applied state, shared between the state machine (which writes it) and the processors.
+pub struct BrokerState {
+    db: Arc<Database>,
+    mem: RwLock<MemState>,
+    applied_index: watch::Sender<u64>,
+}
+
+impl BrokerState {
+    pub(super) fn new(db: Arc<Database>, mem: MemState) -> Self {
+        let index = mem.applied.map(|id| id.index).unwrap_or(0);
+        let (applied_index, _) = watch::channel(index);
+        Self {
+            db,
+            mem: RwLock::new(mem),
+            applied_index,
+        }
+    }
+
+    /// Runs `f` on the in-memory state. The lock is never held across an await.
+    fn read<T>(&self, f: impl FnOnce(&MemState) -> T) -> T {
+        let mem = self
+            .mem
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mem)
+    }
+
+    /// Replaces parts of the in-memory state after a commit, then wakes long polls.
+    pub(super) fn publish(&self, update: impl FnOnce(&mut MemState)) {
+        let index = {
+            let mut mem = self
+                .mem
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            update(&mut mem);
+            mem.applied.map(|id| id.index).unwrap_or(0)
+        };
+        self.applied_index.send_replace(index);
+    }
+
+    /// A receiver that changes whenever new entries are applied (the applied log index).
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    pub fn applied(&self) -> Option<LogId> {
+        self.read(|mem| mem.applied)
+    }
+
+    pub fn membership(&self) -> StoredMembership {
+        self.read(|mem| mem.membership.clone())
+    }
+
+    pub fn topic(&self, topic: &str) -> Option<TopicConfig> {
+        self.read(|mem| mem.topics.get(topic).cloned())
+    }
+
+    pub fn topics(&self) -> Vec<TopicConfig> {
+        self.read(|mem| mem.topics.values().cloned().collect())
+    }
+
+    pub fn group(&self, group: &str) -> Option<GroupConfig> {
+        self.read(|mem| mem.groups.get(group).cloned())
+    }
+
+    pub fn groups(&self) -> Vec<GroupConfig> {
+        self.read(|mem| mem.groups.values().cloned().collect())
+    }
+
+    /// A queue's offsets; an unknown queue reads as empty.
+    pub fn queue(&self, topic: &str, queue_id: u32) -> QueueState {
+        self.read(|mem| {
+            mem.queues
+                .get(&(topic.to_string(), queue_id))
+                .copied()
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn consumer_offset(&self, group: &str, topic: &str, queue_id: u32) -> Option<u64> {
+        self.read(|mem| {
+            mem.consumer_offsets
+                .get(&(group.to_string(), topic.to_string(), queue_id))
+                .copied()
+        })
+    }
+
+    /// Every committed offset of a group: `(topic, queue id) -> offset`.
+    pub fn group_offsets(&self, group: &str) -> BTreeMap<QueueKey, u64> {
+        self.read(|mem| {
+            mem.consumer_offsets
+                .iter()
+                .filter(|((g, _, _), _)| g == group)
+                .map(|((_, topic, queue), offset)| ((topic.clone(), *queue), *offset))
+                .collect()
+        })
+    }
+
+    /// Every group that has committed an offset on `topic`.
+    pub fn groups_consuming(&self, topic: &str) -> Vec<String> {
+        self.read(|mem| {
+            let mut groups: Vec<String> = mem
+                .consumer_offsets
+                .keys()
+                .filter(|(_, t, _)| t == topic)
+                .map(|(g, _, _)| g.clone())
+                .collect();
+            groups.dedup();
+            groups
+        })
+    }
+
+    /// Index rows of a queue covering `offset` and after, at most `max_rows` of them.
+    pub fn index_rows_from(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max_rows: usize,
+    ) -> Result<Vec<IndexRow>, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(QUEUE_INDEX).map_err(read_error)?;
+        let mut rows = Vec::new();
+        // The row that starts at or before `offset` (it may contain it) ...
+        let before = table
+            .range((topic, queue_id, 0)..=(topic, queue_id, offset))
+            .map_err(read_error)?
+            .next_back();
+        if let Some(found) = before {
+            let (key, value) = found.map_err(read_error)?;
+            let row = to_row(key.value().2, value.value());
+            if row.end_offset() > offset {
+                rows.push(row);
+            }
+        }
+        // ... then the rows that start after it.
+        if rows.len() < max_rows && offset < u64::MAX {
+            for found in table
+                .range((topic, queue_id, offset + 1)..=(topic, queue_id, u64::MAX))
+                .map_err(read_error)?
+            {
+                let (key, value) = found.map_err(read_error)?;
+                rows.push(to_row(key.value().2, value.value()));
+                if rows.len() >= max_rows {
+                    break;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The first offset of a queue whose store time is at or after `timestamp_ms` (the queue's
+    /// next offset if none is). Store times never go back within a queue (apply keeps them
+    /// monotonic), so this is a binary search over index rows.
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64, StateReadError> {
+        let queue = self.queue(topic, queue_id);
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(QUEUE_INDEX).map_err(read_error)?;
+        // Binary search over offsets; each probe finds the row containing the probed offset.
+        let (mut low, mut high) = (queue.min_offset, queue.next_offset);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let row = table
+                .range((topic, queue_id, 0)..=(topic, queue_id, middle))
+                .map_err(read_error)?
+                .next_back();
+            let store_ms = match row {
+                Some(found) => found.map_err(read_error)?.1.value().4,
+                None => i64::MIN,
+            };
+            if store_ms >= timestamp_ms {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        Ok(low)
+    }
+
+    /// The store time of the message at `offset`, if it exists.
+    pub fn store_timestamp(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<Option<i64>, StateReadError> {
+        let rows = self.index_rows_from(topic, queue_id, offset, 1)?;
+        Ok(rows
+            .first()
+            .filter(|row| row.first_offset <= offset)
+            .map(|row| row.store_timestamp_ms))
+    }
+}
+
+pub(super) fn to_row(first_offset: u64, value: super::tables::IndexValue) -> IndexRow {
+    let (log_index, unit_index, first_ordinal, count, store_timestamp_ms) = value;
+    IndexRow {
+        first_offset,
+        log_index,
+        unit_index,
+        first_ordinal,
+        count,
+        store_timestamp_ms,
+    }
+}
