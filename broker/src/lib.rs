@@ -3,6 +3,7 @@
 //! Start reading at [`command`] (what a Raft entry carries), then [`state_machine`] (what
 //! applying it does).
 
+pub mod batcher;
 pub mod command;
 pub mod state_machine;
 pub mod topic;

@@ -72,6 +72,8 @@ fn apply_send(
     log_index: u64,
     batch: &SendBatch,
 ) -> Vec<SendOutcome> {
+    let store_timestamp_ms = batch.store_timestamp_ms.max(state.last_store_timestamp_ms);
+    state.last_store_timestamp_ms = store_timestamp_ms;
     let mut ordinal: u32 = 0;
     let mut outcomes = Vec::with_capacity(batch.units.len());
     for (unit_index, unit) in batch.units.iter().enumerate() {
@@ -97,7 +99,7 @@ fn apply_send(
                             unit_index: unit_index as u32,
                             first_ordinal,
                             count: unit.messages.len() as u32,
-                            store_timestamp_ms: batch.store_timestamp_ms,
+                            store_timestamp_ms,
                         },
                     ));
                 }

@@ -202,6 +202,9 @@ impl BrokerStateMachine {
             }
             meta.insert(META_MEMBERSHIP, encode_meta(&state.membership)?.as_slice())
                 .map_err(storage)?;
+            let last_store = encode_meta(&state.last_store_timestamp_ms)?;
+            meta.insert(META_LAST_STORE_TIMESTAMP, last_store.as_slice())
+                .map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         if durable {
@@ -216,6 +219,7 @@ impl BrokerStateMachine {
         self.shared.publish(|shared| {
             shared.applied = private.applied;
             shared.membership = private.membership.clone();
+            shared.last_store_timestamp_ms = private.last_store_timestamp_ms;
             copy_keys(&touched.topics, &private.topics, &mut shared.topics);
             copy_keys(&touched.groups, &private.groups, &mut shared.groups);
             copy_keys(&touched.queues, &private.queues, &mut shared.queues);

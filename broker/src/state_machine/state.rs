@@ -33,6 +33,9 @@ pub struct MemState {
     pub groups: BTreeMap<String, GroupConfig>,
     pub queues: BTreeMap<QueueKey, QueueState>,
     pub consumer_offsets: BTreeMap<OffsetKey, u64>,
+    /// The latest store timestamp applied: store timestamps never go back, even when a new
+    /// leader's clock is behind the old one's, so a search by time can bisect a queue.
+    pub last_store_timestamp_ms: i64,
 }
 
 /// One row of the queue index: where a run of a queue's messages sits in the log.

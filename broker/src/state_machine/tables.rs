@@ -4,10 +4,12 @@
 
 use redb::TableDefinition;
 
-/// `"applied"` -> codec(LogId), `"membership"` -> codec(StoredMembership).
+/// `"applied"` -> codec(LogId), `"membership"` -> codec(StoredMembership),
+/// `"last_store_timestamp_ms"` -> codec(i64).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_APPLIED: &str = "applied";
 pub const META_MEMBERSHIP: &str = "membership";
+pub const META_LAST_STORE_TIMESTAMP: &str = "last_store_timestamp_ms";
 
 /// topic -> codec(TopicConfig)
 pub const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");

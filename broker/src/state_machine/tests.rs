@@ -375,6 +375,11 @@ fn offsets_are_found_by_store_time() {
     assert_eq!(state.offset_for_timestamp("t", 0, 300).unwrap(), 4);
     assert_eq!(state.offset_for_timestamp("t", 0, 301).unwrap(), 6);
     assert_eq!(state.store_timestamp("t", 0, 3).unwrap(), Some(200));
+
+    // A leader whose clock is behind stores with the latest time instead of going back.
+    let (command, blob) = send("t", 0, 1, 150);
+    apply_one(&mut sm, normal(4, &command, &blob));
+    assert_eq!(state.store_timestamp("t", 0, 6).unwrap(), Some(300));
 }
 
 #[test]
