@@ -5,5 +5,6 @@
 
 pub mod batcher;
 pub mod command;
+pub mod config;
 pub mod state_machine;
 pub mod topic;
