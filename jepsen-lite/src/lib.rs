@@ -4,6 +4,10 @@
 //! Where to start reading:
 //! - [`history`]: the JSON-lines history every client and the nemesis write, and its reader.
 //! - [`nemesis`]: the fault vocabulary and how a fault resolves to nodes.
+//! - [`checker`]: one pure function per anomaly over a parsed history; [`checker::all`] runs
+//!   them and builds the [`summary::Summary`] (JSON, table, exit code).
 
+pub mod checker;
 pub mod history;
 pub mod nemesis;
+pub mod summary;
