@@ -4,6 +4,7 @@
 //! applying it does).
 
 pub mod batcher;
+pub mod clients;
 pub mod command;
 pub mod config;
 pub mod state_machine;
