@@ -1,0 +1,185 @@
+//! JSON bodies of client requests: HEART_BEAT's `HeartbeatData`, the consumer list, queue
+//! locks and the KV table. Every field has a default so that a client leaving one out still
+//! decodes; encoding writes every field.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// The body of HEART_BEAT: who the client is and which groups and subscriptions it has.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HeartbeatData {
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub producer_data_set: Vec<ProducerData>,
+    pub consumer_data_set: Vec<ConsumerData>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProducerData {
+    pub group_name: String,
+}
+
+/// One consumer group of a client. Enum-like fields stay strings so that values this crate
+/// does not know still decode: consumeType `CONSUME_ACTIVELY` (pull) / `CONSUME_PASSIVELY`
+/// (push) / `CONSUME_POP`; messageModel `CLUSTERING` / `BROADCASTING`; consumeFromWhere
+/// `CONSUME_FROM_LAST_OFFSET` / `CONSUME_FROM_FIRST_OFFSET` / `CONSUME_FROM_TIMESTAMP`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConsumerData {
+    pub group_name: String,
+    pub consume_type: String,
+    pub message_model: String,
+    pub consume_from_where: String,
+    pub subscription_data_set: Vec<SubscriptionData>,
+    pub unit_mode: bool,
+}
+
+/// A subscription: a topic and a tag expression (`*`, or `a || b` with `tags_set`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SubscriptionData {
+    pub class_filter_mode: bool,
+    pub topic: String,
+    pub sub_string: String,
+    pub tags_set: BTreeSet<String>,
+    /// Java `String.hashCode()` of each tag.
+    pub code_set: BTreeSet<i32>,
+    pub sub_version: i64,
+    /// "TAG" or "SQL92".
+    pub expression_type: String,
+}
+
+/// The answer to GET_CONSUMER_LIST_BY_GROUP: the client ids of a group's live consumers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConsumerListBody {
+    pub consumer_id_list: Vec<String>,
+}
+
+/// A message queue: a topic's queue on one broker group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MessageQueue {
+    pub topic: String,
+    pub broker_name: String,
+    pub queue_id: i32,
+}
+
+/// The body of LOCK_BATCH_MQ and UNLOCK_BATCH_MQ (ordered consumption).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LockBatchRequestBody {
+    pub consumer_group: String,
+    pub client_id: String,
+    pub only_this_broker: bool,
+    pub mq_set: BTreeSet<MessageQueue>,
+}
+
+/// The answer to LOCK_BATCH_MQ: the queues now locked by the requester.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockBatchResponseBody {
+    #[serde(rename = "lockOKMQSet", default)]
+    pub lock_ok_mq_set: BTreeSet<MessageQueue>,
+}
+
+/// The answer to GET_KVLIST_BY_NAMESPACE.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KvTable {
+    pub table: BTreeMap<String, String>,
+}
+
+json_body! {
+    HeartbeatData => "heartbeat data",
+    ConsumerListBody => "consumer list",
+    LockBatchRequestBody => "lock batch request",
+    LockBatchResponseBody => "lock batch response",
+    KvTable => "KV table",
+}
+
+/// Java's `String.hashCode()`, which consumers put in `SubscriptionData::code_set`.
+pub fn java_string_hash(text: &str) -> i32 {
+    text.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_rust_clients_heartbeat() {
+        // The shape rocketmq-client-rust 1.0.0 sends (field set and spelling).
+        let json = br#"{"clientID":"10.0.0.1@4242#123","producerDataSet":[{"groupName":"pg"}],"consumerDataSet":[{"groupName":"cg","consumeType":"CONSUME_PASSIVELY","messageModel":"CLUSTERING","consumeFromWhere":"CONSUME_FROM_FIRST_OFFSET","subscriptionDataSet":[{"classFilterMode":false,"topic":"T","subString":"*","tagsSet":[],"codeSet":[],"subVersion":1700000000000,"expressionType":"TAG"}],"unitMode":false}],"heartbeatFingerprint":0,"withoutSub":false}"#;
+        let data = HeartbeatData::decode(json).unwrap();
+        assert_eq!(data.client_id, "10.0.0.1@4242#123");
+        assert_eq!(data.producer_data_set[0].group_name, "pg");
+        let consumer = &data.consumer_data_set[0];
+        assert_eq!(consumer.consume_from_where, "CONSUME_FROM_FIRST_OFFSET");
+        assert_eq!(consumer.subscription_data_set[0].topic, "T");
+        assert_eq!(
+            HeartbeatData::decode(&data.encode().unwrap()).unwrap(),
+            data
+        );
+        assert_eq!(
+            HeartbeatData::decode(br#"{"clientID":"x"}"#)
+                .unwrap()
+                .client_id,
+            "x"
+        );
+    }
+
+    #[test]
+    fn bodies_round_trip() {
+        let queue = MessageQueue {
+            topic: "T".into(),
+            broker_name: "broker-a".into(),
+            queue_id: 1,
+        };
+        let lock = LockBatchRequestBody {
+            consumer_group: "cg".into(),
+            client_id: "c".into(),
+            only_this_broker: true,
+            mq_set: BTreeSet::from([queue.clone()]),
+        };
+        assert_eq!(
+            LockBatchRequestBody::decode(&lock.encode().unwrap()).unwrap(),
+            lock
+        );
+        let locked = LockBatchResponseBody {
+            lock_ok_mq_set: BTreeSet::from([queue]),
+        };
+        let json = String::from_utf8(locked.encode().unwrap()).unwrap();
+        assert!(
+            json.starts_with(
+                r#"{"lockOKMQSet":[{"topic":"T","brokerName":"broker-a","queueId":1}]"#
+            )
+        );
+        assert_eq!(
+            LockBatchResponseBody::decode(json.as_bytes()).unwrap(),
+            locked
+        );
+        let list = ConsumerListBody {
+            consumer_id_list: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(
+            String::from_utf8(list.encode().unwrap()).unwrap(),
+            r#"{"consumerIdList":["a","b"]}"#
+        );
+        let kv = KvTable {
+            table: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+        };
+        assert_eq!(KvTable::decode(&kv.encode().unwrap()).unwrap(), kv);
+    }
+
+    #[test]
+    fn java_hash_matches_java() {
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("TagA"), 2_598_919);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+    }
+}
