@@ -5,7 +5,10 @@
 //! implements).
 
 pub mod codec;
+pub mod log_store;
+pub mod sm_adapter;
 pub mod state_machine;
+pub mod testing;
 pub mod types;
 
 pub use state_machine::{StateMachine, StateMachineError};

@@ -1,0 +1,759 @@
+//! The Raft log on redb, with group commit. This log IS the broker's commit log: message bodies
+//! live only here, so the broker reads them back through [`LogReader`].
+//!
+//! Data path of a write:
+//!
+//! ```text
+//! openraft append(entries, LogFlushed)
+//!   -> entries go into the in-memory tail (mem.rs): readable at once
+//!   -> the command is queued to the flusher (flusher.rs, one thread, bounded queue)
+//!   -> the flusher drains the queue, writes it all in one redb transaction (one fsync)
+//!   -> then fires LogFlushed for every append in the batch, in order
+//! ```
+//!
+//! Truncate, purge and vote go through the same queue and return once durable, so every write
+//! reaches disk in the order openraft issued it. The first storage error fails the store for
+//! good: it is returned to openraft as a `StorageError` (which stops the node) and every later
+//! call fails too.
+//!
+//! On disk (file [`LOG_FILE_NAME`] in the data directory): table `entries` maps a log index to
+//! the [`codec`](crate::codec)-encoded entry; table `meta` holds the vote, the committed log id
+//! and the last purged log id.
+
+mod flusher;
+mod mem;
+#[cfg(test)]
+mod test_backend;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Debug;
+use std::ops::{Bound, Range, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use flusher::{AppendDone, FlushCommand};
+pub use flusher::{FLUSH_QUEUE_CAPACITY, MAX_COMMANDS_PER_FLUSH};
+use mem::MemLog;
+
+use crate::codec;
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// The redb file of the log inside a node's data directory.
+pub const LOG_FILE_NAME: &str = "raft-log.redb";
+
+/// Default byte cap of the in-memory cache of recent durable entries (entries not yet durable
+/// are always held, whatever the cap).
+pub const DEFAULT_LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// redb's own page cache for the log file. Small: recent entries are served from our cache.
+pub const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// The most entries one [`LogReader::read_entries`] call returns; callers page through longer
+/// ranges.
+pub const MAX_READ_ENTRIES: u64 = 65_536;
+
+pub(crate) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const META_VOTE: &str = "vote";
+pub(crate) const META_COMMITTED: &str = "committed";
+pub(crate) const META_LAST_PURGED: &str = "last_purged";
+
+/// Why the log store failed. Cloneable so that one failed transaction can report the same error
+/// to every command it carried.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LogStoreError {
+    #[error("cannot open the raft log at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("raft log storage failed: {0}")]
+    Storage(String),
+    #[error("raft log entry {index} on disk is corrupt: {reason}")]
+    CorruptEntry { index: u64, reason: String },
+    #[error("raft log record {key:?} on disk is corrupt: {reason}")]
+    CorruptMeta { key: &'static str, reason: String },
+    #[error("raft log is missing entries {missing:?} that should be on disk")]
+    MissingEntries { missing: Range<u64> },
+    #[error("cannot encode a raft log record: {0}")]
+    Encode(String),
+    #[error("append breaks the raft log: {0}")]
+    NotConsecutive(String),
+    #[error("raft log stopped after an earlier failure: {0}")]
+    Failed(String),
+    #[error("raft log is shut down")]
+    Closed,
+    #[error("cannot start the raft log flusher thread: {0}")]
+    Spawn(String),
+}
+
+impl LogStoreError {
+    pub(crate) fn storage(e: impl Into<redb::Error>) -> Self {
+        LogStoreError::Storage(e.into().to_string())
+    }
+}
+
+impl From<codec::CodecError> for LogStoreError {
+    fn from(e: codec::CodecError) -> Self {
+        LogStoreError::Encode(e.to_string())
+    }
+}
+
+/// Tunables of the log store.
+#[derive(Clone, Debug)]
+pub struct LogStoreConfig {
+    /// Byte cap of the cache of recent durable entries.
+    pub cache_bytes: usize,
+}
+
+impl Default for LogStoreConfig {
+    fn default() -> Self {
+        LogStoreConfig {
+            cache_bytes: DEFAULT_LOG_CACHE_BYTES,
+        }
+    }
+}
+
+/// Counters of the log store, for the benchmark and for Prometheus later.
+#[derive(Debug, Default)]
+pub struct LogStoreMetrics {
+    appends: AtomicU64,
+    entries_appended: AtomicU64,
+    transactions: AtomicU64,
+    fsyncs: AtomicU64,
+    commands_flushed: AtomicU64,
+    entries_flushed: AtomicU64,
+    bytes_flushed: AtomicU64,
+    commit_nanos_total: AtomicU64,
+    entries_read_from_cache: AtomicU64,
+    entries_read_from_disk: AtomicU64,
+}
+
+/// A point-in-time copy of [`LogStoreMetrics`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStoreMetricsSnapshot {
+    /// `append()` calls.
+    pub appends: u64,
+    /// Entries handed to `append()`.
+    pub entries_appended: u64,
+    /// redb write transactions committed by the flusher.
+    pub transactions: u64,
+    /// Of those, the ones committed with `Durability::Immediate` (one fsync each).
+    pub fsyncs: u64,
+    /// Queued commands (appends, truncates, votes, ...) written by those transactions.
+    pub commands_flushed: u64,
+    /// Entries written to disk.
+    pub entries_flushed: u64,
+    /// Encoded entry bytes written to disk.
+    pub bytes_flushed: u64,
+    /// Total time spent in redb `commit()` (write-out and fsync), in nanoseconds.
+    pub commit_nanos_total: u64,
+    /// Entries served from the in-memory tail.
+    pub entries_read_from_cache: u64,
+    /// Entries read back from redb.
+    pub entries_read_from_disk: u64,
+}
+
+impl LogStoreMetrics {
+    pub(crate) fn record_flush(
+        &self,
+        durable: bool,
+        commands: u64,
+        entries: u64,
+        bytes: u64,
+        commit_nanos: u64,
+    ) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        if durable {
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.commands_flushed.fetch_add(commands, Ordering::Relaxed);
+        self.entries_flushed.fetch_add(entries, Ordering::Relaxed);
+        self.bytes_flushed.fetch_add(bytes, Ordering::Relaxed);
+        self.commit_nanos_total
+            .fetch_add(commit_nanos, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LogStoreMetricsSnapshot {
+        LogStoreMetricsSnapshot {
+            appends: self.appends.load(Ordering::Relaxed),
+            entries_appended: self.entries_appended.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            commands_flushed: self.commands_flushed.load(Ordering::Relaxed),
+            entries_flushed: self.entries_flushed.load(Ordering::Relaxed),
+            bytes_flushed: self.bytes_flushed.load(Ordering::Relaxed),
+            commit_nanos_total: self.commit_nanos_total.load(Ordering::Relaxed),
+            entries_read_from_cache: self.entries_read_from_cache.load(Ordering::Relaxed),
+            entries_read_from_disk: self.entries_read_from_disk.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// State shared by the store, its readers and the flusher thread.
+pub(crate) struct Shared {
+    pub(crate) db: Database,
+    mem: RwLock<MemLog>,
+    failure: OnceLock<LogStoreError>,
+    pub(crate) metrics: LogStoreMetrics,
+}
+
+impl Shared {
+    /// The remembered first failure, as the error every later call returns.
+    pub(crate) fn failure(&self) -> Option<LogStoreError> {
+        self.failure
+            .get()
+            .map(|first| LogStoreError::Failed(first.to_string()))
+    }
+
+    /// Remembers `error` as the store's failure if it is the first one.
+    pub(crate) fn fail(&self, error: &LogStoreError) {
+        if self.failure.set(error.clone()).is_ok() {
+            tracing::error!(%error, "raft log store failed; every later call fails too");
+        }
+    }
+
+    fn check(&self) -> Result<(), LogStoreError> {
+        match self.failure() {
+            Some(failed) => Err(failed),
+            None => Ok(()),
+        }
+    }
+
+    // A panic while holding the lock cannot leave MemLog half-updated in a way reads depend on
+    // (every mutation keeps its invariant before returning), so a poisoned lock is still usable.
+    pub(crate) fn mem_read(&self) -> RwLockReadGuard<'_, MemLog> {
+        self.mem
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn mem_write(&self) -> RwLockWriteGuard<'_, MemLog> {
+        self.mem
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads `[start, end)` (clipped to the live log): the durable part from redb, the rest from
+    /// memory. Blocks on disk I/O when the range reaches below the cache.
+    fn read_range_blocking(&self, start: u64, end: u64) -> Result<Vec<Entry>, LogStoreError> {
+        self.check()?;
+        let read = self.mem_read().read(start, end);
+        let mut entries = if read.durable_range.is_empty() {
+            Vec::new()
+        } else {
+            self.read_durable(read.durable_range.clone(), None)?
+        };
+        self.metrics
+            .entries_read_from_cache
+            .fetch_add(read.cached.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .entries_read_from_disk
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        entries.extend(read.cached);
+        Ok(entries)
+    }
+
+    /// Reads entries that memory says are durable. They must all be there, except a prefix that a
+    /// concurrent purge may have removed. `purged_next` is the first index not purged, when the
+    /// caller already holds the memory lock; otherwise it is looked up after the read.
+    fn read_durable(
+        &self,
+        range: Range<u64>,
+        purged_next: Option<u64>,
+    ) -> Result<Vec<Entry>, LogStoreError> {
+        let result = self.read_durable_inner(range.clone()).and_then(|entries| {
+            let first_found = match entries.first() {
+                Some(first) => first.log_id.index,
+                None => range.end,
+            };
+            let contiguous = entries
+                .iter()
+                .zip(first_found..)
+                .all(|(entry, index)| entry.log_id.index == index);
+            let ends_right = entries
+                .last()
+                .is_none_or(|last| last.log_id.index + 1 == range.end);
+            let start_ok = first_found == range.start || {
+                let purged_next = purged_next
+                    .unwrap_or_else(|| self.mem_read().last_purged().map_or(0, |p| p.index + 1));
+                first_found <= purged_next
+            };
+            if contiguous && ends_right && start_ok {
+                Ok(entries)
+            } else {
+                Err(LogStoreError::MissingEntries { missing: range })
+            }
+        });
+        result.inspect_err(|e| self.fail(e))
+    }
+
+    fn read_durable_inner(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
+        let txn = self.db.begin_read().map_err(LogStoreError::storage)?;
+        let table = txn.open_table(ENTRIES).map_err(LogStoreError::storage)?;
+        let capacity = usize::try_from(range.end - range.start).unwrap_or(0);
+        let mut entries = Vec::with_capacity(capacity.min(MAX_READ_ENTRIES as usize));
+        for row in table.range(range).map_err(LogStoreError::storage)? {
+            let (key, value) = row.map_err(LogStoreError::storage)?;
+            let index = key.value();
+            let entry: Entry =
+                codec::decode(value.value()).map_err(|e| LogStoreError::CorruptEntry {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            if entry.log_id.index != index {
+                return Err(LogStoreError::CorruptEntry {
+                    index,
+                    reason: format!("stored under index {index} but has log id {}", entry.log_id),
+                });
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// The log id of a durable entry (used when a truncate goes below the cache, with the memory
+    /// lock held: hence the purge point is passed in).
+    fn durable_log_id(&self, index: u64, purged_next: u64) -> Result<LogId, LogStoreError> {
+        let entries = self.read_durable(index..index + 1, Some(purged_next))?;
+        entries
+            .first()
+            .map(|e| e.log_id)
+            .ok_or(LogStoreError::MissingEntries {
+                missing: index..index + 1,
+            })
+    }
+}
+
+/// Reads `[start, end)` without blocking the async runtime on disk I/O.
+async fn read_range(
+    shared: &Arc<Shared>,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Entry>, LogStoreError> {
+    shared.check()?;
+    let needs_disk = !shared.mem_read().read(start, end).durable_range.is_empty();
+    if !needs_disk {
+        return shared.read_range_blocking(start, end);
+    }
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || shared.read_range_blocking(start, end))
+        .await
+        .map_err(|e| LogStoreError::Storage(format!("log read task failed: {e}")))?
+}
+
+/// `[start, end)` of any range bounds over log indexes.
+fn to_start_end(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.saturating_add(1),
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &'static str,
+) -> Result<Option<T>, LogStoreError> {
+    let Some(value) = table.get(key).map_err(LogStoreError::storage)? else {
+        return Ok(None);
+    };
+    codec::decode(value.value())
+        .map(Some)
+        .map_err(|e| LogStoreError::CorruptMeta {
+            key,
+            reason: e.to_string(),
+        })
+}
+
+/// Stops the flusher thread after everything queued before the stop is on disk.
+#[derive(Clone)]
+pub struct FlusherHandle {
+    tx: mpsc::Sender<FlushCommand>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Debug for FlusherHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlusherHandle").finish_non_exhaustive()
+    }
+}
+
+impl FlusherHandle {
+    /// Lets the flusher finish every queued write, then waits for its thread to exit.
+    pub async fn stop(&self) {
+        // If the thread already exited (every store dropped), there is nobody to tell.
+        let _ = self.tx.send(FlushCommand::Stop).await;
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("raft log flusher thread panicked");
+            }
+        }
+    }
+}
+
+/// The redb log store that openraft drives (`RaftLogStorage`). Owned by openraft; keep a
+/// [`LogReader`] and a [`FlusherHandle`] for your own use.
+pub struct LogStore {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<FlushCommand>,
+    flusher: FlusherHandle,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `data_dir` and starts its flusher thread.
+    pub fn open(data_dir: &Path, config: LogStoreConfig) -> Result<LogStore, LogStoreError> {
+        let path = data_dir.join(LOG_FILE_NAME);
+        let open_error = |reason: String| LogStoreError::Open {
+            path: path.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
+        let db = redb::Builder::new()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| open_error(e.to_string()))?;
+        LogStore::with_database(db, config)
+    }
+
+    /// Opens the log in an already opened redb database (tests use this to inject a backend).
+    pub(crate) fn with_database(
+        db: Database,
+        config: LogStoreConfig,
+    ) -> Result<LogStore, LogStoreError> {
+        // Create the tables on first open so that readers never see them missing.
+        let txn = db.begin_write().map_err(LogStoreError::storage)?;
+        txn.open_table(ENTRIES).map_err(LogStoreError::storage)?;
+        txn.open_table(META).map_err(LogStoreError::storage)?;
+        txn.commit().map_err(LogStoreError::storage)?;
+
+        let (vote, committed, last_purged, first_stored, last_entry) = {
+            let txn = db.begin_read().map_err(LogStoreError::storage)?;
+            let meta = txn.open_table(META).map_err(LogStoreError::storage)?;
+            let entries = txn.open_table(ENTRIES).map_err(LogStoreError::storage)?;
+            let vote: Option<Vote> = read_meta(&meta, META_VOTE)?;
+            let committed: Option<Option<LogId>> = read_meta(&meta, META_COMMITTED)?;
+            let last_purged: Option<LogId> = read_meta(&meta, META_LAST_PURGED)?;
+            let first_stored = entries
+                .first()
+                .map_err(LogStoreError::storage)?
+                .map(|(key, _)| key.value());
+            let last_entry = match entries.last().map_err(LogStoreError::storage)? {
+                None => None,
+                Some((key, value)) => {
+                    let index = key.value();
+                    let entry: Entry =
+                        codec::decode(value.value()).map_err(|e| LogStoreError::CorruptEntry {
+                            index,
+                            reason: e.to_string(),
+                        })?;
+                    Some(entry.log_id)
+                }
+            };
+            (
+                vote,
+                committed.flatten(),
+                last_purged,
+                first_stored,
+                last_entry,
+            )
+        };
+        let last_log_id = last_entry.max(last_purged);
+        let mem = MemLog::new(
+            first_stored,
+            last_log_id,
+            last_purged,
+            vote,
+            committed,
+            config.cache_bytes,
+        );
+
+        let shared = Arc::new(Shared {
+            db,
+            mem: RwLock::new(mem),
+            failure: OnceLock::new(),
+            metrics: LogStoreMetrics::default(),
+        });
+        let (tx, rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("raft-log-flusher".to_string())
+            .spawn(move || flusher::run(thread_shared, rx))
+            .map_err(|e| LogStoreError::Spawn(e.to_string()))?;
+        let flusher = FlusherHandle {
+            tx: tx.clone(),
+            thread: Arc::new(Mutex::new(Some(thread))),
+        };
+        Ok(LogStore {
+            shared,
+            tx,
+            flusher,
+        })
+    }
+
+    /// A cloneable reader of the log, usable outside openraft.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The handle that stops the flusher on shutdown.
+    pub fn flusher(&self) -> FlusherHandle {
+        self.flusher.clone()
+    }
+
+    pub fn metrics(&self) -> LogStoreMetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    async fn send(&self, command: FlushCommand) -> Result<(), LogStoreError> {
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| LogStoreError::Closed)
+    }
+
+    async fn send_and_wait(
+        &self,
+        make: impl FnOnce(flusher::Ack) -> FlushCommand,
+    ) -> Result<(), LogStoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(make(done)).await?;
+        wait.await.map_err(|_| LogStoreError::Closed)?
+    }
+
+    /// Appends entries; `done` runs once they are durable (or failed). Returns once the entries
+    /// are readable and queued.
+    pub(crate) async fn append_with(
+        &mut self,
+        entries: Vec<Entry>,
+        done: AppendDone,
+    ) -> Result<(), LogStoreError> {
+        self.shared.check()?;
+        if entries.is_empty() {
+            done(Ok(()));
+            return Ok(());
+        }
+        self.shared
+            .mem_write()
+            .append(&entries)
+            .map_err(|e| LogStoreError::NotConsecutive(e.to_string()))?;
+        self.shared.metrics.appends.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .entries_appended
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.send(FlushCommand::Append { entries, done }).await
+    }
+
+    pub(crate) async fn truncate_since(&mut self, since: u64) -> Result<(), LogStoreError> {
+        self.shared.check()?;
+        {
+            let mut mem = self.shared.mem_write();
+            if let Some(prev) = mem.truncate(since) {
+                // Rare (a conflict below the cache): one small read while holding the lock keeps
+                // readers from seeing a last log id that is not there.
+                let purged_next = mem.last_purged().map_or(0, |p| p.index + 1);
+                let last = self.shared.durable_log_id(prev, purged_next)?;
+                mem.set_last_after_truncate(last);
+            }
+        }
+        self.send_and_wait(|done| FlushCommand::Truncate { since, done })
+            .await
+    }
+
+    pub(crate) async fn purge_upto(&mut self, upto: LogId) -> Result<(), LogStoreError> {
+        self.shared.check()?;
+        let upto = self.shared.mem_write().purge(upto);
+        self.send_and_wait(|done| FlushCommand::Purge { upto, done })
+            .await
+    }
+
+    pub(crate) async fn save_vote_durably(&mut self, vote: Vote) -> Result<(), LogStoreError> {
+        self.shared.check()?;
+        self.send_and_wait(|done| FlushCommand::SaveVote { vote, done })
+            .await?;
+        self.shared.mem_write().set_vote(vote);
+        Ok(())
+    }
+}
+
+fn write_error(e: &LogStoreError) -> StorageError {
+    StorageIOError::write_logs(AnyError::new(e)).into()
+}
+
+fn read_error(e: &LogStoreError) -> StorageError {
+    StorageIOError::read_logs(AnyError::new(e)).into()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = to_start_end(&range);
+        read_range(&self.shared, start, end)
+            .await
+            .map_err(|e| read_error(&e))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        self.shared.check().map_err(|e| read_error(&e))?;
+        let mem = self.shared.mem_read();
+        Ok(LogState {
+            last_purged_log_id: mem.last_purged(),
+            last_log_id: mem.last_log_id(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.save_vote_durably(*vote)
+            .await
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.shared
+            .check()
+            .map_err(|e| StorageIOError::read_vote(AnyError::new(&e)))?;
+        Ok(self.shared.mem_read().vote())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.shared.check().map_err(|e| write_error(&e))?;
+        self.shared.mem_write().set_committed(committed);
+        self.send(FlushCommand::SaveCommitted { committed })
+            .await
+            .map_err(|e| write_error(&e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.shared.check().map_err(|e| read_error(&e))?;
+        Ok(self.shared.mem_read().committed())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let done: AppendDone = Box::new(move |result| callback.log_io_completed(result));
+        self.append_with(entries, done)
+            .await
+            .map_err(|e| write_error(&e))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.truncate_since(log_id.index)
+            .await
+            .map_err(|e| write_error(&e))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.purge_upto(log_id).await.map_err(|e| write_error(&e))
+    }
+}
+
+/// A cloneable handle that reads the log: openraft's replication uses it, and so does the broker
+/// to serve messages (the log is the commit log). It may return entries that are not committed
+/// yet: callers bound their reads by what the state machine has applied.
+#[derive(Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader").finish_non_exhaustive()
+    }
+}
+
+impl LogReader {
+    /// Entries with index in `range`, in order, clipped to the live log and to
+    /// [`MAX_READ_ENTRIES`]. Reads below the in-memory cache run on a blocking thread.
+    pub async fn read_entries(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
+        let end = range.end.min(range.start.saturating_add(MAX_READ_ENTRIES));
+        read_range(&self.shared, range.start, end).await
+    }
+
+    /// The entry at `index`, if the live log holds it.
+    pub async fn read_entry(&self, index: u64) -> Result<Option<Entry>, LogStoreError> {
+        let mut entries = read_range(&self.shared, index, index.saturating_add(1)).await?;
+        Ok(entries.pop())
+    }
+
+    /// [`read_entries`](Self::read_entries) for synchronous callers (it may block on disk I/O).
+    pub fn read_entries_blocking(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
+        let end = range.end.min(range.start.saturating_add(MAX_READ_ENTRIES));
+        self.shared.read_range_blocking(range.start, end)
+    }
+
+    /// The last log id appended (durable or not), or the last purged one if the log is empty.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        self.shared.mem_read().last_log_id()
+    }
+
+    /// The last purged log id: entries at or below it are gone.
+    pub fn last_purged_log_id(&self) -> Option<LogId> {
+        self.shared.mem_read().last_purged()
+    }
+
+    /// Entries and bytes held in the in-memory tail right now.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        let mem = self.shared.mem_read();
+        (mem.cached_entries(), mem.cached_bytes())
+    }
+
+    pub fn metrics(&self) -> LogStoreMetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = to_start_end(&range);
+        read_range(&self.shared, start, end)
+            .await
+            .map_err(|e| read_error(&e))
+    }
+}

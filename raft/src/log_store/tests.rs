@@ -1,0 +1,322 @@
+//! Log store behaviour the openraft Suite does not pin down: group commit, durability before the
+//! callback, ordering of truncate with pending appends, the first I/O error failing everything,
+//! corrupt bytes on disk, and the cache.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::storage::RaftLogStorage;
+use openraft::{CommittedLeaderId, RaftLogReader};
+use tokio::sync::oneshot;
+
+use super::test_backend::{ControlledBackend, Controls};
+use super::*;
+use crate::types::{AppRequest, EntryPayload};
+
+/// Bound on every wait in these tests.
+const WAIT_MAX: Duration = Duration::from_secs(20);
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn entry(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(AppRequest(Bytes::from(format!("t{term}-i{index}")))),
+    }
+}
+
+fn open(dir: &Path, config: LogStoreConfig) -> LogStore {
+    LogStore::open(dir, config).unwrap()
+}
+
+fn open_controlled(dir: &Path) -> (LogStore, Arc<Controls>) {
+    let controls = Arc::new(Controls::default());
+    let backend = ControlledBackend::open(&dir.join(LOG_FILE_NAME), Arc::clone(&controls)).unwrap();
+    let db = redb::Builder::new().create_with_backend(backend).unwrap();
+    (
+        LogStore::with_database(db, LogStoreConfig::default()).unwrap(),
+        controls,
+    )
+}
+
+async fn close(store: LogStore) {
+    store.flusher().stop().await;
+    drop(store);
+}
+
+/// Appends and returns a receiver of the append's outcome.
+async fn append(store: &mut LogStore, entries: Vec<Entry>) -> oneshot::Receiver<bool> {
+    let (tx, rx) = oneshot::channel();
+    store
+        .append_with(
+            entries,
+            Box::new(move |result| {
+                let _ = tx.send(result.is_ok());
+            }),
+        )
+        .await
+        .unwrap();
+    rx
+}
+
+async fn durable(rx: oneshot::Receiver<bool>) -> bool {
+    tokio::time::timeout(WAIT_MAX, rx).await.unwrap().unwrap()
+}
+
+fn ids(entries: &[Entry]) -> Vec<LogId> {
+    entries.iter().map(|e| e.log_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_entries_are_readable_at_once_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path(), LogStoreConfig::default());
+    let reader = store.reader();
+    let rx = append(&mut store, (0..=5).map(|i| entry(1, i)).collect()).await;
+    // Readable as soon as append() returned, durable or not.
+    assert_eq!(
+        ids(&reader.read_entries(0..100).await.unwrap()),
+        (0..=5).map(|i| log_id(1, i)).collect::<Vec<_>>()
+    );
+    assert!(durable(rx).await);
+    store.save_vote(&Vote::new(3, 2)).await.unwrap();
+    store.save_committed(Some(log_id(1, 4))).await.unwrap();
+    drop(reader);
+    close(store).await;
+
+    let mut store = open(dir.path(), LogStoreConfig::default());
+    let state = store.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(1, 5)));
+    assert_eq!(state.last_purged_log_id, None);
+    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 4)));
+    let entries = store.try_get_log_entries(2..=4).await.unwrap();
+    assert_eq!(entries, (2..=4).map(|i| entry(1, i)).collect::<Vec<_>>());
+    assert_eq!(store.metrics().entries_read_from_disk, 3);
+    close(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_flushes_pending_appends_together_and_acks_only_after_commit() {
+    const APPENDS: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, controls) = open_controlled(dir.path());
+    let shared = Arc::clone(&store.shared);
+    let before = store.metrics();
+
+    // Each callback records its index and whether a fresh read of redb (not the memory tail)
+    // already holds the entry, i.e. whether the transaction had committed when it fired.
+    let fired: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+    let mut outcomes = Vec::new();
+    controls.arm_gate();
+    for index in 0..APPENDS {
+        let (tx, rx) = oneshot::channel();
+        let fired = Arc::clone(&fired);
+        let shared = Arc::clone(&shared);
+        let done: AppendDone = Box::new(move |result| {
+            let on_disk = shared
+                .read_durable_inner(index..index + 1)
+                .is_ok_and(|found| found.len() == 1);
+            fired.lock().unwrap().push((index, on_disk));
+            let _ = tx.send(result.is_ok());
+        });
+        store
+            .append_with(vec![entry(1, index)], done)
+            .await
+            .unwrap();
+        outcomes.push(rx);
+        if index == 0 {
+            // The flusher now sits inside the first transaction's fsync; everything appended
+            // meanwhile must queue and go out together.
+            assert!(controls.wait_until_blocked(WAIT_MAX));
+        }
+    }
+    assert!(
+        fired.lock().unwrap().is_empty(),
+        "no callback may fire before its transaction commits"
+    );
+    assert_eq!(
+        store.reader().read_entries(0..APPENDS).await.unwrap().len() as u64,
+        APPENDS
+    );
+    controls.open_gate();
+    for rx in outcomes {
+        assert!(durable(rx).await);
+    }
+
+    let fired = fired.lock().unwrap().clone();
+    assert_eq!(
+        fired.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (0..APPENDS).collect::<Vec<_>>(),
+        "callbacks fire in append order"
+    );
+    assert!(
+        fired.iter().all(|(_, on_disk)| *on_disk),
+        "every callback saw its entry on disk"
+    );
+    let after = store.metrics();
+    assert_eq!(after.appends - before.appends, APPENDS);
+    assert_eq!(after.entries_flushed - before.entries_flushed, APPENDS);
+    // The first append alone, then the other 199 in one transaction.
+    assert_eq!(after.fsyncs - before.fsyncs, 2);
+    close(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_is_ordered_with_pending_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, controls) = open_controlled(dir.path());
+    assert!(durable(append(&mut store, vec![entry(1, 0), entry(1, 1)]).await).await);
+
+    controls.arm_gate();
+    let blocker = append(&mut store, vec![entry(1, 2)]).await;
+    assert!(controls.wait_until_blocked(WAIT_MAX));
+    // Queued behind the blocked transaction: old entries, a truncate, their replacements.
+    let old = append(&mut store, (3..=6).map(|i| entry(1, i)).collect()).await;
+    let reader = store.reader();
+    let (truncated, ()) = tokio::join!(store.truncate(log_id(1, 4)), async {
+        // While the truncate waits for its transaction, the memory tail already shows the
+        // shortened log; then let the flusher go.
+        let deadline = tokio::time::Instant::now() + WAIT_MAX;
+        while reader.last_log_id() != Some(log_id(1, 3)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "truncate never reached memory"
+            );
+            tokio::task::yield_now().await;
+        }
+        controls.open_gate();
+    });
+    truncated.unwrap();
+    let new = append(&mut store, (4..=5).map(|i| entry(2, i)).collect()).await;
+    assert!(durable(blocker).await);
+    assert!(durable(old).await);
+    assert!(durable(new).await);
+    drop(reader);
+    close(store).await;
+
+    let mut store = open(dir.path(), LogStoreConfig::default());
+    let on_disk = store.try_get_log_entries(0..100).await.unwrap();
+    assert_eq!(
+        ids(&on_disk),
+        vec![
+            log_id(1, 0),
+            log_id(1, 1),
+            log_id(1, 2),
+            log_id(1, 3),
+            log_id(2, 4),
+            log_id(2, 5)
+        ]
+    );
+    close(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_io_error_fails_every_later_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, controls) = open_controlled(dir.path());
+    assert!(durable(append(&mut store, vec![entry(1, 0), entry(1, 1)]).await).await);
+
+    controls.fail_syncs();
+    let failed = append(&mut store, vec![entry(1, 2)]).await;
+    assert!(
+        !durable(failed).await,
+        "the append whose fsync failed reports failure"
+    );
+
+    // Everything afterwards fails, without touching the disk again.
+    let flushes = store.metrics().transactions;
+    assert!(
+        store
+            .append_with(vec![entry(1, 3)], Box::new(|_| {}))
+            .await
+            .is_err()
+    );
+    assert!(store.save_vote(&Vote::new(2, 1)).await.is_err());
+    assert!(store.read_vote().await.is_err());
+    assert!(store.get_log_state().await.is_err());
+    assert!(store.try_get_log_entries(0..10).await.is_err());
+    assert!(store.truncate(log_id(1, 1)).await.is_err());
+    assert!(store.reader().read_entries(0..10).await.is_err());
+    assert_eq!(store.metrics().transactions, flushes);
+    close(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path(), LogStoreConfig { cache_bytes: 0 });
+    assert!(durable(append(&mut store, (0..=3).map(|i| entry(1, i)).collect()).await).await);
+    close(store).await;
+
+    // Scribble over entry 2 behind the store's back.
+    {
+        let db = redb::Database::open(dir.path().join(LOG_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(ENTRIES)
+            .unwrap()
+            .insert(2, [codec::FORMAT_VERSION, 0xFF, 0xFF, 0x01].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let mut store = open(dir.path(), LogStoreConfig::default());
+    let result = store.reader().read_entries(1..4).await;
+    assert!(
+        matches!(result, Err(LogStoreError::CorruptEntry { index: 2, .. })),
+        "got {result:?}"
+    );
+    // The store is failed from now on.
+    assert!(store.try_get_log_entries(3..4).await.is_err());
+    close(store).await;
+
+    // A corrupt last entry stops the open itself.
+    {
+        let db = redb::Database::open(dir.path().join(LOG_FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(ENTRIES)
+            .unwrap()
+            .insert(3, [9u8].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    assert!(matches!(
+        LogStore::open(dir.path(), LogStoreConfig::default()),
+        Err(LogStoreError::CorruptEntry { index: 3, .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_bounded_and_reads_below_it_come_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_bytes = 4 * 1024;
+    let mut store = open(dir.path(), LogStoreConfig { cache_bytes });
+    let reader = store.reader();
+    let mut last = None;
+    for index in 0..=500 {
+        last = Some(append(&mut store, vec![entry(1, index)]).await);
+    }
+    assert!(durable(last.unwrap()).await);
+    let (cached_entries, cached_bytes) = reader.cache_usage();
+    assert!(cached_bytes <= cache_bytes, "{cached_bytes} cached bytes");
+    assert!(cached_entries > 0 && cached_entries < 501);
+
+    let before = reader.metrics();
+    let all = reader.read_entries(0..501).await.unwrap();
+    assert_eq!(all, (0..=500).map(|i| entry(1, i)).collect::<Vec<_>>());
+    let after = reader.metrics();
+    assert_eq!(
+        after.entries_read_from_disk - before.entries_read_from_disk,
+        501 - cached_entries as u64
+    );
+    assert_eq!(
+        reader.read_entries_blocking(499..600).unwrap(),
+        vec![entry(1, 499), entry(1, 500)]
+    );
+    assert_eq!(reader.read_entry(250).await.unwrap(), Some(entry(1, 250)));
+    assert_eq!(reader.read_entry(501).await.unwrap(), None);
+    drop(reader);
+    close(store).await;
+}

@@ -1,0 +1,41 @@
+//! openraft's own storage test suite against the redb log store plus the state-machine adapter
+//! over the test key-value state machine, each build in a fresh temp directory.
+
+use openraft::testing::{StoreBuilder, Suite};
+use raftmq_raft::log_store::{LogStore, LogStoreConfig};
+use raftmq_raft::sm_adapter::StateMachineStore;
+use raftmq_raft::testing::KvStateMachine;
+use raftmq_raft::{StorageError, TypeConfig};
+
+/// Keeps a build's temp directory alive until the Suite is done with the store.
+struct Guard {
+    _dir: tempfile::TempDir,
+}
+
+struct RedbStoreBuilder;
+
+fn setup_error(e: impl std::error::Error + 'static) -> StorageError {
+    openraft::StorageIOError::write(openraft::AnyError::new(&e)).into()
+}
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore<KvStateMachine>, Guard>
+    for RedbStoreBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(Guard, LogStore, StateMachineStore<KvStateMachine>), StorageError> {
+        let dir = tempfile::tempdir().map_err(setup_error)?;
+        let log_store =
+            LogStore::open(dir.path(), LogStoreConfig::default()).map_err(setup_error)?;
+        let kv = KvStateMachine::open(&dir.path().join("kv.redb")).map_err(setup_error)?;
+        let sm = StateMachineStore::open(dir.path(), kv).map_err(setup_error)?;
+        Ok((Guard { _dir: dir }, log_store, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes() {
+    if let Err(e) = Suite::test_all(RedbStoreBuilder) {
+        panic!("openraft storage suite failed: {e}");
+    }
+}
