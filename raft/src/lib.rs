@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod log_store;
+pub mod network;
 pub mod sm_adapter;
 pub mod state_machine;
 pub mod testing;

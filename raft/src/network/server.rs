@@ -1,0 +1,172 @@
+//! The server side: an accept loop bounded by a semaphore of [`MAX_CONNECTIONS`] permits, and a
+//! task per connection that reads one request frame at a time, hands it to the local `Raft`, and
+//! writes the answer. Every task is tracked; on shutdown the accept loop stops, each connection
+//! finishes the request in hand, and [`RaftServer::shutdown`] waits for all of them.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use openraft::Snapshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{MAX_CONNECTIONS, RpcRequest, RpcResponse, frame_codec};
+use crate::codec;
+use crate::types::Raft;
+
+/// How long the accept loop pauses after an accept error (for example, out of file
+/// descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// A running Raft RPC server.
+#[derive(Debug)]
+pub struct RaftServer {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RaftServer {
+    /// Serves Raft RPCs arriving on `listener` to `raft` until [`shutdown`](Self::shutdown).
+    pub fn start(listener: TcpListener, raft: Raft) -> std::io::Result<RaftServer> {
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(accept_loop(listener, raft, shutdown.clone(), tasks.clone()));
+        Ok(RaftServer {
+            local_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets every connection finish the request in hand, and waits for all
+    /// server tasks to end.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    raft: Raft,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed; treat it as a shutdown if it ever is.
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "raft server accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, %peer, "cannot set TCP_NODELAY; closing");
+            continue;
+        }
+        tasks.spawn(serve_connection(
+            stream,
+            peer,
+            raft.clone(),
+            shutdown.clone(),
+            permit,
+        ));
+    }
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(%peer))]
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    raft: Raft,
+    shutdown: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let mut framed = Framed::new(stream, frame_codec());
+    loop {
+        let frame = tokio::select! {
+            () = shutdown.cancelled() => return,
+            frame = framed.next() => frame,
+        };
+        let frame = match frame {
+            None => return,
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => {
+                // Includes frames over the cap: refused before reading their body.
+                tracing::warn!(%error, "bad raft frame; closing the connection");
+                return;
+            }
+        };
+        let (response, keep_open) = match codec::decode::<RpcRequest>(&frame) {
+            Ok(request) => (handle(&raft, request).await, true),
+            Err(error) => {
+                tracing::warn!(%error, "undecodable raft request; closing the connection");
+                (RpcResponse::BadRequest(error.to_string()), false)
+            }
+        };
+        let encoded = match codec::encode(&response) {
+            Ok(encoded) => Bytes::from(encoded),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a raft response; closing the connection");
+                return;
+            }
+        };
+        if let Err(error) = framed.send(encoded).await {
+            tracing::debug!(%error, "cannot answer; closing the connection");
+            return;
+        }
+        if !keep_open {
+            return;
+        }
+    }
+}
+
+/// Hands one request to the local Raft node.
+async fn handle(raft: &Raft, request: RpcRequest) -> RpcResponse {
+    match request {
+        RpcRequest::AppendEntries(rpc) => {
+            RpcResponse::AppendEntries(raft.append_entries(rpc).await)
+        }
+        RpcRequest::Vote(rpc) => RpcResponse::Vote(raft.vote(rpc).await),
+        RpcRequest::InstallSnapshot(rpc) => {
+            RpcResponse::InstallSnapshot(raft.install_snapshot(rpc).await)
+        }
+        RpcRequest::FullSnapshot { vote, meta, data } => {
+            let snapshot = Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data.to_vec())),
+            };
+            RpcResponse::FullSnapshot(raft.install_full_snapshot(vote, snapshot).await)
+        }
+    }
+}
