@@ -358,15 +358,23 @@ fn decode_payload(payload: &[u8]) -> Result<(RemotingCommand, usize), WireError>
 
 /// Appends `command` as one frame. On error nothing is appended.
 pub fn encode(command: &RemotingCommand, dst: &mut BytesMut) -> Result<(), WireError> {
+    encode_head(command, dst)?;
+    dst.extend_from_slice(&command.body);
+    Ok(())
+}
+
+/// Appends everything of the frame but the body (whose length the head accounts for), so a
+/// writer can send `command.body` after it without copying it. On error nothing is appended.
+pub fn encode_head(command: &RemotingCommand, dst: &mut BytesMut) -> Result<(), WireError> {
     let start = dst.len();
-    let result = encode_inner(command, dst, start);
+    let result = encode_head_inner(command, dst, start);
     if result.is_err() {
         dst.truncate(start);
     }
     result
 }
 
-fn encode_inner(
+fn encode_head_inner(
     command: &RemotingCommand,
     dst: &mut BytesMut,
     start: usize,
@@ -405,7 +413,6 @@ fn encode_inner(
         })?;
     dst[start..start + 4].copy_from_slice(&total_i32.to_be_bytes());
     dst[start + 4..start + 8].copy_from_slice(&marker.to_be_bytes());
-    dst.extend_from_slice(&command.body);
     Ok(())
 }
 
@@ -619,6 +626,11 @@ mod tests {
             let (decoded, used) = decode(&bytes).unwrap().unwrap();
             assert_eq!(used, bytes.len());
             assert_eq!(decoded, command);
+
+            let mut head = BytesMut::new();
+            encode_head(&command, &mut head).unwrap();
+            head.extend_from_slice(&command.body);
+            assert_eq!(&head[..], &bytes[..]);
 
             let mut buf = BytesMut::from(&bytes[..]);
             buf.extend_from_slice(b"next");
