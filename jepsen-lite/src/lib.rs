@@ -6,8 +6,11 @@
 //! - [`nemesis`]: the fault vocabulary and how a fault resolves to nodes.
 //! - [`checker`]: one pure function per anomaly over a parsed history; [`checker::all`] runs
 //!   them and builds the [`summary::Summary`] (JSON, table, exit code).
+//! - [`net`]: the [`net::Network`] trait with two implementations: Linux network namespaces
+//!   with nftables rules ([`net::netns`]) and per-link TCP proxies ([`net::proxy`]).
 
 pub mod checker;
 pub mod history;
 pub mod nemesis;
+pub mod net;
 pub mod summary;

@@ -2,13 +2,16 @@
 //!
 //! `run --profile short|long --seed N` arrives with the workloads and the cluster harness.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use jepsen_lite::checker::{self, CheckOptions};
 use jepsen_lite::history::read_history;
+use jepsen_lite::net::{netns, probe, selftest};
 use jepsen_lite::summary::EXIT_USAGE;
 
 #[derive(Parser, Debug)]
@@ -48,6 +51,25 @@ enum Command {
         #[arg(long)]
         allow_duplicates: bool,
     },
+    /// As root: create three namespaces on a bridge, run an echo server in one, cut, one-way
+    /// cut and degrade links with nftables, heal, tear down; print each step.
+    NetnsSelftest,
+    /// As root: delete namespaces left behind by jepsen-lite runs whose process is gone.
+    NetnsCleanup,
+    /// Helper run inside a namespace: echo lines on a TCP address until killed.
+    #[command(hide = true)]
+    NetEcho {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Helper run inside a namespace: exit 0 if the echo server at `addr` answers in time.
+    #[command(hide = true)]
+    NetProbe {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +82,60 @@ fn main() -> ExitCode {
             format,
             allow_duplicates,
         } => check(history, logs, json, format, allow_duplicates),
+        Command::NetnsSelftest => netns_selftest(),
+        Command::NetnsCleanup => match netns::cleanup_stale() {
+            Ok(deleted) => {
+                for name in &deleted {
+                    println!("deleted {name}");
+                }
+                println!("{} stale namespaces deleted", deleted.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("jepsen-lite netns-cleanup: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::NetEcho { listen } => match probe::serve_echo(listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jepsen-lite net-echo {listen}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::NetProbe { addr, timeout_ms } => {
+            match probe::probe(addr, Duration::from_millis(timeout_ms)) {
+                Ok(rtt) => {
+                    println!("reached {addr} in {} us", rtt.as_micros());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn netns_selftest() -> ExitCode {
+    let helper = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("jepsen-lite netns-selftest: cannot find my own binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut say = |line: &str| println!("netns-selftest: {line}");
+    match selftest::run(&helper, &mut say) {
+        Ok(prefix) => {
+            println!("netns-selftest: PASS ({prefix})");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netns-selftest: FAIL: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
