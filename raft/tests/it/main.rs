@@ -1,3 +1,8 @@
 //! Integration tests of the raft crate, built as one test binary with a module per scenario.
 
+mod cluster;
+mod crash;
+mod failover;
+mod replication;
 mod storage_suite;
+mod transport;

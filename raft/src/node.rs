@@ -1,0 +1,333 @@
+//! The lifecycle of one Raft member, as the broker uses it: open from a data directory, serve
+//! Raft RPCs, initialise a group, change membership, shut down cleanly.
+//!
+//! ```text
+//! RaftNode::start(config, state_machine)
+//!   opens   <data_dir>/raft-log.redb      (log_store: the commit log, group commit)
+//!   opens   <data_dir>/snapshot/          (sm_adapter: current snapshot)
+//!   binds   config.raft_listen            (network::server)
+//!   starts  openraft::Raft                (network::client reaches the other members)
+//! RaftNode::shutdown()
+//!   stops the RPC server, shuts openraft down, lets the flusher finish, releases redb
+//! ```
+//!
+//! The log is the commit log, so nothing may be purged: openraft never snapshots on its own
+//! (`SnapshotPolicy::Never`) and keeps every log entry even after a manual snapshot
+//! (`max_in_snapshot_log_to_keep = u64::MAX`). Followers catch up by replication.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{ChangeMembers, SnapshotPolicy};
+use tokio::net::TcpListener;
+
+use crate::log_store::{
+    DEFAULT_LOG_CACHE_BYTES, FlusherHandle, LogReader, LogStore, LogStoreConfig, LogStoreError,
+    LogStoreMetricsSnapshot,
+};
+use crate::network::{NetworkFactory, RaftServer};
+use crate::sm_adapter::{SnapshotFileError, StateMachineStore};
+use crate::state_machine::StateMachine;
+use crate::types::{Node, NodeId, Raft, TypeConfig};
+
+/// Leader heartbeat period. Three members share two cores here, and an fsync under load takes
+/// milliseconds, so heartbeats are sparse and election timeouts generous (ARCHITECTURE.md #10).
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 200;
+
+/// Lower bound of the randomized election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
+
+/// Upper bound of the randomized election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+
+/// The most entries one append RPC carries; with 1 KiB entries that is 2 MiB per RPC, far below
+/// the frame cap, and enough that one follower fsync covers thousands of entries.
+pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 2_048;
+
+/// How long sending and installing a whole snapshot may take.
+pub const DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
+
+/// The openraft timers of a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftTimers {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftTimers {
+    fn default() -> Self {
+        RaftTimers {
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+        }
+    }
+}
+
+/// Everything needed to start a member.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// Holds the log (`raft-log.redb`) and the current snapshot (`snapshot/`). The state machine
+    /// keeps its own files wherever its owner opens them (the broker: in this directory too).
+    pub data_dir: PathBuf,
+    /// Where the Raft RPC server listens; port 0 picks a free port (see
+    /// [`RaftNode::local_addr`]).
+    pub raft_listen: SocketAddr,
+    pub timers: RaftTimers,
+    pub max_payload_entries: u64,
+    pub install_snapshot_timeout_ms: u64,
+    /// Byte cap of the in-memory cache of recent log entries.
+    pub log_cache_bytes: usize,
+    /// A name for the group, shown in openraft's logs.
+    pub cluster_name: String,
+}
+
+impl NodeConfig {
+    /// A config with the default timers and limits.
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>, raft_listen: SocketAddr) -> Self {
+        NodeConfig {
+            node_id,
+            data_dir: data_dir.into(),
+            raft_listen,
+            timers: RaftTimers::default(),
+            max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
+            install_snapshot_timeout_ms: DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS,
+            log_cache_bytes: DEFAULT_LOG_CACHE_BYTES,
+            cluster_name: "raftmq".to_string(),
+        }
+    }
+
+    /// The openraft config this node runs with.
+    pub fn openraft_config(&self) -> Result<openraft::Config, NodeError> {
+        let config = openraft::Config {
+            cluster_name: self.cluster_name.clone(),
+            heartbeat_interval: self.timers.heartbeat_interval_ms,
+            election_timeout_min: self.timers.election_timeout_min_ms,
+            election_timeout_max: self.timers.election_timeout_max_ms,
+            install_snapshot_timeout: self.install_snapshot_timeout_ms,
+            max_payload_entries: self.max_payload_entries,
+            // The log is the commit log: never snapshot on our own, never purge.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            ..openraft::Config::default()
+        };
+        config
+            .validate()
+            .map_err(|e| NodeError::Config(Box::new(e)))
+    }
+}
+
+/// Why a member could not start, change, or stop. (openraft's errors are boxed: they are
+/// large, and errors should not make every `Result` large.)
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("invalid raft config: {0}")]
+    Config(#[source] Box<openraft::ConfigError>),
+    #[error(transparent)]
+    LogStore(#[from] LogStoreError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotFileError),
+    #[error("cannot listen for raft RPCs on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft stopped: {0}")]
+    Fatal(#[source] Box<Fatal<NodeId>>),
+    #[error("cannot initialize the group: {0}")]
+    Initialize(#[source] Box<RaftError<NodeId, InitializeError<NodeId, Node>>>),
+    #[error("membership change failed: {0}")]
+    Membership(#[source] Box<RaftError<NodeId, ClientWriteError<NodeId, Node>>>),
+    #[error("raft did not shut down cleanly: {0}")]
+    Shutdown(String),
+}
+
+impl From<Fatal<NodeId>> for NodeError {
+    fn from(fatal: Fatal<NodeId>) -> Self {
+        NodeError::Fatal(Box::new(fatal))
+    }
+}
+
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> NodeError {
+    NodeError::Membership(Box::new(e))
+}
+
+/// What [`RaftNode::initialize`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitializeOutcome {
+    /// This call formed the group.
+    Initialized,
+    /// The node already belonged to an initialized group (a restart, or another member formed
+    /// it first); nothing changed.
+    AlreadyInitialized,
+}
+
+/// A running member of a Raft group.
+pub struct RaftNode {
+    node_id: NodeId,
+    raft: Raft,
+    server: RaftServer,
+    flusher: FlusherHandle,
+    log_reader: LogReader,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("node_id", &self.node_id)
+            .field("raft_addr", &self.server.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftNode {
+    /// Opens the member's storage in `config.data_dir`, starts its RPC server and openraft.
+    /// A restarted member resumes from its data directory; a new one waits to be initialized or
+    /// added.
+    pub async fn start<S: StateMachine>(
+        config: NodeConfig,
+        state_machine: S,
+    ) -> Result<RaftNode, NodeError> {
+        let raft_config = Arc::new(config.openraft_config()?);
+        let log_store = LogStore::open(
+            &config.data_dir,
+            LogStoreConfig {
+                cache_bytes: config.log_cache_bytes,
+            },
+        )?;
+        let flusher = log_store.flusher();
+        let log_reader = log_store.reader();
+        let started = async {
+            let sm_store = StateMachineStore::open(&config.data_dir, state_machine)?;
+            let listener = TcpListener::bind(config.raft_listen)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: config.raft_listen,
+                    source,
+                })?;
+            let raft = Raft::new(
+                config.node_id,
+                raft_config,
+                NetworkFactory::new(),
+                log_store,
+                sm_store,
+            )
+            .await?;
+            match RaftServer::start(listener, raft.clone()) {
+                Ok(server) => Ok((raft, server)),
+                Err(source) => {
+                    let _ = raft.shutdown().await;
+                    Err(NodeError::Bind {
+                        addr: config.raft_listen,
+                        source,
+                    })
+                }
+            }
+        };
+        match started.await {
+            Ok((raft, server)) => {
+                tracing::info!(
+                    node_id = config.node_id,
+                    raft_addr = %server.local_addr(),
+                    "raft node started"
+                );
+                Ok(RaftNode {
+                    node_id: config.node_id,
+                    raft,
+                    server,
+                    flusher,
+                    log_reader,
+                })
+            }
+            Err(e) => {
+                flusher.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Forms a group of `members` (this node among them). Safe to call on every member and on
+    /// restart: a node that already belongs to a group answers
+    /// [`InitializeOutcome::AlreadyInitialized`].
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, Node>,
+    ) -> Result<InitializeOutcome, NodeError> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(InitializeOutcome::Initialized),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Ok(InitializeOutcome::AlreadyInitialized)
+            }
+            Err(e) => Err(NodeError::Initialize(Box::new(e))),
+        }
+    }
+
+    /// Adds a non-voting member and waits until it has caught up with the log (call on the
+    /// leader).
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        node: Node,
+    ) -> Result<ClientWriteResponse<TypeConfig>, NodeError> {
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(membership_error)
+    }
+
+    /// Makes `voters` the voting members (call on the leader). With `retain`, removed voters
+    /// stay as learners.
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        retain: bool,
+    ) -> Result<ClientWriteResponse<TypeConfig>, NodeError> {
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), retain)
+            .await
+            .map_err(membership_error)
+    }
+
+    /// The openraft handle: `client_write` / `client_write_ff` to propose, `metrics()` /
+    /// `wait()` to observe, `ensure_linearizable()` before a linearizable read.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// A reader of the log (the commit log), for serving messages.
+    pub fn log_reader(&self) -> LogReader {
+        self.log_reader.clone()
+    }
+
+    /// Counters of the log store (appends, transactions, fsyncs, ...).
+    pub fn log_metrics(&self) -> LogStoreMetricsSnapshot {
+        self.log_reader.metrics()
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The address the Raft RPC server actually listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Stops serving RPCs, shuts openraft down, lets the flusher write what is queued and
+    /// exit. redb files close when the last handle (this node's, or a [`LogReader`] clone still
+    /// held elsewhere) is dropped.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.server.shutdown().await;
+        let raft_result = self.raft.shutdown().await;
+        self.flusher.stop().await;
+        tracing::info!(node_id = self.node_id, "raft node stopped");
+        raft_result.map_err(|e| NodeError::Shutdown(e.to_string()))
+    }
+}
