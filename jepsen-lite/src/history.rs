@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -347,10 +347,11 @@ pub enum RecordError {
     Closed,
 }
 
-/// The run's clocks: one start instant, both timestamps taken at the call site.
+/// The run's clocks: one start instant, both timestamps taken at the call site. Tokio's
+/// `Instant` is the monotonic clock, and follows tokio's paused clock in tests.
 #[derive(Clone, Copy, Debug)]
 struct Clock {
-    start: Instant,
+    start: tokio::time::Instant,
 }
 
 impl Clock {
@@ -463,7 +464,7 @@ impl HistoryWriter {
         let recorder = Recorder {
             tx: tx.clone(),
             clock: Clock {
-                start: Instant::now(),
+                start: tokio::time::Instant::now(),
             },
         };
         Ok((recorder, HistoryWriter { tx, done, path }))

@@ -8,9 +8,13 @@
 //!   them and builds the [`summary::Summary`] (JSON, table, exit code).
 //! - [`net`]: the [`net::Network`] trait with two implementations: Linux network namespaces
 //!   with nftables rules ([`net::netns`]) and per-link TCP proxies ([`net::proxy`]).
+//! - [`schedule`]: the seeded fault schedule and the run profiles; [`executor`] carries a
+//!   schedule out through the [`nemesis::Cluster`] and [`net::Network`] traits and records it.
 
 pub mod checker;
+pub mod executor;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod schedule;
 pub mod summary;

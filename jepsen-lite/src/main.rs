@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jepsen_lite::checker::{self, CheckOptions};
 use jepsen_lite::history::read_history;
 use jepsen_lite::net::{netns, probe, selftest};
+use jepsen_lite::schedule::{Profile, Schedule, scenario_seed};
 use jepsen_lite::summary::EXIT_USAGE;
 
 #[derive(Parser, Debug)]
@@ -56,6 +57,17 @@ enum Command {
     NetnsSelftest,
     /// As root: delete namespaces left behind by jepsen-lite runs whose process is gone.
     NetnsCleanup,
+    /// Print the fault schedules of a profile for a seed (the same seed always gives the same
+    /// schedules; a run records its seed in the history).
+    Schedule {
+        #[arg(long, value_enum, default_value = "short")]
+        profile: Profile,
+        #[arg(long)]
+        seed: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Helper run inside a namespace: echo lines on a TCP address until killed.
     #[command(hide = true)]
     NetEcho {
@@ -96,6 +108,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Schedule {
+            profile,
+            seed,
+            json,
+        } => {
+            for (i, scenario) in profile.scenarios().iter().enumerate() {
+                let schedule = Schedule::generate(scenario_seed(seed, i), &scenario.config);
+                if json {
+                    let line = serde_json::json!({"scenario": scenario.name, "schedule": schedule});
+                    println!("{line}");
+                } else {
+                    println!("scenario {} ({})", i + 1, scenario.name);
+                    print!("{}", schedule.table());
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Command::NetEcho { listen } => match probe::serve_echo(listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -184,3 +184,19 @@ fn unreadable_history_exits_two_with_the_line() {
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot open"), "{stderr}");
 }
+
+#[test]
+fn schedule_command_replays_a_seed() {
+    let print = |seed: &str| {
+        let out = Command::new(BIN)
+            .args(["schedule", "--profile", "short", "--seed", seed])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = print("7");
+    assert_eq!(a, print("7"));
+    assert_ne!(a, print("8"));
+    assert_eq!(a.matches("scenario ").count(), 3, "{a}");
+}
