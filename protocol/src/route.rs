@@ -154,6 +154,23 @@ pub struct RegisterBrokerBody {
     pub filter_server_list: Vec<String>,
 }
 
+/// The members of one broker group (GET_BROKER_MEMBER_GROUP).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BrokerMemberGroup {
+    pub cluster: String,
+    pub broker_name: String,
+    pub broker_addrs: BTreeMap<u64, String>,
+}
+
+/// The answer to GET_BROKER_MEMBER_GROUP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GetBrokerMemberGroupResponseBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_member_group: Option<BrokerMemberGroup>,
+}
+
 /// Decodes a JSON body, accepting fastjson's unquoted numeric map keys.
 pub fn decode_json<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, WireError> {
     match serde_json::from_slice(bytes) {
@@ -183,6 +200,8 @@ json_body! {
     TopicList => "topic list",
     RegisterBrokerBody => "register broker body",
     TopicConfig => "topic config",
+    DataVersion => "data version",
+    GetBrokerMemberGroupResponseBody => "broker member group",
 }
 
 /// Quotes object keys that are bare integers (`{0:"a",-1:2}` becomes `{"0":"a","-1":2}`),
@@ -349,6 +368,23 @@ mod tests {
         assert_eq!(
             RegisterBrokerBody::decode(&body.encode().unwrap()).unwrap(),
             body
+        );
+
+        let members = GetBrokerMemberGroupResponseBody {
+            broker_member_group: Some(BrokerMemberGroup {
+                cluster: "c".into(),
+                broker_name: "b".into(),
+                broker_addrs: BTreeMap::from([(0, "a:1".to_owned())]),
+            }),
+        };
+        let json = String::from_utf8(members.encode().unwrap()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"brokerMemberGroup":{"cluster":"c","brokerName":"b","brokerAddrs":{"0":"a:1"}}}"#
+        );
+        assert_eq!(
+            GetBrokerMemberGroupResponseBody::decode(json.as_bytes()).unwrap(),
+            members
         );
     }
 

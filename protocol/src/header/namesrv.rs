@@ -1,5 +1,6 @@
 //! NameServer requests: REGISTER_BROKER (with RaftMQ's leadership fields), UNREGISTER_BROKER,
-//! GET_ROUTEINFO_BY_TOPIC, DELETE_TOPIC_IN_NAMESRV, GET_TOPICS_BY_CLUSTER and the KV config.
+//! GET_ROUTEINFO_BY_TOPIC, DELETE_TOPIC_IN_NAMESRV, GET_TOPICS_BY_CLUSTER, QUERY_DATA_VERSION,
+//! BROKER_HEARTBEAT, GET_BROKER_MEMBER_GROUP and the KV config.
 
 ext_header! {
     /// REGISTER_BROKER; the body is `route::RegisterBrokerBody` (JSON unless `compressed`).
@@ -113,6 +114,42 @@ ext_header! {
     }
 }
 
+ext_header! {
+    /// QUERY_DATA_VERSION: a broker asks whether the NameServer's copy of its topic configs is
+    /// current (body: its `route::DataVersion`); the answer says `changed` and carries the
+    /// NameServer's copy. Also refreshes the broker's liveness.
+    pub struct QueryDataVersionRequestHeader {
+        required broker_name: String => "brokerName",
+        required broker_addr: String => "brokerAddr",
+        required cluster_name: String => "clusterName",
+        required broker_id: i64 => "brokerId",
+    }
+}
+
+ext_header! {
+    pub struct QueryDataVersionResponseHeader {
+        required changed: bool => "changed",
+    }
+}
+
+ext_header! {
+    /// BROKER_HEARTBEAT: a light liveness refresh between registrations (RocketMQ 5).
+    pub struct BrokerHeartbeatRequestHeader {
+        required cluster_name: String => "clusterName",
+        required broker_addr: String => "brokerAddr",
+        required broker_name: String => "brokerName",
+        optional broker_id: i64 => "brokerId",
+    }
+}
+
+ext_header! {
+    /// GET_BROKER_MEMBER_GROUP; the answer's body is `route::GetBrokerMemberGroupResponseBody`.
+    pub struct GetBrokerMemberGroupRequestHeader {
+        required cluster_name: String => "clusterName",
+        required broker_name: String => "brokerName",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +241,35 @@ mod tests {
                 value: Some("v".into()),
             },
             &[],
+        );
+        assert_round_trip(
+            &QueryDataVersionRequestHeader {
+                broker_name: "b".into(),
+                broker_addr: "a".into(),
+                cluster_name: "c".into(),
+                broker_id: 0,
+            },
+            &["brokerName", "brokerAddr", "clusterName", "brokerId"],
+        );
+        assert_round_trip(
+            &QueryDataVersionResponseHeader { changed: true },
+            &["changed"],
+        );
+        assert_round_trip(
+            &BrokerHeartbeatRequestHeader {
+                cluster_name: "c".into(),
+                broker_addr: "a".into(),
+                broker_name: "b".into(),
+                broker_id: Some(1),
+            },
+            &["clusterName", "brokerAddr", "brokerName"],
+        );
+        assert_round_trip(
+            &GetBrokerMemberGroupRequestHeader {
+                cluster_name: "c".into(),
+                broker_name: "b".into(),
+            },
+            &["clusterName", "brokerName"],
         );
         assert_round_trip(
             &GetKvListByNamespaceRequestHeader {

@@ -1,0 +1,74 @@
+//! The admin HTTP endpoints, on their own port:
+//!
+//! - `GET /healthz`: `ok`.
+//! - `GET /routes`: every topic's route, `{topic: TopicRouteData}` (the JSON clients get).
+//! - `GET /brokers`: per group its cluster, leader (slot 0), highest leadership term, topic
+//!   count and members (address, listed brokerId, Raft node id and term, leadership claim,
+//!   age of the last registration in ms).
+//! - `GET /metrics`: Prometheus text exposition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use raftmq_client::remoting::ServerStats;
+use raftmq_protocol::route::TopicRouteData;
+use tokio::time::Instant;
+
+use crate::route_table::GroupView;
+use crate::state::NameServerState;
+
+/// The state the admin handlers read.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    pub state: Arc<NameServerState>,
+    pub server_stats: Arc<ServerStats>,
+}
+
+pub fn router(admin: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/routes", get(routes))
+        .route("/brokers", get(brokers))
+        .route("/metrics", get(metrics))
+        .with_state(admin)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn routes(State(admin): State<AdminState>) -> Json<BTreeMap<String, TopicRouteData>> {
+    Json(admin.state.routes().all_routes())
+}
+
+async fn brokers(State(admin): State<AdminState>) -> Json<Vec<GroupView>> {
+    Json(admin.state.routes().groups(Instant::now()))
+}
+
+async fn metrics(State(admin): State<AdminState>) -> Response {
+    let stats = admin.server_stats.snapshot();
+    let text = {
+        let routes = admin.state.routes();
+        admin.state.metrics.render(&routes, &stats)
+    };
+    match text {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        )
+            .into_response(),
+    }
+}

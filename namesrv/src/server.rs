@@ -1,0 +1,189 @@
+//! Running a NameServer: the remoting server, the admin HTTP server and the expiry scanner,
+//! started together and stopped together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use raftmq_client::remoting::{Server, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::admin::{self, AdminState};
+use crate::processor::NamesrvHandler;
+use crate::route_table::EXPIRY_SCAN_INTERVAL;
+use crate::state::NameServerState;
+
+/// RocketMQ's NameServer port.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9876";
+
+/// The admin HTTP port: next to the remoting one, on loopback unless told otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9877";
+
+/// Why the NameServer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NamesrvError {
+    #[error("admin HTTP server failed: {0}")]
+    Admin(#[source] std::io::Error),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A NameServer on two bound listeners.
+pub struct NameServer {
+    remoting: Server<NamesrvHandler>,
+    admin: TcpListener,
+    state: Arc<NameServerState>,
+}
+
+impl NameServer {
+    pub fn new(remoting_listener: TcpListener, admin_listener: TcpListener) -> Self {
+        let state = Arc::new(NameServerState::new());
+        let handler = Arc::new(NamesrvHandler::new(state.clone()));
+        NameServer {
+            remoting: Server::new(remoting_listener, handler, ServerConfig::default()),
+            admin: admin_listener,
+            state,
+        }
+    }
+
+    pub fn remoting_addr(&self) -> std::io::Result<SocketAddr> {
+        self.remoting.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    pub fn state(&self) -> Arc<NameServerState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes (or the admin server fails), then stops every part
+    /// and returns once all their tasks have finished.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NamesrvError> {
+        let NameServer {
+            remoting,
+            admin,
+            state,
+        } = self;
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let admin_state = AdminState {
+            state: state.clone(),
+            server_stats: remoting.stats(),
+        };
+        tracker.spawn(remoting.run(stop.clone().cancelled_owned()));
+        tracker.spawn(expiry_loop(state, stop.clone()));
+        let mut admin_task = tracker.spawn(
+            axum::serve(admin, admin::router(admin_state))
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracker.close();
+
+        let mut outcome = Ok(());
+        tokio::select! {
+            _ = shutdown => info!("shutting down"),
+            finished = &mut admin_task => {
+                outcome = match finished {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(NamesrvError::Admin(error)),
+                    Err(join) => Err(NamesrvError::Admin(std::io::Error::other(join))),
+                };
+                error!("admin HTTP server stopped; shutting down");
+            }
+        }
+        stop.cancel();
+        tracker.wait().await;
+        info!("NameServer stopped");
+        outcome
+    }
+}
+
+/// Drops expired members every [`EXPIRY_SCAN_INTERVAL`] until `stop`.
+async fn expiry_loop(state: Arc<NameServerState>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(EXPIRY_SCAN_INTERVAL);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {
+                let removed = state.routes().expire(Instant::now());
+                for member in &removed {
+                    info!(broker_name = %member.broker_name, broker_addr = %member.broker_addr, "broker expired: no registration in time");
+                }
+                if let Some(first) = removed.first() {
+                    state.metrics.removed(first.reason, removed.len());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use raftmq_protocol::header::RaftClaim;
+    use raftmq_protocol::route::DataVersion;
+
+    use super::*;
+    use crate::route_table::Registration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_scanner_drops_silent_members_under_paused_time() {
+        let state = Arc::new(NameServerState::new());
+        let registration = |node_id: u64| Registration {
+            cluster: "c".into(),
+            broker_name: "g".into(),
+            broker_addr: format!("127.0.0.1:{node_id}"),
+            ha_server_addr: String::new(),
+            broker_id: node_id,
+            raft: Some(RaftClaim {
+                node_id,
+                term: 1,
+                leader: node_id == 1,
+            }),
+            topics: None,
+            data_version: DataVersion::default(),
+            timeout: None,
+            connection: None,
+        };
+        state
+            .routes()
+            .register(registration(1), Instant::now())
+            .unwrap();
+        state
+            .routes()
+            .register(registration(2), Instant::now())
+            .unwrap();
+        let stop = CancellationToken::new();
+        let scanner = tokio::spawn(expiry_loop(state.clone(), stop.clone()));
+
+        // Member 2 keeps registering every 30 s; member 1 falls silent.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            state
+                .routes()
+                .register(registration(2), Instant::now())
+                .unwrap();
+        }
+        // 120 s after member 1's registration (BROKER_EXPIRY): at the limit, still listed.
+        assert_eq!(state.routes().counts().1, 2);
+        // The next scans (at most one interval later) drop it.
+        tokio::time::sleep(EXPIRY_SCAN_INTERVAL * 2).await;
+        assert_eq!(state.routes().counts().1, 1);
+        let group = state.routes().member_group("g").unwrap();
+        assert_eq!(
+            group.broker_addrs.keys().copied().collect::<Vec<_>>(),
+            vec![2]
+        );
+
+        stop.cancel();
+        scanner.await.unwrap();
+    }
+}
