@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use raftmq_raft::NodeId;
+use raftmq_raft::{NodeId, RaftTimers};
 
 /// RocketMQ's broker port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:10911";
@@ -97,21 +97,6 @@ impl BrokerOptions {
         )
     }
 }
-
-/// Raft timers, as a broker runs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RaftTimers {
-    pub heartbeat_ms: u64,
-    pub election_min_ms: u64,
-    pub election_max_ms: u64,
-}
-
-/// Generous timers: three members may share two cores (ARCHITECTURE.md decision 10).
-pub const DEFAULT_RAFT_TIMERS: RaftTimers = RaftTimers {
-    heartbeat_ms: 200,
-    election_min_ms: 1000,
-    election_max_ms: 1600,
-};
 
 /// The configuration a broker runs with: complete and checked.
 #[derive(Debug, Clone)]
@@ -266,20 +251,22 @@ impl BrokerConfig {
                 "this member (node {node_id}) is not among the peers; pass --join to add it later"
             )));
         }
+        // Generous defaults (the raft crate's): three members may share two cores.
+        let defaults = RaftTimers::default();
         let timers = RaftTimers {
-            heartbeat_ms: options
+            heartbeat_interval_ms: options
                 .raft_heartbeat_ms
-                .unwrap_or(DEFAULT_RAFT_TIMERS.heartbeat_ms),
-            election_min_ms: options
+                .unwrap_or(defaults.heartbeat_interval_ms),
+            election_timeout_min_ms: options
                 .raft_election_min_ms
-                .unwrap_or(DEFAULT_RAFT_TIMERS.election_min_ms),
-            election_max_ms: options
+                .unwrap_or(defaults.election_timeout_min_ms),
+            election_timeout_max_ms: options
                 .raft_election_max_ms
-                .unwrap_or(DEFAULT_RAFT_TIMERS.election_max_ms),
+                .unwrap_or(defaults.election_timeout_max_ms),
         };
-        if timers.heartbeat_ms == 0
-            || timers.election_min_ms <= timers.heartbeat_ms
-            || timers.election_max_ms <= timers.election_min_ms
+        if timers.heartbeat_interval_ms == 0
+            || timers.election_timeout_min_ms <= timers.heartbeat_interval_ms
+            || timers.election_timeout_max_ms <= timers.election_timeout_min_ms
         {
             return Err(ConfigError::BadTimers(format!(
                 "need 0 < heartbeat < election min < election max, got {timers:?}"

@@ -7,5 +7,8 @@ pub mod batcher;
 pub mod clients;
 pub mod command;
 pub mod config;
+pub mod error;
+pub mod leadership;
+pub mod message_reader;
 pub mod state_machine;
 pub mod topic;

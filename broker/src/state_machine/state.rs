@@ -248,6 +248,44 @@ impl BrokerState {
         Ok(low)
     }
 
+    /// The index row of the run of messages stored by unit `(log_index, first_ordinal)` of a
+    /// send entry. Rows of a queue are in log order as well as offset order, so this bisects.
+    pub fn find_row(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        log_index: u64,
+        first_ordinal: u32,
+    ) -> Result<Option<IndexRow>, StateReadError> {
+        let queue = self.queue(topic, queue_id);
+        let target = (log_index, first_ordinal);
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(QUEUE_INDEX).map_err(read_error)?;
+        let (mut low, mut high) = (queue.min_offset, queue.next_offset);
+        // Each probe halves [low, high); the bound is a safety net against a corrupt index.
+        for _ in 0..128 {
+            if low >= high {
+                break;
+            }
+            let middle = low + (high - low) / 2;
+            let Some(found) = table
+                .range((topic, queue_id, 0)..=(topic, queue_id, middle))
+                .map_err(read_error)?
+                .next_back()
+            else {
+                return Ok(None);
+            };
+            let (key, value) = found.map_err(read_error)?;
+            let row = to_row(key.value().2, value.value());
+            match (row.log_index, row.first_ordinal).cmp(&target) {
+                std::cmp::Ordering::Equal => return Ok(Some(row)),
+                std::cmp::Ordering::Less => low = row.end_offset().max(middle + 1),
+                std::cmp::Ordering::Greater => high = row.first_offset,
+            }
+        }
+        Ok(None)
+    }
+
     /// The store time of the message at `offset`, if it exists.
     pub fn store_timestamp(
         &self,

@@ -393,3 +393,22 @@ fn apply_wakes_whoever_waits_for_new_entries() {
     assert!(applied.has_changed().unwrap());
     assert_eq!(*applied.borrow_and_update(), 1);
 }
+
+#[test]
+fn rows_are_found_by_their_place_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(&dir);
+    for index in 1..=9u64 {
+        let (command, blob) = send("t", (index % 2) as u32, 3, 1);
+        apply_one(&mut sm, normal(index, &command, &blob));
+    }
+    let state = sm.state();
+    for index in 1..=9u64 {
+        let queue = (index % 2) as u32;
+        let row = state.find_row("t", queue, index, 0).unwrap().unwrap();
+        assert_eq!(row.log_index, index);
+        assert_eq!(row.first_offset, 3 * ((index - 1) / 2));
+        assert!(state.find_row("t", 1 - queue, index, 0).unwrap().is_none());
+    }
+    assert!(state.find_row("t", 0, 99, 0).unwrap().is_none());
+}
