@@ -1,2 +1,388 @@
-//! Cross-crate integration tests live under `tests/tests/`; this library holds the shared
-//! harness for starting processes and waiting on conditions.
+//! Cross-crate integration tests live under `tests/tests/` (one binary, `it`, with a module
+//! per scenario); this library holds the shared harness for starting processes and waiting on
+//! conditions.
+//!
+//! - [`workspace_binary`] finds a binary of another workspace package, building it first.
+//!   `env!("CARGO_BIN_EXE_...")` only works for binaries of the test's own package, so the
+//!   harness runs `cargo build -p <package> --bin <bin>` (a no-op when fresh) with the same
+//!   profile and target directory as the running test, then returns
+//!   `<target>/<profile>/<bin>`. Each binary is built once per test process.
+//! - [`Process`] runs it with stdout piped (read line by line with
+//!   [`Process::wait_for_stdout_line`]) and stderr in a log file whose tail failures quote;
+//!   it is killed when dropped.
+//! - [`wait_for_port`], [`wait_until`]: bounded polling instead of fixed sleeps.
+//! - [`http_get`]: a minimal HTTP/1.1 GET for admin endpoints.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+
+/// Longest a `cargo build` of a test binary may take (a cold build on two busy cores).
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Stdout lines buffered per process; later lines are dropped until some are read.
+pub const MAX_BUFFERED_STDOUT_LINES: usize = 1024;
+
+/// How often polling helpers retry.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long a process may take to exit after SIGTERM before it is killed.
+pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes of a process log quoted in error messages.
+const LOG_TAIL_BYTES: usize = 4000;
+
+/// Longest HTTP response [`http_get`] reads.
+const MAX_HTTP_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
+fn built_binaries() -> &'static Mutex<BTreeMap<String, PathBuf>> {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    BUILT.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// The workspace root (the parent of this package).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// `(target directory, profile directory name)` of the running test binary, which lives in
+/// `<target>/<profile>/deps/`.
+fn target_and_profile() -> anyhow::Result<(PathBuf, String)> {
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    let profile_dir = exe.parent().and_then(Path::parent).ok_or_else(|| {
+        anyhow!(
+            "test binary {} is not in <target>/<profile>/deps",
+            exe.display()
+        )
+    })?;
+    let target = profile_dir
+        .parent()
+        .ok_or_else(|| anyhow!("no target directory above {}", profile_dir.display()))?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or_else(|| anyhow!("odd profile directory {}", profile_dir.display()))?;
+    Ok((target.to_path_buf(), profile.to_owned()))
+}
+
+/// The path of binary `bin` of workspace package `package`, built for this test's profile.
+pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    let key = format!("{package}/{bin}");
+    let mut built = built_binaries()
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    if let Some(path) = built.get(&key) {
+        return Ok(path.clone());
+    }
+    let (target, profile) = target_and_profile()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--target-dir",
+        ])
+        .arg(&target)
+        .stdin(Stdio::null());
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    let mut child = command.spawn().context("running cargo build")?;
+    let status = wait_with_timeout(&mut child, BUILD_TIMEOUT)?.ok_or_else(|| {
+        anyhow!("cargo build -p {package} --bin {bin} took longer than {BUILD_TIMEOUT:?}")
+    })?;
+    if !status.success() {
+        bail!("cargo build -p {package} --bin {bin} failed: {status}");
+    }
+    let path = target.join(&profile).join(bin);
+    if !path.is_file() {
+        bail!("cargo built {key} but {} does not exist", path.display());
+    }
+    built.insert(key, path.clone());
+    Ok(path)
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A child process that is killed when dropped.
+pub struct Process {
+    name: String,
+    child: Child,
+    stdout: Receiver<String>,
+    log_path: PathBuf,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.child.id())
+            .field("log", &self.log_path)
+            .finish()
+    }
+}
+
+impl Process {
+    /// Starts `binary` with `args`; stdout is piped, stderr goes to a log file in the temp dir.
+    pub fn spawn(binary: &Path, args: &[&str]) -> anyhow::Result<Process> {
+        let name = binary
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("process")
+            .to_owned();
+        let log_dir = std::env::temp_dir().join("raftmq-tests");
+        std::fs::create_dir_all(&log_dir).context("creating the log directory")?;
+        let log_path = log_dir.join(format!(
+            "{name}-{}-{}.log",
+            std::process::id(),
+            unique_suffix()
+        ));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let mut child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(MAX_BUFFERED_STDOUT_LINES);
+        std::thread::spawn(move || forward_lines(stdout, tx));
+        Ok(Process {
+            name,
+            child,
+            stdout: rx,
+            log_path,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The last few KiB of the process's stderr, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read(&self.log_path).unwrap_or_default();
+        let start = text.len().saturating_sub(LOG_TAIL_BYTES);
+        String::from_utf8_lossy(&text[start..]).into_owned()
+    }
+
+    /// Waits for the first stdout line that `matches` accepts.
+    pub fn wait_for_stdout_line(
+        &mut self,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) if matches(&line) => return Ok(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!(
+                        "{} printed no matching line within {timeout:?}; log tail:\n{}",
+                        self.name,
+                        self.log_tail()
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!(
+                        "{} closed stdout (exited?); log tail:\n{}",
+                        self.name,
+                        self.log_tail()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Whether the process has exited, and how.
+    pub fn try_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Sends SIGTERM and waits for the exit; kills it after [`TERMINATE_TIMEOUT`].
+    pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        wait_with_timeout(&mut self.child, TERMINATE_TIMEOUT)?.ok_or_else(|| {
+            anyhow!(
+                "{} did not exit within {TERMINATE_TIMEOUT:?} of SIGTERM; log tail:\n{}",
+                self.name,
+                self.log_tail()
+            )
+        })
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn forward_lines(stdout: impl Read, tx: SyncSender<String>) {
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { return };
+        match tx.try_send(line) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+fn unique_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    wait_until(timeout, || {
+        Ok(TcpStream::connect_timeout(&addr, POLL_INTERVAL).is_ok())
+    })
+    .with_context(|| format!("nothing listens on {addr}"))
+}
+
+/// Polls `condition` until it holds, failing after `timeout`.
+pub fn wait_until(
+    timeout: Duration,
+    mut condition: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// An HTTP response: status code, lower-cased headers and body.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+/// `GET http://<addr><path>` with `Connection: close`.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.take(MAX_HTTP_RESPONSE_BYTES).read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("no end of HTTP headers"))?;
+    let head = std::str::from_utf8(&raw[..split]).context("HTTP head is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|encoding| encoding.eq_ignore_ascii_case("chunked"))
+    {
+        body = dechunk(&body)?;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8(body).context("HTTP body is not UTF-8")?,
+    })
+}
+
+fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .ok_or_else(|| anyhow!("bad chunk header"))?;
+        let size_text = std::str::from_utf8(&raw[..line_end])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = raw.get(..size).ok_or_else(|| anyhow!("truncated chunk"))?;
+        body.extend_from_slice(chunk);
+        raw = raw
+            .get(size + 2..)
+            .ok_or_else(|| anyhow!("truncated chunk"))?;
+    }
+}

@@ -1,0 +1,4 @@
+//! Cross-crate integration tests: one test binary, one module per scenario. Processes are
+//! started from workspace binaries with the harness in `raftmq_tests` (src/lib.rs).
+
+mod namesrv;
