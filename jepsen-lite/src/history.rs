@@ -539,6 +539,8 @@ pub struct History {
     /// For each position in `ops`: the position of its completion (for invokes) or its invoke
     /// (for completions); `None` for an invoke that never completed, and for events.
     partner: Vec<Option<usize>>,
+    /// The file ended in a partial line, which was dropped (the writer died mid-write).
+    pub truncated_tail: bool,
 }
 
 impl History {
@@ -607,7 +609,11 @@ impl History {
                 }
             }
         }
-        Ok(History { ops, partner })
+        Ok(History {
+            ops,
+            partner,
+            truncated_tail: false,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -703,9 +709,16 @@ fn parse_history_capped(
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let op: Op =
-            serde_json::from_slice(&buf).map_err(|source| HistoryError::Parse { line, source })?;
-        ops.push(op);
+        match serde_json::from_slice::<Op>(&buf) {
+            Ok(op) => ops.push(op),
+            // Only the last line can lack its newline: a writer killed mid-line. Keep the rest.
+            Err(_) if buf.last() != Some(&b'\n') => {
+                let mut history = History::from_ops(ops)?;
+                history.truncated_tail = true;
+                return Ok(history);
+            }
+            Err(source) => return Err(HistoryError::Parse { line, source }),
+        }
     }
     History::from_ops(ops)
 }
@@ -1126,6 +1139,20 @@ mod tests {
             .collect();
         assert_eq!(pairs, vec![(1, Some(2)), (3, None)]);
         assert_eq!(history.invoke_of(2).map(|o| o.index), Some(1));
+    }
+
+    #[test]
+    fn a_partial_last_line_is_dropped_and_flagged() {
+        let calls = sample_calls();
+        let full = line(0, "c1", OpType::Invoke, calls[1].1.clone());
+        let partial = &line(1, "c1", OpType::Ok, calls[2].1.clone())[..20];
+        let text = format!("{full}\n{partial}");
+        let history = parse_history(text.as_bytes()).unwrap();
+        assert_eq!(history.len(), 1);
+        assert!(history.truncated_tail);
+        // The same bytes with a newline are a broken line in the middle: an error.
+        let err = parse_history(format!("{full}\n{partial}\n").as_bytes()).unwrap_err();
+        assert!(matches!(err, HistoryError::Parse { line: 2, .. }));
     }
 
     #[test]

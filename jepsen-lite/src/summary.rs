@@ -60,6 +60,9 @@ pub struct Summary {
     pub harness_error_count: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub harness_errors: Vec<HarnessErrorOp>,
+    /// The history ended in a partial line (the writer died): the run did not finish cleanly.
+    #[serde(default)]
+    pub truncated_history: bool,
     pub checkers: Vec<CheckResult>,
     pub availability: Report,
 }
@@ -109,7 +112,7 @@ impl Summary {
             .any(|c| c.class == Class::Safety && c.verdict == Verdict::Unknown);
         let (verdict, exit_code) = if violated {
             (RunVerdict::Fail, EXIT_SAFETY_VIOLATION)
-        } else if undecided || harness_error_count > 0 {
+        } else if undecided || harness_error_count > 0 || history.truncated_tail {
             (RunVerdict::Incomplete, EXIT_INCOMPLETE)
         } else {
             (RunVerdict::Pass, EXIT_PASS)
@@ -122,6 +125,7 @@ impl Summary {
             history: stats,
             harness_error_count,
             harness_errors,
+            truncated_history: history.truncated_tail,
             checkers,
             availability,
         }
@@ -152,6 +156,12 @@ impl Summary {
         );
         if !self.settings.is_null() {
             let _ = writeln!(out, "settings: {}", self.settings);
+        }
+        if self.truncated_history {
+            let _ = writeln!(
+                out,
+                "history ends in a partial line: the run did not finish"
+            );
         }
         if self.harness_error_count > 0 {
             let _ = writeln!(out, "harness errors: {}", self.harness_error_count);

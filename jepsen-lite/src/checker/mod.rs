@@ -452,6 +452,46 @@ mod tests {
         assert_eq!(summary.exit_code, EXIT_PASS);
     }
 
+    /// The README's example history (the workload's reference) parses, uses every function,
+    /// and is clean apart from its example harness error.
+    #[test]
+    fn readme_example_history_is_valid_and_clean() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```jsonl\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has a jsonl block");
+        let history = crate::history::parse_history(block.as_bytes()).unwrap();
+        let mut kinds: Vec<&str> = history.ops.iter().map(|op| op.call.name()).collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            [
+                "assign",
+                "commit",
+                "drain",
+                "fetch_offset",
+                "harness_error",
+                "nemesis",
+                "poll",
+                "reassign",
+                "run",
+                "send"
+            ]
+        );
+        let summary = all(&history, &CheckOptions::default());
+        for c in &summary.checkers {
+            assert_ne!(c.verdict, Verdict::Fail, "{c:?}");
+        }
+        assert_eq!(summary.seed, Some(42));
+        assert_eq!(summary.harness_error_count, 1);
+        assert_eq!(summary.exit_code, EXIT_INCOMPLETE);
+        let rec = summary.availability.recovery.unwrap();
+        assert_eq!(rec.first_ok_send_after_ms, Some(99));
+    }
+
     #[test]
     fn sends_and_reads_follow_the_outcome_rule() {
         let h = Builder::new()
