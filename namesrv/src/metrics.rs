@@ -13,10 +13,11 @@ use crate::route_table::{RemovalReason, RouteTable};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The request code's name, or its number when unknown.
-    pub code: String,
-    /// The response code's name.
-    pub result: String,
+    /// The request code's name; `unknown` for codes without one, so that a client sending
+    /// random codes cannot grow the label set without bound.
+    pub code: &'static str,
+    /// The response code's name (`other` when unnamed).
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,8 +110,8 @@ impl Metrics {
 
     pub fn request(&self, code: i32, result: i32) {
         let labels = RequestLabels {
-            code: request::name(code).map_or_else(|| code.to_string(), str::to_owned),
-            result: response::name(result).map_or_else(|| result.to_string(), str::to_owned),
+            code: request::name(code).unwrap_or("unknown"),
+            result: response::name(result).unwrap_or("other"),
         };
         self.requests.get_or_create(&labels).inc();
     }

@@ -56,6 +56,13 @@ pub const MAX_BROKER_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest accepted broker name, cluster name or address.
 pub const MAX_NAME_BYTES: usize = 255;
 
+/// Members listed at most, over all groups (RocketMQ sets no bound; a NameServer must not
+/// grow without one).
+pub const MAX_MEMBERS: usize = 10_000;
+
+/// Topics one registration may carry.
+pub const MAX_TOPICS_PER_REGISTRATION: usize = 100_000;
+
 /// Identifies the connection a registration came over (the remoting server's connection id).
 pub type ConnectionKey = u64;
 
@@ -84,6 +91,10 @@ pub enum RegisterError {
     ReservedNodeId,
     #[error("{field} must be 1 to {MAX_NAME_BYTES} bytes")]
     BadName { field: &'static str },
+    #[error("the NameServer lists {MAX_MEMBERS} members already")]
+    TooManyMembers,
+    #[error("a registration may carry at most {MAX_TOPICS_PER_REGISTRATION} topics")]
+    TooManyTopics,
 }
 
 /// What a registration achieved.
@@ -265,6 +276,20 @@ impl RouteTable {
             .is_some_and(|claim| claim.node_id == MASTER_ID)
         {
             return Err(RegisterError::ReservedNodeId);
+        }
+        if registration
+            .topics
+            .as_ref()
+            .is_some_and(|topics| topics.len() > MAX_TOPICS_PER_REGISTRATION)
+        {
+            return Err(RegisterError::TooManyTopics);
+        }
+        let known = self
+            .groups
+            .values()
+            .any(|group| group.members.contains_key(&registration.broker_addr));
+        if !known && self.member_count() >= MAX_MEMBERS {
+            return Err(RegisterError::TooManyMembers);
         }
         // An address belongs to one group: a broker that was renamed leaves its old group.
         let renamed: Vec<String> = self
@@ -544,12 +569,15 @@ impl RouteTable {
 
     /// Counts for metrics: groups, members, topics.
     pub fn counts(&self) -> (usize, usize, usize) {
-        let members = self.groups.values().map(|group| group.members.len()).sum();
         (
             self.groups.len(),
-            members,
+            self.member_count(),
             self.topics(None).topic_list.len(),
         )
+    }
+
+    fn member_count(&self) -> usize {
+        self.groups.values().map(|group| group.members.len()).sum()
     }
 }
 
@@ -876,6 +904,33 @@ mod tests {
             })
         ));
         assert_eq!(table.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let now = Instant::now();
+        let mut table = RouteTable::new();
+        for node_id in 1..=MAX_MEMBERS as u64 {
+            // Spread over groups: real groups have a handful of members.
+            let mut registration = raft(&format!("g{}", node_id % 100), node_id, 1, false);
+            registration.topics = None;
+            table.register(registration, now).unwrap();
+        }
+        let mut one_more = raft("g", MAX_MEMBERS as u64 + 1, 1, false);
+        one_more.topics = None;
+        assert_eq!(
+            table.register(one_more, now),
+            Err(RegisterError::TooManyMembers)
+        );
+        // Known members still re-register.
+        table.register(raft("g1", 1, 1, true), now).unwrap();
+        let mut huge = raft("g1", 1, 1, true);
+        huge.topics = Some(
+            (0..=MAX_TOPICS_PER_REGISTRATION)
+                .map(|i| (i.to_string(), TopicConfig::new(i.to_string(), 1)))
+                .collect(),
+        );
+        assert_eq!(table.register(huge, now), Err(RegisterError::TooManyTopics));
     }
 
     #[test]
