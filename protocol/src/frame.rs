@@ -577,7 +577,8 @@ fn decode_binary_header(header: &[u8]) -> Result<RemotingCommand, WireError> {
         let ext_bytes = reader.sized(i64::from(ext_len), "extFields")?;
         let mut fields = Reader::new(ext_bytes);
         while fields.remaining() > 0 {
-            let key_len = fields.i16("extFields key length")?;
+            // Java writes a short; the Rust client a u16: read it unsigned, accepting both.
+            let key_len = fields.u16("extFields key length")?;
             let key = fields.utf8(i64::from(key_len), "extFields key")?;
             let value_len = fields.i32("extFields value length")?;
             let value = fields.utf8(i64::from(value_len), "extFields value")?;

@@ -46,6 +46,10 @@ impl<'a> Reader<'a> {
         Ok(self.array::<1>(what)?[0])
     }
 
+    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.array(what)?))
+    }
+
     pub(crate) fn i16(&mut self, what: &'static str) -> Result<i16, WireError> {
         Ok(i16::from_be_bytes(self.array(what)?))
     }
