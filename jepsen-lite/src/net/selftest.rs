@@ -82,7 +82,7 @@ fn exercise(net: &Netns, helper: &Path, say: &mut dyn FnMut(&str)) -> Result<(),
         .map_err(|e| step_err("start echo server in n1", e.to_string()))?;
     let stdout = child.stdout.take();
     let echo = Reaped(child);
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(1);
     std::thread::spawn(move || {
         let Some(out) = stdout else { return };
         let mut line = String::new();
