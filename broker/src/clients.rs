@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use raftmq_client::remoting::server::ConnectionHandle;
 use raftmq_protocol::body::{HeartbeatData, SubscriptionData};
 
 /// A client silent this long is dropped (RocketMQ's channel expiry: 120 s).
@@ -38,6 +39,8 @@ struct Registry {
     /// group -> client id -> client
     consumers: BTreeMap<String, BTreeMap<String, ConsumerClient>>,
     producers: BTreeMap<String, BTreeMap<String, ProducerClient>>,
+    /// How to reach each connection that has heartbeated (to notify consumers of changes).
+    handles: BTreeMap<u64, ConnectionHandle>,
 }
 
 /// A consumer group's membership as seen by this member.
@@ -76,6 +79,7 @@ impl ClientRegistry {
     pub fn heartbeat(
         &self,
         connection_id: u64,
+        handle: Option<ConnectionHandle>,
         data: &HeartbeatData,
         now: Instant,
     ) -> Result<Vec<String>, RegistryError> {
@@ -83,6 +87,9 @@ impl ClientRegistry {
             return Err(RegistryError::MissingClientId);
         }
         let mut registry = self.lock();
+        if let Some(handle) = handle {
+            registry.handles.insert(connection_id, handle);
+        }
         let mut changed = Vec::new();
         for consumer in &data.consumer_data_set {
             let group_count = registry.consumers.len();
@@ -157,6 +164,7 @@ impl ClientRegistry {
 
     /// A connection closed: every client on it leaves. Returns changed consumer groups.
     pub fn connection_closed(&self, connection_id: u64) -> Vec<String> {
+        self.lock().handles.remove(&connection_id);
         self.remove_where(|client_connection, _| client_connection == connection_id)
     }
 
@@ -205,6 +213,16 @@ impl ClientRegistry {
         connections
     }
 
+    /// Handles to the connections of a consumer group's clients.
+    pub fn consumer_handles(&self, group: &str) -> Vec<ConnectionHandle> {
+        let connections = self.consumer_connections(group);
+        let registry = self.lock();
+        connections
+            .iter()
+            .filter_map(|id| registry.handles.get(id).cloned())
+            .collect()
+    }
+
     /// Every consumer group with its members.
     pub fn consumer_groups(&self) -> Vec<GroupMembers> {
         self.lock()
@@ -235,6 +253,19 @@ impl ClientRegistry {
 fn prune(registry: &mut Registry) {
     registry.consumers.retain(|_, clients| !clients.is_empty());
     registry.producers.retain(|_, clients| !clients.is_empty());
+    // Forget handles of connections no client uses any more.
+    let live: std::collections::BTreeSet<u64> = registry
+        .consumers
+        .values()
+        .flat_map(|clients| clients.values().map(|c| c.connection_id))
+        .chain(
+            registry
+                .producers
+                .values()
+                .flat_map(|clients| clients.values().map(|c| c.connection_id)),
+        )
+        .collect();
+    registry.handles.retain(|id, _| live.contains(id));
 }
 
 #[cfg(test)]
@@ -265,17 +296,21 @@ mod tests {
         let registry = ClientRegistry::default();
         let now = Instant::now();
         assert_eq!(
-            registry.heartbeat(1, &heartbeat("b@1", "g"), now).unwrap(),
+            registry
+                .heartbeat(1, None, None, &heartbeat("b@1", "g"), now)
+                .unwrap(),
             vec!["g"]
         );
         assert_eq!(
-            registry.heartbeat(2, &heartbeat("a@2", "g"), now).unwrap(),
+            registry
+                .heartbeat(2, None, None, &heartbeat("a@2", "g"), now)
+                .unwrap(),
             vec!["g"]
         );
         // A repeated heartbeat changes nothing.
         assert!(
             registry
-                .heartbeat(1, &heartbeat("b@1", "g"), now)
+                .heartbeat(1, None, &heartbeat("b@1", "g"), now)
                 .unwrap()
                 .is_empty()
         );
@@ -294,11 +329,12 @@ mod tests {
         let registry = ClientRegistry::default();
         let start = Instant::now();
         registry
-            .heartbeat(1, &heartbeat("old", "g"), start)
+            .heartbeat(1, None, &heartbeat("old", "g"), start)
             .unwrap();
         registry
             .heartbeat(
                 2,
+                None,
                 &heartbeat("fresh", "g"),
                 start + Duration::from_secs(100),
             )
@@ -312,7 +348,7 @@ mod tests {
     fn a_heartbeat_without_client_id_is_refused() {
         let registry = ClientRegistry::default();
         let err = registry
-            .heartbeat(1, &heartbeat("", "g"), Instant::now())
+            .heartbeat(1, None, &heartbeat("", "g"), Instant::now())
             .unwrap_err();
         assert_eq!(err, RegistryError::MissingClientId);
     }

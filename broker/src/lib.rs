@@ -1,14 +1,36 @@
-//! The RaftMQ broker: one member of a broker group, which is a Raft group.
+//! The RaftMQ broker: one member of a broker group, which is a Raft group. Clients speak the
+//! RocketMQ remoting protocol to it; writes go through Raft and are answered once a majority has
+//! them on disk; reads are served from the applied state, on the leader or a follower.
 //!
-//! Start reading at [`command`] (what a Raft entry carries), then [`state_machine`] (what
-//! applying it does).
+//! Follow a send along the data path:
+//!
+//! ```text
+//! remoting server (raftmq_client::remoting::server)
+//!   -> processor::BrokerHandler           processor/mod.rs: route_of() decides Raft or not
+//!   -> processor/send_message.rs          header, topic, queue, encode the stored message
+//!   -> batcher::Proposer                  pack concurrent sends into one entry, pipeline
+//!   -> raftmq_raft (openraft)             replicate, fsync on a majority, commit
+//!   -> state_machine::BrokerStateMachine  apply: assign queue offsets, index, one txn
+//!   -> answer with msgId / queueId / queueOffset
+//! ```
+//!
+//! and a pull: `processor/pull_message.rs` -> `state_machine::state` (the index) ->
+//! `message_reader` (entries from the Raft log, offsets patched in). Start at [`broker`] for
+//! how the pieces are wired, [`command`] for what an entry carries.
 
+pub mod admin;
 pub mod batcher;
+pub mod broker;
 pub mod clients;
 pub mod command;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod leadership;
 pub mod message_reader;
+pub mod metrics;
+pub mod processor;
+pub mod queue_locks;
+pub mod registration;
 pub mod state_machine;
 pub mod topic;

@@ -162,6 +162,19 @@ impl BrokerState {
         })
     }
 
+    /// Every group that has committed an offset, sorted.
+    pub fn groups_with_offsets(&self) -> Vec<String> {
+        self.read(|mem| {
+            let mut groups: Vec<String> = mem
+                .consumer_offsets
+                .keys()
+                .map(|(g, _, _)| g.clone())
+                .collect();
+            groups.dedup();
+            groups
+        })
+    }
+
     /// Every group that has committed an offset on `topic`.
     pub fn groups_consuming(&self, topic: &str) -> Vec<String> {
         self.read(|mem| {

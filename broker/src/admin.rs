@@ -1,0 +1,313 @@
+//! Admin HTTP (axum), bound to loopback by default: health, Raft status, topics, groups,
+//! Prometheus metrics, and the membership operations an operator needs (add a learner, change
+//! the voters, move leadership here).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::{BasicNode, ChangeMembers};
+use serde::{Deserialize, Serialize};
+
+use crate::context::BrokerContext;
+use raftmq_raft::{LogReader, NodeId, Raft};
+
+/// What the admin handlers reach.
+#[derive(Clone)]
+pub struct AdminState {
+    pub ctx: Arc<BrokerContext>,
+    pub raft: Raft,
+    pub log: LogReader,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/raft", get(raft_status))
+        .route("/topics", get(topics))
+        .route("/groups", get(groups))
+        .route("/metrics", get(metrics))
+        .route("/raft/add-learner", post(add_learner))
+        .route("/raft/change-membership", post(change_membership))
+        .route("/raft/elect", post(elect))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready once the member knows a leader of its group (it can route writes and serve reads).
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let view = state.ctx.leadership.view();
+    match view.leader {
+        Some(leader) => {
+            (StatusCode::OK, format!("ready: leader is node {leader}\n")).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no leader known\n",
+        )
+            .into_response(),
+    }
+}
+
+/// One follower as the leader sees it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FollowerStatus {
+    pub matched_index: Option<u64>,
+    pub lag_entries: u64,
+}
+
+/// `GET /raft`
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub broker_name: String,
+    pub node_id: NodeId,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    pub nodes: BTreeMap<NodeId, String>,
+    /// Present on the leader.
+    pub followers: BTreeMap<NodeId, FollowerStatus>,
+    pub remoting_addr: String,
+    pub log_fsyncs: u64,
+    pub log_entries_flushed: u64,
+}
+
+async fn raft_status(State(state): State<AdminState>) -> Json<RaftStatus> {
+    let metrics = state.ctx.leadership.metrics();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+    let nodes = membership
+        .nodes()
+        .map(|(id, node)| (*id, node.addr.clone()))
+        .collect();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let followers = metrics
+        .replication
+        .as_ref()
+        .map(|replication| {
+            replication
+                .iter()
+                .filter(|(id, _)| **id != metrics.id)
+                .map(|(id, matched)| {
+                    let matched_index = matched.map(|log_id| log_id.index);
+                    (
+                        *id,
+                        FollowerStatus {
+                            matched_index,
+                            lag_entries: last.saturating_sub(matched_index.unwrap_or(0)),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let log = state.log.metrics();
+    Json(RaftStatus {
+        broker_name: state.ctx.config.broker_name.clone(),
+        node_id: metrics.id,
+        state: format!("{:?}", metrics.state),
+        term: metrics.current_term,
+        leader: metrics.current_leader,
+        last_log_index: metrics.last_log_index,
+        applied_index: metrics.last_applied.map(|id| id.index),
+        voters,
+        learners,
+        nodes,
+        followers,
+        remoting_addr: state.ctx.config.advertise.to_string(),
+        log_fsyncs: log.fsyncs,
+        log_entries_flushed: log.entries_flushed,
+    })
+}
+
+/// `GET /topics`: each topic with its queues' offsets.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicStatus {
+    pub name: String,
+    pub read_queue_nums: u32,
+    pub write_queue_nums: u32,
+    pub perm: u32,
+    /// Per queue: `[min offset, max offset]`.
+    pub queues: BTreeMap<u32, (u64, u64)>,
+}
+
+async fn topics(State(state): State<AdminState>) -> Json<Vec<TopicStatus>> {
+    let ctx = &state.ctx;
+    let statuses = ctx
+        .state
+        .topics()
+        .into_iter()
+        .map(|topic| {
+            let queues = (0..topic.queue_nums())
+                .map(|queue| {
+                    let offsets = ctx.state.queue(&topic.name, queue);
+                    (queue, (offsets.min_offset, offsets.next_offset))
+                })
+                .collect();
+            TopicStatus {
+                name: topic.name,
+                read_queue_nums: topic.read_queue_nums,
+                write_queue_nums: topic.write_queue_nums,
+                perm: topic.perm,
+                queues,
+            }
+        })
+        .collect();
+    Json(statuses)
+}
+
+/// `GET /groups`: each consumer group with its committed offsets, lag and live clients.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: String,
+    pub clients: Vec<String>,
+    pub queues: Vec<GroupQueueStatus>,
+    pub total_lag: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GroupQueueStatus {
+    pub topic: String,
+    pub queue: u32,
+    pub committed: u64,
+    pub max_offset: u64,
+    pub lag: u64,
+}
+
+async fn groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>> {
+    let ctx = &state.ctx;
+    let mut names: BTreeSet<String> = ctx.state.groups().into_iter().map(|g| g.name).collect();
+    names.extend(ctx.state.groups_with_offsets());
+    names.extend(ctx.clients.consumer_groups().into_iter().map(|g| g.group));
+    let statuses = names
+        .into_iter()
+        .map(|group| {
+            let queues: Vec<GroupQueueStatus> = ctx
+                .state
+                .group_offsets(&group)
+                .into_iter()
+                .map(|((topic, queue), committed)| {
+                    let max_offset = ctx.state.queue(&topic, queue).next_offset;
+                    GroupQueueStatus {
+                        lag: max_offset.saturating_sub(committed),
+                        topic,
+                        queue,
+                        committed,
+                        max_offset,
+                    }
+                })
+                .collect();
+            GroupStatus {
+                clients: ctx.clients.consumer_ids(&group),
+                total_lag: queues.iter().map(|q| q.lag).sum(),
+                group,
+                queues,
+            }
+        })
+        .collect();
+    Json(statuses)
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let text = state.ctx.metrics.render(
+        &state.ctx.leadership.metrics(),
+        state.log.metrics(),
+        &state.ctx.state,
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn failure(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": message.to_string() })),
+    )
+        .into_response()
+}
+
+/// `POST /raft/add-learner {"node_id": 4, "addr": "127.0.0.1:20914"}` on the leader: adds a
+/// non-voting member and waits until it has caught up.
+#[derive(Deserialize)]
+pub struct AddLearner {
+    pub node_id: NodeId,
+    pub addr: String,
+}
+
+async fn add_learner(State(state): State<AdminState>, Json(body): Json<AddLearner>) -> Response {
+    if body.node_id == 0 {
+        return failure(StatusCode::BAD_REQUEST, "node ids start at 1");
+    }
+    if body.addr.parse::<std::net::SocketAddr>().is_err() {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            format!("{:?} is not host:port", body.addr),
+        );
+    }
+    match state
+        .raft
+        .add_learner(body.node_id, BasicNode::new(body.addr), true)
+        .await
+    {
+        Ok(response) => {
+            Json(serde_json::json!({ "log_index": response.log_id.index })).into_response()
+        }
+        Err(err) => failure(StatusCode::CONFLICT, err),
+    }
+}
+
+/// `POST /raft/change-membership {"voters": [1,2,4], "retain": false}` on the leader.
+#[derive(Deserialize)]
+pub struct ChangeMembership {
+    pub voters: BTreeSet<NodeId>,
+    #[serde(default)]
+    pub retain: bool,
+}
+
+async fn change_membership(
+    State(state): State<AdminState>,
+    Json(body): Json<ChangeMembership>,
+) -> Response {
+    if body.voters.is_empty() {
+        return failure(StatusCode::BAD_REQUEST, "voters must not be empty");
+    }
+    match state
+        .raft
+        .change_membership(ChangeMembers::ReplaceAllVoters(body.voters), body.retain)
+        .await
+    {
+        Ok(response) => {
+            state.ctx.register_now.notify_one();
+            Json(serde_json::json!({ "log_index": response.log_id.index })).into_response()
+        }
+        Err(err) => failure(StatusCode::CONFLICT, err),
+    }
+}
+
+/// `POST /raft/elect`: this member starts an election now (how leadership is moved to it:
+/// openraft 0.9 has no transfer call; an up-to-date member with a higher term wins).
+async fn elect(State(state): State<AdminState>) -> Response {
+    match state.raft.trigger().elect().await {
+        Ok(()) => Json(serde_json::json!({ "elect": "started" })).into_response(),
+        Err(err) => failure(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}

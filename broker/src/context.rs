@@ -1,0 +1,87 @@
+//! Everything a request processor needs, in one place: configuration, the applied state, the
+//! proposer, the log reader, the client registry, the leadership view and metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::batcher::Proposer;
+use crate::clients::ClientRegistry;
+use crate::config::BrokerConfig;
+use crate::error::RequestError;
+use crate::leadership::Leadership;
+use crate::message_reader::MessageReader;
+use crate::metrics::BrokerMetrics;
+use crate::queue_locks::QueueLocks;
+use crate::state_machine::BrokerState;
+
+/// Shared by every processor of one broker member.
+pub struct BrokerContext {
+    pub config: BrokerConfig,
+    pub state: Arc<BrokerState>,
+    pub proposer: Proposer,
+    pub reader: MessageReader,
+    pub clients: ClientRegistry,
+    pub queue_locks: QueueLocks,
+    pub leadership: Leadership,
+    pub metrics: Arc<BrokerMetrics>,
+    /// Fires when the broker stops: long polls answer at once.
+    pub shutdown: CancellationToken,
+    /// Background work started by requests (e.g. creating a group's retry topic).
+    pub tracker: TaskTracker,
+    /// Asks the registration task to register with the NameServers now (topics changed).
+    pub register_now: Arc<Notify>,
+    next_queue: AtomicU32,
+}
+
+impl BrokerContext {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: BrokerConfig,
+        state: Arc<BrokerState>,
+        proposer: Proposer,
+        reader: MessageReader,
+        leadership: Leadership,
+        metrics: Arc<BrokerMetrics>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            config,
+            state,
+            proposer,
+            reader,
+            clients: ClientRegistry::default(),
+            queue_locks: QueueLocks::default(),
+            leadership,
+            metrics,
+            shutdown,
+            tracker,
+            register_now: Arc::new(Notify::new()),
+            next_queue: AtomicU32::new(0),
+        }
+    }
+
+    /// Refuses a write on a member that does not lead, before anything is proposed.
+    pub fn require_leader(&self) -> Result<(), RequestError> {
+        let view = self.leadership.view();
+        if view.is_leader {
+            return Ok(());
+        }
+        Err(RequestError::NotLeader {
+            broker_name: self.config.broker_name.clone(),
+            node_id: self.config.node_id,
+            leader: view
+                .leader
+                .map_or_else(|| "unknown".to_string(), |id| format!("node {id}")),
+        })
+    }
+
+    /// A queue for a send that let the broker choose (queue id < 0): round robin.
+    pub fn next_queue(&self, queue_nums: u32) -> u32 {
+        self.next_queue.fetch_add(1, Ordering::Relaxed) % queue_nums.max(1)
+    }
+}

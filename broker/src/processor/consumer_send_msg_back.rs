@@ -1,0 +1,99 @@
+//! CONSUMER_SEND_MSG_BACK: a consumer failed to process a message and hands it back; it is
+//! stored again in `%RETRY%<group>` (which the group's consumers also subscribe to), or in
+//! `%DLQ%<group>` once it has been re-consumed `maxReconsumeTimes` times.
+//!
+//! RocketMQ delays a retry by a delay level (10 s, 30 s, 1 m, ...). RaftMQ has no delayed
+//! delivery yet, so the retry is stored at once and redelivered at the consumer's next pull.
+
+use std::time::Instant;
+
+use raftmq_client::remoting::server::ConnectionInfo;
+use raftmq_protocol::header::client::ConsumerSendMsgBackRequestHeader;
+use raftmq_protocol::message::{StoredMessage, property};
+use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
+
+use super::send_message::{MessageFields, encode_message, resolve_topic, store};
+use crate::batcher::SendRequest;
+use crate::context::BrokerContext;
+use crate::error::RequestError;
+use crate::topic::{DEFAULT_MAX_RECONSUME_TIMES, dlq_topic, retry_topic};
+
+pub(super) async fn handle(
+    ctx: &BrokerContext,
+    connection: &ConnectionInfo,
+    request: &RemotingCommand,
+) -> Result<RemotingCommand, RequestError> {
+    let started = Instant::now();
+    let header = ConsumerSendMsgBackRequestHeader::from_ext_fields(&request.ext_fields)?;
+    let physical = u64::try_from(header.offset).map_err(|_| {
+        RequestError::InvalidParameter(format!("offset {} is negative", header.offset))
+    })?;
+    let found = ctx
+        .reader
+        .read_physical(&ctx.state, physical)
+        .await?
+        .ok_or_else(|| {
+            RequestError::NotFound(format!("no message at physical offset {physical}"))
+        })?;
+    let (original, _) = StoredMessage::decode(&found.bytes)
+        .map_err(|err| RequestError::Internal(format!("stored message does not decode: {err}")))?;
+
+    let reconsume_times = original.reconsume_times.saturating_add(1);
+    let max = header
+        .max_reconsume_times
+        .unwrap_or(DEFAULT_MAX_RECONSUME_TIMES as i32);
+    let dead = header.delay_level < 0 || reconsume_times > max;
+    let topic = if dead {
+        dlq_topic(&header.group)
+    } else {
+        retry_topic(&header.group)
+    };
+
+    let mut properties = original.properties.clone();
+    // Where the message came from, kept across every retry.
+    properties
+        .entry(property::RETRY_TOPIC.to_string())
+        .or_insert_with(|| {
+            header
+                .origin_topic
+                .clone()
+                .unwrap_or_else(|| original.topic.clone())
+        });
+    let origin_id = header
+        .origin_msg_id
+        .clone()
+        .unwrap_or_else(|| original.offset_msg_id());
+    properties
+        .entry(property::ORIGIN_MESSAGE_ID.to_string())
+        .or_insert(origin_id);
+    if dead {
+        properties.insert(
+            property::DLQ_ORIGIN_TOPIC.to_string(),
+            original.topic.clone(),
+        );
+    }
+
+    let (_, create_topic) = resolve_topic(ctx, &topic)?;
+    let message = encode_message(
+        ctx,
+        connection,
+        MessageFields {
+            topic: &topic,
+            queue_id: 0,
+            flag: original.flag,
+            sys_flag: original.sys_flag,
+            born_timestamp: original.born_timestamp,
+            reconsume_times,
+            body: original.body.clone(),
+            properties,
+        },
+    )?;
+    let send = SendRequest {
+        topic,
+        queue_id: 0,
+        create_topic,
+        messages: vec![message],
+    };
+    store(ctx, send, started).await?;
+    Ok(request.new_response(response::SUCCESS, None))
+}

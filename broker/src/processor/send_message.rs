@@ -1,0 +1,280 @@
+//! SEND_MESSAGE and SEND_MESSAGE_V2 (the same request with one-letter header names): store one
+//! message, answering only once it is committed on a majority and applied.
+//!
+//! The helpers here are shared by the other requests that store messages (batch sends and
+//! messages a consumer sends back for a retry).
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use raftmq_client::remoting::server::ConnectionInfo;
+use raftmq_protocol::header::send::{SendMessageRequestHeader, SendMessageResponseHeader};
+use raftmq_protocol::message::{StoredMessage, offset_msg_id, properties, property};
+use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
+
+use crate::batcher::{PendingMessage, SendRequest};
+use crate::command::{SendOutcome, physical_offset};
+use crate::context::BrokerContext;
+use crate::error::RequestError;
+use crate::topic::{
+    AUTO_CREATE_QUEUE_NUMS, DEFAULT_MAX_RECONSUME_TIMES, RETRY_GROUP_TOPIC_PREFIX, TopicConfig,
+    dlq_topic, tags_hash_code, validate_topic_name,
+};
+
+pub(super) async fn handle(
+    ctx: &BrokerContext,
+    connection: &ConnectionInfo,
+    request: &RemotingCommand,
+) -> Result<RemotingCommand, RequestError> {
+    let started = Instant::now();
+    let header = SendMessageRequestHeader::from_command(request)?;
+    let mut topic = header.topic.clone();
+    let mut queue_id = header.queue_id;
+    let reconsume_times = header.reconsume_times.unwrap_or(0);
+    // A retry message that failed too often goes to its group's dead-letter topic instead.
+    if let Some(group) = topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) {
+        let max = header
+            .max_reconsume_times
+            .map_or(DEFAULT_MAX_RECONSUME_TIMES as i32, |m| m);
+        if reconsume_times >= max {
+            topic = dlq_topic(group);
+            queue_id = 0;
+        }
+    }
+    let (config, create_topic) = resolve_topic(ctx, &topic)?;
+    let queue_id = choose_queue(ctx, &config, queue_id)?;
+    check_body(ctx, request.body.len())?;
+    let props = properties::parse(header.properties.as_deref().unwrap_or(""));
+    let message = encode_message(
+        ctx,
+        connection,
+        MessageFields {
+            topic: &topic,
+            queue_id,
+            flag: header.flag,
+            sys_flag: header.sys_flag,
+            born_timestamp: header.born_timestamp,
+            reconsume_times,
+            body: request.body.clone(),
+            properties: props,
+        },
+    )?;
+    let send = SendRequest {
+        topic,
+        queue_id,
+        create_topic,
+        messages: vec![message],
+    };
+    let outcome = store(ctx, send, started).await?;
+    Ok(send_response(ctx, request, queue_id, outcome, 1))
+}
+
+/// The topic a send goes to: an existing writable one, or one created by this send where that
+/// is allowed (retry and dead-letter topics always; others with auto-creation on).
+pub(crate) fn resolve_topic(
+    ctx: &BrokerContext,
+    topic: &str,
+) -> Result<(TopicConfig, Option<TopicConfig>), RequestError> {
+    validate_topic_name(topic).map_err(|err| RequestError::MessageIllegal(err.to_string()))?;
+    if let Some(config) = ctx.state.topic(topic) {
+        if !config.is_writable() {
+            return Err(RequestError::NoPermission(format!(
+                "topic {topic} is not writable"
+            )));
+        }
+        return Ok((config, None));
+    }
+    let system = topic.starts_with(RETRY_GROUP_TOPIC_PREFIX)
+        || topic.starts_with(crate::topic::DLQ_GROUP_TOPIC_PREFIX);
+    if system {
+        let config = TopicConfig::new(topic, 1);
+        return Ok((config.clone(), Some(config)));
+    }
+    if ctx.config.auto_create_topic {
+        let config = TopicConfig::new(topic, AUTO_CREATE_QUEUE_NUMS);
+        return Ok((config.clone(), Some(config)));
+    }
+    Err(RequestError::TopicNotExist(topic.to_string()))
+}
+
+/// The queue a send goes to: the requested one, or round robin when the client let the broker
+/// choose (a negative id).
+pub(crate) fn choose_queue(
+    ctx: &BrokerContext,
+    config: &TopicConfig,
+    requested: i32,
+) -> Result<u32, RequestError> {
+    if requested < 0 {
+        return Ok(ctx.next_queue(config.write_queue_nums));
+    }
+    u32::try_from(requested)
+        .ok()
+        .filter(|id| *id < config.write_queue_nums)
+        .ok_or_else(|| {
+            RequestError::MessageIllegal(format!(
+                "queue id {requested} is illegal: topic {} has {} write queues",
+                config.name, config.write_queue_nums
+            ))
+        })
+}
+
+pub(crate) fn check_body(ctx: &BrokerContext, len: usize) -> Result<(), RequestError> {
+    if len > ctx.config.max_message_bytes {
+        return Err(RequestError::MessageIllegal(format!(
+            "message body of {len} bytes is over the {}-byte limit",
+            ctx.config.max_message_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// What a stored message is made of, before offsets exist.
+pub(crate) struct MessageFields<'a> {
+    pub topic: &'a str,
+    pub queue_id: u32,
+    pub flag: i32,
+    pub sys_flag: i32,
+    pub born_timestamp: i64,
+    pub reconsume_times: i32,
+    pub body: Bytes,
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// Encodes a message in RocketMQ's stored layout with offsets and store time left zero (they are
+/// filled in when it is read back).
+pub(crate) fn encode_message(
+    ctx: &BrokerContext,
+    connection: &ConnectionInfo,
+    fields: MessageFields<'_>,
+) -> Result<PendingMessage, RequestError> {
+    let tags_code = fields
+        .properties
+        .get(property::TAGS)
+        .map_or(0, |tag| tags_hash_code(tag));
+    let message = StoredMessage {
+        queue_id: fields.queue_id as i32,
+        flag: fields.flag,
+        queue_offset: 0,
+        physical_offset: 0,
+        sys_flag: fields.sys_flag,
+        born_timestamp: fields.born_timestamp,
+        born_host: connection.peer,
+        store_timestamp: 0,
+        store_host: ctx.config.advertise,
+        reconsume_times: fields.reconsume_times,
+        prepared_transaction_offset: 0,
+        body: fields.body,
+        topic: fields.topic.to_string(),
+        properties: fields.properties,
+    };
+    let mut bytes = BytesMut::new();
+    message
+        .encode(&mut bytes)
+        .map_err(|err| RequestError::MessageIllegal(err.to_string()))?;
+    Ok(PendingMessage {
+        bytes: bytes.freeze(),
+        tags_code,
+    })
+}
+
+/// Where the messages of one send request were stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored {
+    pub first_offset: u64,
+    pub log_index: u64,
+    pub first_ordinal: u32,
+}
+
+/// Proposes a send and waits for its outcome.
+pub(crate) async fn store(
+    ctx: &BrokerContext,
+    send: SendRequest,
+    started: Instant,
+) -> Result<Stored, RequestError> {
+    let count = send.messages.len() as u64;
+    let bytes: usize = send.messages.iter().map(|m| m.bytes.len()).sum();
+    if ctx.config.unsafe_ack_before_commit {
+        return Ok(unsafe_ack_before_commit(ctx, send));
+    }
+    let result = ctx.proposer.send(send).await;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(SendOutcome::Stored {
+            first_offset,
+            log_index,
+            first_ordinal,
+        }) => {
+            ctx.metrics.observe_send("ok", elapsed);
+            ctx.metrics
+                .commit_latency_seconds
+                .observe(elapsed.as_secs_f64());
+            ctx.metrics.messages_stored.inc_by(count);
+            ctx.metrics.message_bytes_stored.inc_by(bytes as u64);
+            Ok(Stored {
+                first_offset,
+                log_index,
+                first_ordinal,
+            })
+        }
+        Ok(SendOutcome::Refused(refusal)) => {
+            ctx.metrics.observe_send("refused", elapsed);
+            Err(refusal.into())
+        }
+        Err(err) => {
+            let result = match &err {
+                crate::batcher::ProposeError::Unknown(_) => "unknown",
+                _ => "failed",
+            };
+            ctx.metrics.observe_send(result, elapsed);
+            Err(err.into())
+        }
+    }
+}
+
+/// TEST ONLY (`--unsafe-ack-before-commit`): answers before the message is committed, so that
+/// jepsen-lite can show it notices acknowledged messages being lost. The offset is a guess.
+fn unsafe_ack_before_commit(ctx: &BrokerContext, send: SendRequest) -> Stored {
+    let first_offset = ctx.state.queue(&send.topic, send.queue_id).next_offset;
+    let proposer = ctx.proposer.clone();
+    ctx.tracker.spawn(async move {
+        let _ = proposer.send(send).await;
+    });
+    Stored {
+        first_offset,
+        log_index: 0,
+        first_ordinal: 0,
+    }
+}
+
+/// The SUCCESS answer: the offset message id(s), the queue and the first queue offset.
+pub(crate) fn send_response(
+    ctx: &BrokerContext,
+    request: &RemotingCommand,
+    queue_id: u32,
+    stored: Stored,
+    count: u32,
+) -> RemotingCommand {
+    let msg_id = (0..count)
+        .map(|i| {
+            offset_msg_id(
+                ctx.config.advertise,
+                physical_offset(stored.log_index, stored.first_ordinal + i) as i64,
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let header = SendMessageResponseHeader {
+        msg_id,
+        queue_id: queue_id as i32,
+        queue_offset: stored.first_offset as i64,
+        transaction_id: None,
+        batch_uniq_id: None,
+    };
+    let mut response = request.new_response(response::SUCCESS, None);
+    response.ext_fields = header.to_ext_fields();
+    response
+        .ext_fields
+        .insert("MSG_REGION".into(), "DefaultRegion".into());
+    response.ext_fields.insert("TRACE_ON".into(), "true".into());
+    response
+}
