@@ -10,5 +10,8 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== system tools the fault-injection tests use (ip, nft)"
+jepsen-lite/scripts/install-net-tools.sh
+
 echo "== cargo test"
 cargo test --workspace --all-targets
