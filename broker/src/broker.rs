@@ -118,7 +118,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     node_config.timers = config.raft_timers.clone();
     node_config.cluster_name = config.broker_name.clone();
     let node = RaftNode::start(node_config, state_machine).await?;
-    if !config.join {
+    // One member forms the group: the one with the smallest id. If every member initialized,
+    // each would campaign at once and the first terms would be lost to competing candidates.
+    // The others join when the first leader reaches them.
+    let founder = config.peers.keys().next().copied();
+    if !config.join && founder == Some(config.node_id) {
         let members: BTreeMap<_, _> = config
             .peers
             .iter()

@@ -297,13 +297,13 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             registry
-                .heartbeat(1, None, None, &heartbeat("b@1", "g"), now)
+                .heartbeat(1, None, &heartbeat("b@1", "g"), now)
                 .unwrap(),
             vec!["g"]
         );
         assert_eq!(
             registry
-                .heartbeat(2, None, None, &heartbeat("a@2", "g"), now)
+                .heartbeat(2, None, &heartbeat("a@2", "g"), now)
                 .unwrap(),
             vec!["g"]
         );

@@ -78,6 +78,18 @@ impl TagFilter {
     }
 }
 
+/// What to read from one queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueReadRequest<'a> {
+    pub topic: &'a str,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub max_messages: usize,
+    /// About the most bytes to return (a single larger message is still returned whole).
+    pub max_bytes: usize,
+    pub filter: &'a TagFilter,
+}
+
 /// Messages read from one queue.
 #[derive(Debug, Default)]
 pub struct QueueRead {
@@ -122,13 +134,16 @@ impl MessageReader {
     pub async fn read_queue(
         &self,
         state: &BrokerState,
-        topic: &str,
-        queue_id: u32,
-        offset: u64,
-        max_messages: usize,
-        max_bytes: usize,
-        filter: &TagFilter,
+        wanted: &QueueReadRequest<'_>,
     ) -> Result<QueueRead, ReadError> {
+        let QueueReadRequest {
+            topic,
+            queue_id,
+            offset,
+            max_messages,
+            max_bytes,
+            filter,
+        } = *wanted;
         let rows = state.index_rows_from(topic, queue_id, offset, MAX_ROWS_PER_READ)?;
         let mut read = QueueRead {
             messages: Vec::new(),

@@ -12,6 +12,7 @@
 //!   it is killed when dropped.
 //! - [`wait_for_port`], [`wait_until`]: bounded polling instead of fixed sleeps.
 //! - [`http_get`]: a minimal HTTP/1.1 GET for admin endpoints.
+//! - [`cluster::TestCluster`]: a NameServer and a broker group of processes.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,6 +24,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+
+pub mod cluster;
 
 /// Longest a `cargo build` of a test binary may take (a cold build on two busy cores).
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);

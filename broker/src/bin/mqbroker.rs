@@ -128,6 +128,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let broker = raftmq_broker::broker::start(config).await?;
+        // One line on stdout for scripts and tests: where this member listens.
+        println!(
+            "mqbroker listening remoting={} raft={} admin={}",
+            broker.remoting_addr(),
+            broker.raft_addr(),
+            broker.admin_addr()
+        );
         wait_for_signal().await;
         broker.shutdown().await?;
         anyhow::Ok(())

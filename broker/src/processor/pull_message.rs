@@ -22,7 +22,7 @@ use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
 use super::{checked_queue_id, existing_topic};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
-use crate::message_reader::TagFilter;
+use crate::message_reader::{QueueReadRequest, TagFilter};
 
 /// RocketMQ's long-poll limit (brokerSuspendMaxTimeMillis 15 s).
 pub const MAX_SUSPEND: Duration = Duration::from_secs(15);
@@ -81,18 +81,15 @@ pub(super) async fn handle(
             ));
         }
         if offset < queue.next_offset {
-            let read = ctx
-                .reader
-                .read_queue(
-                    &ctx.state,
-                    &header.topic,
-                    queue_id,
-                    offset,
-                    max_messages,
-                    max_bytes,
-                    &filter,
-                )
-                .await?;
+            let wanted = QueueReadRequest {
+                topic: &header.topic,
+                queue_id,
+                offset,
+                max_messages,
+                max_bytes,
+                filter: &filter,
+            };
+            let read = ctx.reader.read_queue(&ctx.state, &wanted).await?;
             if read.messages.is_empty() {
                 return Ok(answer(
                     request,

@@ -401,6 +401,10 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
         mem.membership =
             raftmq_raft::codec::decode(bytes.value()).map_err(|e| corrupt("membership", e))?;
     }
+    if let Some(bytes) = meta.get(META_LAST_STORE_TIMESTAMP).map_err(storage)? {
+        mem.last_store_timestamp_ms = raftmq_raft::codec::decode(bytes.value())
+            .map_err(|e| corrupt("last store timestamp", e))?;
+    }
     for found in txn
         .open_table(TOPICS)
         .map_err(storage)?

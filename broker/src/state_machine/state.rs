@@ -109,6 +109,11 @@ impl BrokerState {
         self.applied_index.subscribe()
     }
 
+    /// The latest store timestamp applied.
+    pub fn read_last_store_timestamp_ms(&self) -> i64 {
+        self.read(|mem| mem.last_store_timestamp_ms)
+    }
+
     pub fn applied(&self) -> Option<LogId> {
         self.read(|mem| mem.applied)
     }

@@ -214,6 +214,11 @@ fn state_survives_a_restart() {
     let sm = open(&dir);
     let after = sm.state();
     assert_eq!(
+        after.read_last_store_timestamp_ms(),
+        10,
+        "store time survives a restart"
+    );
+    assert_eq!(
         (
             after.applied(),
             after.queue("t", 0),

@@ -1,4 +1,5 @@
 //! Cross-crate integration tests: one test binary, one module per scenario. Processes are
 //! started from workspace binaries with the harness in `raftmq_tests` (src/lib.rs).
 
+mod broker_raw;
 mod namesrv;

@@ -1,0 +1,309 @@
+//! A local RaftMQ cluster of processes for tests: one NameServer and one broker group of N
+//! members, each member on its own loopback address (127.a.b.<node id>) with RocketMQ's usual
+//! ports, so that addresses are known before any process starts (`--peers` needs them) and two
+//! clusters never collide.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
+
+use crate::{Process, http_get, wait_until, workspace_binary};
+
+/// Ports every member uses on its own address (RocketMQ's broker port and the next two).
+pub const REMOTING_PORT: u16 = 10911;
+pub const RAFT_PORT: u16 = 10912;
+pub const ADMIN_PORT: u16 = 10913;
+/// Bound on starting a process or a group electing a leader.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one admin HTTP call.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One member of the broker group.
+pub struct Member {
+    pub node_id: u64,
+    pub ip: Ipv4Addr,
+    pub data_dir: PathBuf,
+    pub process: Option<Process>,
+}
+
+impl Member {
+    pub fn remoting(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, REMOTING_PORT))
+    }
+
+    pub fn raft(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, RAFT_PORT))
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, ADMIN_PORT))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+}
+
+/// What `GET /raft` on a member says (the fields tests use).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+/// A NameServer and one broker group, as processes.
+pub struct TestCluster {
+    pub broker_name: String,
+    pub namesrv: Process,
+    pub namesrv_addr: SocketAddr,
+    pub namesrv_admin: SocketAddr,
+    pub members: Vec<Member>,
+    pub extra_broker_args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// A loopback network prefix `127.a.b` unlikely to be used by another cluster on this machine.
+fn loopback_prefix() -> (u8, u8) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 104_729);
+    let a = 100 + (seed % 150) as u8;
+    let b = ((seed / 150) % 250) as u8 + 1;
+    (a, b)
+}
+
+impl TestCluster {
+    /// Starts a NameServer and a group of `members` brokers, and waits until the group has a
+    /// leader registered in the NameServer's master slot.
+    pub fn start(members: u64, extra_broker_args: &[&str]) -> anyhow::Result<TestCluster> {
+        let dir = tempfile::tempdir().context("creating the cluster's directory")?;
+        let namesrv_binary = workspace_binary("raftmq-namesrv", "mqnamesrv")?;
+        let mut namesrv = Process::spawn(
+            &namesrv_binary,
+            &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        )?;
+        let line = namesrv
+            .wait_for_stdout_line(|l| l.starts_with("mqnamesrv listening"), START_TIMEOUT)?;
+        let namesrv_addr = field(&line, "remoting=")?;
+        let namesrv_admin = field(&line, "admin=")?;
+        let (a, b) = loopback_prefix();
+        let members = (1..=members)
+            .map(|node_id| Member {
+                node_id,
+                ip: Ipv4Addr::new(127, a, b, node_id as u8),
+                data_dir: dir.path().join(format!("broker-{node_id}")),
+                process: None,
+            })
+            .collect();
+        let mut cluster = TestCluster {
+            broker_name: "broker-a".into(),
+            namesrv,
+            namesrv_addr,
+            namesrv_admin,
+            members,
+            extra_broker_args: extra_broker_args.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
+        let ids: Vec<u64> = cluster.members.iter().map(|m| m.node_id).collect();
+        for id in ids {
+            cluster.start_member(id)?;
+        }
+        cluster.wait_for_registered_leader(START_TIMEOUT)?;
+        Ok(cluster)
+    }
+
+    pub fn member(&self, node_id: u64) -> anyhow::Result<&Member> {
+        self.members
+            .iter()
+            .find(|m| m.node_id == node_id)
+            .ok_or_else(|| anyhow!("no member {node_id}"))
+    }
+
+    fn member_mut(&mut self, node_id: u64) -> anyhow::Result<&mut Member> {
+        self.members
+            .iter_mut()
+            .find(|m| m.node_id == node_id)
+            .ok_or_else(|| anyhow!("no member {node_id}"))
+    }
+
+    /// `1=ip:raft,2=ip:raft,...` for every member.
+    pub fn peers(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.node_id, m.raft()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts (or restarts) a member from its data directory.
+    pub fn start_member(&mut self, node_id: u64) -> anyhow::Result<()> {
+        let binary = workspace_binary("raftmq-broker", "mqbroker")?;
+        let peers = self.peers();
+        let namesrv = self.namesrv_addr.to_string();
+        let broker_name = self.broker_name.clone();
+        let extra = self.extra_broker_args.clone();
+        let member = self.member_mut(node_id)?;
+        let mut args: Vec<String> = vec![
+            "-n".into(),
+            namesrv,
+            "--broker-name".into(),
+            broker_name,
+            "--node-id".into(),
+            node_id.to_string(),
+            "--peers".into(),
+            peers,
+            "--listen".into(),
+            member.remoting().to_string(),
+            "--raft-listen".into(),
+            member.raft().to_string(),
+            "--admin-listen".into(),
+            member.admin().to_string(),
+            "--data-dir".into(),
+            member.data_dir.display().to_string(),
+        ];
+        args.extend(extra);
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut process = Process::spawn(&binary, &arg_refs)?;
+        process.wait_for_stdout_line(|l| l.starts_with("mqbroker listening"), START_TIMEOUT)?;
+        member.process = Some(process);
+        Ok(())
+    }
+
+    /// `kill -9` a member: no flush, no goodbye.
+    pub fn kill_member(&mut self, node_id: u64) -> anyhow::Result<()> {
+        let member = self.member_mut(node_id)?;
+        let process = member
+            .process
+            .take()
+            .ok_or_else(|| anyhow!("member {node_id} is not running"))?;
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &process.pid().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -KILL {} failed", process.pid());
+        }
+        drop(process); // reaps it
+        Ok(())
+    }
+
+    /// Stops a member cleanly (SIGTERM).
+    pub fn stop_member(&mut self, node_id: u64) -> anyhow::Result<()> {
+        let member = self.member_mut(node_id)?;
+        let mut process = member
+            .process
+            .take()
+            .ok_or_else(|| anyhow!("member {node_id} is not running"))?;
+        let status = process.terminate()?;
+        if !status.success() {
+            bail!(
+                "member {node_id} exited with {status}; log tail:\n{}",
+                process.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    /// `GET /raft` of a running member.
+    pub fn raft_status(&self, node_id: u64) -> anyhow::Result<RaftStatus> {
+        let member = self.member(node_id)?;
+        let response = http_get(member.admin(), "/raft", HTTP_TIMEOUT)?;
+        if response.status != 200 {
+            bail!("GET /raft on member {node_id}: HTTP {}", response.status);
+        }
+        Ok(serde_json::from_str(&response.body)?)
+    }
+
+    /// The member that says it leads, agreed by every running member that knows a leader.
+    pub fn leader(&self) -> Option<u64> {
+        let statuses: Vec<RaftStatus> = self
+            .members
+            .iter()
+            .filter(|m| m.is_running())
+            .filter_map(|m| self.raft_status(m.node_id).ok())
+            .collect();
+        let leader = statuses.iter().find(|s| s.state == "Leader")?;
+        let term = leader.term;
+        let agreed = statuses
+            .iter()
+            .filter(|s| s.leader == Some(leader.node_id) && s.term == term)
+            .count();
+        (agreed * 2 > self.members.len()).then_some(leader.node_id)
+    }
+
+    /// Waits for a leader that the NameServer also lists in the master slot (brokerId 0).
+    pub fn wait_for_registered_leader(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let mut found = None;
+        wait_until(timeout, || {
+            let Some(leader) = self.leader() else {
+                return Ok(false);
+            };
+            let registered = self.namesrv_master_addr()?;
+            let expected = self.member(leader)?.remoting().to_string();
+            if registered.as_deref() == Some(expected.as_str()) {
+                found = Some(leader);
+                return Ok(true);
+            }
+            Ok(false)
+        })
+        .with_context(|| {
+            let logs: Vec<String> = self
+                .members
+                .iter()
+                .filter_map(|m| {
+                    m.process
+                        .as_ref()
+                        .map(|p| format!("member {}:\n{}", m.node_id, p.log_tail()))
+                })
+                .collect();
+            format!("no registered leader; logs:\n{}", logs.join("\n"))
+        })?;
+        found.ok_or_else(|| anyhow!("no leader"))
+    }
+
+    /// The address the NameServer lists in this group's master slot.
+    pub fn namesrv_master_addr(&self) -> anyhow::Result<Option<String>> {
+        let response = http_get(self.namesrv_admin, "/brokers", HTTP_TIMEOUT)?;
+        let groups: Vec<serde_json::Value> = serde_json::from_str(&response.body)?;
+        Ok(groups
+            .iter()
+            .find(|g| g["broker_name"] == self.broker_name.as_str())
+            .and_then(|g| g["leader"].as_str())
+            .map(str::to_string))
+    }
+
+    /// Waits until every running member has applied at least `index`.
+    pub fn wait_for_applied(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(timeout, || {
+            for member in self.members.iter().filter(|m| m.is_running()) {
+                let applied = self
+                    .raft_status(member.node_id)
+                    .ok()
+                    .and_then(|s| s.applied_index)
+                    .unwrap_or(0);
+                if applied < index {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+}
+
+fn field(line: &str, name: &str) -> anyhow::Result<SocketAddr> {
+    let value = line
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix(name))
+        .ok_or_else(|| anyhow!("no {name} in {line:?}"))?;
+    Ok(value.parse()?)
+}
