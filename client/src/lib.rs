@@ -1,6 +1,32 @@
-//! The Rust producer and consumer: route refresh, retries, rebalance, offset commits.
+//! The Rust producer and consumer of RaftMQ (and of RocketMQ brokers), over the remoting
+//! protocol.
 //!
-//! Being built under issue "Broker data plane on Raft". The [`remoting`] module is the
-//! transport every RaftMQ server and client shares: start there for how frames travel.
+//! Where to start reading:
+//! - [`producer`]: [`Producer`] — sync sends with retries, batches, a bounded window of async
+//!   sends, queue selection by round robin or sharding key; the three-way outcome of a send
+//!   ([`SendOutcome`]: stored, definitely not stored, unknown).
+//! - [`route`]: [`RouteCache`] and [`TopicRoute`] — the NameServers' routes, the group leader in
+//!   slot 0, refresh every 30 s and at once after a routing error.
+//! - [`broker_client`]: [`BrokerClient`] — one typed call per broker request, to an address you
+//!   choose (pull from a given member, offsets, heartbeats, topics).
+//! - [`namesrv`]: [`NameServerClient`] — NameServer requests with failover between NameServers.
+//! - [`error`]: [`ClientError`] and `is_unknown_outcome()`.
+//! - [`message`]: [`Message`] (what you send) and [`ReceivedMessage`] (what a pull returns).
+//! - [`remoting`]: the transport every RaftMQ server and client shares (frames, RPC client with
+//!   "not sent" versus "outcome unknown" errors, the generic server).
 
+pub mod broker_client;
+pub mod client_id;
+pub mod error;
+pub mod message;
+pub mod namesrv;
+pub mod producer;
 pub mod remoting;
+pub mod route;
+
+pub use broker_client::{BrokerClient, PullRequest, PullResult, PullStatus, SendReply, SendStatus};
+pub use error::ClientError;
+pub use message::{Message, MessageQueue, ReceivedMessage};
+pub use namesrv::NameServerClient;
+pub use producer::{Producer, ProducerBuilder, SendError, SendHandle, SendOutcome, SendResult};
+pub use route::{ReadFrom, RouteCache, TopicRoute};

@@ -220,6 +220,14 @@ impl TopicRoute {
     }
 }
 
+/// When a cached route is good enough not to fetch it again.
+enum Freshness<'a> {
+    /// It was fetched less than this long ago.
+    YoungerThan(Duration),
+    /// It is not this route (someone fetched a newer one).
+    Replaces(&'a Arc<TopicRoute>),
+}
+
 struct CacheEntry {
     route: Arc<TopicRoute>,
     fetched_at: Instant,
@@ -300,6 +308,17 @@ impl RouteCache {
         self.fetch(topic, ROUTE_REFRESH_MIN_INTERVAL).await
     }
 
+    /// Fetches the route of `topic` now unless it changed since `seen` was handed out (another
+    /// caller refreshed it meanwhile). A request that failed on `seen` calls this: many
+    /// failing at once cause one fetch, and a lone failure always gets a fresh route.
+    pub async fn refresh_after(
+        &self,
+        seen: &Arc<TopicRoute>,
+    ) -> Result<Arc<TopicRoute>, ClientError> {
+        self.fetch_inner(&seen.topic, Freshness::Replaces(seen))
+            .await
+    }
+
     /// Fetches every cached route again; failures keep the old route. Called every
     /// [`ROUTE_REFRESH_INTERVAL`].
     pub async fn refresh_all(&self) {
@@ -320,11 +339,24 @@ impl RouteCache {
         topic: &str,
         fresh_enough: Duration,
     ) -> Result<Arc<TopicRoute>, ClientError> {
+        self.fetch_inner(topic, Freshness::YoungerThan(fresh_enough))
+            .await
+    }
+
+    async fn fetch_inner(
+        &self,
+        topic: &str,
+        keep: Freshness<'_>,
+    ) -> Result<Arc<TopicRoute>, ClientError> {
         let _serialised = self.fetch_lock.lock().await;
-        if let Some(entry) = self.lock().get(topic)
-            && entry.fetched_at.elapsed() < fresh_enough
-        {
-            return Ok(entry.route.clone());
+        if let Some(entry) = self.lock().get(topic) {
+            let keep = match keep {
+                Freshness::YoungerThan(age) => entry.fetched_at.elapsed() < age,
+                Freshness::Replaces(seen) => !Arc::ptr_eq(&entry.route, seen),
+            };
+            if keep {
+                return Ok(entry.route.clone());
+            }
         }
         let route = match self.namesrv.topic_route(topic).await? {
             Some(data) => TopicRoute::new(topic, data),

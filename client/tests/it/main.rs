@@ -1,0 +1,5 @@
+//! The client against an in-process fake NameServer and fake brokers: one test binary, one
+//! module per scenario.
+
+mod producer;
+mod support;
