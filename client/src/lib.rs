@@ -5,6 +5,9 @@
 //! - [`producer`]: [`Producer`] — sync sends with retries, batches, a bounded window of async
 //!   sends, queue selection by round robin or sharding key; the three-way outcome of a send
 //!   ([`SendOutcome`]: stored, definitely not stored, unknown).
+//! - [`consumer`]: [`Consumer`] — clustering-mode push consumer: average allocation
+//!   rebalance, long-polling pulls per queue, in-order delivery per queue to an async handler
+//!   or a channel, offsets committed every 5 s, on queue drop and at shutdown.
 //! - [`route`]: [`RouteCache`] and [`TopicRoute`] — the NameServers' routes, the group leader in
 //!   slot 0, refresh every 30 s and at once after a routing error.
 //! - [`broker_client`]: [`BrokerClient`] — one typed call per broker request, to an address you
@@ -17,6 +20,7 @@
 
 pub mod broker_client;
 pub mod client_id;
+pub mod consumer;
 pub mod error;
 pub mod message;
 pub mod namesrv;
@@ -25,6 +29,7 @@ pub mod remoting;
 pub mod route;
 
 pub use broker_client::{BrokerClient, PullRequest, PullResult, PullStatus, SendReply, SendStatus};
+pub use consumer::{ConsumeFrom, ConsumeStatus, Consumer, ConsumerBuilder, Delivery};
 pub use error::ClientError;
 pub use message::{Message, MessageQueue, ReceivedMessage};
 pub use namesrv::NameServerClient;

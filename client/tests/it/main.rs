@@ -1,5 +1,6 @@
 //! The client against an in-process fake NameServer and fake brokers: one test binary, one
 //! module per scenario.
 
+mod consumer;
 mod producer;
 mod support;
