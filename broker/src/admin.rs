@@ -1,6 +1,7 @@
 //! Admin HTTP (axum), bound to loopback by default: health, Raft status, topics, groups,
-//! Prometheus metrics, and the membership operations an operator needs (add a learner, change
-//! the voters, move leadership here).
+//! Prometheus metrics, the membership operations an operator needs (add a learner, change the
+//! voters, move leadership here), and the consumer offset reset (`mq offset reset`), which
+//! goes through Raft on the leader like every other write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use axum::{Json, Router};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 
+use crate::command::{Applied, Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
 use raftmq_raft::{LogReader, NodeId, Raft};
 
@@ -35,6 +37,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/raft/add-learner", post(add_learner))
         .route("/raft/change-membership", post(change_membership))
         .route("/raft/elect", post(elect))
+        .route("/offsets/reset", post(reset_offsets))
         .with_state(state)
 }
 
@@ -309,5 +312,149 @@ async fn elect(State(state): State<AdminState>) -> Response {
     match state.raft.trigger().elect().await {
         Ok(()) => Json(serde_json::json!({ "elect": "started" })).into_response(),
         Err(err) => failure(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+/// `POST /offsets/reset` on the leader: moves a consumer group's committed offsets on one topic
+/// (every queue, or one) to an offset or to the first message stored at or after a time.
+/// Exactly one of `offset` and `timestamp_ms` is given. An offset is clamped into the queue's
+/// `[min, max]`. Replicated as `CommitOffsets { reset: true }`, the one command allowed to move
+/// an offset backwards.
+///
+/// A live consumer of the group would commit its own position over the reset a few seconds
+/// later, so the reset is refused while the group has consumers connected to this leader,
+/// unless `force` is set.
+#[derive(Deserialize, Debug)]
+pub struct ResetOffsets {
+    pub group: String,
+    pub topic: String,
+    #[serde(default)]
+    pub queue: Option<u32>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(default)]
+    pub timestamp_ms: Option<i64>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One queue of a reset's answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResetQueue {
+    pub queue: u32,
+    /// The committed offset before, if the group had one.
+    pub previous: Option<u64>,
+    pub offset: u64,
+}
+
+/// The answer to `POST /offsets/reset`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResetAnswer {
+    pub group: String,
+    pub topic: String,
+    pub queues: Vec<ResetQueue>,
+}
+
+async fn reset_offsets(
+    State(state): State<AdminState>,
+    Json(body): Json<ResetOffsets>,
+) -> Response {
+    let ctx = &state.ctx;
+    if body.group.is_empty() {
+        return failure(StatusCode::BAD_REQUEST, "group must not be empty");
+    }
+    let view = ctx.leadership.view();
+    if !view.is_leader {
+        let leader = view
+            .leader
+            .map_or_else(|| "unknown".to_string(), |id| format!("node {id}"));
+        return failure(
+            StatusCode::CONFLICT,
+            format!(
+                "member {} is not the leader of {} (leader: {leader}); reset on the leader",
+                ctx.config.node_id, ctx.config.broker_name
+            ),
+        );
+    }
+    let Some(topic) = ctx.state.topic(&body.topic) else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            format!("topic {} does not exist", body.topic),
+        );
+    };
+    let queues: Vec<u32> = match body.queue {
+        Some(queue) if queue < topic.queue_nums() => vec![queue],
+        Some(queue) => {
+            return failure(
+                StatusCode::BAD_REQUEST,
+                format!("topic {} has no queue {queue}", body.topic),
+            );
+        }
+        None => (0..topic.queue_nums()).collect(),
+    };
+    let live = ctx.clients.consumer_ids(&body.group);
+    if !live.is_empty() && !body.force {
+        return failure(
+            StatusCode::CONFLICT,
+            format!(
+                "group {} has {} live consumer(s) ({}); they would commit over the reset: stop them, or force",
+                body.group,
+                live.len(),
+                live.join(", ")
+            ),
+        );
+    }
+    let mut answer = ResetAnswer {
+        group: body.group.clone(),
+        topic: body.topic.clone(),
+        queues: Vec::with_capacity(queues.len()),
+    };
+    for queue in queues {
+        let offsets = ctx.state.queue(&body.topic, queue);
+        let target = match (body.offset, body.timestamp_ms) {
+            (Some(offset), None) => offset.clamp(offsets.min_offset, offsets.next_offset),
+            (None, Some(timestamp_ms)) => {
+                match ctx
+                    .state
+                    .offset_for_timestamp(&body.topic, queue, timestamp_ms)
+                {
+                    Ok(offset) => offset,
+                    Err(err) => return failure(StatusCode::INTERNAL_SERVER_ERROR, err),
+                }
+            }
+            _ => {
+                return failure(
+                    StatusCode::BAD_REQUEST,
+                    "give exactly one of offset and timestamp_ms",
+                );
+            }
+        };
+        answer.queues.push(ResetQueue {
+            queue,
+            previous: ctx.state.consumer_offset(&body.group, &body.topic, queue),
+            offset: target,
+        });
+    }
+    let command = Command::CommitOffsets(OffsetCommit {
+        group: body.group,
+        offsets: answer
+            .queues
+            .iter()
+            .map(|queue| QueueOffset {
+                topic: body.topic.clone(),
+                queue_id: queue.queue,
+                offset: queue.offset,
+            })
+            .collect(),
+        reset: true,
+    });
+    match ctx.proposer.propose(command).await {
+        Ok(Applied::Done) => Json(answer).into_response(),
+        Ok(Applied::Refused(refusal)) => failure(StatusCode::CONFLICT, refusal),
+        Ok(other) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected apply answer {other:?}"),
+        ),
+        Err(err) => failure(StatusCode::SERVICE_UNAVAILABLE, err),
     }
 }

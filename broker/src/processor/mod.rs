@@ -4,6 +4,7 @@
 mod consumer_send_msg_back;
 mod delete_topic_in_broker;
 pub(crate) mod get_all_topic_config;
+mod get_broker_runtime_info;
 mod get_consumer_list_by_group;
 mod get_earliest_msg_storetime;
 mod get_max_offset;
@@ -61,7 +62,8 @@ pub fn route_of(code: i32) -> Option<Route> {
         | SEARCH_OFFSET_BY_TIMESTAMP
         | GET_EARLIEST_MSG_STORETIME
         | VIEW_MESSAGE_BY_ID
-        | GET_ALL_TOPIC_CONFIG => Route::Read,
+        | GET_ALL_TOPIC_CONFIG
+        | GET_BROKER_RUNTIME_INFO => Route::Read,
         HEART_BEAT
         | UNREGISTER_CLIENT
         | GET_CONSUMER_LIST_BY_GROUP
@@ -130,6 +132,7 @@ async fn dispatch(
         GET_EARLIEST_MSG_STORETIME => get_earliest_msg_storetime::handle(ctx, request),
         VIEW_MESSAGE_BY_ID => view_message_by_id::handle(ctx, request).await,
         GET_ALL_TOPIC_CONFIG => get_all_topic_config::handle(ctx, request),
+        GET_BROKER_RUNTIME_INFO => get_broker_runtime_info::handle(ctx, request),
         HEART_BEAT => heart_beat::handle(ctx, connection, request),
         UNREGISTER_CLIENT => unregister_client::handle(ctx, request),
         GET_CONSUMER_LIST_BY_GROUP => get_consumer_list_by_group::handle(ctx, request),
