@@ -12,12 +12,15 @@
 //!   slot 0, refresh every 30 s and at once after a routing error.
 //! - [`broker_client`]: [`BrokerClient`] — one typed call per broker request, to an address you
 //!   choose (pull from a given member, offsets, heartbeats, topics).
+//! - [`admin`]: [`Admin`] — routes, cluster info, topic create/delete, queue and consumer
+//!   offsets, raw pulls from the leader or a named member (what `mq` and jepsen-lite use).
 //! - [`namesrv`]: [`NameServerClient`] — NameServer requests with failover between NameServers.
 //! - [`error`]: [`ClientError`] and `is_unknown_outcome()`.
 //! - [`message`]: [`Message`] (what you send) and [`ReceivedMessage`] (what a pull returns).
 //! - [`remoting`]: the transport every RaftMQ server and client shares (frames, RPC client with
 //!   "not sent" versus "outcome unknown" errors, the generic server).
 
+pub mod admin;
 pub mod broker_client;
 pub mod client_id;
 pub mod consumer;
@@ -28,6 +31,7 @@ pub mod producer;
 pub mod remoting;
 pub mod route;
 
+pub use admin::Admin;
 pub use broker_client::{BrokerClient, PullRequest, PullResult, PullStatus, SendReply, SendStatus};
 pub use consumer::{ConsumeFrom, ConsumeStatus, Consumer, ConsumerBuilder, Delivery};
 pub use error::ClientError;
