@@ -546,8 +546,18 @@ impl LogStore {
         wait.await.map_err(|_| LogStoreError::Closed)?
     }
 
-    /// Appends entries; `done` runs once they are durable (or failed). Returns once the entries
-    /// are readable and queued.
+    /// Appends entries and returns once they are readable and queued for the flusher; `done`
+    /// runs on the flusher thread once they are durable (or failed). This is what openraft's
+    /// `append` does with its `LogFlushed` callback; it is public for benchmarks and tools that
+    /// drive a log store directly (a running node's store belongs to openraft).
+    pub async fn append_with_callback(
+        &mut self,
+        entries: Vec<Entry>,
+        done: impl FnOnce(Result<(), std::io::Error>) + Send + 'static,
+    ) -> Result<(), LogStoreError> {
+        self.append_with(entries, Box::new(done)).await
+    }
+
     pub(crate) async fn append_with(
         &mut self,
         entries: Vec<Entry>,

@@ -34,15 +34,24 @@ use crate::sm_adapter::{SnapshotFileError, StateMachineStore};
 use crate::state_machine::StateMachine;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 
-/// Leader heartbeat period. Three members share two cores here, and an fsync under load takes
-/// milliseconds, so heartbeats are sparse and election timeouts generous (ARCHITECTURE.md #10).
-pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 200;
+/// Leader heartbeat period. It is also openraft's timeout for one append RPC (which includes the
+/// follower's fsync), so it must stay well above an fsync of
+/// [`MAX_APPEND_RPC_BYTES`](crate::network::MAX_APPEND_RPC_BYTES) under load.
+///
+/// Measured on the shared 2-core box with `cargo bench -p raftmq-raft` (three members, one disk,
+/// disk saturated at 150-270 MiB/s): with 150 / 750-1500 ms no election happened under load, and
+/// a failover (leader gone to the first commit on its successor) took 2.5-2.9 s idle and 3.7 s
+/// under load; with 200 / 1000-2000 ms it took 3.3-3.9 s idle and up to 7.4 s under load. A
+/// failover costs about two election timeouts because openraft's leader lease (the maximum
+/// election timeout) makes the other follower refuse the first candidate.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 150;
 
-/// Lower bound of the randomized election timeout.
-pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
+/// Lower bound of the randomized election timeout (ARCHITECTURE.md #10: generous, because three
+/// members share two cores).
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 750;
 
-/// Upper bound of the randomized election timeout.
-pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+/// Upper bound of the randomized election timeout; also openraft's leader lease.
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1_500;
 
 /// The most entries one append RPC carries; with 1 KiB entries that is 2 MiB per RPC, far below
 /// the frame cap, and enough that one follower fsync covers thousands of entries.

@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_FRAME_BYTES, NetworkError, RpcRequest,
-    RpcResponse, frame_codec,
+    BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES, MAX_FRAME_BYTES, NetworkError,
+    RpcRequest, RpcResponse, frame_codec,
 };
 use crate::codec;
 use crate::types::{Node, NodeId, TypeConfig, Vote};
@@ -220,9 +220,11 @@ fn remote<E: std::error::Error>(target: NodeId, error: E) -> RPCError<NodeId, No
     RPCError::RemoteError(RemoteError::new(target, error))
 }
 
-/// How many of `sent` entries would fit in a frame, with room to spare, when `bytes` did not.
+/// How many of `sent` entries would fit in three quarters of [`MAX_APPEND_RPC_BYTES`] (room for
+/// entries larger than the average), when they took `bytes`.
 fn entries_hint(sent: usize, bytes: usize) -> u64 {
-    let fitting = (sent as u128 * MAX_FRAME_BYTES as u128 / 2) / (bytes.max(1) as u128);
+    let budget = MAX_APPEND_RPC_BYTES as u128 * 3 / 4;
+    let fitting = sent as u128 * budget / (bytes.max(1) as u128);
     u64::try_from(fitting).unwrap_or(u64::MAX).max(1)
 }
 
@@ -234,6 +236,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         let sent = rpc.entries.len();
         let request = match self.encode(&RpcRequest::AppendEntries(rpc)) {
+            Ok(request) if request.len() > MAX_APPEND_RPC_BYTES && sent > 1 => {
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(entries_hint(sent, request.len())),
+                ));
+            }
             Ok(request) => request,
             Err(NetworkError::TooLarge { bytes, .. }) if sent > 1 => {
                 return Err(RPCError::PayloadTooLarge(
@@ -362,9 +369,10 @@ mod tests {
 
     #[test]
     fn the_entries_hint_fits_with_room_to_spare() {
-        // 1000 entries encoded to twice the cap: a quarter of them fit in half a frame.
-        assert_eq!(entries_hint(1000, 2 * MAX_FRAME_BYTES), 250);
+        // 1000 entries encoded to twice the budget: three eighths of them fit.
+        assert_eq!(entries_hint(1000, 2 * MAX_APPEND_RPC_BYTES), 375);
         assert_eq!(entries_hint(2, usize::MAX), 1);
+        assert!(entries_hint(10, MAX_FRAME_BYTES + 1) >= 1);
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
-//! The RPC server refuses a frame over the cap without reading it, and keeps serving.
+//! The RPC server refuses a frame over the cap without reading it, and keeps serving; append
+//! requests over the byte budget are split.
 
-use anyhow::Result;
-use raftmq_raft::network::MAX_FRAME_BYTES;
+use anyhow::{Context, Result};
+use raftmq_raft::network::{MAX_APPEND_RPC_BYTES, MAX_FRAME_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,5 +36,46 @@ async fn a_frame_over_the_cap_closes_only_that_connection() -> Result<()> {
         cluster.kv(target)?.get("still-alive")?.as_deref(),
         Some(&b"yes"[..])
     );
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_splits_append_requests_over_the_byte_budget() -> Result<()> {
+    const ENTRIES: u64 = 9;
+    let value_bytes = MAX_APPEND_RPC_BYTES / 6;
+    let mut cluster = Cluster::start(3).await?;
+    let leader = cluster.leader().await?;
+    let lagging = cluster
+        .running()
+        .into_iter()
+        .find(|id| *id != leader)
+        .context("a follower")?;
+    cluster.stop(lagging).await?;
+
+    // One and a half times the byte budget, written while the follower is away.
+    let value = bytes::Bytes::from(vec![0x7E; value_bytes]);
+    let mut last = 0;
+    for i in 0..ENTRIES {
+        let (index, _) = put(
+            cluster.node(leader)?.raft(),
+            &format!("big-{i}"),
+            value.clone(),
+        )
+        .await?;
+        last = index;
+    }
+
+    cluster.restart(lagging).await?;
+    cluster.wait_applied(last).await?;
+    let metrics = cluster.node(lagging)?.log_metrics();
+    assert!(metrics.entries_appended >= ENTRIES);
+    assert!(
+        metrics.appends >= 3,
+        "{} entries of {} bytes came in {} appends: the requests were not split",
+        metrics.entries_appended,
+        value_bytes,
+        metrics.appends
+    );
+    assert_eq!(cluster.kv(lagging)?.get("big-8")?, Some(value));
     cluster.shutdown().await
 }
