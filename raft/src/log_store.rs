@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard}
 use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::{AnyError, LogIdOptionExt, LogState, OptionalSend, RaftLogReader, StorageIOError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
@@ -197,7 +197,8 @@ impl LogStoreMetrics {
 
 /// State shared by the store, its readers and the flusher thread.
 pub(crate) struct Shared {
-    pub(crate) db: Database,
+    /// `None` once closed by [`FlusherHandle::stop`]: later disk reads fail with `Closed`.
+    db: RwLock<Option<Database>>,
     mem: RwLock<MemLog>,
     failure: OnceLock<LogStoreError>,
     pub(crate) metrics: LogStoreMetrics,
@@ -215,6 +216,36 @@ impl Shared {
     pub(crate) fn fail(&self, error: &LogStoreError) {
         if self.failure.set(error.clone()).is_ok() {
             tracing::error!(%error, "raft log store failed; every later call fails too");
+        }
+    }
+
+    /// Runs `work` on the open database (shared with other readers and the flusher; closing
+    /// waits for it).
+    pub(crate) fn with_db<T>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, LogStoreError>,
+    ) -> Result<T, LogStoreError> {
+        let db = self
+            .db
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match db.as_ref() {
+            Some(db) => work(db),
+            None => Err(LogStoreError::Closed),
+        }
+    }
+
+    /// Closes the database once the flusher is gone; every later disk access fails.
+    fn close_db(&self) {
+        let db = self
+            .db
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(db) = db
+            && let Err(error) = db.close()
+        {
+            tracing::error!(%error, "closing the raft log database failed");
         }
     }
 
@@ -267,6 +298,7 @@ impl Shared {
         range: Range<u64>,
         purged_next: Option<u64>,
     ) -> Result<Vec<Entry>, LogStoreError> {
+        let caller_holds_lock = purged_next;
         let result = self.read_durable_inner(range.clone()).and_then(|entries| {
             let first_found = match entries.first() {
                 Some(first) => first.log_id.index,
@@ -284,7 +316,14 @@ impl Shared {
                     .unwrap_or_else(|| self.mem_read().last_purged().map_or(0, |p| p.index + 1));
                 first_found <= purged_next
             };
-            if contiguous && ends_right && start_ok {
+            // A truncate that ran since memory was consulted may have removed the tail of the
+            // range (only uncommitted entries are ever truncated): return what is still there.
+            // (Not asked when the caller holds the memory lock: nothing can truncate then.)
+            let truncated_meanwhile = || {
+                caller_holds_lock.is_none()
+                    && self.mem_read().last_log_id().next_index() < range.end
+            };
+            if contiguous && start_ok && (ends_right || truncated_meanwhile()) {
                 Ok(entries)
             } else {
                 Err(LogStoreError::MissingEntries { missing: range })
@@ -294,7 +333,11 @@ impl Shared {
     }
 
     fn read_durable_inner(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
-        let txn = self.db.begin_read().map_err(LogStoreError::storage)?;
+        self.with_db(|db| Self::read_entries_from(db, range))
+    }
+
+    fn read_entries_from(db: &Database, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
+        let txn = db.begin_read().map_err(LogStoreError::storage)?;
         let table = txn.open_table(ENTRIES).map_err(LogStoreError::storage)?;
         let capacity = usize::try_from(range.end - range.start).unwrap_or(0);
         let mut entries = Vec::with_capacity(capacity.min(MAX_READ_ENTRIES as usize));
@@ -377,11 +420,13 @@ fn read_meta<T: serde::de::DeserializeOwned>(
         })
 }
 
-/// Stops the flusher thread after everything queued before the stop is on disk.
+/// Stops the flusher thread after everything queued before the stop is on disk, then closes
+/// the database.
 #[derive(Clone)]
 pub struct FlusherHandle {
     tx: mpsc::Sender<FlushCommand>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    shared: Arc<Shared>,
 }
 
 impl Debug for FlusherHandle {
@@ -391,7 +436,9 @@ impl Debug for FlusherHandle {
 }
 
 impl FlusherHandle {
-    /// Lets the flusher finish every queued write, then waits for its thread to exit.
+    /// Lets the flusher finish every queued write, waits for its thread to exit, and closes the
+    /// redb file. Afterwards every call on the store and its readers fails with `Closed` (or
+    /// is served from the memory tail).
     pub async fn stop(&self) {
         // If the thread already exited (every store dropped), there is nobody to tell.
         let _ = self.tx.send(FlushCommand::Stop).await;
@@ -406,6 +453,7 @@ impl FlusherHandle {
                 tracing::error!("raft log flusher thread panicked");
             }
         }
+        self.shared.close_db();
     }
 }
 
@@ -492,7 +540,7 @@ impl LogStore {
         );
 
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(db)),
             mem: RwLock::new(mem),
             failure: OnceLock::new(),
             metrics: LogStoreMetrics::default(),
@@ -506,6 +554,7 @@ impl LogStore {
         let flusher = FlusherHandle {
             tx: tx.clone(),
             thread: Arc::new(Mutex::new(Some(thread))),
+            shared: Arc::clone(&shared),
         };
         Ok(LogStore {
             shared,

@@ -30,7 +30,7 @@ use crate::log_store::{
     LogStoreMetricsSnapshot,
 };
 use crate::network::{NetworkFactory, RaftServer};
-use crate::sm_adapter::{SnapshotFileError, StateMachineStore};
+use crate::sm_adapter::{SnapshotFileError, StateMachineReleased, StateMachineStore};
 use crate::state_machine::StateMachine;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 
@@ -56,6 +56,9 @@ pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1_500;
 /// The most entries one append RPC carries; with 1 KiB entries that is 2 MiB per RPC, far below
 /// the frame cap, and enough that one follower fsync covers thousands of entries.
 pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 2_048;
+
+/// How long [`RaftNode::shutdown`] waits for openraft to let go of the state machine.
+pub const SHUTDOWN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long sending and installing a whole snapshot may take.
 pub const DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
@@ -185,6 +188,7 @@ pub struct RaftNode {
     server: RaftServer,
     flusher: FlusherHandle,
     log_reader: LogReader,
+    state_machine_released: Option<StateMachineReleased>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -214,7 +218,8 @@ impl RaftNode {
         let flusher = log_store.flusher();
         let log_reader = log_store.reader();
         let started = async {
-            let sm_store = StateMachineStore::open(&config.data_dir, state_machine)?;
+            let mut sm_store = StateMachineStore::open(&config.data_dir, state_machine)?;
+            let released = sm_store.released();
             let listener = TcpListener::bind(config.raft_listen)
                 .await
                 .map_err(|source| NodeError::Bind {
@@ -230,7 +235,7 @@ impl RaftNode {
             )
             .await?;
             match RaftServer::start(listener, raft.clone()) {
-                Ok(server) => Ok((raft, server)),
+                Ok(server) => Ok((raft, server, released)),
                 Err(source) => {
                     let _ = raft.shutdown().await;
                     Err(NodeError::Bind {
@@ -241,7 +246,7 @@ impl RaftNode {
             }
         };
         match started.await {
-            Ok((raft, server)) => {
+            Ok((raft, server, state_machine_released)) => {
                 tracing::info!(
                     node_id = config.node_id,
                     raft_addr = %server.local_addr(),
@@ -253,6 +258,7 @@ impl RaftNode {
                     server,
                     flusher,
                     log_reader,
+                    state_machine_released,
                 })
             }
             Err(e) => {
@@ -329,14 +335,36 @@ impl RaftNode {
         self.server.local_addr()
     }
 
-    /// Stops serving RPCs, shuts openraft down, lets the flusher write what is queued and
-    /// exit. redb files close when the last handle (this node's, or a [`LogReader`] clone still
-    /// held elsewhere) is dropped.
+    /// Stops serving RPCs, shuts openraft down, waits until openraft has dropped the state
+    /// machine (so its files are closed, unless its owner holds other handles), lets the flusher
+    /// write what is queued, and closes the log's redb file. [`LogReader`] clones held elsewhere
+    /// fail with `LogStoreError::Closed` afterwards.
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        self.server.shutdown().await;
-        let raft_result = self.raft.shutdown().await;
-        self.flusher.stop().await;
-        tracing::info!(node_id = self.node_id, "raft node stopped");
-        raft_result.map_err(|e| NodeError::Shutdown(e.to_string()))
+        let RaftNode {
+            node_id,
+            raft,
+            server,
+            flusher,
+            log_reader,
+            state_machine_released,
+        } = self;
+        server.shutdown().await;
+        let raft_result = raft.shutdown().await;
+        drop(raft);
+        drop(log_reader);
+        let released = match state_machine_released {
+            Some(released) => released.wait(SHUTDOWN_WAIT_MAX).await,
+            None => true,
+        };
+        flusher.stop().await;
+        tracing::info!(node_id, "raft node stopped");
+        raft_result.map_err(|e| NodeError::Shutdown(e.to_string()))?;
+        if released {
+            Ok(())
+        } else {
+            Err(NodeError::Shutdown(format!(
+                "openraft still held the state machine after {SHUTDOWN_WAIT_MAX:?}"
+            )))
+        }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use crate::codec::{self, CodecError};
 use crate::state_machine::{StateMachine, StateMachineError};
@@ -117,10 +118,44 @@ impl SnapshotFiles {
     }
 }
 
+/// Fires when the last reference to the wrapped state machine is gone, i.e. when the
+/// application's state machine has been dropped (its files closed).
+#[derive(Debug)]
+struct ReleaseSignal(Option<oneshot::Sender<()>>);
+
+impl Drop for ReleaseSignal {
+    fn drop(&mut self) {
+        if let Some(released) = self.0.take() {
+            // Nobody may be waiting: that is fine.
+            let _ = released.send(());
+        }
+    }
+}
+
+/// The state machine and the signal that fires when it is dropped.
+struct Shared<S> {
+    state_machine: Mutex<S>,
+    _release: ReleaseSignal,
+}
+
+/// Resolves once the state machine given to [`StateMachineStore::open`] has been dropped, which
+/// openraft does some time after `Raft::shutdown` returns.
+#[derive(Debug)]
+pub struct StateMachineReleased(oneshot::Receiver<()>);
+
+impl StateMachineReleased {
+    /// Waits until the state machine is dropped; false if `timeout` passed first.
+    pub async fn wait(self, timeout: std::time::Duration) -> bool {
+        // A closed channel also means the sender (and with it the state machine) is gone.
+        tokio::time::timeout(timeout, self.0).await.is_ok()
+    }
+}
+
 /// openraft's view of an application [`StateMachine`].
 pub struct StateMachineStore<S: StateMachine> {
-    state_machine: Arc<Mutex<S>>,
+    shared: Arc<Shared<S>>,
     snapshots: Arc<SnapshotFiles>,
+    released: Option<oneshot::Receiver<()>>,
 }
 
 impl<S: StateMachine> std::fmt::Debug for StateMachineStore<S> {
@@ -171,16 +206,27 @@ fn snapshot_write_error(
 impl<S: StateMachine> StateMachineStore<S> {
     /// Wraps `state_machine`; the current snapshot lives under `data_dir`/[`SNAPSHOT_DIR_NAME`].
     pub fn open(data_dir: &Path, state_machine: S) -> Result<Self, SnapshotFileError> {
+        let (release, released) = oneshot::channel();
         Ok(StateMachineStore {
-            state_machine: Arc::new(Mutex::new(state_machine)),
+            shared: Arc::new(Shared {
+                state_machine: Mutex::new(state_machine),
+                _release: ReleaseSignal(Some(release)),
+            }),
             snapshots: Arc::new(SnapshotFiles::open(data_dir)?),
+            released: Some(released),
         })
+    }
+
+    /// A future-like handle that resolves when the wrapped state machine is dropped (once; later
+    /// calls return `None`).
+    pub fn released(&mut self) -> Option<StateMachineReleased> {
+        self.released.take().map(StateMachineReleased)
     }
 }
 
 /// Builds a snapshot from the state machine's current state and stores it as the current one.
 pub struct SnapshotBuilder<S: StateMachine> {
-    state_machine: Arc<Mutex<S>>,
+    shared: Arc<Shared<S>>,
     snapshots: Arc<SnapshotFiles>,
 }
 
@@ -203,11 +249,11 @@ fn snapshot_id(last_log_id: Option<&LogId>) -> String {
 
 impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let state_machine = Arc::clone(&self.state_machine);
+        let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
         blocking(move || {
             let (last_log_id, last_membership, data) = {
-                let mut sm = lock(&state_machine);
+                let mut sm = lock(&shared.state_machine);
                 let (applied, membership) = sm.applied_state();
                 let data = sm.snapshot().map_err(|e| {
                     Box::new(StorageError::from(StorageIOError::read_state_machine(
@@ -237,8 +283,8 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
     type SnapshotBuilder = SnapshotBuilder<S>;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let state_machine = Arc::clone(&self.state_machine);
-        blocking(move || Ok(lock(&state_machine).applied_state())).await
+        let shared = Arc::clone(&self.shared);
+        blocking(move || Ok(lock(&shared.state_machine).applied_state())).await
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<AppResponse>, StorageError>
@@ -251,9 +297,9 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             return Ok(Vec::new());
         }
         let count = entries.len();
-        let state_machine = Arc::clone(&self.state_machine);
+        let shared = Arc::clone(&self.shared);
         let responses = blocking(move || {
-            lock(&state_machine)
+            lock(&shared.state_machine)
                 .apply(entries)
                 .map_err(|e| sm_write_error(&e))
         })
@@ -273,7 +319,7 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            state_machine: Arc::clone(&self.state_machine),
+            shared: Arc::clone(&self.shared),
             snapshots: Arc::clone(&self.snapshots),
         }
     }
@@ -289,10 +335,10 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let meta = meta.clone();
-        let state_machine = Arc::clone(&self.state_machine);
+        let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
         blocking(move || {
-            lock(&state_machine)
+            lock(&shared.state_machine)
                 .install_snapshot(&meta, &data)
                 .map_err(|e| snapshot_write_error(&meta, &e))?;
             snapshots

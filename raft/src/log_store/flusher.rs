@@ -131,10 +131,19 @@ fn write_batch(
     batch: &[FlushCommand],
     encode_buf: &mut Vec<u8>,
 ) -> Result<(), LogStoreError> {
+    shared.with_db(|db| write_batch_to(db, shared, batch, encode_buf))
+}
+
+fn write_batch_to(
+    db: &redb::Database,
+    shared: &Shared,
+    batch: &[FlushCommand],
+    encode_buf: &mut Vec<u8>,
+) -> Result<(), LogStoreError> {
     let only_committed = batch
         .iter()
         .all(|c| matches!(c, FlushCommand::SaveCommitted { .. }));
-    let mut txn = shared.db.begin_write().map_err(LogStoreError::storage)?;
+    let mut txn = db.begin_write().map_err(LogStoreError::storage)?;
     // A batch that only moves the committed pointer need not cost an fsync: redb makes it durable
     // with the next durable transaction, and losing it in a crash is harmless.
     let durable = !only_committed;

@@ -320,3 +320,38 @@ async fn the_cache_is_bounded_and_reads_below_it_come_from_disk() {
     drop(reader);
     close(store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_racing_a_truncate_returns_what_is_left_and_does_not_fail_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path(), LogStoreConfig { cache_bytes: 0 });
+    assert!(durable(append(&mut store, (0..10).map(|i| entry(1, i)).collect()).await).await);
+    // A reader planned [0, 10) from disk; before it reads, entries 5.. are truncated.
+    store.truncate(log_id(1, 5)).await.unwrap();
+    let shared = Arc::clone(&store.shared);
+    let found = shared.read_durable(0..10, None).unwrap();
+    assert_eq!(
+        ids(&found),
+        (0..5).map(|i| log_id(1, i)).collect::<Vec<_>>()
+    );
+    assert!(
+        store.get_log_state().await.is_ok(),
+        "the store is not failed"
+    );
+
+    // A real hole below the last entry is an error.
+    shared
+        .with_db(|db| {
+            let txn = db.begin_write().unwrap();
+            txn.open_table(ENTRIES).unwrap().remove(2).unwrap();
+            txn.commit().unwrap();
+            Ok(())
+        })
+        .unwrap();
+    assert!(matches!(
+        shared.read_durable(0..5, None),
+        Err(LogStoreError::MissingEntries { .. })
+    ));
+    drop(shared);
+    close(store).await;
+}

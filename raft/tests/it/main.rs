@@ -4,5 +4,6 @@ mod cluster;
 mod crash;
 mod failover;
 mod replication;
+mod snapshot;
 mod storage_suite;
 mod transport;
