@@ -17,7 +17,7 @@
 //! call fails too.
 //!
 //! On disk (file [`LOG_FILE_NAME`] in the data directory): table `entries` maps a log index to
-//! the [`codec`](crate::codec)-encoded entry; table `meta` holds the vote, the committed log id
+//! the [`codec`]-encoded entry; table `meta` holds the vote, the committed log id
 //! and the last purged log id.
 
 mod flusher;

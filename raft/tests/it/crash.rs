@@ -28,13 +28,13 @@ const REOPEN_PAUSE: Duration = Duration::from_millis(50);
 struct Crashable {
     raft: Raft,
     addr: SocketAddr,
-    crash: mpsc::Sender<()>,
+    crash: mpsc::SyncSender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 fn start_crashable(root: PathBuf, id: NodeId) -> Result<Crashable> {
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(Raft, SocketAddr)>>();
-    let (crash_tx, crash_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(Raft, SocketAddr)>>(1);
+    let (crash_tx, crash_rx) = mpsc::sync_channel::<()>(1);
     let thread = std::thread::Builder::new()
         .name(format!("member-{id}"))
         .spawn(move || {
