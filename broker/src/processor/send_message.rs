@@ -185,12 +185,16 @@ pub(crate) struct Stored {
     pub first_ordinal: u32,
 }
 
-/// Proposes a send and waits for its outcome.
+/// Proposes a send and waits for its outcome. A send that created its topic (auto-creation,
+/// a first retry or DLQ message) makes the member register with the NameServers at once, as
+/// RocketMQ's broker does: until then no client can find a route to the new topic, and a
+/// consumer of it waits a whole registration interval (30 s) before it reads anything.
 pub(crate) async fn store(
     ctx: &BrokerContext,
     send: SendRequest,
     started: Instant,
 ) -> Result<Stored, RequestError> {
+    let creates_topic = send.create_topic.is_some();
     let count = send.messages.len() as u64;
     let bytes: usize = send.messages.iter().map(|m| m.bytes.len()).sum();
     if ctx.config.unsafe_ack_before_commit {
@@ -204,6 +208,9 @@ pub(crate) async fn store(
             log_index,
             first_ordinal,
         }) => {
+            if creates_topic {
+                ctx.register_now.notify_one();
+            }
             ctx.metrics.observe_send("ok", elapsed);
             ctx.metrics
                 .commit_latency_seconds
