@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use raftmq_protocol::route::{ClusterInfo, MASTER_ID, TopicConfig};
+use raftmq_protocol::route::MASTER_ID;
+pub use raftmq_protocol::route::{ClusterInfo, TopicConfig};
 
 use crate::broker_client::{
     BrokerClient, DEFAULT_RPC_TIMEOUT, MAX_PULL_BATCH, PullRequest, PullResult, PullStatus,
@@ -127,9 +128,9 @@ impl Admin {
                 .broker_addr_table
                 .get(group)
                 .and_then(|broker| broker.broker_addrs.get(&MASTER_ID))
-                .ok_or_else(|| ClientError::NoRoute {
+                .ok_or_else(|| ClientError::NoLeader {
                     topic: config.topic_name.clone(),
-                    reason: format!("broker group {group} has no leader"),
+                    broker_name: Some(group.clone()),
                 })?;
             self.broker.create_topic(leader, config).await?;
         }
@@ -207,14 +208,15 @@ impl Admin {
         topic: &str,
     ) -> Result<Vec<String>, ClientError> {
         let route = self.existing_route(topic).await?;
-        let (_, addr) = route
-            .leaders()
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::NoRoute {
-                topic: topic.to_owned(),
-                reason: "no broker group has a leader".to_owned(),
-            })?;
+        let (_, addr) =
+            route
+                .leaders()
+                .into_iter()
+                .next()
+                .ok_or_else(|| ClientError::NoLeader {
+                    topic: topic.to_owned(),
+                    broker_name: None,
+                })?;
         self.broker.consumer_list(addr, group).await
     }
 
@@ -309,8 +311,8 @@ impl Admin {
 fn leader_of<'a>(route: &'a TopicRoute, queue: &MessageQueue) -> Result<&'a str, ClientError> {
     route
         .leader_addr(&queue.broker_name)
-        .ok_or_else(|| ClientError::NoRoute {
+        .ok_or_else(|| ClientError::NoLeader {
             topic: queue.topic.clone(),
-            reason: format!("broker group {} has no leader", queue.broker_name),
+            broker_name: Some(queue.broker_name.clone()),
         })
 }

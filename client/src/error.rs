@@ -26,9 +26,17 @@ pub enum ClientError {
     MessageTooLarge { size: usize, max: usize },
 
     /// No usable route: the topic is unknown to the NameServers, or has no queue that can be
-    /// written (or read), or its broker group has no leader right now.
+    /// written (or read).
     #[error("no route for topic `{topic}`: {reason}")]
     NoRoute { topic: String, reason: String },
+
+    /// The broker group (`None`: every group of the topic) has no leader listed right now: an
+    /// election is under way or the NameServer has not heard of its result yet.
+    #[error("no leader for topic `{topic}` in {}", .broker_name.as_deref().unwrap_or("any broker group"))]
+    NoLeader {
+        topic: String,
+        broker_name: Option<String>,
+    },
 
     /// No NameServer could be reached; `last` is the last transport error.
     #[error("no NameServer answered (tried {tried}); last error: {last}")]
@@ -108,7 +116,9 @@ impl ClientError {
     /// moved): refresh the route before the next request.
     pub fn needs_route_refresh(&self) -> bool {
         match self {
-            ClientError::Rpc(_) | ClientError::OutcomeUnknown { .. } => true,
+            ClientError::Rpc(_)
+            | ClientError::OutcomeUnknown { .. }
+            | ClientError::NoLeader { .. } => true,
             ClientError::Broker { code, .. } => matches!(
                 *code,
                 response::SERVICE_NOT_AVAILABLE

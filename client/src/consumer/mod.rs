@@ -672,9 +672,9 @@ impl ConsumerInner {
         route
             .leader_addr(&queue.broker_name)
             .map(str::to_owned)
-            .ok_or_else(|| ClientError::NoRoute {
+            .ok_or_else(|| ClientError::NoLeader {
                 topic: queue.topic.clone(),
-                reason: format!("broker group {} has no leader", queue.broker_name),
+                broker_name: Some(queue.broker_name.clone()),
             })
     }
 

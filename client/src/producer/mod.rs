@@ -33,7 +33,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use retry::{DEFAULT_RETRY_BACKOFF, MAX_RETRY_BACKOFF, RetryDecision, backoff, decide};
+pub use retry::{
+    DEFAULT_RETRY_BACKOFF, MAX_RETRY_BACKOFF, RetryDecision, backoff, decide, is_leadership_change,
+};
 
 use crate::broker_client::{BrokerClient, DEFAULT_RPC_TIMEOUT, SendStatus};
 use crate::client_id::new_client_id;
@@ -54,6 +56,13 @@ pub const DEFAULT_RETRIES: u32 = 2;
 
 /// More retries than this is a configuration mistake.
 pub const MAX_RETRIES: u32 = 64;
+
+/// How long a send keeps retrying through a leader change (no leader, not the leader, the
+/// leader unreachable) before those failures count against `retries`.
+pub const DEFAULT_FAILOVER_WAIT: Duration = Duration::from_secs(3);
+
+/// Rounds one send may spend waiting out a leader change (besides the time bound).
+pub const MAX_FAILOVER_ROUNDS: u32 = 64;
 
 /// Sends [`Producer::send_async`] keeps in flight by default.
 pub const DEFAULT_ASYNC_WINDOW: usize = 256;
@@ -180,6 +189,7 @@ pub struct ProducerBuilder {
     retries: u32,
     retry_unknown: bool,
     retry_backoff: Duration,
+    failover_wait: Duration,
     async_window: usize,
     default_topic_queue_nums: u32,
     rpc_timeout: Duration,
@@ -196,6 +206,7 @@ impl Default for ProducerBuilder {
             retries: DEFAULT_RETRIES,
             retry_unknown: true,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
+            failover_wait: DEFAULT_FAILOVER_WAIT,
             async_window: DEFAULT_ASYNC_WINDOW,
             default_topic_queue_nums: DEFAULT_TOPIC_QUEUE_NUMS,
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
@@ -244,6 +255,14 @@ impl ProducerBuilder {
     /// The first backoff between attempts (doubling, capped at [`MAX_RETRY_BACKOFF`]).
     pub fn retry_backoff(mut self, backoff: Duration) -> Self {
         self.retry_backoff = backoff;
+        self
+    }
+
+    /// How long a send rides out a leader change before its failures count as retries
+    /// (default 3 s). Failures during a leader change are definite (nothing was stored), so
+    /// retrying them cannot duplicate. Zero makes every failure count.
+    pub fn failover_wait(mut self, wait: Duration) -> Self {
+        self.failover_wait = wait;
         self
     }
 
@@ -313,6 +332,7 @@ impl ProducerBuilder {
             retries: self.retries,
             retry_unknown: self.retry_unknown,
             retry_backoff: self.retry_backoff,
+            failover_wait: self.failover_wait,
             default_topic_queue_nums: self.default_topic_queue_nums,
             window: Arc::new(Semaphore::new(self.async_window)),
             window_size: self.async_window,
@@ -374,6 +394,7 @@ struct ProducerInner {
     retries: u32,
     retry_unknown: bool,
     retry_backoff: Duration,
+    failover_wait: Duration,
     default_topic_queue_nums: u32,
     window: Arc<Semaphore>,
     window_size: usize,
@@ -639,6 +660,34 @@ impl select::QueueHealth for RouteHealth<'_> {
     }
 }
 
+/// Counts a send's rounds: those that count against `retries`, and those spent riding out a
+/// leader change (bounded by time and by [`MAX_FAILOVER_ROUNDS`]).
+struct Rounds {
+    retries: u32,
+    failover_deadline: Instant,
+    counted: u32,
+    failover: u32,
+}
+
+impl Rounds {
+    fn exhausted(&self) -> bool {
+        self.counted > self.retries
+    }
+
+    /// Records a failed round; returns the rounds so far (the backoff exponent).
+    fn count(&mut self, error: &ClientError) -> u32 {
+        if is_leadership_change(error)
+            && Instant::now() < self.failover_deadline
+            && self.failover < MAX_FAILOVER_ROUNDS
+        {
+            self.failover += 1;
+        } else {
+            self.counted += 1;
+        }
+        self.counted + self.failover
+    }
+}
+
 /// What the last attempt left behind, for choosing the next one.
 struct LastFailure {
     broker_name: Option<String>,
@@ -683,7 +732,10 @@ impl ProducerInner {
                 if route.write_queues.is_empty() {
                     no_route("no writable queue".to_owned())
                 } else {
-                    no_route("no broker group has a leader".to_owned())
+                    ClientError::NoLeader {
+                        topic: route.topic.clone(),
+                        broker_name: None,
+                    }
                 }
             })?,
             Target::Key(key) => select::by_key(&route.write_queues, key)
@@ -700,14 +752,21 @@ impl ProducerInner {
         let mut last_error_from_attempt = false;
         let mut last: Option<LastFailure> = None;
         let mut last_error: Option<ClientError> = None;
-        for round in 0..=self.retries {
+        let mut rounds = Rounds {
+            retries: self.retries,
+            failover_deadline: Instant::now() + self.failover_wait,
+            counted: 0,
+            failover: 0,
+        };
+        let mut rounds_so_far = 0u32;
+        while !rounds.exhausted() {
             if let Some(error) = &last_error {
                 let wait = match decide(error, self.retry_unknown) {
                     RetryDecision::Stop => break,
                     RetryDecision::RetryAfterBackoff => true,
                     RetryDecision::Retry => false,
                 };
-                if wait && !self.pause(round).await {
+                if wait && !self.pause(rounds_so_far).await {
                     break;
                 }
             }
@@ -715,6 +774,7 @@ impl ProducerInner {
             let route = match self.routes.route(&outgoing.topic).await {
                 Ok(route) => route,
                 Err(error) => {
+                    rounds_so_far = rounds.count(&error);
                     last_error = Some(error);
                     continue;
                 }
@@ -723,22 +783,25 @@ impl ProducerInner {
                 Ok(queue) => queue,
                 Err(error) => {
                     let _ = self.routes.refresh_after(&route).await;
+                    rounds_so_far = rounds.count(&error);
                     last_error = Some(error);
                     continue;
                 }
             };
             let Some(addr) = route.leader_addr(&queue.broker_name).map(str::to_owned) else {
                 let _ = self.routes.refresh_after(&route).await;
-                last_error = Some(ClientError::NoRoute {
+                let error = ClientError::NoLeader {
                     topic: outgoing.topic.clone(),
-                    reason: format!("broker group {} has no leader", queue.broker_name),
-                });
+                    broker_name: Some(queue.broker_name.clone()),
+                };
+                rounds_so_far = rounds.count(&error);
+                last_error = Some(error);
                 continue;
             };
             // The route still names the member that just refused or could not be reached:
             // give the group time to elect, and the NameServer to hear of it.
             if last.as_ref().and_then(|last| last.addr.as_deref()) == Some(addr.as_str())
-                && !self.pause(round).await
+                && !self.pause(rounds_so_far).await
             {
                 break;
             }
@@ -781,6 +844,7 @@ impl ProducerInner {
                         addr: error.is_definite_failure().then_some(addr),
                     });
                     last_error_from_attempt = true;
+                    rounds_so_far = rounds.count(&error);
                     last_error = Some(error);
                 }
             }

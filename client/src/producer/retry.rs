@@ -12,6 +12,10 @@
 //!
 //! "At once" still waits a backoff when the next attempt would go to the very member that
 //! just failed (the NameServer has not seen the new leader yet).
+//!
+//! Failures that mean the group's leadership is changing ([`is_leadership_change`]: no leader
+//! listed, not the leader, leader unreachable) do not count against `retries` until the
+//! producer's `failover_wait` has passed: a send rides out a short election.
 
 use std::time::Duration;
 
@@ -64,14 +68,33 @@ pub fn decide(error: &ClientError, retry_unknown: bool) -> RetryDecision {
             response::SYSTEM_BUSY | response::FLOW_CONTROL => RetryDecision::RetryAfterBackoff,
             _ => RetryDecision::Stop,
         },
-        ClientError::NoRoute { .. } | ClientError::NameServerUnavailable { .. } => {
-            RetryDecision::RetryAfterBackoff
-        }
+        ClientError::NoRoute { .. }
+        | ClientError::NoLeader { .. }
+        | ClientError::NameServerUnavailable { .. } => RetryDecision::RetryAfterBackoff,
         ClientError::BadResponse { .. }
         | ClientError::Config(_)
         | ClientError::InvalidMessage(_)
         | ClientError::MessageTooLarge { .. }
         | ClientError::Shutdown => RetryDecision::Stop,
+    }
+}
+
+/// Whether `error` says the group's leadership is changing: no leader listed, a member that
+/// is not the leader, or a leader that cannot be reached. All are definite failures.
+pub fn is_leadership_change(error: &ClientError) -> bool {
+    match error {
+        ClientError::Rpc(RpcError::NotSent { reason, .. }) => matches!(
+            reason,
+            NotSentReason::Connect(_)
+                | NotSentReason::ConnectTimeout
+                | NotSentReason::ConnectionClosed
+        ),
+        ClientError::Broker { code, .. } => matches!(
+            *code,
+            response::SERVICE_NOT_AVAILABLE | response::NOT_LEADER_FOR_QUEUE
+        ),
+        ClientError::NoLeader { .. } => true,
+        _ => false,
     }
 }
 
@@ -185,6 +208,37 @@ mod tests {
         ] {
             assert_eq!(decide(&local, true), RetryDecision::Stop);
         }
+    }
+
+    #[test]
+    fn leader_changes_are_recognised() {
+        let refused = not_sent(NotSentReason::Connect(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(is_leadership_change(&refused));
+        assert!(is_leadership_change(&broker(
+            response::SERVICE_NOT_AVAILABLE,
+            ""
+        )));
+        assert!(is_leadership_change(&ClientError::NoLeader {
+            topic: "T".into(),
+            broker_name: None,
+        }));
+        assert!(!is_leadership_change(&ClientError::NoRoute {
+            topic: "T".into(),
+            reason: "unknown topic".into()
+        }));
+        assert!(!is_leadership_change(&broker(response::SYSTEM_BUSY, "")));
+        assert!(!is_leadership_change(&broker(response::SYSTEM_ERROR, "")));
+        assert!(!is_leadership_change(&not_sent(NotSentReason::Backlogged)));
+        let timeout = ClientError::Rpc(RpcError::Timeout {
+            addr: "a".into(),
+            timeout_ms: 1,
+        });
+        assert!(
+            !is_leadership_change(&timeout),
+            "a timeout may have stored the message"
+        );
     }
 
     #[test]

@@ -499,3 +499,51 @@ async fn shutdown_abandons_a_stuck_handler_and_does_not_commit_its_batch() {
     broker.stop().await;
     namesrv.stop().await;
 }
+
+#[tokio::test]
+async fn pulls_can_go_to_a_follower_while_offsets_go_to_the_leader() {
+    let namesrv = FakeNamesrv::start().await;
+    let leader = FakeBroker::start("broker-a").await;
+    let follower = FakeBroker::start("broker-a").await;
+    leader.state.create_topic("T", 1);
+    follower.state.create_topic("T", 1);
+    // The fakes do not replicate: write the messages where the consumer will read them.
+    namesrv.set_route(
+        "T",
+        route(&[Group {
+            name: "broker-a",
+            members: vec![(0, &follower.addr)],
+            queues: 1,
+        }]),
+    );
+    let producer = producer(&namesrv.addr).await;
+    let sent = produce(&producer, "T", "m", 5).await;
+    namesrv.set_route(
+        "T",
+        route(&[Group {
+            name: "broker-a",
+            members: vec![(0, &leader.addr), (2, &follower.addr)],
+            queues: 1,
+        }]),
+    );
+    let log: Log = Arc::default();
+    let consumer = builder(&namesrv.addr, "reader", "T")
+        .read_from(raftmq_client::ReadFrom::Follower)
+        .start(recorder(&log, 1))
+        .await
+        .unwrap();
+    wait_until("5 messages from the follower", || count(&log) == 5).await;
+    check_delivery(&log, &sent);
+    within("shutdown", consumer.shutdown()).await;
+    assert_eq!(leader.state.committed("reader", "T", 0), Some(5));
+    assert_eq!(follower.state.committed("reader", "T", 0), None);
+    assert_eq!(
+        leader.state.pulls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no pull went to the leader"
+    );
+    producer.shutdown().await;
+    leader.stop().await;
+    follower.stop().await;
+    namesrv.stop().await;
+}

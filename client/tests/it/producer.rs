@@ -541,3 +541,91 @@ async fn an_unreachable_namesrv_is_skipped() {
     broker.stop().await;
     namesrv.stop().await;
 }
+
+#[tokio::test]
+async fn a_send_rides_out_a_leader_change_within_the_failover_wait() {
+    let namesrv = FakeNamesrv::start().await;
+    let new_leader = FakeBroker::start("broker-a").await;
+    new_leader.state.create_topic("T", 1);
+    // The old leader is dead: its address refuses connections.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    namesrv.set_route(
+        "T",
+        route(&[Group {
+            name: "broker-a",
+            members: vec![(0, &dead_addr), (2, &new_leader.addr)],
+            queues: 1,
+        }]),
+    );
+    let producer = Producer::builder()
+        .namesrv(&namesrv.addr)
+        .retries(0)
+        .retry_backoff(Duration::from_millis(20))
+        .failover_wait(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    // The election ends a little later: first no leader at all, then the new one.
+    let switch = {
+        let state = namesrv.state.clone();
+        let leaderless = route(&[Group {
+            name: "broker-a",
+            members: vec![(2, &new_leader.addr)],
+            queues: 1,
+        }]);
+        let elected = route(&[Group {
+            name: "broker-a",
+            members: vec![(0, &new_leader.addr)],
+            queues: 1,
+        }]);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            state.routes.lock().unwrap().insert("T".into(), leaderless);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            state.routes.lock().unwrap().insert("T".into(), elected);
+        })
+    };
+    let sent = within(
+        "send",
+        producer.send(Message::new("T", "through the election")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.broker_addr, new_leader.addr);
+    assert!(sent.attempts >= 2, "the dead leader was tried first");
+    assert!(
+        !sent.earlier_attempt_unknown,
+        "refused connections are definite failures"
+    );
+    switch.await.unwrap();
+
+    // Without a failover wait, a leaderless group fails the send at once, definitely.
+    let impatient = Producer::builder()
+        .namesrv(&namesrv.addr)
+        .retries(0)
+        .failover_wait(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    namesrv.set_route(
+        "T",
+        route(&[Group {
+            name: "broker-a",
+            members: vec![(2, &new_leader.addr)],
+            queues: 1,
+        }]),
+    );
+    let error = impatient.send(Message::new("T", "x")).await.unwrap_err();
+    assert!(
+        matches!(error.source, ClientError::NoLeader { .. }),
+        "{error}"
+    );
+    assert_eq!(error.attempts, 0);
+    assert!(!error.is_unknown_outcome());
+    producer.shutdown().await;
+    impatient.shutdown().await;
+    new_leader.stop().await;
+    namesrv.stop().await;
+}
