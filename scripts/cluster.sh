@@ -1,5 +1,216 @@
 #!/usr/bin/env bash
-# A three-node local cluster in one command. Not built yet: the broker lands with the issue
-# "Broker data plane on Raft" and this script with "Operator surface".
-echo "scripts/cluster.sh: the broker is not built yet; see the open issues." >&2
-exit 1
+# A local RaftMQ cluster in one command: 1 NameServer and one 3-member broker group (a Raft
+# group) per --groups, all on one loopback address, data and logs under one folder.
+#
+#   scripts/cluster.sh up     [--groups N] [--dir DIR] [--host IP]   start, wait, round trip
+#   scripts/cluster.sh status [--dir DIR] [--json]                   mq cluster status
+#   scripts/cluster.sh logs   [--dir DIR] [-f]                       the logs' tails (-f: follow)
+#   scripts/cluster.sh down   [--dir DIR]                            stop what `up` started
+#
+# Ports on --host (default 127.0.0.1): NameServer 9876 (admin HTTP 9877). Group g (a, b, ...)
+# member n (1..3): remoting 10911 + 1000*g + 10*(n-1), Raft +1, admin HTTP +2; so broker-a is
+# 10911/10921/10931 (Raft 10912/10922/10932, admin 10913/10923/10933) and broker-b 11911/...
+# Distinct --host addresses (127.23.5.1, ...) let several clusters run side by side.
+#
+# Binaries: built with `cargo build --release` (a no-op when fresh), or taken from
+# $RAFTMQ_BIN_DIR when set (tests point it at target/debug). `down` stops only the processes
+# whose pid files `up` wrote under DIR/pids, and only if they still are those binaries.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+COMMAND="${1:-}"
+[[ $# -gt 0 ]] && shift
+
+GROUPS_WANTED=1
+DIR="$ROOT/.cluster"
+HOST=127.0.0.1
+FOLLOW=0
+JSON=()
+MEMBERS=3
+MAX_GROUPS=8
+NAMESRV_PORT=9876
+NAMESRV_ADMIN_PORT=9877
+# Bounds on waiting: a leader registered in the NameServer, a process stopping.
+READY_TIMEOUT_MS=60000
+STOP_TIMEOUT_S=10
+
+usage() {
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+
+die() {
+    echo "cluster.sh: $*" >&2
+    exit 1
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --groups) GROUPS_WANTED="${2:-}"; shift 2 ;;
+        --dir) DIR="${2:-}"; shift 2 ;;
+        --host) HOST="${2:-}"; shift 2 ;;
+        -f|--follow) FOLLOW=1; shift ;;
+        --json) JSON=(--json); shift ;;
+        -h|--help) usage ;;
+        *) echo "cluster.sh: unknown argument $1" >&2; usage ;;
+    esac
+done
+[[ "$GROUPS_WANTED" =~ ^[0-9]+$ ]] && (( GROUPS_WANTED >= 1 && GROUPS_WANTED <= MAX_GROUPS )) \
+    || die "--groups must be 1..$MAX_GROUPS"
+[[ "$HOST" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--host must be an IPv4 address"
+[[ -n "$DIR" ]] || die "--dir must not be empty"
+mkdir -p "$DIR"
+DIR="$(cd "$DIR" && pwd)"
+PIDS="$DIR/pids"
+LOGS="$DIR/logs"
+ENV_FILE="$DIR/cluster.env"
+
+# Where the binaries are: $RAFTMQ_BIN_DIR, or a release build.
+binaries() {
+    if [[ -n "${RAFTMQ_BIN_DIR:-}" ]]; then
+        BIN="$RAFTMQ_BIN_DIR"
+    else
+        command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs), or set RAFTMQ_BIN_DIR"
+        echo "building release binaries (cargo build --release; quick when nothing changed)..."
+        (cd "$ROOT" && cargo build --release --quiet -p raftmq-namesrv -p raftmq-broker -p raftmq-cli)
+        BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+    fi
+    for binary in mqnamesrv mqbroker mq; do
+        [[ -x "$BIN/$binary" ]] || die "$BIN/$binary is missing"
+    done
+}
+
+group_letter() { printf "\\$(printf '%03o' $((97 + $1)))"; }
+remoting_port() { echo $((10911 + 1000 * $1 + 10 * ($2 - 1))); }
+
+# Whether a process runs (a zombie, exited but not reaped by its parent, does not).
+running() {
+    local state
+    state="$(sed -n 's/^[^)]*) \([A-Z]\).*/\1/p' "/proc/$1/stat" 2>/dev/null || true)"
+    [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
+# The pid in a pid file, if that process is alive and still runs the binary it was started as.
+live_pid() {
+    local file="$1" pid binary
+    [[ -f "$file" ]] || return 1
+    pid="$(cat "$file" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    binary="$(basename "$file" .pid)"
+    binary="${binary%%-*}"
+    running "$pid" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$binary" || return 1
+    echo "$pid"
+}
+
+start() {
+    local name="$1"; shift
+    local binary="$1"; shift
+    nohup "$BIN/$binary" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$PIDS/$binary-$name.pid"
+}
+
+up() {
+    for file in "$PIDS"/*.pid; do
+        [[ -e "$file" ]] || continue
+        if live_pid "$file" >/dev/null; then
+            die "a cluster is already running from $DIR (pid file $file); run: $0 down --dir $DIR"
+        fi
+        rm -f "$file"
+    done
+    binaries
+    mkdir -p "$PIDS" "$LOGS"
+    local namesrv="$HOST:$NAMESRV_PORT"
+    printf 'HOST=%s\nGROUPS=%s\nNAMESRV=%s\nBIN=%s\n' "$HOST" "$GROUPS_WANTED" "$namesrv" "$BIN" >"$ENV_FILE"
+
+    start namesrv mqnamesrv --listen "$namesrv" --admin-listen "$HOST:$NAMESRV_ADMIN_PORT"
+    echo "NameServer on $namesrv (admin http://$HOST:$NAMESRV_ADMIN_PORT)"
+    for ((g = 0; g < GROUPS_WANTED; g++)); do
+        local broker="broker-$(group_letter "$g")" peers="" n port
+        for ((n = 1; n <= MEMBERS; n++)); do
+            port="$(remoting_port "$g" "$n")"
+            peers+="${peers:+,}$n=$HOST:$((port + 1))"
+        done
+        for ((n = 1; n <= MEMBERS; n++)); do
+            port="$(remoting_port "$g" "$n")"
+            start "$broker-$n" mqbroker -n "$namesrv" --broker-name "$broker" --node-id "$n" \
+                --peers "$peers" --listen "$HOST:$port" --raft-listen "$HOST:$((port + 1))" \
+                --admin-listen "$HOST:$((port + 2))" --data-dir "$DIR/data/$broker-$n"
+        done
+        echo "$broker: members 1..$MEMBERS on $HOST:$(remoting_port "$g" 1),$(remoting_port "$g" 2),$(remoting_port "$g" 3)"
+    done
+
+    echo "waiting for every group to elect a leader and register it..."
+    if ! "$BIN/mq" -n "$namesrv" cluster wait --groups "$GROUPS_WANTED" --timeout-ms "$READY_TIMEOUT_MS"; then
+        echo "cluster.sh: the cluster did not become ready; the logs' tails:" >&2
+        tail -n 5 "$LOGS"/*.log >&2 || true
+        exit 1
+    fi
+
+    echo
+    echo "round trip: mq topic create, mq produce, then mq consume"
+    "$BIN/mq" -n "$namesrv" topic create -t ClusterSmokeTest
+    "$BIN/mq" -n "$namesrv" produce -t ClusterSmokeTest "hello from cluster.sh"
+    "$BIN/mq" -n "$namesrv" consume -t ClusterSmokeTest -g cluster_sh_smoke --count 1 --idle-timeout-ms 15000
+
+    cat <<EOF
+
+The cluster is up (data and logs under $DIR).
+  export NAMESRV_ADDR=$namesrv
+  $BIN/mq topic create -t TopicTest               # 8 queues on every group
+  $BIN/mq produce -t TopicTest "hello"            # or: --count 1000 --size 1024
+  $BIN/mq consume -t TopicTest -g my_group --count 1
+  $0 status --dir $DIR
+  $0 down --dir $DIR
+EOF
+}
+
+down() {
+    local stopped=0 file pid name
+    # Brokers first (they unregister from the NameServer), then the NameServer.
+    for file in "$PIDS"/mqbroker-*.pid "$PIDS"/mqnamesrv-*.pid; do
+        [[ -e "$file" ]] || continue
+        name="$(basename "$file" .pid)"
+        if pid="$(live_pid "$file")"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            local waited=0
+            while running "$pid" && ((waited < STOP_TIMEOUT_S * 10)); do
+                sleep 0.1
+                waited=$((waited + 1))
+            done
+            if running "$pid"; then
+                echo "$name did not stop within ${STOP_TIMEOUT_S}s of SIGTERM: killing it" >&2
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
+            echo "stopped $name (pid $pid)"
+            stopped=$((stopped + 1))
+        fi
+        rm -f "$file"
+    done
+    echo "stopped $stopped process(es); data and logs stay in $DIR"
+}
+
+status() {
+    [[ -f "$ENV_FILE" ]] || die "no cluster was started from $DIR"
+    local namesrv bin
+    namesrv="$(sed -n 's/^NAMESRV=//p' "$ENV_FILE")"
+    bin="$(sed -n 's/^BIN=//p' "$ENV_FILE")"
+    "${bin:-$ROOT/target/release}/mq" -n "$namesrv" cluster status "${JSON[@]}"
+}
+
+logs() {
+    compgen -G "$LOGS/*.log" >/dev/null || die "no logs in $LOGS"
+    if ((FOLLOW)); then
+        tail -n 20 -F "$LOGS"/*.log
+    else
+        tail -n 20 "$LOGS"/*.log
+    fi
+}
+
+case "$COMMAND" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    logs) logs ;;
+    *) usage ;;
+esac

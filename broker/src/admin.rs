@@ -36,6 +36,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/raft/add-learner", post(add_learner))
         .route("/raft/change-membership", post(change_membership))
+        .route("/raft/remove-learner", post(remove_learner))
         .route("/raft/elect", post(elect))
         .route("/offsets/reset", post(reset_offsets))
         .with_state(state)
@@ -296,6 +297,43 @@ async fn change_membership(
     match state
         .raft
         .change_membership(ChangeMembers::ReplaceAllVoters(body.voters), body.retain)
+        .await
+    {
+        Ok(response) => {
+            state.ctx.register_now.notify_one();
+            Json(serde_json::json!({ "log_index": response.log_id.index })).into_response()
+        }
+        Err(err) => failure(StatusCode::CONFLICT, err),
+    }
+}
+
+/// `POST /raft/remove-learner {"node_id": 4}` on the leader: drops a non-voting member.
+#[derive(Deserialize)]
+pub struct RemoveLearner {
+    pub node_id: NodeId,
+}
+
+async fn remove_learner(
+    State(state): State<AdminState>,
+    Json(body): Json<RemoveLearner>,
+) -> Response {
+    let metrics = state.ctx.leadership.metrics();
+    let membership = metrics.membership_config.membership();
+    if membership.voter_ids().any(|id| id == body.node_id) {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "node {} is a voter: change the voters instead",
+                body.node_id
+            ),
+        );
+    }
+    match state
+        .raft
+        .change_membership(
+            ChangeMembers::RemoveNodes(BTreeSet::from([body.node_id])),
+            false,
+        )
         .await
     {
         Ok(response) => {

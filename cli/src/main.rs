@@ -1,6 +1,109 @@
-//! `mq`: one command line for produce, consume, admin and bench. Not built yet (issue
-//! "Operator surface").
+//! `mq`: RaftMQ's operator command line, in the spirit of RocketMQ's `mqadmin`: produce and
+//! consume, topics, consumer groups and their offsets, single messages, and the state and
+//! membership of each broker group's Raft cluster.
+//!
+//! Where to start reading:
+//! - this file: the command tree (clap) and the one place errors become a line on stderr and
+//!   a non-zero exit code;
+//! - [`context`]: how `mq` finds things from `-n` alone (NameServer cluster info, then
+//!   GET_BROKER_RUNTIME_INFO on each member for its Raft view and admin address);
+//! - one module per command family under `cmd/`;
+//! - [`output`]: tables for people, `--json` for scripts (field names are documented in the
+//!   README's "`mq --json`" section and kept stable).
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("mq is not built yet: see the open issue \"Operator surface\"")
+// First, so that its `outln!` macro is in scope in the modules below.
+#[macro_use]
+mod output;
+mod cmd;
+mod context;
+mod http;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::context::Ctx;
+
+/// RaftMQ's command line: produce, consume, topics, groups, offsets and cluster membership.
+#[derive(Parser, Debug)]
+#[command(name = "mq", version, propagate_version = true)]
+struct Cli {
+    /// NameServer addresses, `host:port[;host:port]` (as RocketMQ's `-n`).
+    #[arg(short = 'n', long = "namesrv", env = "NAMESRV_ADDR", global = true)]
+    namesrv: Option<String>,
+    /// Print one JSON document for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send messages: from arguments, stdin lines, a file, or generated (`--count`, `--size`).
+    Produce(cmd::produce::ProduceArgs),
+    /// Read messages of a topic from every queue, and commit where it stopped.
+    Consume(cmd::consume::ConsumeArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(cmd::topic::TopicCommand),
+    /// Consumer groups: list them, or show per-queue offsets and lag.
+    #[command(subcommand)]
+    Group(cmd::group::GroupCommand),
+    /// Consumer offsets.
+    #[command(subcommand)]
+    Offset(cmd::offset::OffsetCommand),
+    /// Single messages.
+    #[command(subcommand)]
+    Message(cmd::message::MessageCommand),
+    /// Broker groups: Raft state, membership changes, leadership.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Completions { shell } = &cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(*shell, &mut command, "mq", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&anyhow::anyhow!("cannot start the async runtime: {err}")),
+    };
+    let result = runtime.block_on(run(cli));
+    // Connections and background tasks of the client end with the runtime.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(err) => fail(&err),
+    }
+}
+
+/// One line on stderr, and a failing exit code.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    let line = format!("{err:#}").replace('\n', " ");
+    eprintln!("mq: error: {line}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx::new(cli.namesrv.as_deref(), cli.json)?;
+    match cli.command {
+        Command::Produce(args) => cmd::produce::run(&ctx, args).await,
+        Command::Consume(args) => cmd::consume::run(&ctx, args).await,
+        Command::Topic(command) => cmd::topic::run(&ctx, command).await,
+        Command::Group(command) => cmd::group::run(&ctx, command).await,
+        Command::Offset(command) => cmd::offset::run(&ctx, command).await,
+        Command::Message(command) => cmd::message::run(&ctx, command).await,
+        Command::Cluster(command) => cmd::cluster::run(&ctx, command).await,
+        Command::Completions { .. } => Ok(ExitCode::SUCCESS),
+    }
 }

@@ -13,6 +13,8 @@
 //! - [`wait_for_port`], [`wait_until`]: bounded polling instead of fixed sleeps.
 //! - [`http_get`]: a minimal HTTP/1.1 GET for admin endpoints.
 //! - [`cluster::TestCluster`]: a NameServer and a broker group of processes.
+//! - [`script_cluster::ScriptCluster`]: a cluster started by `scripts/cluster.sh up` itself,
+//!   driven with the built `mq` binary.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 
 pub mod cluster;
+pub mod script_cluster;
 
 /// Longest a `cargo build` of a test binary may take (a cold build on two busy cores).
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -126,7 +129,10 @@ pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+pub(crate) fn wait_with_timeout(
+    child: &mut Child,
+    timeout: Duration,
+) -> anyhow::Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {

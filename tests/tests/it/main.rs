@@ -2,4 +2,6 @@
 //! started from workspace binaries with the harness in `raftmq_tests` (src/lib.rs).
 
 mod broker_raw;
+mod cli;
+mod membership;
 mod namesrv;
