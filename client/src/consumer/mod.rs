@@ -5,11 +5,11 @@
 //! - Rebalance ([`rebalance`]): at start, every 20 s, when a broker sends
 //!   NOTIFY_CONSUMER_IDS_CHANGED, and when a route changes. Each member takes its average
 //!   share of each topic's sorted queues among the group's sorted consumer ids.
-//! - Per assigned queue ([`pull`]): long-polling pulls (15 s) from the leader (or a follower
+//! - Per assigned queue (`pull.rs`): long-polling pulls (15 s) from the leader (or a follower
 //!   with [`ReadFrom::Follower`]) and a processor that hands the handler one batch at a time,
 //!   in queue order. A queue starts at its committed offset (QUERY_CONSUMER_OFFSET), or per
 //!   [`ConsumeFrom`] when the group has none.
-//! - Offsets ([`offset_store`]): committed (UPDATE_CONSUMER_OFFSET, to the leader) every 5 s,
+//! - Offsets ([`OffsetStore`], `offset_store.rs`): committed (UPDATE_CONSUMER_OFFSET, to the leader) every 5 s,
 //!   when a queue is dropped in a rebalance, and at shutdown.
 //! - A handler answering [`ConsumeStatus::RetryLater`] gets the same batch again after a
 //!   backoff, before anything later in that queue (order is kept); after

@@ -291,7 +291,7 @@ async fn a_restarted_consumer_continues_from_its_committed_offsets() {
 }
 
 #[tokio::test]
-async fn without_a_committed_offset_consume_from_last_skips_the_backlog() {
+async fn without_a_committed_offset_consume_from_last_or_a_time() {
     let namesrv = FakeNamesrv::start().await;
     let broker = FakeBroker::start("broker-a").await;
     broker.state.create_topic("T", 2);
@@ -316,6 +316,35 @@ async fn without_a_committed_offset_consume_from_last_skips_the_backlog() {
     wait_until("the 6 fresh messages", || count(&log) == 6).await;
     check_delivery(&log, &fresh);
     within("shutdown", latest.shutdown()).await;
+
+    // From a time: each queue starts at its first message stored at or after it.
+    let queue0 = broker.state.messages("T", 0);
+    let since = queue0[queue0.len() / 2].store_timestamp;
+    let log: Log = Arc::default();
+    let timed = builder(&namesrv.addr, "from-time", "T")
+        .consume_from(ConsumeFrom::Timestamp(since))
+        .start(recorder(&log, 1))
+        .await
+        .unwrap();
+    let expected: usize = (0..2)
+        .map(|queue_id| {
+            broker
+                .state
+                .messages("T", queue_id)
+                .iter()
+                .filter(|m| m.store_timestamp >= since)
+                .count()
+        })
+        .sum();
+    assert!(expected > 0);
+    wait_until("the messages stored since then", || count(&log) == expected).await;
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .all(|(_, m)| m.store_timestamp >= since)
+    );
+    within("shutdown", timed.shutdown()).await;
     producer.shutdown().await;
     broker.stop().await;
     namesrv.stop().await;
