@@ -519,6 +519,8 @@ impl ConsumerBuilder {
             }),
         );
         let namesrv = NameServerClient::new(rpc.clone(), addrs)?.with_timeout(self.rpc_timeout);
+        // Cancelled when the last handle is dropped without a shutdown: everything stops.
+        let alive = CancellationToken::new();
         let inner = Arc::new(ConsumerInner {
             client_id,
             rpc: rpc.clone(),
@@ -531,9 +533,9 @@ impl ConsumerBuilder {
             rebalance_now,
             rebalances: std::sync::atomic::AtomicU64::new(0),
             sub_version: now_ms(),
-            stop_background: CancellationToken::new(),
-            stop_queues: CancellationToken::new(),
-            abandon_handlers: CancellationToken::new(),
+            stop_background: alive.child_token(),
+            stop_queues: alive.child_token(),
+            abandon_handlers: alive.child_token(),
             background: TaskTracker::new(),
             queue_tasks: TaskTracker::new(),
             shutdown_done: tokio::sync::Mutex::new(false),
@@ -564,7 +566,10 @@ impl ConsumerBuilder {
             )
             .await;
         });
-        Ok(Consumer { inner })
+        Ok(Consumer {
+            inner,
+            _stop_on_drop: Arc::new(alive.drop_guard()),
+        })
     }
 }
 
@@ -1003,10 +1008,12 @@ async fn route_loop(inner: Arc<ConsumerInner>) {
     }
 }
 
-/// A running consumer. Cheap to clone; call [`Consumer::shutdown`] to stop it cleanly.
+/// A running consumer. Cheap to clone; call [`Consumer::shutdown`] to stop it cleanly (commit
+/// and leave the group). Dropping every handle without it stops the tasks but commits nothing.
 #[derive(Clone)]
 pub struct Consumer {
     inner: Arc<ConsumerInner>,
+    _stop_on_drop: Arc<tokio_util::sync::DropGuard>,
 }
 
 impl std::fmt::Debug for Consumer {

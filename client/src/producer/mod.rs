@@ -322,6 +322,8 @@ impl ProducerBuilder {
         let client_id = self.client_id.unwrap_or_else(|| new_client_id(&addrs[0]));
         let rpc = RpcClient::default();
         let namesrv = NameServerClient::new(rpc.clone(), addrs)?.with_timeout(self.rpc_timeout);
+        // Cancelled when the last handle is dropped without a shutdown: background work stops.
+        let alive = CancellationToken::new();
         let inner = Arc::new(ProducerInner {
             group: self.group,
             client_id,
@@ -337,8 +339,8 @@ impl ProducerBuilder {
             window: Arc::new(Semaphore::new(self.async_window)),
             window_size: self.async_window,
             faults: FaultTracker::default(),
-            closing: CancellationToken::new(),
-            stop_background: CancellationToken::new(),
+            closing: alive.child_token(),
+            stop_background: alive.child_token(),
             send_tasks: TaskTracker::new(),
             background: TaskTracker::new(),
             shutdown_done: tokio::sync::Mutex::new(false),
@@ -346,14 +348,19 @@ impl ProducerBuilder {
         inner
             .background
             .spawn(maintenance_loop(inner.clone(), self.route_refresh_interval));
-        Ok(Producer { inner })
+        Ok(Producer {
+            inner,
+            _stop_on_drop: Arc::new(alive.drop_guard()),
+        })
     }
 }
 
-/// A RocketMQ-style producer. Cheap to clone; call [`Producer::shutdown`] when done.
+/// A RocketMQ-style producer. Cheap to clone; call [`Producer::shutdown`] when done (it waits
+/// for async sends in flight). Dropping every handle without it stops the background task.
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<ProducerInner>,
+    _stop_on_drop: Arc<tokio_util::sync::DropGuard>,
 }
 
 impl std::fmt::Debug for Producer {

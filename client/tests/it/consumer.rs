@@ -576,3 +576,34 @@ async fn pulls_can_go_to_a_follower_while_offsets_go_to_the_leader() {
     follower.stop().await;
     namesrv.stop().await;
 }
+
+#[tokio::test]
+async fn dropping_a_consumer_without_shutdown_stops_everything() {
+    let namesrv = FakeNamesrv::start().await;
+    let broker = FakeBroker::start("broker-a").await;
+    broker.state.create_topic("T", 2);
+    namesrv.set_route(
+        "T",
+        route(&[Group {
+            name: "broker-a",
+            members: vec![(0, &broker.addr)],
+            queues: 2,
+        }]),
+    );
+    let log: Log = Arc::default();
+    let consumer = consumer(&namesrv.addr, "dropped", "T", 1, &log).await;
+    let id = consumer.client_id().to_owned();
+    wait_until("the consumer to be listed and pulling", || {
+        broker.state.consumer_ids("dropped") == vec![id.clone()]
+            && consumer.assigned_queues().len() == 2
+    })
+    .await;
+    drop(consumer);
+    // Its tasks end, its connections close, and the broker forgets it.
+    wait_until("the broker to forget the consumer", || {
+        broker.state.consumer_ids("dropped").is_empty()
+    })
+    .await;
+    broker.stop().await;
+    namesrv.stop().await;
+}
