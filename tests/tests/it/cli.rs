@@ -5,10 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use raftmq_tests::script_cluster::{ScriptCluster, is_alive};
-use raftmq_tests::wait_until;
+use raftmq_tests::script_cluster::{ScriptCluster, is_alive, signal};
+use raftmq_tests::{Process, wait_until};
 use serde_json::Value;
 
+/// Bound on a consumer printing a message or exiting after SIGINT.
+const CONSUME_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on a group electing a new leader after its leader was killed.
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -214,6 +216,37 @@ fn mq_json_outputs_kill_and_down_against_a_script_cluster() {
         ])
         .unwrap();
     assert_eq!(group_totals(&cluster, "cli_group"), (3, 0));
+
+    // Ctrl-C (SIGINT) on a consume without --count: it commits what it printed and exits 0.
+    let mut consumer = Process::spawn(
+        &cluster.mq,
+        &[
+            "-n",
+            &cluster.namesrv_addr(),
+            "consume",
+            "-t",
+            "CliTest",
+            "-g",
+            "ctrl_c_group",
+            "--from",
+            "first",
+        ],
+    )
+    .unwrap();
+    for _ in 0..3 {
+        consumer
+            .wait_for_stdout_line(|line| line.starts_with("broker-a:"), CONSUME_TIMEOUT)
+            .unwrap();
+    }
+    signal(consumer.pid(), "-INT").unwrap();
+    let mut exit = None;
+    wait_until(CONSUME_TIMEOUT, || {
+        exit = consumer.try_status()?;
+        Ok(exit.is_some())
+    })
+    .unwrap();
+    assert!(exit.unwrap().success(), "{}", consumer.log_tail());
+    assert_eq!(group_totals(&cluster, "ctrl_c_group"), (3, 0));
 
     // Failures: one line, exit code 1; usage errors are clap's (exit code 2).
     assert_fails_cleanly(
