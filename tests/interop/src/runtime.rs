@@ -2,6 +2,10 @@
 //! telemetry (its logging), and a `ClientRuntime` that producers and consumers are built on.
 //! Shutdown runs in the order the client documents: client runtime, owner tasks, owner
 //! runtime, telemetry.
+//!
+//! The request header encoding is chosen here, explicitly, rather than by the client's
+//! `ROCKETMQ_SERIALIZE_TYPE` environment variable: it is a process-wide setting that can be
+//! fixed only once, so each test binary fixes its own.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use rocketmq_client_rust::{ClientRuntime, ClientRuntimeConfig};
 use rocketmq_observability::{LoggingConfig, TelemetryBootstrapConfig, TelemetryRuntimeGuard};
+use rocketmq_protocol::protocol::SerializeType;
+use rocketmq_protocol::protocol::remoting_command_defaults::{
+    RemotingCommandDefaults, RemotingCommandFactory, initialize_remoting_command_defaults,
+};
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 
 /// The client's log filter unless `RUST_LOG` says otherwise: its default (`info`) writes
@@ -22,6 +30,24 @@ pub const CLIENT_WORKER_THREADS: usize = 2;
 /// Longest the client runtime may take to stop its producers and consumers.
 pub const CLIENT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How the client encodes request headers (RocketMQ's `rocketmq.serialize.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderEncoding {
+    /// JSON, the client's default.
+    Json,
+    /// RocketMQ's binary header layout.
+    RocketMq,
+}
+
+impl HeaderEncoding {
+    fn serialize_type(self) -> SerializeType {
+        match self {
+            HeaderEncoding::Json => SerializeType::JSON,
+            HeaderEncoding::RocketMq => SerializeType::ROCKETMQ,
+        }
+    }
+}
+
 /// Everything the real client runs on.
 pub struct ClientHarness {
     owner: RuntimeOwner,
@@ -30,9 +56,17 @@ pub struct ClientHarness {
 }
 
 impl ClientHarness {
-    /// Builds the runtime, installs quiet logging and creates the client runtime. Call it
-    /// outside any tokio runtime (it builds its own).
-    pub fn start(scope: &str) -> anyhow::Result<ClientHarness> {
+    /// Builds the runtime, installs quiet logging and creates the client runtime speaking
+    /// `encoding`. Call it outside any tokio runtime (it builds its own), once per process
+    /// (the encoding is process-wide).
+    pub fn start(scope: &str, encoding: HeaderEncoding) -> anyhow::Result<ClientHarness> {
+        let defaults = RemotingCommandDefaults::new(
+            rocketmq_model::version::CURRENT_VERSION as i32,
+            encoding.serialize_type(),
+        );
+        // Commands built outside the client runtime's factory use the process default.
+        initialize_remoting_command_defaults(defaults)
+            .map_err(|err| anyhow!("fixing the {encoding:?} header encoding: {err}"))?;
         let mut runtime_config =
             RuntimeConfig::for_parallelism(format!("interop-{scope}"), CLIENT_WORKER_THREADS);
         runtime_config.shutdown_timeout = CLIENT_SHUTDOWN_TIMEOUT;
@@ -58,13 +92,14 @@ impl ClientHarness {
         let handle = telemetry.handle();
         let client_runtime = owner
             .block_on(async move {
-                ClientRuntime::try_new(
+                ClientRuntime::try_new_with_remoting_command_factory(
                     context,
                     ClientRuntimeConfig {
                         shutdown_timeout: CLIENT_SHUTDOWN_TIMEOUT,
                         ..ClientRuntimeConfig::default()
                     },
                     handle,
+                    RemotingCommandFactory::new(defaults),
                 )
             })
             .map_err(|err| anyhow!("creating the client runtime: {err}"))?;

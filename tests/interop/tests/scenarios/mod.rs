@@ -1,29 +1,31 @@
-//! The real RocketMQ client (`rocketmq-client-rust` 1.0.0) against a three-member RaftMQ
-//! group: one cluster and one client runtime, then the scenarios in turn, each on its own
-//! topic and groups.
+//! The scenarios both interop test binaries run, one binary per header encoding (the
+//! client fixes its encoding once per process): one cluster and one client runtime, then
+//! each scenario in turn on its own topic and groups.
 //!
 //! - `produce_consume`: sync and batch sends to an auto-created topic, consumed by a
 //!   clustering push consumer from the first offset.
 //! - `send_back`: a callback that fails once; the message returns through the retry topic.
 
-// The client's futures are deeply nested types; its own examples raise the limit too.
-#![recursion_limit = "512"]
-
 mod clients;
 mod produce_consume;
 mod send_back;
 
+use std::time::Instant;
+
 use anyhow::Context;
-use raftmq_interop::runtime::ClientHarness;
+use raftmq_interop::runtime::{ClientHarness, HeaderEncoding};
 use raftmq_tests::cluster::{START_TIMEOUT, TestCluster};
 
-use crate::clients::Env;
+use self::clients::Env;
 
-#[test]
-fn real_rocketmq_client_against_a_raft_group() -> anyhow::Result<()> {
+/// Starts a three-member group and runs every scenario with the real client speaking
+/// `encoding`.
+pub fn run_all(encoding: HeaderEncoding) -> anyhow::Result<()> {
+    let started = Instant::now();
     let cluster = TestCluster::start(3, &[])?;
     let leader = cluster.wait_for_registered_leader(START_TIMEOUT)?;
-    let harness = ClientHarness::start("interop")?;
+    println!("cluster up in {:?}", started.elapsed());
+    let harness = ClientHarness::start("interop", encoding)?;
     let env = Env {
         client_runtime: harness.client_runtime(),
         namesrv_addr: cluster.namesrv_addr.to_string(),
@@ -36,7 +38,9 @@ fn real_rocketmq_client_against_a_raft_group() -> anyhow::Result<()> {
         send_back::run(&env).await.context("scenario send_back")
     });
     drop(env);
+    let stopping = Instant::now();
     let shutdown = harness.shutdown();
+    println!("client runtime stopped in {:?}", stopping.elapsed());
     outcome.with_context(|| {
         let logs: Vec<String> = cluster
             .members
@@ -48,7 +52,7 @@ fn real_rocketmq_client_against_a_raft_group() -> anyhow::Result<()> {
             })
             .collect();
         format!(
-            "leader at start: member {leader}; NameServer log: {}; broker logs: {}",
+            "{encoding:?} headers; leader at start: member {leader}; NameServer log: {}; broker logs: {}",
             cluster.namesrv.log_path().display(),
             logs.join(", ")
         )

@@ -11,7 +11,7 @@ use anyhow::{bail, ensure};
 use raftmq_interop::history::{Delivery, Recorder, Sent, check_stream, describe_violations};
 use rocketmq_client_rust::{ClientConfig, ConsumeConcurrentlyStatus};
 
-use crate::clients::{
+use super::clients::{
     Env, RetryMarks, delivery_of, retry_marks, send_one, start_producer, start_push_consumer, stop,
     wait_for_route,
 };

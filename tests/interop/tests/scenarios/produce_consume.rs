@@ -11,7 +11,7 @@ use raftmq_interop::history::{
 };
 use rocketmq_client_rust::{ClientConfig, ConsumeConcurrentlyStatus};
 
-use crate::clients::{
+use super::clients::{
     Env, delivery_of, send_batch, send_one, start_producer, start_push_consumer, stop,
     wait_for_route,
 };
