@@ -5,9 +5,11 @@
 //! - `produce_consume`: sync and batch sends to an auto-created topic, consumed by a
 //!   clustering push consumer from the first offset.
 //! - `send_back`: a callback that fails once; the message returns through the retry topic.
+//! - `resume`: a consumer restarted in the same group continues from its committed offsets.
 
 mod clients;
 mod produce_consume;
+mod resume;
 mod send_back;
 
 use std::time::Instant;
@@ -35,7 +37,8 @@ pub fn run_all(encoding: HeaderEncoding) -> anyhow::Result<()> {
         produce_consume::run(&env)
             .await
             .context("scenario produce_consume")?;
-        send_back::run(&env).await.context("scenario send_back")
+        send_back::run(&env).await.context("scenario send_back")?;
+        resume::run(&env).await.context("scenario resume")
     });
     drop(env);
     let stopping = Instant::now();
