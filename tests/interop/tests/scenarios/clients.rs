@@ -13,11 +13,13 @@ use raftmq_tests::cluster::HTTP_TIMEOUT;
 use raftmq_tests::{http_get, wait_until};
 use rocketmq_client_rust::{
     ClientConfig, ClientError, ClientRuntime, ConsumeConcurrentlyContext,
-    ConsumeConcurrentlyStatus, DefaultMQProducer, DefaultMQPushConsumer, MQPushConsumer,
+    ConsumeConcurrentlyStatus, ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer,
+    DefaultMQPushConsumer, MQPushConsumer,
 };
 use rocketmq_error::ErrorClass;
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
+use rocketmq_model::common::message::message_queue::MessageQueue;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::result::SendResult;
 use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel;
@@ -125,6 +127,24 @@ fn ack_of(result: &SendResult) -> anyhow::Result<Ack> {
     })
 }
 
+/// What a sync send call's result (bounded by [`SEND_CALL_TIMEOUT`]) says about the message.
+fn outcome_of(
+    result: Result<
+        rocketmq_client_rust::ClientResult<Option<SendResult>>,
+        tokio::time::error::Elapsed,
+    >,
+) -> anyhow::Result<SendOutcome> {
+    Ok(match result {
+        Err(_) => SendOutcome::Unknown {
+            timed_out: true,
+            error: format!("the send call took longer than {SEND_CALL_TIMEOUT:?}"),
+        },
+        Ok(Err(err)) => unknown(&err),
+        Ok(Ok(None)) => return Err(anyhow!("a sync send returned no result")),
+        Ok(Ok(Some(result))) => SendOutcome::Acked(ack_of(&result)?),
+    })
+}
+
 /// One sync send; the result becomes the message's history entry.
 pub async fn send_one(
     producer: &DefaultMQProducer,
@@ -133,21 +153,41 @@ pub async fn send_one(
     body: String,
 ) -> anyhow::Result<Sent> {
     let message = message(topic, &body)?;
-    let outcome = match tokio::time::timeout(
+    let result = tokio::time::timeout(
         SEND_CALL_TIMEOUT,
         producer.send_with_timeout(message, SEND_TIMEOUT_MS),
     )
-    .await
-    {
-        Err(_) => SendOutcome::Unknown {
-            timed_out: true,
-            error: format!("the send call took longer than {SEND_CALL_TIMEOUT:?}"),
-        },
-        Ok(Err(err)) => unknown(&err),
-        Ok(Ok(None)) => return Err(anyhow!("a sync send returned no result")),
-        Ok(Ok(Some(result))) => SendOutcome::Acked(ack_of(&result)?),
+    .await;
+    Ok(Sent {
+        seq,
+        body,
+        outcome: outcome_of(result)?,
+    })
+}
+
+/// One sync send to the queue that `key` picks (`key` modulo the topic's write queues), the
+/// way RocketMQ users keep one order's messages in one queue.
+pub async fn send_keyed(
+    producer: &DefaultMQProducer,
+    topic: &str,
+    seq: u64,
+    body: String,
+    key: usize,
+) -> anyhow::Result<Sent> {
+    let message = message(topic, &body)?;
+    let by_key = |queues: &[MessageQueue], _: &Message, key: &usize| {
+        queues.get(key.checked_rem(queues.len())?).cloned()
     };
-    Ok(Sent { seq, body, outcome })
+    let result = tokio::time::timeout(
+        SEND_CALL_TIMEOUT,
+        producer.send_with_selector_timeout(message, by_key, key, SEND_TIMEOUT_MS),
+    )
+    .await;
+    Ok(Sent {
+        seq,
+        body,
+        outcome: outcome_of(result)?,
+    })
 }
 
 /// One sync batch send of `bodies` (seq numbers from `first_seq`): an acknowledged batch
@@ -265,6 +305,42 @@ where
         + Sync
         + 'static,
 {
+    start_consumer_with(env, group, topic, client_config, |consumer| {
+        consumer.register_message_listener_concurrently(listener)
+    })
+    .await
+}
+
+/// Like [`start_push_consumer`], with an orderly callback: the client locks each of its
+/// queues on the broker (LOCK_BATCH_MQ) and hands one queue's messages over one at a time.
+pub async fn start_orderly_push_consumer<L>(
+    env: &Env,
+    group: &str,
+    topic: &str,
+    listener: L,
+) -> anyhow::Result<DefaultMQPushConsumer>
+where
+    L: Fn(
+            &[&MessageExt],
+            &mut ConsumeOrderlyContext,
+        ) -> rocketmq_client_rust::ClientResult<ConsumeOrderlyStatus>
+        + Send
+        + Sync
+        + 'static,
+{
+    start_consumer_with(env, group, topic, ClientConfig::default(), |consumer| {
+        consumer.register_message_listener_orderly(listener)
+    })
+    .await
+}
+
+async fn start_consumer_with(
+    env: &Env,
+    group: &str,
+    topic: &str,
+    client_config: ClientConfig,
+    register_listener: impl FnOnce(&mut DefaultMQPushConsumer),
+) -> anyhow::Result<DefaultMQPushConsumer> {
     let mut consumer = DefaultMQPushConsumer::builder(env.client_runtime.clone())
         .client_config(client_config)
         .name_server_addr(env.namesrv_addr.clone())
@@ -274,11 +350,14 @@ where
         .consume_thread_min(1)
         .consume_thread_max(CONSUME_THREADS_MAX)
         .build();
-    consumer
-        .subscribe(topic, "*")
-        .await
-        .map_err(|err| client_error("subscribing", err))?;
-    consumer.register_message_listener_concurrently(listener);
+    bounded(
+        "subscribing",
+        LIFECYCLE_TIMEOUT,
+        consumer.subscribe(topic, "*"),
+    )
+    .await?
+    .map_err(|err| client_error("subscribing", err))?;
+    register_listener(&mut consumer);
     bounded(
         "starting the push consumer",
         LIFECYCLE_TIMEOUT,

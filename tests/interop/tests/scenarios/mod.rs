@@ -6,8 +6,10 @@
 //!   clustering push consumer from the first offset.
 //! - `send_back`: a callback that fails once; the message returns through the retry topic.
 //! - `resume`: a consumer restarted in the same group continues from its committed offsets.
+//! - `orderly`: keyed sends to one queue per key, read by an orderly (queue-locking) consumer.
 
 mod clients;
+mod orderly;
 mod produce_consume;
 mod resume;
 mod send_back;
@@ -19,6 +21,17 @@ use raftmq_interop::runtime::{ClientHarness, HeaderEncoding};
 use raftmq_tests::cluster::{START_TIMEOUT, TestCluster};
 
 use self::clients::Env;
+
+/// Runs one scenario, naming it in its error and printing how long it took.
+async fn timed(
+    name: &str,
+    scenario: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let outcome = scenario.await.with_context(|| format!("scenario {name}"));
+    println!("scenario {name}: {:?}", started.elapsed());
+    outcome
+}
 
 /// Starts a three-member group and runs every scenario with the real client speaking
 /// `encoding`.
@@ -34,11 +47,10 @@ pub fn run_all(encoding: HeaderEncoding) -> anyhow::Result<()> {
         namesrv_admin: cluster.namesrv_admin,
     };
     let outcome = harness.block_on(async {
-        produce_consume::run(&env)
-            .await
-            .context("scenario produce_consume")?;
-        send_back::run(&env).await.context("scenario send_back")?;
-        resume::run(&env).await.context("scenario resume")
+        timed("produce_consume", produce_consume::run(&env)).await?;
+        timed("send_back", send_back::run(&env)).await?;
+        timed("resume", resume::run(&env)).await?;
+        timed("orderly", orderly::run(&env)).await
     });
     drop(env);
     let stopping = Instant::now();
