@@ -33,7 +33,11 @@ pub const MAX_BATCH_MESSAGES: usize = 8192;
 /// Most message bytes packed into one entry (a single larger message still gets its own entry).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Entries proposed and not yet answered; more waits, so the queue fills and batches grow.
-pub const MAX_IN_FLIGHT_PROPOSALS: usize = 64;
+/// openraft 0.9's leader fsyncs each entry on its own, one after another, so entries beyond a
+/// few in flight only queue inside openraft while staying small. Measured with 256 async sends
+/// in flight (release, 3 members on loopback, busy 2-core box): 64 in flight gave 3.8k msgs/s,
+/// 4 gave 8.7k msgs/s.
+pub const MAX_IN_FLIGHT_PROPOSALS: usize = 4;
 /// Requests waiting to be packed.
 pub const PROPOSAL_QUEUE_CAPACITY: usize = 16384;
 /// How long a proposal may wait for its apply result before its outcome is called unknown.
