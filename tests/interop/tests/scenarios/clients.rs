@@ -47,6 +47,31 @@ pub const PROPERTY_ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
 /// registration to find it.
 pub const ROUTE_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Share of sends that must be acknowledged: with a settled leader every send should be; a
+/// few unknown outcomes are tolerated in case leadership moves during a run, but an
+/// incompatibility (every send refused) is not.
+pub const MIN_ACKED_PERCENT: usize = 90;
+
+/// Fails unless at least [`MIN_ACKED_PERCENT`] of `sent` were acknowledged, quoting the
+/// first failures.
+pub fn require_mostly_acked(sent: &[Sent]) -> anyhow::Result<()> {
+    let acked = sent.iter().filter(|s| s.ack().is_some()).count();
+    if acked * 100 >= sent.len() * MIN_ACKED_PERCENT {
+        return Ok(());
+    }
+    let failures: Vec<String> = sent
+        .iter()
+        .filter(|s| s.ack().is_none())
+        .take(5)
+        .map(|s| format!("#{}: {:?}", s.seq, s.outcome))
+        .collect();
+    Err(anyhow!(
+        "only {acked} of {} sends were acknowledged; first failures:\n{}",
+        sent.len(),
+        failures.join("\n")
+    ))
+}
+
 /// What every scenario needs to build clients.
 pub struct Env {
     pub client_runtime: Arc<ClientRuntime>,

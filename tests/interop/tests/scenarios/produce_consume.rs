@@ -12,8 +12,8 @@ use raftmq_interop::history::{
 use rocketmq_client_rust::{ClientConfig, ConsumeConcurrentlyStatus};
 
 use super::clients::{
-    Env, delivery_of, send_batch, send_one, start_producer, start_push_consumer, stop,
-    wait_for_route,
+    Env, delivery_of, require_mostly_acked, send_batch, send_one, start_producer,
+    start_push_consumer, stop, wait_for_route,
 };
 
 const TOPIC: &str = "InteropTopic";
@@ -23,10 +23,6 @@ const CONSUMER_GROUP: &str = "interop-consumer";
 const SINGLE_SENDS: u64 = 200;
 /// Messages in the one batch send.
 const BATCH_SIZE: u64 = 10;
-/// Share of sends that must be acknowledged: with a settled leader every send should be;
-/// a few unknown outcomes are tolerated in case leadership moves during the run, but an
-/// incompatibility (every send refused) is not.
-const MIN_ACKED_PERCENT: usize = 90;
 /// Bound on the consumer receiving every acknowledged message.
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,20 +39,7 @@ pub async fn run(env: &Env) -> anyhow::Result<()> {
     sent.extend(send_batch(&producer, TOPIC, SINGLE_SENDS, bodies).await?);
     let send_elapsed = started.elapsed();
 
-    let acked = sent.iter().filter(|s| s.ack().is_some()).count();
-    if acked * 100 < sent.len() * MIN_ACKED_PERCENT {
-        let errors: Vec<String> = sent
-            .iter()
-            .filter(|s| s.ack().is_none())
-            .take(5)
-            .map(|s| format!("#{}: {:?}", s.seq, s.outcome))
-            .collect();
-        bail!(
-            "only {acked} of {} sends were acknowledged; first failures:\n{}",
-            sent.len(),
-            errors.join("\n")
-        );
-    }
+    require_mostly_acked(&sent)?;
     // The topic did not exist before the first send: the broker created it and must have
     // told the NameServer, or the consumer would find no route.
     wait_for_route(env, TOPIC).await?;

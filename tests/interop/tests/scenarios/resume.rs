@@ -14,8 +14,8 @@ use rocketmq_client_rust::{ClientConfig, ConsumeConcurrentlyStatus};
 use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPushConsumer};
 
 use super::clients::{
-    Env, LIFECYCLE_TIMEOUT, delivery_of, send_one, start_producer, start_push_consumer,
-    wait_for_route,
+    Env, LIFECYCLE_TIMEOUT, delivery_of, require_mostly_acked, send_one, start_producer,
+    start_push_consumer, wait_for_route,
 };
 use raftmq_interop::runtime::bounded;
 
@@ -60,6 +60,7 @@ pub async fn run(env: &Env) -> anyhow::Result<()> {
     let mut producer = start_producer(env, PRODUCER_GROUP).await?;
     let mut sent = Vec::new();
     send_round(&producer, &mut sent, 0).await?;
+    require_mostly_acked(&sent)?;
     wait_for_route(env, TOPIC).await?;
 
     let first = Recorder::default();
@@ -81,6 +82,7 @@ pub async fn run(env: &Env) -> anyhow::Result<()> {
     .await?;
 
     send_round(&producer, &mut sent, 1).await?;
+    require_mostly_acked(&sent[first_round.len()..])?;
     let second = Recorder::default();
     let mut consumer = start_consumer(env, &second).await?;
     let complete = second
