@@ -88,6 +88,21 @@ impl RunningBroker {
         &self.ctx
     }
 
+    /// Completes if the broker must stop on its own: Raft stopped after a storage error (a full
+    /// disk, a failed fsync). Returns why. The caller then calls [`shutdown`](Self::shutdown)
+    /// and exits with an error, so that the operator (or a supervisor) sees it.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.node.raft().metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return format!("raft stopped: {fatal}");
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_string();
+            }
+        }
+    }
+
     /// Stops accepting requests, answers those in hand, unregisters from the NameServers, stops
     /// Raft and closes storage.
     pub async fn shutdown(self) -> Result<(), BrokerError> {

@@ -146,23 +146,18 @@ impl TestCluster {
             .join(",")
     }
 
-    /// Starts (or restarts) a member from its data directory.
-    pub fn start_member(&mut self, node_id: u64) -> anyhow::Result<()> {
-        let binary = workspace_binary("raftmq-broker", "mqbroker")?;
-        let peers = self.peers();
-        let namesrv = self.namesrv_addr.to_string();
-        let broker_name = self.broker_name.clone();
-        let extra = self.extra_broker_args.clone();
-        let member = self.member_mut(node_id)?;
+    /// The `mqbroker` arguments of a member.
+    pub fn member_args(&self, node_id: u64) -> anyhow::Result<Vec<String>> {
+        let member = self.member(node_id)?;
         let mut args: Vec<String> = vec![
             "-n".into(),
-            namesrv,
+            self.namesrv_addr.to_string(),
             "--broker-name".into(),
-            broker_name,
+            self.broker_name.clone(),
             "--node-id".into(),
             node_id.to_string(),
             "--peers".into(),
-            peers,
+            self.peers(),
             "--listen".into(),
             member.remoting().to_string(),
             "--raft-listen".into(),
@@ -172,12 +167,32 @@ impl TestCluster {
             "--data-dir".into(),
             member.data_dir.display().to_string(),
         ];
-        args.extend(extra);
+        args.extend(self.extra_broker_args.iter().cloned());
+        Ok(args)
+    }
+
+    /// Starts (or restarts) a member from its data directory.
+    pub fn start_member(&mut self, node_id: u64) -> anyhow::Result<()> {
+        let binary = workspace_binary("raftmq-broker", "mqbroker")?;
+        let args = self.member_args(node_id)?;
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut process = Process::spawn(&binary, &arg_refs)?;
         process.wait_for_stdout_line(|l| l.starts_with("mqbroker listening"), START_TIMEOUT)?;
-        member.process = Some(process);
+        self.member_mut(node_id)?.process = Some(process);
         Ok(())
+    }
+
+    /// Moves a member's data directory (when it is stopped), e.g. onto a small filesystem.
+    pub fn set_data_dir(&mut self, node_id: u64, data_dir: PathBuf) -> anyhow::Result<()> {
+        let member = self.member_mut(node_id)?;
+        anyhow::ensure!(member.process.is_none(), "member {node_id} is running");
+        member.data_dir = data_dir;
+        Ok(())
+    }
+
+    /// Takes a member's process out of the cluster's hands (to watch it exit on its own).
+    pub fn take_process(&mut self, node_id: u64) -> anyhow::Result<Option<Process>> {
+        Ok(self.member_mut(node_id)?.process.take())
     }
 
     /// `kill -9` a member: no flush, no goodbye.

@@ -106,7 +106,8 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("mqbroker: {err:#}");
+            // Our errors already carry their causes in their messages.
+            eprintln!("mqbroker: {err}");
             ExitCode::FAILURE
         }
     }
@@ -135,9 +136,20 @@ fn run(args: Args) -> anyhow::Result<()> {
             broker.raft_addr(),
             broker.admin_addr()
         );
-        wait_for_signal().await;
-        broker.shutdown().await?;
-        anyhow::Ok(())
+        let failure = tokio::select! {
+            _ = wait_for_signal() => None,
+            reason = broker.failed() => Some(reason),
+        };
+        if let Some(reason) = &failure {
+            tracing::error!(%reason, "stopping: this member can no longer take part in its group");
+        }
+        // A shutdown after a storage failure may itself report that failure: the first one is
+        // what matters.
+        let stopped = broker.shutdown().await;
+        match failure {
+            Some(reason) => anyhow::bail!("{reason}"),
+            None => stopped.map_err(anyhow::Error::from),
+        }
     })
 }
 

@@ -2,6 +2,7 @@
 //! started from workspace binaries with the harness in `raftmq_tests` (src/lib.rs).
 
 mod broker_raw;
+mod broker_storage;
 mod cli;
 mod membership;
 mod namesrv;

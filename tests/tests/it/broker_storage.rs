@@ -1,0 +1,241 @@
+//! Bad storage never costs an acknowledged message and never panics: a member whose files are
+//! corrupt refuses to start with a clear error, and a member whose disk fills up stops with a
+//! clear error while its group carries on without losing anything it acknowledged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raftmq_client::{Admin, Message, MessageQueue, Producer};
+use raftmq_tests::cluster::TestCluster;
+use raftmq_tests::{Process, wait_until, workspace_binary};
+
+const TOPIC: &str = "StorageTopic";
+const STEP: Duration = Duration::from_secs(30);
+
+async fn producer(cluster: &TestCluster) -> anyhow::Result<Producer> {
+    Ok(Producer::builder()
+        .namesrv(&cluster.namesrv_addr.to_string())
+        .group("storage-test")
+        .build()
+        .await?)
+}
+
+/// Starts a member that is expected to refuse to start; returns its exit status and log.
+fn start_expecting_failure(cluster: &TestCluster, node_id: u64) -> anyhow::Result<(bool, String)> {
+    let binary = workspace_binary("raftmq-broker", "mqbroker")?;
+    let args = cluster.member_args(node_id)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut process = Process::spawn(&binary, &args)?;
+    let mut status = None;
+    wait_until(STEP, || {
+        status = process.try_status()?;
+        Ok(status.is_some())
+    })?;
+    let success = status.is_some_and(|s| s.success());
+    Ok((success, process.log_tail()))
+}
+
+fn overwrite_with_garbage(path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(path.exists(), "{} does not exist", path.display());
+    std::fs::write(path, vec![0xA5u8; 64 * 1024])?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_files_stop_a_member_with_a_clear_error() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(3, &[])?;
+    let producer = producer(&cluster).await?;
+    for i in 0..20 {
+        producer
+            .send(Message::new(TOPIC, Bytes::from(format!("before-{i}"))))
+            .await?;
+    }
+    let leader = cluster.wait_for_registered_leader(STEP)?;
+    let victim = cluster
+        .members
+        .iter()
+        .map(|m| m.node_id)
+        .find(|id| *id != leader)
+        .unwrap();
+    cluster.stop_member(victim)?;
+    let data_dir = cluster.member(victim)?.data_dir.clone();
+
+    // The state machine's file.
+    let state = data_dir.join("broker-state.redb");
+    let saved_state = std::fs::read(&state)?;
+    overwrite_with_garbage(&state)?;
+    let (success, log) = start_expecting_failure(&cluster, victim)?;
+    assert!(
+        !success,
+        "a member with a corrupt state file must not start"
+    );
+    assert!(!log.contains("panicked"), "no panic:\n{log}");
+    assert!(
+        log.contains("mqbroker:") && log.contains("broker state"),
+        "a clear error:\n{log}"
+    );
+    std::fs::write(&state, saved_state)?;
+
+    // The Raft log's file.
+    let log_file = data_dir.join("raft").join("raft-log.redb");
+    overwrite_with_garbage(&log_file)?;
+    let (success, log) = start_expecting_failure(&cluster, victim)?;
+    assert!(!success, "a member with a corrupt log must not start");
+    assert!(!log.contains("panicked"), "no panic:\n{log}");
+    assert!(log.contains("mqbroker:"), "a clear error:\n{log}");
+
+    // The other two carry on.
+    let result = producer
+        .send(Message::new(TOPIC, Bytes::from_static(b"after")))
+        .await?;
+    assert!(result.queue_offset >= 0);
+    producer.shutdown().await;
+    Ok(())
+}
+
+/// A small tmpfs for one member's data, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_one_member_and_loses_nothing() -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let Some(disk) = SmallDisk::mount(&scratch.path().join("small"), "24m") else {
+        eprintln!(
+            "SKIPPED a_full_disk_stops_one_member_and_loses_nothing: cannot mount a tmpfs (needs root)"
+        );
+        return Ok(());
+    };
+    let mut cluster = TestCluster::start(3, &[])?;
+    let leader = cluster.wait_for_registered_leader(STEP)?;
+    let victim = cluster
+        .members
+        .iter()
+        .map(|m| m.node_id)
+        .find(|id| *id != leader)
+        .unwrap();
+    // Move one follower onto the small disk.
+    cluster.stop_member(victim)?;
+    let small_dir = disk.path.join("member");
+    copy_dir(&cluster.member(victim)?.data_dir.clone(), &small_dir)?;
+    cluster.set_data_dir(victim, small_dir)?;
+    cluster.start_member(victim)?;
+
+    // Produce until the follower's disk is full and it stops (bounded in count and time).
+    let producer = producer(&cluster).await?;
+    let mut acknowledged: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let body = "x".repeat(1024);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut victim_process = cluster.take_process(victim)?.expect("victim runs");
+    let mut victim_status = None;
+    for batch in 0..2000 {
+        let messages: Vec<Message> = (0..32)
+            .map(|i| Message::new(TOPIC, Bytes::from(format!("{batch}-{i}-{body}"))))
+            .collect();
+        if let Ok(result) = producer.send_batch(messages).await {
+            for (i, _) in result.msg_ids.iter().enumerate() {
+                acknowledged.insert(
+                    (result.queue.queue_id, result.queue_offset + i as i64),
+                    format!("{batch}-{i}-"),
+                );
+            }
+        }
+        victim_status = victim_process.try_status()?;
+        if victim_status.is_some() || Instant::now() > deadline {
+            break;
+        }
+    }
+    let status = victim_status
+        .ok_or_else(|| anyhow::anyhow!("the member on the full disk never stopped"))?;
+    let log = victim_process.log_tail();
+    assert!(!status.success(), "it exits with an error");
+    assert!(!log.contains("panicked"), "no panic:\n{log}");
+    assert!(log.contains("mqbroker:"), "a clear error line:\n{log}");
+
+    // The group carries on, and everything acknowledged is there, at its offset.
+    let after = producer
+        .send(Message::new(
+            TOPIC,
+            Bytes::from_static(b"after the disk filled"),
+        ))
+        .await?;
+    assert!(after.queue_offset >= 0);
+    let leader = cluster.wait_for_registered_leader(STEP)?;
+    let leader_addr = cluster.member(leader)?.remoting().to_string();
+    let admin = Admin::new(Some(&cluster.namesrv_addr.to_string()))?;
+    let mut by_queue: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    for ((queue, offset), prefix) in &acknowledged {
+        by_queue
+            .entry(*queue)
+            .or_default()
+            .push((*offset, prefix.clone()));
+    }
+    for (queue_id, expected) in by_queue {
+        let queue = MessageQueue {
+            topic: TOPIC.into(),
+            broker_name: cluster.broker_name.clone(),
+            queue_id,
+        };
+        let read = admin.read_queue(&leader_addr, &queue, 0, 1_000_000).await?;
+        let stored: BTreeMap<i64, String> = read
+            .into_iter()
+            .map(|m| {
+                (
+                    m.queue_offset,
+                    String::from_utf8_lossy(&m.body).into_owned(),
+                )
+            })
+            .collect();
+        for (offset, prefix) in expected {
+            let body = stored
+                .get(&offset)
+                .unwrap_or_else(|| panic!("acknowledged {queue_id}:{offset} is missing"));
+            assert!(
+                body.starts_with(&prefix),
+                "{queue_id}:{offset} holds another message"
+            );
+        }
+    }
+    producer.shutdown().await;
+    drop(cluster);
+    drop(disk);
+    Ok(())
+}
