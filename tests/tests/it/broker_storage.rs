@@ -17,7 +17,7 @@ const STEP: Duration = Duration::from_secs(30);
 
 async fn producer(cluster: &TestCluster) -> anyhow::Result<Producer> {
     Ok(Producer::builder()
-        .namesrv(&cluster.namesrv_addr.to_string())
+        .namesrv(cluster.namesrv_addr.to_string())
         .group("storage-test")
         .build()
         .await?)
