@@ -249,9 +249,10 @@ impl MemberInfo {
         self.state == "Leader"
     }
 
-    /// How many entries `follower` is behind this leader's log.
+    /// How many entries `follower` is behind this leader's log (`None` until the leader
+    /// knows what it holds, e.g. a member down since before this leader was elected).
     pub fn lag_of(&self, follower: u64) -> Option<u64> {
-        let matched = self.followers.as_ref()?.get(&follower)?.unwrap_or(0);
+        let matched = (*self.followers.as_ref()?.get(&follower)?)?;
         Some(self.last_log_index.saturating_sub(matched))
     }
 }
