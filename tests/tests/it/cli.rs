@@ -295,6 +295,24 @@ fn mq_json_outputs_kill_and_down_against_a_script_cluster() {
         unreachable.stderr
     );
 
+    // transfer-leader moves leadership to a follower; the NameServer follows.
+    let target = if leader == 1 { 2 } else { 1 };
+    let target_text = target.to_string();
+    let moved = cluster
+        .mq_json(&[
+            "cluster",
+            "transfer-leader",
+            "-b",
+            "broker-a",
+            "--node-id",
+            &target_text,
+        ])
+        .unwrap();
+    assert_eq!(moved["leader"], target, "{moved}");
+    let leader = target;
+    let status = cluster.mq_json(&["cluster", "status"]).unwrap();
+    assert_eq!(status["groups"][0]["leader"], leader, "{status}");
+
     // kill -9 the leader by its pid file: status shows it down and another leader.
     let killed_pid = cluster.kill_member("broker-a", leader).unwrap();
     let mut last = Value::Null;
