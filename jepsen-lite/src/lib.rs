@@ -10,10 +10,15 @@
 //!   with nftables rules ([`net::netns`]) and per-link TCP proxies ([`net::proxy`]).
 //! - [`schedule`]: the seeded fault schedule and the run profiles; [`executor`] carries a
 //!   schedule out through the [`nemesis::Cluster`] and [`net::Network`] traits and records it.
+//! - [`cluster`]: the cluster under test as processes (`mqnamesrv` + a group of `mqbroker`),
+//!   in namespaces or behind proxies, implementing [`nemesis::Cluster`]; [`http`] talks to
+//!   the members' admin endpoints.
 
 pub mod checker;
+pub mod cluster;
 pub mod executor;
 pub mod history;
+pub mod http;
 pub mod nemesis;
 pub mod net;
 pub mod schedule;

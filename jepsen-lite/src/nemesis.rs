@@ -439,6 +439,8 @@ pub enum ProcessSignal {
     Kill,
     Stop,
     Cont,
+    /// A clean stop (the harness's own teardown, not a fault).
+    Term,
 }
 
 /// Errors sending a signal.
@@ -468,6 +470,7 @@ pub fn send_signal(pid: u32, signal: ProcessSignal) -> Result<(), SignalError> {
         ProcessSignal::Kill => Signal::SIGKILL,
         ProcessSignal::Stop => Signal::SIGSTOP,
         ProcessSignal::Cont => Signal::SIGCONT,
+        ProcessSignal::Term => Signal::SIGTERM,
     };
     kill(Pid::from_raw(raw), sig).map_err(|source| SignalError::Send {
         pid,

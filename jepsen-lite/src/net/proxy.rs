@@ -15,6 +15,12 @@
 //!
 //! Every accept loop and connection is a tracked task with a cancellation token;
 //! [`ProxyNetwork::shutdown`] stops them all and waits.
+//!
+//! A link's source is either fixed ([`ProxyNetwork::add_link`], [`ProxyNetwork::add_link_at`]:
+//! only `from` connects there) or resolved per connection ([`ProxyNetwork::add_inbound_at`]):
+//! Raft peers reach a member at the one address its membership names, so one proxy serves
+//! every source and asks a resolver which node opened each connection (on Linux,
+//! [`socket_owner`] finds the process that holds the connecting socket).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -87,10 +93,46 @@ impl ProxyNetwork {
         to: &str,
         target: SocketAddr,
     ) -> Result<SocketAddr, NetError> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))
+        self.add_link_at(SocketAddr::from(([127, 0, 0, 1], 0)), from, to, target)
+            .await
+    }
+
+    /// Like [`Self::add_link`], listening on `bind` (port 0: an ephemeral port).
+    pub async fn add_link_at(
+        &self,
+        bind: SocketAddr,
+        from: &str,
+        to: &str,
+        target: SocketAddr,
+    ) -> Result<SocketAddr, NetError> {
+        self.listen(bind, LinkSource::Fixed(from.into()), to, target)
+            .await
+    }
+
+    /// A proxy on `bind` for every link into `to`: each accepted connection's source node is
+    /// what `resolve` says of its peer address (`None`: unknown, and no fault applies to it).
+    pub async fn add_inbound_at(
+        &self,
+        bind: SocketAddr,
+        to: &str,
+        target: SocketAddr,
+        resolve: Resolver,
+    ) -> Result<SocketAddr, NetError> {
+        self.listen(bind, LinkSource::Resolve(resolve), to, target)
+            .await
+    }
+
+    async fn listen(
+        &self,
+        bind: SocketAddr,
+        source: LinkSource,
+        to: &str,
+        target: SocketAddr,
+    ) -> Result<SocketAddr, NetError> {
+        let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| NetError::Proxy {
-                context: format!("bind a proxy for {from}->{to}"),
+                context: format!("bind a proxy for ->{to} on {bind}"),
                 source,
             })?;
         let addr = listener.local_addr().map_err(|source| NetError::Proxy {
@@ -98,7 +140,7 @@ impl ProxyNetwork {
             source,
         })?;
         let link = Link {
-            from: from.into(),
+            source,
             to: to.into(),
             target,
             faults: self.faults.subscribe(),
@@ -166,8 +208,20 @@ impl Network for ProxyNetwork {
     }
 }
 
+/// Says which node opened a connection, from its peer address.
+pub type Resolver = Arc<dyn Fn(SocketAddr) -> Option<String> + Send + Sync>;
+
+/// Who connects through a link.
+enum LinkSource {
+    Fixed(String),
+    Resolve(Resolver),
+}
+
+/// The source name of connections whose owner could not be found: no fault names it.
+pub const UNKNOWN_SOURCE: &str = "?unknown";
+
 struct Link {
-    from: String,
+    source: LinkSource,
     to: String,
     target: SocketAddr,
     faults: watch::Receiver<ProxyFaults>,
@@ -183,11 +237,17 @@ impl Link {
                 _ = self.cancel.cancelled() => return,
                 accepted = listener.accept() => accepted,
             };
-            let Ok((client, _)) = accepted else {
+            let Ok((client, peer)) = accepted else {
                 // Transient accept errors (e.g. out of descriptors): keep serving.
                 continue;
             };
-            if self.faults.borrow().is_severed(&self.from, &self.to) {
+            let from = match &self.source {
+                LinkSource::Fixed(name) => name.clone(),
+                LinkSource::Resolve(resolve) => {
+                    resolve(peer).unwrap_or_else(|| UNKNOWN_SOURCE.to_string())
+                }
+            };
+            if self.faults.borrow().is_severed(&from, &self.to) {
                 drop(client);
                 continue;
             }
@@ -196,7 +256,7 @@ impl Link {
                 continue;
             };
             let conn = Conn {
-                from: self.from.clone(),
+                from,
                 to: self.to.clone(),
                 target: self.target,
                 faults: self.faults.clone(),
@@ -357,6 +417,45 @@ async fn pump(
     }
 }
 
+/// Most `/proc/<pid>/fd` entries looked at per process by [`socket_owner`].
+pub const MAX_FDS_SCANNED: usize = 65_536;
+
+/// Which of `processes` (name, pid) holds the TCP socket whose local address is `peer` (the
+/// peer address a proxy sees on accept), from `/proc/net/tcp` and `/proc/<pid>/fd`. `None`
+/// when no listed process holds it (or `/proc` cannot be read). IPv4 only.
+pub fn socket_owner(peer: SocketAddr, processes: &[(String, u32)]) -> Option<String> {
+    let inode = socket_inode(peer, &std::fs::read_to_string("/proc/net/tcp").ok()?)?;
+    let wanted = format!("socket:[{inode}]");
+    processes.iter().find_map(|(name, pid)| {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        fds.take(MAX_FDS_SCANNED)
+            .filter_map(Result::ok)
+            .any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.as_os_str() == wanted.as_str())
+            })
+            .then(|| name.clone())
+    })
+}
+
+/// The inode of the socket bound locally to `local` in a `/proc/net/tcp` table.
+fn socket_inode(local: SocketAddr, table: &str) -> Option<u64> {
+    let SocketAddr::V4(local) = local else {
+        return None;
+    };
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (ip_hex, port_hex) = fields.get(1)?.split_once(':')?;
+        // The kernel prints the address as the u32 it stores (network order, read natively).
+        let ip = u32::from_str_radix(ip_hex, 16).ok()?;
+        let port = u16::from_str_radix(port_hex, 16).ok()?;
+        let ip = std::net::Ipv4Addr::from(ip.to_le_bytes());
+        (ip == *local.ip() && port == local.port())
+            .then(|| fields.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,6 +587,41 @@ mod tests {
         let mut fresh = TcpStream::connect(addr).await.unwrap();
         fresh.write_all(b"back").await.unwrap();
         assert_eq!(read_some(&mut fresh, MUST_MS).await.unwrap(), b"back");
+        net.shutdown().await;
+        servers.close();
+    }
+
+    #[test]
+    fn inodes_come_from_the_tcp_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:C35A 0200007F:2A9F 01 00000000:00000000 00:00000000 00000000     0        0 4242 1 0\n";
+        let local: SocketAddr = "127.0.0.1:50010".parse().unwrap();
+        assert_eq!(socket_inode(local, table), Some(4242));
+        let other: SocketAddr = "127.0.0.1:50011".parse().unwrap();
+        assert_eq!(socket_inode(other, table), None);
+    }
+
+    #[tokio::test]
+    async fn inbound_links_resolve_their_source_per_connection() {
+        let servers = TaskTracker::new();
+        let (target, _received) = echo_server(&servers).await;
+        let net = ProxyNetwork::new();
+        let me = std::process::id();
+        // This test process opens the connection, so it is found as "a".
+        let resolve: Resolver = Arc::new(move |peer| socket_owner(peer, &[("a".into(), me)]));
+        let addr = net
+            .add_inbound_at("127.0.0.1:0".parse().unwrap(), "b", target, resolve)
+            .await
+            .unwrap();
+        net.partition(&s(&["a"]), &s(&["b"])).await.unwrap();
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"cut").await.unwrap();
+        assert_eq!(read_some(&mut conn, MUST_NOT_MS).await, None);
+        net.heal().await.unwrap();
+        assert_eq!(read_some(&mut conn, MUST_MS).await.unwrap(), b"cut");
+        // A partition naming someone else leaves this connection alone.
+        net.partition(&s(&["c"]), &s(&["b"])).await.unwrap();
+        conn.write_all(b"ok").await.unwrap();
+        assert_eq!(read_some(&mut conn, MUST_MS).await.unwrap(), b"ok");
         net.shutdown().await;
         servers.close();
     }

@@ -1,0 +1,1155 @@
+//! The cluster under test as processes: one `mqnamesrv` and one broker group of `mqbroker`
+//! members, implementing the nemesis's [`Cluster`] trait.
+//!
+//! Two network layouts ([`NetChoice`]):
+//! - namespaces (root, `ip` + `nft`): every process in its own network namespace on a bridge
+//!   ([`Netns`]); each listens on its namespace address with RocketMQ's usual ports; the harness
+//!   and its clients are the node [`HOST`]; faults are nftables rules.
+//! - proxies (anywhere): every process on its own loopback address `127.a.b.N`, really
+//!   listening on shifted ports, and reached through TCP proxies on the usual ports
+//!   ([`ProxyNetwork`]): clients -> member, member -> NameServer (each member is given its
+//!   own NameServer address), and member -> member for Raft (one proxy per member; the
+//!   connecting member is found from the socket's owner, see [`crate::net::proxy::socket_owner`]).
+//!   Admin HTTP is not proxied (it is the harness's control plane).
+//!
+//! Members are named `n1..nN` (node names in faults and the history). Each keeps its data
+//! directory across kills and restarts. A membership change removes a member through the
+//! leader's admin HTTP and stops it; adding it back starts a fresh `--join` member (new Raft
+//! id `base + 10 * generation`, empty data directory, same name and addresses), adds it as a
+//! learner, then makes it a voter. Every process started is tracked by its `Child` and stopped
+//! by pid at [`ProcessCluster::shutdown`] (or killed on drop).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::http;
+use crate::nemesis::{Cluster, ClusterError, ProcessSignal, send_signal};
+use crate::net::netns::{self, Netns};
+use crate::net::proxy::{ProxyNetwork, Resolver, socket_owner};
+use crate::net::{HOST, NetError, Network};
+
+/// The broker group's name (one Raft group).
+pub const BROKER_NAME: &str = "broker-a";
+/// The NameServer's node name in faults.
+pub const NAMESRV_NODE: &str = "namesrv";
+/// RocketMQ's ports, used on every member's own address.
+pub const REMOTING_PORT: u16 = 10911;
+pub const RAFT_PORT: u16 = 10912;
+pub const ADMIN_PORT: u16 = 10913;
+pub const NAMESRV_PORT: u16 = 9876;
+pub const NAMESRV_ADMIN_PORT: u16 = 9877;
+/// In the proxy layout, processes really listen this much above the usual ports.
+pub const PROXY_PORT_SHIFT: u16 = 10_000;
+/// In the proxy layout, member N reaches the NameServer on `NAMESRV_PORT + offset + N`.
+pub const PROXY_NAMESRV_MEMBER_PORT_OFFSET: u16 = 4;
+/// The last octet of the NameServer's loopback address in the proxy layout.
+const PROXY_NAMESRV_OCTET: u8 = 100;
+/// Largest group: Raft ids and addresses are laid out for this many.
+pub const MAX_MEMBERS: usize = 9;
+/// A member re-added after removal gets Raft id `base + stride * generation`.
+pub const REJOIN_ID_STRIDE: u64 = 10;
+/// How often members register with the NameServer (RocketMQ's 30 s is slow for fault runs).
+pub const REGISTER_INTERVAL_MS: u64 = 5_000;
+/// How long a process may take to print its "listening" line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// One admin HTTP call (status reads).
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A membership change or add-learner call (the leader waits for a learner to catch up).
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a process may take to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Polling period of every wait in this module.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long membership operations wait for a leader to talk to.
+pub const LEADER_WAIT: Duration = Duration::from_secs(20);
+/// Bytes of a log quoted in errors.
+const LOG_TAIL_BYTES: u64 = 3_000;
+
+/// Which network layout to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum NetChoice {
+    /// Namespaces when they can be made here, proxies otherwise.
+    Auto,
+    Netns,
+    Proxy,
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Members of the broker group (3 or 5 in the profiles).
+    pub members: usize,
+    /// Where `mqbroker` and `mqnamesrv` are.
+    pub bin_dir: PathBuf,
+    /// The scenario's directory: `data/` and `logs/` are made below it.
+    pub dir: PathBuf,
+    pub net: NetChoice,
+    /// TEST ONLY: start brokers with `--unsafe-ack-before-commit`.
+    pub unsafe_ack_before_commit: bool,
+}
+
+/// Errors of starting, controlling and stopping the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("{0}")]
+    Process(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("bad settings: {0}")]
+    Settings(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let what = what.into();
+    move |source| HarnessError::Io { what, source }
+}
+
+/// The network of either layout.
+#[derive(Clone, Debug)]
+pub enum AnyNet {
+    Netns(Netns),
+    Proxy(ProxyNetwork),
+}
+
+impl AnyNet {
+    /// `"netns"` or `"proxy"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyNet::Netns(_) => "netns",
+            AnyNet::Proxy(_) => "proxy",
+        }
+    }
+}
+
+impl Network for AnyNet {
+    async fn partition(&self, a: &[String], b: &[String]) -> Result<(), NetError> {
+        match self {
+            AnyNet::Netns(n) => n.partition(a, b).await,
+            AnyNet::Proxy(p) => p.partition(a, b).await,
+        }
+    }
+    async fn one_way(&self, from: &[String], to: &[String]) -> Result<(), NetError> {
+        match self {
+            AnyNet::Netns(n) => n.one_way(from, to).await,
+            AnyNet::Proxy(p) => p.one_way(from, to).await,
+        }
+    }
+    async fn lossy(&self, a: &[String], b: &[String], percent: u8) -> Result<(), NetError> {
+        match self {
+            AnyNet::Netns(n) => n.lossy(a, b, percent).await,
+            AnyNet::Proxy(p) => p.lossy(a, b, percent).await,
+        }
+    }
+    async fn heal(&self) -> Result<(), NetError> {
+        match self {
+            AnyNet::Netns(n) => n.heal().await,
+            AnyNet::Proxy(p) => p.heal().await,
+        }
+    }
+}
+
+/// Where one member listens and is reached.
+#[derive(Clone, Debug)]
+struct MemberAddrs {
+    /// What clients dial (and what the member advertises).
+    remoting: SocketAddr,
+    /// What the member binds for clients.
+    listen: SocketAddr,
+    /// The Raft address in the group's membership (what peers dial).
+    raft_peer: SocketAddr,
+    raft_listen: SocketAddr,
+    admin: SocketAddr,
+    /// The NameServer address this member is given.
+    namesrv: SocketAddr,
+}
+
+struct MemberSlot {
+    name: String,
+    /// 1-based position: the base Raft id and the address octet.
+    index: u64,
+    raft_id: u64,
+    generation: u64,
+    addrs: MemberAddrs,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    /// Started with `--join` (re-added after a removal).
+    join: bool,
+    /// Taken out of the group by a membership change and not added back yet.
+    removed: bool,
+}
+
+struct State {
+    namesrv: Option<Child>,
+    members: Vec<MemberSlot>,
+}
+
+/// What `GET /raft` on a member says (the fields the harness uses).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftStatus {
+    pub node_id: u64,
+    pub state: String,
+    pub term: u64,
+    #[serde(default)]
+    pub leader: Option<u64>,
+    #[serde(default)]
+    pub last_log_index: Option<u64>,
+    #[serde(default)]
+    pub applied_index: Option<u64>,
+    #[serde(default)]
+    pub voters: BTreeSet<u64>,
+    #[serde(default)]
+    pub learners: BTreeSet<u64>,
+}
+
+/// The NameServer and the broker group, as processes. Shared (`Arc`) by the nemesis and the
+/// workloads.
+pub struct ProcessCluster {
+    spec: ClusterSpec,
+    net: Arc<AnyNet>,
+    /// What clients (the harness) dial for the NameServer.
+    namesrv_addr: SocketAddr,
+    namesrv_admin: SocketAddr,
+    namesrv_log: PathBuf,
+    state: Mutex<State>,
+    /// Running member pids by name, for the proxy layout's source resolution.
+    pids: Arc<Mutex<Vec<(String, u32)>>>,
+}
+
+impl std::fmt::Debug for ProcessCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessCluster")
+            .field("net", &self.net.kind())
+            .field("namesrv", &self.namesrv_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A loopback prefix `127.a.b` unlikely to collide with another run on this machine.
+fn loopback_prefix() -> (u8, u8) {
+    let seed = std::process::id().wrapping_mul(7919);
+    (100 + (seed % 150) as u8, ((seed / 150) % 250) as u8 + 1)
+}
+
+fn shifted(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port() + PROXY_PORT_SHIFT)
+}
+
+/// The member names of a group of `n`.
+pub fn member_names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("n{i}")).collect()
+}
+
+fn binary(dir: &Path, name: &str) -> Result<PathBuf, HarnessError> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Settings(format!(
+            "{} does not exist; build it with `cargo build -p raftmq-broker -p raftmq-namesrv` or pass --bin-dir",
+            path.display()
+        )))
+    }
+}
+
+/// Text of `path` from byte `from` on (at most the whole file).
+fn read_from(path: &Path, from: u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    if file.seek(SeekFrom::Start(from)).is_err() {
+        return String::new();
+    }
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    text
+}
+
+fn log_tail(path: &Path) -> String {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    read_from(path, len.saturating_sub(LOG_TAIL_BYTES))
+}
+
+/// Opens `path` for appending and writes a marker line; returns the file and the offset where
+/// the new process's output starts.
+fn open_log(path: &Path, marker: &str) -> Result<(File, u64), HarnessError> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    writeln!(file, "=== jepsen-lite: {marker} ===")
+        .map_err(io_err(format!("writing {}", path.display())))?;
+    let offset = file
+        .metadata()
+        .map_err(io_err(format!("reading {}", path.display())))?
+        .len();
+    Ok((file, offset))
+}
+
+impl ProcessCluster {
+    /// Sets up the network, starts the NameServer and every member, and waits until the group
+    /// has a leader that the NameServer lists. On failure everything started is stopped.
+    pub async fn start(spec: ClusterSpec) -> Result<Arc<ProcessCluster>, HarnessError> {
+        if !(1..=MAX_MEMBERS).contains(&spec.members) {
+            return Err(HarnessError::Settings(format!(
+                "{} members; 1..={MAX_MEMBERS} supported",
+                spec.members
+            )));
+        }
+        let names = member_names(spec.members);
+        let data = spec.dir.join("data");
+        let logs = spec.dir.join("logs");
+        for dir in [&data, &logs] {
+            std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        }
+        let use_netns = match spec.net {
+            NetChoice::Proxy => false,
+            NetChoice::Netns => {
+                netns::support()?;
+                true
+            }
+            NetChoice::Auto => match netns::support() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::info!(reason = %e, "network namespaces unavailable; using TCP proxies");
+                    false
+                }
+            },
+        };
+        let pids: Arc<Mutex<Vec<(String, u32)>>> = Arc::new(Mutex::new(Vec::new()));
+        let (net, namesrv_addr, namesrv_admin, member_addrs) = if use_netns {
+            let mut nodes: Vec<String> = vec![NAMESRV_NODE.to_string()];
+            nodes.extend(names.iter().cloned());
+            let ns = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                Netns::create(&refs)
+            })
+            .await
+            .map_err(|e| HarnessError::Process(format!("namespace setup task: {e}")))??;
+            let ns_ip = ns.ip(NAMESRV_NODE)?;
+            let namesrv = SocketAddr::from((ns_ip, NAMESRV_PORT));
+            let mut addrs = Vec::new();
+            for name in &names {
+                let ip = ns.ip(name)?;
+                addrs.push(MemberAddrs {
+                    remoting: SocketAddr::from((ip, REMOTING_PORT)),
+                    listen: SocketAddr::from((ip, REMOTING_PORT)),
+                    raft_peer: SocketAddr::from((ip, RAFT_PORT)),
+                    raft_listen: SocketAddr::from((ip, RAFT_PORT)),
+                    admin: SocketAddr::from((ip, ADMIN_PORT)),
+                    namesrv,
+                });
+            }
+            (
+                AnyNet::Netns(ns),
+                namesrv,
+                SocketAddr::from((ns_ip, NAMESRV_ADMIN_PORT)),
+                addrs,
+            )
+        } else {
+            let (a, b) = loopback_prefix();
+            let ns_ip = Ipv4Addr::new(127, a, b, PROXY_NAMESRV_OCTET);
+            let namesrv = SocketAddr::from((ns_ip, NAMESRV_PORT));
+            let proxy = ProxyNetwork::new();
+            proxy
+                .add_link_at(namesrv, HOST, NAMESRV_NODE, shifted(namesrv))
+                .await?;
+            let mut addrs = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                let index = i as u16 + 1;
+                let ip = Ipv4Addr::new(127, a, b, index as u8);
+                let remoting = SocketAddr::from((ip, REMOTING_PORT));
+                let raft_peer = SocketAddr::from((ip, RAFT_PORT));
+                let member_namesrv = SocketAddr::from((
+                    ns_ip,
+                    NAMESRV_PORT + PROXY_NAMESRV_MEMBER_PORT_OFFSET + index,
+                ));
+                proxy
+                    .add_link_at(remoting, HOST, name, shifted(remoting))
+                    .await?;
+                proxy
+                    .add_link_at(member_namesrv, name, NAMESRV_NODE, shifted(namesrv))
+                    .await?;
+                let table = pids.clone();
+                let resolve: Resolver = Arc::new(move |peer| {
+                    let processes = lock(&table).clone();
+                    socket_owner(peer, &processes)
+                });
+                proxy
+                    .add_inbound_at(raft_peer, name, shifted(raft_peer), resolve)
+                    .await?;
+                addrs.push(MemberAddrs {
+                    remoting,
+                    listen: shifted(remoting),
+                    raft_peer,
+                    raft_listen: shifted(raft_peer),
+                    admin: SocketAddr::from((ip, ADMIN_PORT)),
+                    namesrv: member_namesrv,
+                });
+            }
+            (
+                AnyNet::Proxy(proxy),
+                namesrv,
+                SocketAddr::from((ns_ip, NAMESRV_ADMIN_PORT)),
+                addrs,
+            )
+        };
+        let members = names
+            .iter()
+            .zip(member_addrs)
+            .enumerate()
+            .map(|(i, (name, addrs))| MemberSlot {
+                name: name.clone(),
+                index: i as u64 + 1,
+                raft_id: i as u64 + 1,
+                generation: 0,
+                addrs,
+                data_dir: data.join(name),
+                log_path: logs.join(format!("{name}.log")),
+                child: None,
+                join: false,
+                removed: false,
+            })
+            .collect();
+        let cluster = Arc::new(ProcessCluster {
+            namesrv_log: logs.join("namesrv.log"),
+            spec,
+            net: Arc::new(net),
+            namesrv_addr,
+            namesrv_admin,
+            state: Mutex::new(State {
+                namesrv: None,
+                members,
+            }),
+            pids,
+        });
+        match cluster.start_all().await {
+            Ok(()) => Ok(cluster),
+            Err(e) => {
+                let _ = cluster.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_all(&self) -> Result<(), HarnessError> {
+        self.start_namesrv().await?;
+        for name in self.members() {
+            self.spawn_member(&name).await?;
+        }
+        self.wait_for_registered_leader(START_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// The network faults are injected through.
+    pub fn net(&self) -> Arc<AnyNet> {
+        self.net.clone()
+    }
+
+    /// The NameServer address clients use.
+    pub fn namesrv_addr(&self) -> SocketAddr {
+        self.namesrv_addr
+    }
+
+    /// The directory of member logs.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.spec.dir.join("logs")
+    }
+
+    /// Member names by the remoting address clients see (for the history's `node`).
+    pub fn names_by_addr(&self) -> BTreeMap<String, String> {
+        lock(&self.state)
+            .members
+            .iter()
+            .map(|m| (m.addrs.remoting.to_string(), m.name.clone()))
+            .collect()
+    }
+
+    /// Every member slot's name and remoting address, removed ones included (a drain reads
+    /// every member that runs).
+    pub fn remoting_addrs(&self) -> Vec<(String, SocketAddr)> {
+        lock(&self.state)
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.addrs.remoting))
+            .collect()
+    }
+
+    /// A member's Raft id now (it changes when the member is re-added).
+    pub fn raft_id(&self, member: &str) -> Option<u64> {
+        lock(&self.state)
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| m.raft_id)
+    }
+
+    fn name_of_id(&self, id: u64) -> Option<String> {
+        lock(&self.state)
+            .members
+            .iter()
+            .find(|m| m.raft_id == id)
+            .map(|m| m.name.clone())
+    }
+
+    fn admin_of(&self, member: &str) -> Option<SocketAddr> {
+        lock(&self.state)
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| m.addrs.admin)
+    }
+
+    fn update_pids(&self, state: &State) {
+        let table: Vec<(String, u32)> = state
+            .members
+            .iter()
+            .filter_map(|m| m.child.as_ref().map(|c| (m.name.clone(), c.id())))
+            .collect();
+        *lock(&self.pids) = table;
+    }
+
+    fn command(&self, node: &str, program: &Path) -> Result<Command, HarnessError> {
+        Ok(match self.net.as_ref() {
+            AnyNet::Netns(ns) => ns.command(node, program)?,
+            AnyNet::Proxy(_) => Command::new(program),
+        })
+    }
+
+    async fn start_namesrv(&self) -> Result<(), HarnessError> {
+        let bin = binary(&self.spec.bin_dir, "mqnamesrv")?;
+        let listen = match self.net.as_ref() {
+            AnyNet::Netns(_) => self.namesrv_addr,
+            AnyNet::Proxy(_) => shifted(self.namesrv_addr),
+        };
+        let (log, offset) = open_log(&self.namesrv_log, "starting namesrv")?;
+        let mut cmd = self.command(NAMESRV_NODE, &bin)?;
+        cmd.args(["--listen", &listen.to_string()])
+            .args(["--admin-listen", &self.namesrv_admin.to_string()])
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "1");
+        let child = spawn_logged(cmd, log, &self.namesrv_log)?;
+        lock(&self.state).namesrv = Some(child);
+        self.wait_for_line(None, &self.namesrv_log, offset, "mqnamesrv listening")
+            .await
+    }
+
+    /// Starts a member's process (its slot must have none running) and waits for its
+    /// "listening" line.
+    async fn spawn_member(&self, member: &str) -> Result<(), HarnessError> {
+        let bin = binary(&self.spec.bin_dir, "mqbroker")?;
+        let (cmd, log_path, offset) = {
+            let mut state = lock(&self.state);
+            let peers: String = state
+                .members
+                .iter()
+                .map(|m| format!("{}={}", m.index, m.addrs.raft_peer))
+                .collect::<Vec<_>>()
+                .join(",");
+            let slot = state
+                .members
+                .iter_mut()
+                .find(|m| m.name == member)
+                .ok_or_else(|| HarnessError::Process(format!("unknown member {member}")))?;
+            if let Some(child) = slot.child.as_mut()
+                && matches!(child.try_wait(), Ok(None))
+            {
+                return Err(HarnessError::Process(format!(
+                    "{member} is already running"
+                )));
+            }
+            let (log, offset) = open_log(
+                &slot.log_path,
+                &format!(
+                    "starting {member} (raft id {}, generation {}{})",
+                    slot.raft_id,
+                    slot.generation,
+                    if slot.join { ", --join" } else { "" }
+                ),
+            )?;
+            let mut cmd = self.command(member, &bin)?;
+            cmd.args(["-n", &slot.addrs.namesrv.to_string()])
+                .args(["--broker-name", BROKER_NAME])
+                .args(["--node-id", &slot.raft_id.to_string()])
+                .args(["--listen", &slot.addrs.listen.to_string()])
+                .args(["--raft-listen", &slot.addrs.raft_listen.to_string()])
+                .args(["--admin-listen", &slot.addrs.admin.to_string()])
+                .args(["--register-interval-ms", &REGISTER_INTERVAL_MS.to_string()])
+                .arg("--data-dir")
+                .arg(&slot.data_dir)
+                .env("NO_COLOR", "1")
+                .env("RUST_BACKTRACE", "1");
+            if slot.addrs.listen != slot.addrs.remoting {
+                cmd.args(["--advertise", &slot.addrs.remoting.to_string()]);
+            }
+            if slot.join {
+                cmd.arg("--join");
+            } else {
+                cmd.args(["--peers", &peers]);
+            }
+            if self.spec.unsafe_ack_before_commit {
+                cmd.arg("--unsafe-ack-before-commit");
+            }
+            // Reap a previous (killed) process before replacing it.
+            if let Some(mut old) = slot.child.take() {
+                let _ = old.kill();
+                let _ = old.wait();
+            }
+            let child = spawn_logged(cmd, log, &slot.log_path)?;
+            tracing::info!(
+                member,
+                pid = child.id(),
+                raft_id = slot.raft_id,
+                "member started"
+            );
+            slot.child = Some(child);
+            let log_path = slot.log_path.clone();
+            self.update_pids(&state);
+            (member.to_string(), log_path, offset)
+        };
+        self.wait_for_line(Some(&cmd), &log_path, offset, "mqbroker listening")
+            .await
+    }
+
+    /// Waits until the process's log (from `offset`) has a line starting with `prefix`;
+    /// fails early if the process exits.
+    async fn wait_for_line(
+        &self,
+        member: Option<&str>,
+        log: &Path,
+        offset: u64,
+        prefix: &str,
+    ) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if read_from(log, offset)
+                .lines()
+                .any(|line| line.starts_with(prefix))
+            {
+                return Ok(());
+            }
+            let exited = {
+                let mut state = lock(&self.state);
+                let child = match member {
+                    Some(name) => state
+                        .members
+                        .iter_mut()
+                        .find(|m| m.name == name)
+                        .and_then(|m| m.child.as_mut()),
+                    None => state.namesrv.as_mut(),
+                };
+                match child {
+                    Some(c) => c.try_wait().ok().flatten().map(|s| s.to_string()),
+                    None => Some("no process".into()),
+                }
+            };
+            if let Some(status) = exited {
+                return Err(HarnessError::Process(format!(
+                    "{} exited ({status}) before listening; log tail:\n{}",
+                    member.unwrap_or(NAMESRV_NODE),
+                    log_tail(log)
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "{} did not print {prefix:?} within {START_TIMEOUT:?}; log tail:\n{}",
+                    member.unwrap_or(NAMESRV_NODE),
+                    log_tail(log)
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// `GET /raft` of one member.
+    pub async fn raft_status(&self, member: &str) -> Result<RaftStatus, String> {
+        let addr = self
+            .admin_of(member)
+            .ok_or_else(|| format!("unknown member {member}"))?;
+        let response = http::get(addr, "/raft", ADMIN_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.is_success() {
+            return Err(format!("GET /raft on {member}: HTTP {}", response.status));
+        }
+        serde_json::from_str(&response.body).map_err(|e| format!("GET /raft on {member}: {e}"))
+    }
+
+    /// The status of every member that runs and answers, by name.
+    pub async fn statuses(&self) -> BTreeMap<String, RaftStatus> {
+        let running: Vec<String> = self
+            .all_names()
+            .into_iter()
+            .filter(|m| self.pid(m).is_some())
+            .collect();
+        let asks = running.iter().map(|m| self.raft_status(m));
+        let answers = futures::future::join_all(asks).await;
+        running
+            .into_iter()
+            .zip(answers)
+            .filter_map(|(m, a)| a.ok().map(|s| (m, s)))
+            .collect()
+    }
+
+    fn all_names(&self) -> Vec<String> {
+        lock(&self.state)
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// The leader a majority of the voters it names agree on, from what the members say.
+    pub async fn current_leader(&self) -> Option<(String, RaftStatus)> {
+        let statuses = self.statuses().await;
+        let claim = statuses
+            .iter()
+            .filter(|(_, s)| s.state == "Leader" && s.leader == Some(s.node_id))
+            .max_by_key(|(_, s)| s.term)?;
+        let (name, status) = claim;
+        let agreeing = statuses
+            .values()
+            .filter(|s| s.leader == Some(status.node_id) && s.term == status.term)
+            .count();
+        let voters = status.voters.len().max(1);
+        (agreeing * 2 > voters).then(|| (name.clone(), status.clone()))
+    }
+
+    /// Waits for an agreed leader.
+    pub async fn wait_for_leader(
+        &self,
+        timeout: Duration,
+    ) -> Result<(String, RaftStatus), HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.current_leader().await {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "no agreed leader within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// How many messages `topic` holds on `member` (the sum of its queues' end offsets, from
+    /// `GET /topics`; `Some(0)` when the member does not know the topic).
+    pub async fn stored_messages(&self, member: &str, topic: &str) -> Option<u64> {
+        let addr = self.admin_of(member)?;
+        let response = http::get(addr, "/topics", ADMIN_TIMEOUT).await.ok()?;
+        if !response.is_success() {
+            return None;
+        }
+        let topics: Vec<serde_json::Value> = serde_json::from_str(&response.body).ok()?;
+        let Some(found) = topics.iter().find(|t| t["name"] == topic) else {
+            return Some(0);
+        };
+        let queues = found["queues"].as_object()?;
+        Some(
+            queues
+                .values()
+                .filter_map(|range| range.get(1).and_then(serde_json::Value::as_u64))
+                .sum(),
+        )
+    }
+
+    /// The address the NameServer lists in the group's master slot.
+    pub async fn namesrv_leader_addr(&self) -> Option<String> {
+        let response = http::get(self.namesrv_admin, "/brokers", ADMIN_TIMEOUT)
+            .await
+            .ok()?;
+        let groups: Vec<serde_json::Value> = serde_json::from_str(&response.body).ok()?;
+        groups
+            .iter()
+            .find(|g| g["broker_name"] == BROKER_NAME)
+            .and_then(|g| g["leader"].as_str())
+            .map(str::to_string)
+    }
+
+    /// Waits until the group has a leader and the NameServer lists it as master.
+    pub async fn wait_for_registered_leader(
+        &self,
+        timeout: Duration,
+    ) -> Result<String, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((name, _)) = self.current_leader().await {
+                let want = lock(&self.state)
+                    .members
+                    .iter()
+                    .find(|m| m.name == name)
+                    .map(|m| m.addrs.remoting.to_string());
+                if want.is_some() && self.namesrv_leader_addr().await == want {
+                    return Ok(name);
+                }
+            }
+            if Instant::now() >= deadline {
+                let tails: Vec<String> = lock(&self.state)
+                    .members
+                    .iter()
+                    .map(|m| format!("{}:\n{}", m.name, log_tail(&m.log_path)))
+                    .collect();
+                return Err(HarnessError::Timeout(format!(
+                    "no leader registered with the NameServer within {timeout:?}; logs:\n{}",
+                    tails.join("\n")
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until every member of the group runs, agrees on one leader and term, and has
+    /// applied everything the leader has in its log. Returns how long that took.
+    pub async fn wait_converged(&self, timeout: Duration) -> Result<Duration, HarnessError> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        loop {
+            let members = self.members();
+            let statuses = self.statuses().await;
+            let leader = statuses
+                .values()
+                .find(|s| s.state == "Leader" && s.leader == Some(s.node_id));
+            let last = match leader {
+                Some(l) => {
+                    let top = l.last_log_index.unwrap_or(0);
+                    let lagging: Vec<String> = members
+                        .iter()
+                        .filter(|m| {
+                            statuses.get(*m).is_none_or(|s| {
+                                s.leader != Some(l.node_id)
+                                    || s.term != l.term
+                                    || s.applied_index.unwrap_or(0) < top
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                    if lagging.is_empty() {
+                        return Ok(start.elapsed());
+                    }
+                    format!("leader {} at {top}; not there yet: {lagging:?}", l.node_id)
+                }
+                None => "no leader".to_string(),
+            };
+            if Instant::now() >= deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "the group did not converge within {timeout:?}: {last}"
+                )));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    async fn leader_admin(&self) -> Result<(String, SocketAddr, RaftStatus), ClusterError> {
+        let (name, status) = self
+            .wait_for_leader(LEADER_WAIT)
+            .await
+            .map_err(|e| ClusterError::Membership(e.to_string()))?;
+        let admin = self
+            .admin_of(&name)
+            .ok_or_else(|| ClusterError::UnknownMember(name.clone()))?;
+        Ok((name, admin, status))
+    }
+
+    async fn post(
+        &self,
+        admin: SocketAddr,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<(), ClusterError> {
+        let response = http::post_json(admin, path, &body, MEMBERSHIP_TIMEOUT)
+            .await
+            .map_err(|e| ClusterError::Membership(e.to_string()))?;
+        if response.is_success() {
+            Ok(())
+        } else {
+            Err(ClusterError::Membership(format!(
+                "POST {path} {body}: HTTP {}: {}",
+                response.status, response.body
+            )))
+        }
+    }
+
+    /// Sends SIGKILL to a member's process (if any) and reaps it.
+    fn kill_and_reap(&self, member: &str) {
+        let mut state = lock(&self.state);
+        if let Some(slot) = state.members.iter_mut().find(|m| m.name == member)
+            && let Some(mut child) = slot.child.take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.update_pids(&state);
+    }
+
+    /// Stops every process (SIGCONT, SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]) and tears
+    /// the network down. Safe to call more than once. Returns what went wrong, if anything.
+    pub async fn shutdown(&self) -> Result<(), HarnessError> {
+        let children: Vec<(String, Child)> = {
+            let mut state = lock(&self.state);
+            let mut all: Vec<(String, Child)> = state
+                .members
+                .iter_mut()
+                .filter_map(|m| m.child.take().map(|c| (m.name.clone(), c)))
+                .collect();
+            if let Some(ns) = state.namesrv.take() {
+                all.push((NAMESRV_NODE.into(), ns));
+            }
+            self.update_pids(&state);
+            all
+        };
+        let mut problems = Vec::new();
+        let stopped = tokio::task::spawn_blocking(move || {
+            let mut problems = Vec::new();
+            for (name, mut child) in children {
+                if let Err(e) = stop_child(&mut child) {
+                    problems.push(format!("{name}: {e}"));
+                }
+            }
+            problems
+        })
+        .await;
+        match stopped {
+            Ok(p) => problems.extend(p),
+            Err(e) => problems.push(format!("stopping processes: {e}")),
+        }
+        match self.net.as_ref() {
+            AnyNet::Netns(ns) => {
+                let ns = ns.clone();
+                match tokio::task::spawn_blocking(move || ns.teardown()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => problems.push(e.to_string()),
+                    Err(e) => problems.push(format!("namespace teardown: {e}")),
+                }
+            }
+            AnyNet::Proxy(p) => p.shutdown().await,
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(HarnessError::Process(problems.join("; ")))
+        }
+    }
+}
+
+fn spawn_logged(mut cmd: Command, log: File, path: &Path) -> Result<Child, HarnessError> {
+    let err_log = log
+        .try_clone()
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err_log))
+        .spawn()
+        .map_err(io_err(format!("starting {cmd:?}")))
+}
+
+/// SIGCONT (a paused process cannot handle SIGTERM), SIGTERM, wait, then SIGKILL.
+fn stop_child(child: &mut Child) -> Result<(), String> {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return Ok(());
+    }
+    let pid = child.id();
+    let _ = send_signal(pid, ProcessSignal::Cont);
+    let _ = send_signal(pid, ProcessSignal::Term);
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child
+        .wait()
+        .map(|_| ())
+        .map_err(|e| format!("pid {pid} did not exit: {e}"))?;
+    Err(format!(
+        "pid {pid} ignored SIGTERM for {STOP_TIMEOUT:?} and was killed"
+    ))
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        // The last resort when shutdown() was not reached (an error or a panic): kill by pid.
+        let mut state = lock(&self.state);
+        let namesrv = state.namesrv.take();
+        for mut child in state
+            .members
+            .iter_mut()
+            .filter_map(|m| m.child.take())
+            .chain(namesrv)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Cluster for ProcessCluster {
+    fn members(&self) -> Vec<String> {
+        lock(&self.state)
+            .members
+            .iter()
+            .filter(|m| !m.removed)
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    fn others(&self) -> Vec<String> {
+        vec![NAMESRV_NODE.into(), HOST.into()]
+    }
+
+    fn pid(&self, member: &str) -> Option<u32> {
+        let mut state = lock(&self.state);
+        let slot = state.members.iter_mut().find(|m| m.name == member)?;
+        let child = slot.child.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            _ => None,
+        }
+    }
+
+    async fn leader(&self) -> Option<String> {
+        self.current_leader().await.map(|(name, _)| name)
+    }
+
+    async fn restart(&self, member: &str) -> Result<(), ClusterError> {
+        let removed = lock(&self.state)
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| m.removed)
+            .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
+        if removed {
+            // Not in the group: it comes back through add_member.
+            return Ok(());
+        }
+        if self.pid(member).is_some() {
+            return Ok(());
+        }
+        self.spawn_member(member)
+            .await
+            .map_err(|e| ClusterError::Control {
+                member: member.into(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn remove_member(&self, member: &str) -> Result<(), ClusterError> {
+        let id = self
+            .raft_id(member)
+            .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
+        let (_, admin, status) = self.leader_admin().await?;
+        if !status.voters.contains(&id) {
+            return Err(ClusterError::Membership(format!(
+                "{member} (raft id {id}) is not a voter: {:?}",
+                status.voters
+            )));
+        }
+        let voters: Vec<u64> = status.voters.iter().copied().filter(|v| *v != id).collect();
+        self.post(
+            admin,
+            "/raft/change-membership",
+            serde_json::json!({"voters": voters, "retain": false}),
+        )
+        .await?;
+        // Out of the group: stop it (a removed member left running would campaign).
+        self.kill_and_reap(member);
+        if let Some(slot) = lock(&self.state)
+            .members
+            .iter_mut()
+            .find(|m| m.name == member)
+        {
+            slot.removed = true;
+        }
+        Ok(())
+    }
+
+    async fn add_member(&self, member: &str) -> Result<(), ClusterError> {
+        let current = self
+            .raft_id(member)
+            .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
+        let (_, admin, status) = self.leader_admin().await?;
+        if status.voters.contains(&current) {
+            // The removal never took effect: just make sure it runs.
+            if let Some(slot) = lock(&self.state)
+                .members
+                .iter_mut()
+                .find(|m| m.name == member)
+            {
+                slot.removed = false;
+            }
+            return self.restart(member).await;
+        }
+        // A fresh member: new Raft id, empty data directory, --join.
+        self.kill_and_reap(member);
+        let (new_id, raft_peer) = {
+            let mut state = lock(&self.state);
+            let data_root = self.spec.dir.join("data");
+            let slot = state
+                .members
+                .iter_mut()
+                .find(|m| m.name == member)
+                .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
+            slot.generation += 1;
+            slot.raft_id = slot.index + REJOIN_ID_STRIDE * slot.generation;
+            slot.data_dir = data_root.join(format!("{member}.g{}", slot.generation));
+            slot.join = true;
+            slot.removed = false;
+            (slot.raft_id, slot.addrs.raft_peer)
+        };
+        self.spawn_member(member)
+            .await
+            .map_err(|e| ClusterError::Control {
+                member: member.into(),
+                message: e.to_string(),
+            })?;
+        self.post(
+            admin,
+            "/raft/add-learner",
+            serde_json::json!({"node_id": new_id, "addr": raft_peer.to_string()}),
+        )
+        .await?;
+        let (_, admin, status) = self.leader_admin().await?;
+        let mut voters: Vec<u64> = status.voters.iter().copied().collect();
+        if !voters.contains(&new_id) {
+            voters.push(new_id);
+        }
+        self.post(
+            admin,
+            "/raft/change-membership",
+            serde_json::json!({"voters": voters, "retain": false}),
+        )
+        .await
+    }
+}
+
+/// The name of a member by Raft id (for reports).
+impl ProcessCluster {
+    pub fn member_of_raft_id(&self, id: u64) -> Option<String> {
+        self.name_of_id(id)
+    }
+}
