@@ -13,6 +13,8 @@
 //! - [`cluster`]: the cluster under test as processes (`mqnamesrv` + a group of `mqbroker`),
 //!   in namespaces or behind proxies, implementing [`nemesis::Cluster`]; [`http`] talks to
 //!   the members' admin endpoints.
+//! - [`workload`]: the clients (W1 send/poll/commit/reassign, W2 ordered producers, W3 a
+//!   consumer group under churn, W4 the final drain) that record the history.
 
 pub mod checker;
 pub mod cluster;
@@ -23,3 +25,4 @@ pub mod nemesis;
 pub mod net;
 pub mod schedule;
 pub mod summary;
+pub mod workload;
