@@ -102,6 +102,14 @@ impl<C: Cluster, N: Network> Executor<C, N> {
         self.active.iter().map(|a| a.window).collect()
     }
 
+    /// The nodes the fault of `window` was resolved to, while it is in place.
+    pub fn active_targets(&self, window: u64) -> Option<Vec<String>> {
+        self.active
+            .iter()
+            .find(|a| a.window == window)
+            .map(|a| a.targets.clone())
+    }
+
     async fn record(
         &self,
         kind: OpType,

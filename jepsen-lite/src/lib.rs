@@ -15,6 +15,8 @@
 //!   the members' admin endpoints.
 //! - [`workload`]: the clients (W1 send/poll/commit/reassign, W2 ordered producers, W3 a
 //!   consumer group under churn, W4 the final drain) that record the history.
+//! - [`run`]: `jepsen-lite run`: per scenario, cluster + workloads + schedule, heal, drain,
+//!   check, summaries; [`run::ack_loss`] is the scripted proof that the suite can fail.
 
 pub mod checker;
 pub mod cluster;
@@ -23,6 +25,7 @@ pub mod history;
 pub mod http;
 pub mod nemesis;
 pub mod net;
+pub mod run;
 pub mod schedule;
 pub mod summary;
 pub mod workload;

@@ -1,6 +1,6 @@
-//! `jepsen-lite`: check a recorded history; exercise the network-fault layer.
-//!
-//! `run --profile short|long --seed N` arrives with the workloads and the cluster harness.
+//! `jepsen-lite`: run fault scenarios against a RaftMQ cluster of processes and check the
+//! history (`run`); check a recorded history (`check`); print schedules; exercise and clean up
+//! the network-fault layer.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,8 +10,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use jepsen_lite::checker::{self, CheckOptions};
+use jepsen_lite::cluster::NetChoice;
 use jepsen_lite::history::read_history;
 use jepsen_lite::net::{netns, probe, selftest};
+use jepsen_lite::run::{DEFAULT_THINK_TIME, EXIT_INTERRUPTED, RunOptions, RunProfile};
 use jepsen_lite::schedule::{Profile, Schedule, scenario_seed};
 use jepsen_lite::summary::EXIT_USAGE;
 
@@ -34,6 +36,40 @@ enum Format {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a profile: per scenario, start a NameServer and a broker group as processes, run
+    /// the workloads under the seeded fault schedule, heal, drain, check. Exit status: 0 pass,
+    /// 1 safety violation, 3 not proven (harness trouble, no drain), 130 interrupted.
+    Run {
+        #[arg(long, value_enum, default_value = "short")]
+        profile: RunProfile,
+        /// The run's seed (replays the same fault schedules); random when absent.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output directory [default: jepsen-out/<profile>-<seed>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Members of the broker group.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+        nodes: u8,
+        /// TEST ONLY: start brokers that acknowledge before commit (the run must then fail).
+        #[arg(long)]
+        unsafe_ack_before_commit: bool,
+        /// Network layout: namespaces + nftables (root), TCP proxies, or whichever works.
+        #[arg(long, value_enum, default_value = "auto")]
+        net: NetChoice,
+        /// Where mqbroker and mqnamesrv are [default: the directory of this binary].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Keep every member's data directory, also after a passing scenario.
+        #[arg(long)]
+        keep_data: bool,
+        /// Pause between one client's operations, milliseconds.
+        #[arg(long, default_value_t = DEFAULT_THINK_TIME.as_millis() as u64)]
+        think_ms: u64,
+        /// Run only the scenario with this name (e.g. `mixed`, `long-3`).
+        #[arg(long)]
+        scenario: Option<String>,
+    },
     /// Run every checker over a history (JSON lines) and print the summary. Exit status: 0 pass,
     /// 1 safety violation, 2 unreadable input, 3 nothing violated but not proven (e.g. no drain).
     Check {
@@ -87,6 +123,47 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            profile,
+            seed,
+            out,
+            nodes,
+            unsafe_ack_before_commit,
+            net,
+            bin_dir,
+            keep_data,
+            think_ms,
+            scenario,
+        } => {
+            let seed = seed.unwrap_or_else(random_seed);
+            let profile_name = match profile {
+                RunProfile::Short => "short",
+                RunProfile::Long => "long",
+                RunProfile::AckLoss => "ack-loss",
+            };
+            let bin_dir = match bin_dir.or_else(own_dir) {
+                Some(dir) => dir,
+                None => {
+                    eprintln!("jepsen-lite run: cannot find my own directory; pass --bin-dir");
+                    return exit(EXIT_USAGE);
+                }
+            };
+            let options = RunOptions {
+                profile,
+                seed,
+                out: out.unwrap_or_else(|| {
+                    PathBuf::from("jepsen-out").join(format!("{profile_name}-{seed}"))
+                }),
+                nodes: usize::from(nodes),
+                unsafe_ack_before_commit,
+                net,
+                bin_dir,
+                keep_data,
+                think_time: Duration::from_millis(think_ms),
+                only: scenario,
+            };
+            run(options)
+        }
         Command::Check {
             history,
             logs,
@@ -145,6 +222,72 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn random_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 % 1_000_000_000)
+        .unwrap_or(1)
+}
+
+fn own_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+}
+
+fn run(options: RunOptions) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,jepsen_lite=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jepsen-lite run: cannot start the runtime: {e}");
+            return exit(EXIT_USAGE);
+        }
+    };
+    eprintln!(
+        "jepsen-lite run: seed {} -> {}",
+        options.seed,
+        options.out.display()
+    );
+    let report = runtime.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_signal = cancel.clone();
+        let signals = tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+                let _ = tokio::signal::ctrl_c().await;
+                on_signal.cancel();
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("jepsen-lite run: interrupted; healing and stopping everything");
+            on_signal.cancel();
+        });
+        let report = jepsen_lite::run::run(&options, &cancel).await;
+        signals.abort();
+        report
+    });
+    print!("{}", report.table());
+    println!("summary: {}", options.out.join("summary.txt").display());
+    if report.exit_code == EXIT_INTERRUPTED {
+        return exit(EXIT_INTERRUPTED);
+    }
+    exit(report.exit_code)
 }
 
 fn netns_selftest() -> ExitCode {

@@ -157,7 +157,7 @@ impl Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// A few scenarios of 60-90 s (CI).
+    /// Three scenarios of 60-75 s (CI).
     Short,
     /// Ten scenarios of 300 s.
     Long,
@@ -233,15 +233,15 @@ impl Profile {
             Profile::Short => vec![
                 Scenario {
                     name: "partitions".into(),
-                    config: ScheduleConfig::cadence(75_000, 20_000, network_faults()),
+                    config: ScheduleConfig::cadence(60_000, 15_000, network_faults()),
                 },
                 Scenario {
                     name: "crashes".into(),
-                    config: ScheduleConfig::cadence(75_000, 20_000, process_faults()),
+                    config: ScheduleConfig::cadence(60_000, 15_000, process_faults()),
                 },
                 Scenario {
                     name: "mixed".into(),
-                    config: ScheduleConfig::cadence(90_000, 20_000, mixed),
+                    config: ScheduleConfig::cadence(75_000, 15_000, mixed),
                 },
             ],
             Profile::Long => (1..=10)

@@ -116,7 +116,8 @@ pub fn namespaces_with_prefix(prefix: &str) -> Result<Vec<String>, NetError> {
 }
 
 /// Deletes namespaces left by runs of this crate whose process is gone (`jl-<pid>-...` with no
-/// `/proc/<pid>`). Returns what it deleted.
+/// `/proc/<pid>`), first killing (SIGKILL, by pid) the processes such a run left running in
+/// them (brokers of a harness that was itself killed). Returns what it deleted.
 pub fn cleanup_stale() -> Result<Vec<String>, NetError> {
     let mut deleted = Vec::new();
     for name in namespaces_with_prefix(&format!("{NAME_PREFIX}-"))? {
@@ -129,6 +130,16 @@ pub fn cleanup_stale() -> Result<Vec<String>, NetError> {
         };
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
+        }
+        let left = run("ip", &["netns", "pids", &name], None).unwrap_or_default();
+        for orphan in left
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            if let Err(e) = crate::nemesis::send_signal(orphan, crate::nemesis::ProcessSignal::Kill)
+            {
+                tracing::warn!(namespace = %name, pid = orphan, error = %e, "cannot kill a leftover process");
+            }
         }
         run("ip", &["netns", "del", &name], None)?;
         deleted.push(name);
