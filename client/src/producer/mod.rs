@@ -485,6 +485,26 @@ impl Producer {
         self.send_now(outgoing).await
     }
 
+    /// [`send_batch`](Self::send_batch) to one given queue (retries stay on it), e.g. to keep a
+    /// queue's order across batches sent one after another.
+    pub async fn send_batch_to_queue(
+        &self,
+        messages: Vec<Message>,
+        queue: MessageQueue,
+    ) -> Result<SendResult, SendError> {
+        let mut outgoing = prepare_batch(messages).map_err(SendError::before_any_attempt)?;
+        if queue.topic != outgoing.topic {
+            return Err(SendError::before_any_attempt(ClientError::InvalidMessage(
+                format!(
+                    "the queue belongs to topic {}, the batch to {}",
+                    queue.topic, outgoing.topic
+                ),
+            )));
+        }
+        outgoing.target = Target::Queue(queue);
+        self.send_now(outgoing).await
+    }
+
     /// Starts sending `message` in the background and returns a handle to await its result.
     /// Waits while the window (`async_window` sends) is full. Sends of one producer to one
     /// queue may be stored in another order than they were started.

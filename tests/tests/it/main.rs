@@ -4,5 +4,6 @@
 mod broker_raw;
 mod broker_storage;
 mod cli;
+mod data_plane;
 mod membership;
 mod namesrv;
