@@ -36,9 +36,20 @@ pub async fn run(ctx: Arc<BrokerContext>, rpc: RpcClient, shutdown: Cancellation
     }
     let mut metrics = ctx.leadership.subscribe();
     let mut registered: Option<LeadershipView> = None;
+    let mut was_member = false;
     loop {
         let view = ctx.leadership.view();
-        register_everywhere(&ctx, &rpc, view).await;
+        // Only a member of its group's membership registers: a member removed from the group
+        // leaves the route for good (and says so once), and a member started with --join
+        // appears once it has been added.
+        let is_member = is_group_member(&ctx);
+        if is_member {
+            register_everywhere(&ctx, &rpc, view).await;
+        } else if was_member {
+            info!("no longer a member of the group: unregistering from the NameServers");
+            unregister_everywhere(&ctx, &rpc).await;
+        }
+        was_member = is_member;
         if registered.is_some_and(|old| old.is_leader != view.is_leader) || registered.is_none() {
             info!(
                 term = view.term,
@@ -66,13 +77,22 @@ pub async fn run(ctx: Arc<BrokerContext>, rpc: RpcClient, shutdown: Cancellation
                         return;
                     }
                     let now = view_of(ctx.config.node_id, &metrics.borrow_and_update());
-                    if registered.is_some_and(|old| old.is_leader != now.is_leader || (now.is_leader && old.term != now.term)) {
+                    let leadership_moved = registered.is_some_and(|old| {
+                        old.is_leader != now.is_leader || (now.is_leader && old.term != now.term)
+                    });
+                    if leadership_moved || is_group_member(&ctx) != was_member {
                         break;
                     }
                 }
             }
         }
     }
+}
+
+fn is_group_member(ctx: &BrokerContext) -> bool {
+    let metrics = ctx.leadership.metrics();
+    let membership = metrics.membership_config.membership();
+    membership.get_node(&ctx.config.node_id).is_some()
 }
 
 async fn register_everywhere(ctx: &BrokerContext, rpc: &RpcClient, view: LeadershipView) {
