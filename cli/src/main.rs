@@ -14,6 +14,7 @@
 // First, so that its `outln!` macro is in scope in the modules below.
 #[macro_use]
 mod output;
+mod bench;
 mod cmd;
 mod context;
 mod http;
@@ -59,6 +60,9 @@ enum Command {
     /// Broker groups: Raft state, membership changes, leadership.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCommand),
+    /// Load generators: produce, consume, end-to-end latency, leader failover.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -104,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Offset(command) => cmd::offset::run(&ctx, command).await,
         Command::Message(command) => cmd::message::run(&ctx, command).await,
         Command::Cluster(command) => cmd::cluster::run(&ctx, command).await,
+        Command::Bench(command) => bench::run(&ctx, command).await,
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
 }
