@@ -246,9 +246,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A loopback prefix `127.a.b` unlikely to collide with another run on this machine.
+/// A loopback prefix `127.a.b` unlikely to collide with another run on this machine (or with
+/// the previous scenario of this one).
 fn loopback_prefix() -> (u8, u8) {
-    let seed = std::process::id().wrapping_mul(7919);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
     (100 + (seed % 150) as u8, ((seed / 150) % 250) as u8 + 1)
 }
 

@@ -546,19 +546,9 @@ async fn drive(
         let nemesis_cancel = cancel.child_token();
         let mut executor = Executor::new(cluster.clone(), cluster.net(), recorder.clone());
         let end = Instant::now() + Duration::from_millis(schedule.run_ms);
-        let nemesis = executor.run(schedule, &nemesis_cancel);
-        let nemesis_result = tokio::select! {
-            r = nemesis => Some(r),
-            _ = cancel.cancelled() => None,
-        };
-        if let Some(Err(e)) = &nemesis_result {
+        // On interrupt the executor skips to its heal-all at once (never dropped mid-fault).
+        if let Err(e) = executor.run(schedule, &nemesis_cancel).await {
             harness_error(&recorder, "nemesis", e.to_string()).await;
-        }
-        if nemesis_result.is_none() {
-            // Interrupted mid-schedule: undo every fault before anything else.
-            if let Err(e) = executor.heal_all(schedule.heal_all_window()).await {
-                tracing::error!(error = %e, "heal-all after interrupt");
-            }
         }
         // The final phase: workloads keep running until the scenario's end (recovery).
         tokio::select! {

@@ -22,6 +22,8 @@ pub const MAX_DRAIN_ROUNDS: usize = 10_000;
 pub const DRAIN_ATTEMPTS: usize = 5;
 /// Pause after a failed pull.
 pub const DRAIN_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The most one target's whole drain may take; queues left then are reported as given up.
+pub const DRAIN_TARGET_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where to drain from.
 #[derive(Clone, Debug)]
@@ -63,9 +65,19 @@ pub async fn drain_all(
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         async move {
             let mut report = DrainReport::default();
+            let deadline = tokio::time::Instant::now() + DRAIN_TARGET_TIMEOUT;
             for topic in &topics {
                 for queue in 0..QUEUES_PER_TOPIC {
-                    drain_queue(&recorder, &admin, &target, topic, queue, &mut report).await?;
+                    drain_queue(
+                        &recorder,
+                        &admin,
+                        &target,
+                        topic,
+                        queue,
+                        deadline,
+                        &mut report,
+                    )
+                    .await?;
                 }
             }
             Ok::<_, RecordError>(report)
@@ -88,6 +100,7 @@ async fn drain_queue(
     target: &Target,
     topic: &str,
     queue: u32,
+    deadline: tokio::time::Instant,
     report: &mut DrainReport,
 ) -> Result<(), RecordError> {
     let process = format!("drain.{}", target.member.as_deref().unwrap_or("client"));
@@ -99,6 +112,12 @@ async fn drain_queue(
     let mut from = 0u64;
     let mut failures = 0usize;
     for _ in 0..MAX_DRAIN_ROUNDS {
+        if tokio::time::Instant::now() >= deadline {
+            report.gave_up.push(format!(
+                "{topic}/{queue} on {process} at {from}: out of the {DRAIN_TARGET_TIMEOUT:?} budget"
+            ));
+            return Ok(());
+        }
         let mut op = DrainOp {
             member: target.member.clone(),
             topic: topic.to_string(),
