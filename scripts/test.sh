@@ -15,3 +15,4 @@ jepsen-lite/scripts/install-net-tools.sh
 
 echo "== cargo test"
 cargo test --workspace --all-targets
+echo "== jepsen-lite short profile (~3.5 min of fault injection; see jepsen-lite/README.md)" && scripts/jepsen.sh --profile short --out target/jepsen-lite/short
