@@ -136,11 +136,6 @@ fn main() -> ExitCode {
             scenario,
         } => {
             let seed = seed.unwrap_or_else(random_seed);
-            let profile_name = match profile {
-                RunProfile::Short => "short",
-                RunProfile::Long => "long",
-                RunProfile::AckLoss => "ack-loss",
-            };
             let bin_dir = match bin_dir.or_else(own_dir) {
                 Some(dir) => dir,
                 None => {
@@ -152,7 +147,7 @@ fn main() -> ExitCode {
                 profile,
                 seed,
                 out: out.unwrap_or_else(|| {
-                    PathBuf::from("jepsen-out").join(format!("{profile_name}-{seed}"))
+                    PathBuf::from("jepsen-out").join(format!("{}-{seed}", profile.name()))
                 }),
                 nodes: usize::from(nodes),
                 unsafe_ack_before_commit,

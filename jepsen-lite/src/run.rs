@@ -65,6 +65,17 @@ pub enum RunProfile {
     AckLoss,
 }
 
+impl RunProfile {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunProfile::Short => "short",
+            RunProfile::Long => "long",
+            RunProfile::AckLoss => "ack-loss",
+        }
+    }
+}
+
 /// Everything `run` needs.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -119,8 +130,8 @@ impl RunReport {
     /// A short table for people.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "jepsen-lite run --profile {:?} --seed {} --nodes {}{}\n",
-            self.profile,
+            "jepsen-lite run --profile {} --seed {} --nodes {}{}\n",
+            self.profile.name(),
             self.seed,
             self.nodes,
             if self.unsafe_ack_before_commit {

@@ -5,7 +5,7 @@
 //! checkers must report every one of those acknowledged sends as lost and unseen, every time.
 //! Without the flag the same script must pass, so the failure comes from the broker, not from
 //! the scenario. Network namespaces are used when the machine allows them, TCP proxies
-//! otherwise.
+//! otherwise (or with `JEPSEN_LITE_NET=proxy`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -95,6 +95,10 @@ fn run_ack_loss(unsafe_ack: bool, out: &Path) -> (i32, PathBuf) {
         .stdout(Stdio::null());
     if unsafe_ack {
         command.arg("--unsafe-ack-before-commit");
+    }
+    // JEPSEN_LITE_NET=proxy exercises the proxy layout where namespaces would be used.
+    if let Ok(net) = std::env::var("JEPSEN_LITE_NET") {
+        command.args(["--net", &net]);
     }
     let mut child = command.spawn().expect("jepsen-lite run");
     let code = wait(
