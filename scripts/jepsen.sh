@@ -5,5 +5,7 @@
 # Exit status is jepsen-lite's: 0 pass, 1 safety violation, 3 not proven, 130 interrupted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet -p jepsen-lite -p raftmq-broker -p raftmq-namesrv
+# The whole workspace, all targets: the feature set `cargo test --workspace --all-targets`
+# builds with, so after the tests this is a no-op instead of a rebuild.
+cargo build --quiet --workspace --all-targets
 exec "${CARGO_TARGET_DIR:-target}/debug/jepsen-lite" run "$@"

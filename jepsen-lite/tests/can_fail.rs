@@ -60,9 +60,9 @@ fn build_brokers() -> PathBuf {
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--quiet"])
-        .args(["-p", "raftmq-broker", "--bin", "mqbroker"])
-        .args(["-p", "raftmq-namesrv", "--bin", "mqnamesrv"])
+        // The workspace's feature set, as `cargo test --workspace --all-targets` builds it, so
+        // this reuses CI's artifacts instead of rebuilding dependencies with other features.
+        .args(["build", "--quiet", "--workspace", "--all-targets"])
         .arg("--target-dir")
         .arg(target)
         .stdin(Stdio::null());

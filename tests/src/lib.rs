@@ -4,9 +4,10 @@
 //!
 //! - [`workspace_binary`] finds a binary of another workspace package, building it first.
 //!   `env!("CARGO_BIN_EXE_...")` only works for binaries of the test's own package, so the
-//!   harness runs `cargo build -p <package> --bin <bin>` (a no-op when fresh) with the same
-//!   profile and target directory as the running test, then returns
-//!   `<target>/<profile>/<bin>`. Each binary is built once per test process.
+//!   harness runs `cargo build --workspace --all-targets` (a no-op after `cargo test
+//!   --workspace --all-targets`, whose feature set it matches) with the same profile and target
+//!   directory as the running test, then returns `<target>/<profile>/<bin>`. Building a single
+//!   package instead would unify features differently and rebuild shared dependencies.
 //! - [`Process`] runs it with stdout piped (read line by line with
 //!   [`Process::wait_for_stdout_line`]) and stderr in a log file whose tail failures quote;
 //!   it is killed when dropped.
@@ -81,15 +82,30 @@ fn target_and_profile() -> anyhow::Result<(PathBuf, String)> {
 }
 
 /// The path of binary `bin` of workspace package `package`, built for this test's profile.
+/// The first call builds the workspace (once per test process); later calls only look.
 pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
-    let key = format!("{package}/{bin}");
     let mut built = built_binaries()
         .lock()
         .unwrap_or_else(|poison| poison.into_inner());
-    if let Some(path) = built.get(&key) {
-        return Ok(path.clone());
-    }
     let (target, profile) = target_and_profile()?;
+    if built.is_empty() {
+        build_workspace(&target, &profile)?;
+        built.insert("workspace".to_owned(), target.clone());
+    }
+    let path = target.join(&profile).join(bin);
+    if !path.is_file() {
+        bail!(
+            "the workspace build has no binary {bin} (package {package}) at {}",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// `cargo build --workspace --all-targets`: exactly the feature set `cargo test --workspace
+/// --all-targets` (CI) builds with, so it reuses those artifacts instead of rebuilding shared
+/// dependencies with other features (and CI then rebuilding them back).
+fn build_workspace(target: &Path, profile: &str) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command
@@ -97,15 +113,13 @@ pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
         .args([
             "build",
             "--quiet",
-            "-p",
-            package,
-            "--bin",
-            bin,
+            "--workspace",
+            "--all-targets",
             "--target-dir",
         ])
-        .arg(&target)
+        .arg(target)
         .stdin(Stdio::null());
-    match profile.as_str() {
+    match profile {
         "debug" => {}
         "release" => {
             command.arg("--release");
@@ -115,18 +129,12 @@ pub fn workspace_binary(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
         }
     }
     let mut child = command.spawn().context("running cargo build")?;
-    let status = wait_with_timeout(&mut child, BUILD_TIMEOUT)?.ok_or_else(|| {
-        anyhow!("cargo build -p {package} --bin {bin} took longer than {BUILD_TIMEOUT:?}")
-    })?;
+    let status = wait_with_timeout(&mut child, BUILD_TIMEOUT)?
+        .ok_or_else(|| anyhow!("cargo build --workspace took longer than {BUILD_TIMEOUT:?}"))?;
     if !status.success() {
-        bail!("cargo build -p {package} --bin {bin} failed: {status}");
+        bail!("cargo build --workspace --all-targets failed: {status}");
     }
-    let path = target.join(&profile).join(bin);
-    if !path.is_file() {
-        bail!("cargo built {key} but {} does not exist", path.display());
-    }
-    built.insert(key, path.clone());
-    Ok(path)
+    Ok(())
 }
 
 pub(crate) fn wait_with_timeout(
