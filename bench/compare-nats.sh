@@ -6,10 +6,14 @@
 #   ROUNDS=5 DURATION=10 bench/compare-nats.sh
 #
 # Shapes, each at 1 KiB and 100 B: sync publish (one in flight); pipelined publish (window
-# 256); 4 publishers x window 256; RaftMQ batched publish (16 batches of 64 in flight: the same
-# 1024 messages in flight as 4 x 256, one request per 64); consume (a fresh topic/stream
+# 256); 4 publishers x window 256; RaftMQ batched publish (8 batches of 128 in flight: the same
+# 1024 messages in flight as 4 x 256, one request per 128); consume (a fresh topic/stream
 # preloaded with CONSUME_COUNT messages, read back from the start); end-to-end latency (one
 # publish in flight, a consumer reading).
+#
+# The Raft term of the group before and after all runs is recorded too: a term that moved
+# means an election happened under load (none should; run it with BROKER_FLAGS to check
+# other Raft timers).
 #
 # Per run it records the 1-minute load average, the CPU seconds the three servers of the
 # system under test used (/proc/<pid>/stat utime+stime, before and after), and the flush
@@ -71,6 +75,13 @@ NATS_PIDS=$(nats_pids | tr '\n' ' ')
 RUNS=$OUT/runs.jsonl
 : > "$RUNS"
 
+raft_terms() {
+  for i in 1 2 3; do
+    curl -sf "http://127.0.99.$i:10913/raft" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("member %s: %s term %s" % (d["node_id"], d["state"], d["term"]))' || echo "member $i: no answer"
+  done | tr '\n' ';'
+}
+TERMS_BEFORE=$(raft_terms)
+
 # measure <system> <shape> <size> <round> <command...>: runs the command (which prints one
 # JSON report), with the counters around it, and appends one line to runs.jsonl
 measure() {
@@ -121,7 +132,7 @@ run_raftmq() {
     sync) measure raftmq "$shape" "$size" "$round" "$MQ" --json bench produce -q -t "$topic" -s "$size" -w 1 "${common[@]}" ;;
     w256) measure raftmq "$shape" "$size" "$round" "$MQ" --json bench produce -q -t "$topic" -s "$size" -w 256 "${common[@]}" ;;
     p4w256) measure raftmq "$shape" "$size" "$round" "$MQ" --json bench produce -q -t "$topic" -s "$size" -p 4 -w 256 "${common[@]}" ;;
-    batch) measure raftmq "$shape" "$size" "$round" "$MQ" --json bench produce -q -t "$topic" -s "$size" -b 64 -w 16 "${common[@]}" ;;
+    batch) measure raftmq "$shape" "$size" "$round" "$MQ" --json bench produce -q -t "$topic" -s "$size" -b 128 -w 8 "${common[@]}" ;;
     consume)
       timeout "$RUN_TIMEOUT_S" "$MQ" bench produce -q -t "$topic" -s "$size" -b 64 -w 16 \
         --count "$CONSUME_COUNT" --warmup 0 --duration 120 > /dev/null 2>> "$OUT/runs.log"
@@ -163,5 +174,7 @@ for round in $(seq 1 "$ROUNDS"); do
   timeout 60 "$NATS_BENCH" --servers "$NATS_URLS" setup --replicas 3 > /dev/null 2>> "$OUT/runs.log" || true
 done
 
+echo "raft terms before the runs: $TERMS_BEFORE" >> "$OUT/machine.txt"
+echo "raft terms after the runs:  $(raft_terms)" >> "$OUT/machine.txt"
 python3 "$HERE/summarize.py" "$RUNS" "$OUT/machine.txt" | tee "$OUT/table.md"
 log "results in $OUT"

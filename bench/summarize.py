@@ -13,7 +13,7 @@ SHAPE_NAMES = {
     "sync": "sync publish (1 in flight)",
     "w256": "pipelined publish, window 256",
     "p4w256": "4 publishers x window 256",
-    "batch": "RaftMQ batches of 64 x 16 in flight vs NATS 4 x 256",
+    "batch": "RaftMQ 8 batches of 128 in flight vs NATS 4 x 256",
     "consume": "consume (pull, from the start)",
     "e2e": "end-to-end, 1 in flight",
 }
