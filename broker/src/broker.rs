@@ -155,7 +155,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     let tasks = TaskTracker::new();
     let raft = node.raft().clone();
     let proposer = Proposer::start(raft.clone(), &tasks, shutdown.child_token());
-    let leadership = Leadership::new(config.node_id, raft.metrics());
+    let leadership = Leadership::new(
+        config.node_id,
+        raft.metrics(),
+        config.raft_timers.election_timeout_max_ms,
+    );
     let ctx = Arc::new(BrokerContext::new(
         config.clone(),
         state,

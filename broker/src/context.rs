@@ -67,10 +67,10 @@ impl BrokerContext {
 
     /// Refuses a write on a member that does not lead, before anything is proposed.
     pub fn require_leader(&self) -> Result<(), RequestError> {
-        let view = self.leadership.view();
-        if view.is_leader {
+        if self.leadership.may_write() {
             return Ok(());
         }
+        let view = self.leadership.view();
         Err(RequestError::NotLeader {
             broker_name: self.config.broker_name.clone(),
             node_id: self.config.node_id,

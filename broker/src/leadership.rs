@@ -20,15 +20,39 @@ pub struct LeadershipView {
 pub struct Leadership {
     node_id: NodeId,
     metrics: watch::Receiver<RaftMetrics>,
+    quorum_lease_ms: u64,
 }
 
 impl Leadership {
-    pub fn new(node_id: NodeId, metrics: watch::Receiver<RaftMetrics>) -> Self {
-        Self { node_id, metrics }
+    /// `quorum_lease_ms`: how long a leader may go without a quorum acknowledging it and still
+    /// take writes (the longest election timeout: after that another leader may exist).
+    pub fn new(
+        node_id: NodeId,
+        metrics: watch::Receiver<RaftMetrics>,
+        quorum_lease_ms: u64,
+    ) -> Self {
+        Self {
+            node_id,
+            metrics,
+            quorum_lease_ms,
+        }
     }
 
     pub fn view(&self) -> LeadershipView {
         view_of(self.node_id, &self.metrics.borrow())
+    }
+
+    /// Whether this member may take writes now: it leads, and a quorum has acknowledged it
+    /// recently. A leader cut off from its group, or one restarted with the vote of an old term
+    /// (openraft restores it as leader until it hears of the new term), refuses writes with a
+    /// definite "not leader" instead of proposing entries that cannot commit and would leave
+    /// their senders with timeouts.
+    pub fn may_write(&self) -> bool {
+        let metrics = self.metrics.borrow();
+        view_of(self.node_id, &metrics).is_leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= self.quorum_lease_ms)
     }
 
     pub fn is_leader(&self) -> bool {

@@ -256,3 +256,70 @@ async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()
     assert_eq!(answer.code, response::SUCCESS);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_one_takes_writes() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(1, &[])?;
+    let leader = cluster.wait_for_registered_leader(TIMEOUT)?;
+    let addr = cluster.member(leader)?.remoting().to_string();
+    let rpc = RpcClient::default();
+    for i in 0..3 {
+        let answer = rpc
+            .invoke(&addr, send_request(0, &format!("solo-{i}")), TIMEOUT)
+            .await?;
+        assert_eq!(answer.code, response::SUCCESS, "{:?}", answer.remark);
+        let header = SendMessageResponseHeader::from_ext_fields(&answer.ext_fields)?;
+        assert_eq!(header.queue_offset, i);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_a_quorum_refuses_writes_instead_of_hanging() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3, &[])?;
+    let leader = cluster.wait_for_registered_leader(TIMEOUT)?;
+    let addr = cluster.member(leader)?.remoting().to_string();
+    let rpc = RpcClient::default();
+    let answer = rpc
+        .invoke(&addr, send_request(0, "with-quorum"), TIMEOUT)
+        .await?;
+    assert_eq!(answer.code, response::SUCCESS);
+
+    // Freeze both followers: the leader can no longer reach a quorum.
+    let followers: Vec<u32> = cluster
+        .members
+        .iter()
+        .filter(|m| m.node_id != leader)
+        .filter_map(|m| m.process.as_ref().map(|p| p.pid()))
+        .collect();
+    let signal = |name: &str| -> anyhow::Result<()> {
+        for pid in &followers {
+            std::process::Command::new("kill")
+                .args([name, &pid.to_string()])
+                .status()?;
+        }
+        Ok(())
+    };
+    signal("-STOP")?;
+    // Within a few election timeouts the leader answers "not the leader" (a definite refusal:
+    // nothing proposed) rather than leaving sends to time out.
+    let mut refused = None;
+    for attempt in 0..40 {
+        let answer = rpc
+            .invoke(
+                &addr,
+                send_request(0, &format!("no-quorum-{attempt}")),
+                Duration::from_secs(3),
+            )
+            .await;
+        if let Ok(answer) = answer
+            && answer.code == response::SERVICE_NOT_AVAILABLE
+        {
+            refused = Some(attempt);
+            break;
+        }
+    }
+    signal("-CONT")?;
+    assert!(refused.is_some(), "the cut-off leader kept taking writes");
+    Ok(())
+}
