@@ -14,11 +14,12 @@ SHAPE_NAMES = {
     "w256": "pipelined publish, window 256",
     "p4w256": "4 publishers x window 256",
     "batch": "RaftMQ 8 batches of 128 in flight vs NATS 4 x 256",
+    "batch256": "RaftMQ 8 batches of 256 in flight vs NATS window 256",
     "consume": "consume (pull, from the start)",
     "e2e": "end-to-end, 1 in flight",
 }
 # The NATS shape each RaftMQ shape is compared with.
-NATS_PEER = {"batch": "p4w256"}
+NATS_PEER = {"batch": "p4w256", "batch256": "w256"}
 
 
 def median(values):
@@ -132,7 +133,7 @@ def main():
             pair = summary.get((shape, size))
             return None if pair is None else pair[side].get(field)
 
-        ours_pub = max([v for v in (get(s, 0, "msgs_per_s") for s in ("w256", "p4w256", "batch")) if v]
+        ours_pub = max([v for v in (get(s, 0, "msgs_per_s") for s in ("w256", "p4w256", "batch", "batch256")) if v]
                        or [None], key=lambda v: v or 0)
         nats_pub = max([v for v in (get(s, 1, "msgs_per_s") for s in ("w256", "p4w256")) if v]
                        or [None], key=lambda v: v or 0)

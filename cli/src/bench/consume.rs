@@ -118,7 +118,8 @@ pub async fn run(ctx: &Ctx, args: &ConsumeArgs) -> anyhow::Result<Report> {
             batch: PRELOAD_BATCH,
             size: args.size,
             duration: MAX_DURATION.as_secs_f64(),
-            count: args.count,
+            // Whole batches, at least `count` messages.
+            count: args.count.div_ceil(PRELOAD_BATCH as u64) * PRELOAD_BATCH as u64,
             warmup: 0.0,
             queues: args.queues,
             send_timeout_ms: 3000,
