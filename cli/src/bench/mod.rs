@@ -120,6 +120,9 @@ impl LoadArgs {
         if !times_ok {
             bail!("--duration must be positive and --warmup not negative");
         }
+        if self.count != 0 && self.count < self.batch as u64 {
+            bail!("--count must be 0 (no bound) or at least --batch");
+        }
         if self.queues == 0 || self.send_timeout_ms == 0 {
             bail!("--queues and --send-timeout-ms must be positive");
         }
@@ -237,6 +240,9 @@ mod tests {
         assert!(load(&["-d", "0"]).validate().is_err());
         assert!(load(&["--warmup=-1"]).validate().is_err());
         assert!(load(&["-s", "0"]).validate().is_err());
+        // A count smaller than one batch could never be sent.
+        assert!(load(&["-b", "64", "-c", "10"]).validate().is_err());
+        load(&["-b", "64", "-c", "64"]).validate().unwrap();
     }
 
     #[test]
