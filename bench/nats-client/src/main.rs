@@ -298,7 +298,11 @@ impl Load {
             epoch,
             measure_from: now + warmup,
             deadline: now + warmup + duration,
-            tickets: AtomicU64::new(if args.count == 0 { u64::MAX } else { args.count }),
+            tickets: AtomicU64::new(if args.count == 0 {
+                u64::MAX
+            } else {
+                args.count
+            }),
             done: AtomicBool::new(false),
             measured: AtomicU64::new(0),
             total: AtomicU64::new(0),
@@ -423,7 +427,6 @@ fn report(
     args: &LoadArgs,
     load: &Load,
     messages: u64,
-    errors: u64,
     span: Duration,
     latency: Option<Latency>,
     e2e: Option<Latency>,
@@ -439,7 +442,7 @@ fn report(
         messages,
         total_messages: load.total.load(Ordering::Relaxed),
         bytes,
-        errors,
+        errors: load.errors.load(Ordering::Relaxed),
         elapsed_s: secs,
         msgs_per_s: messages as f64 / secs,
         mb_per_s: bytes as f64 / secs / 1e6,
@@ -456,7 +459,6 @@ async fn produce(cli: &Cli, args: &LoadArgs) -> anyhow::Result<Report> {
         args,
         &load,
         hist.len(),
-        load.errors.load(Ordering::Relaxed),
         span,
         Latency::of(&hist),
         None,
@@ -555,7 +557,11 @@ async fn e2e(cli: &Cli, args: &LoadArgs) -> anyhow::Result<Report> {
     let url = leader_url(cli).await?;
     let js = context(connect(&url).await?);
     let consumer = pull_consumer(&js, &cli.stream, consumer::DeliverPolicy::New).await?;
-    let mut messages = consumer.stream().max_messages_per_batch(512).messages().await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(512)
+        .messages()
+        .await?;
     let load = Load::new(epoch, args);
     let reader_load = load.clone();
     let reader = tokio::spawn(async move {
@@ -587,7 +593,6 @@ async fn e2e(cli: &Cli, args: &LoadArgs) -> anyhow::Result<Report> {
         args,
         &load,
         hist.len(),
-        load.errors.load(Ordering::Relaxed),
         span,
         Latency::of(&hist),
         Latency::of(&e2e),
