@@ -11,6 +11,7 @@
 //! truncated (never committed), so the sender learns a definite failure; a proposal that got no
 //! answer in time has an unknown outcome (it may still commit).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -252,31 +253,47 @@ impl Batcher {
     ) {
         let total_bytes: usize = batch.iter().map(|(request, _)| request.byte_len()).sum();
         let mut blob = Vec::with_capacity(total_bytes);
-        let mut units = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
+        // Requests for the same queue share one unit (in arrival order), so an entry costs the
+        // state machine one index row per queue, not one per request. Each reply remembers its
+        // unit and where its messages start in it.
+        let mut units: Vec<SendUnit> = Vec::new();
+        let mut unit_of_queue: HashMap<(String, u32), usize> = HashMap::new();
+        let mut replies: Vec<(SendReply, usize, u32)> = Vec::with_capacity(batch.len());
         for (request, reply) in batch {
-            let mut slots = Vec::with_capacity(request.messages.len());
+            let key = (request.topic, request.queue_id);
+            let unit_index = match unit_of_queue.get(&key) {
+                Some(index) => *index,
+                None => {
+                    units.push(SendUnit {
+                        topic: key.0.clone(),
+                        queue_id: key.1,
+                        create_topic: None,
+                        messages: Vec::new(),
+                    });
+                    unit_of_queue.insert(key, units.len() - 1);
+                    units.len() - 1
+                }
+            };
+            let unit = &mut units[unit_index];
+            if unit.create_topic.is_none() {
+                unit.create_topic = request.create_topic;
+            }
+            let start_in_unit = unit.messages.len() as u32;
             for message in &request.messages {
-                slots.push(MessageSlot {
+                unit.messages.push(MessageSlot {
                     start: blob.len() as u32,
                     len: message.bytes.len() as u32,
                     tags_code: message.tags_code,
                 });
                 blob.extend_from_slice(&message.bytes);
             }
-            units.push(SendUnit {
-                topic: request.topic,
-                queue_id: request.queue_id,
-                create_topic: request.create_topic,
-                messages: slots,
-            });
-            replies.push(reply);
+            replies.push((reply, unit_index, start_in_unit));
         }
         let command = Command::Send(SendBatch {
             store_timestamp_ms: self.next_store_timestamp_ms(),
             units,
         });
-        let count = replies.len();
+        let unit_count = unit_of_queue.len();
         let answer = self.write(&command, &blob).await;
         self.tracker.spawn(async move {
             let outcomes = match answer {
@@ -284,21 +301,33 @@ impl Batcher {
                 Ok(receiver) => await_applied(receiver)
                     .await
                     .and_then(|applied| match applied {
-                        Applied::Sent(outcomes) if outcomes.len() == count => Ok(outcomes),
+                        Applied::Sent(outcomes) if outcomes.len() == unit_count => Ok(outcomes),
                         other => Err(ProposeError::BadAnswer(format!(
-                            "expected {count} send outcomes, got {other:?}"
+                            "expected {unit_count} send outcomes, got {other:?}"
                         ))),
                     }),
             };
             drop(permit);
             match outcomes {
                 Ok(outcomes) => {
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    for (reply, unit_index, start) in replies {
+                        let outcome = match &outcomes[unit_index] {
+                            SendOutcome::Stored {
+                                first_offset,
+                                log_index,
+                                first_ordinal,
+                            } => SendOutcome::Stored {
+                                first_offset: first_offset + u64::from(start),
+                                log_index: *log_index,
+                                first_ordinal: first_ordinal + start,
+                            },
+                            refused @ SendOutcome::Refused(_) => refused.clone(),
+                        };
                         let _ = reply.send(Ok(outcome));
                     }
                 }
                 Err(err) => {
-                    for reply in replies {
+                    for (reply, _, _) in replies {
                         let _ = reply.send(Err(err.clone()));
                     }
                 }
