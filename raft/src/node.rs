@@ -44,14 +44,21 @@ use crate::types::{Node, NodeId, Raft, TypeConfig};
 /// under load; with 200 / 1000-2000 ms it took 3.3-3.9 s idle and up to 7.4 s under load. A
 /// failover costs about two election timeouts because openraft's leader lease (the maximum
 /// election timeout) makes the other follower refuse the first candidate.
+///
+/// Then, end to end through the broker (`bench/failover.sh`, 10 kills of the leader under
+/// load, RESULTS.md): 150 / 750-1500 ms gave a 3.05 s median failover; 150 / 500-800 ms gave
+/// 1.85-1.90 s (max 2.07 s) with no election in two 12-minute loaded comparisons; 400-700 ms
+/// split a vote (3.3-3.7 s). Hence 150 / 500-800. Known cost (jepsen-lite finding F1):
+/// openraft times an AppendEntries out after one heartbeat interval, below Linux's 200 ms
+/// minimum TCP retransmission timeout, so heavy packet loss stalls replication until it ends.
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 150;
 
 /// Lower bound of the randomized election timeout (ARCHITECTURE.md #10: generous, because three
 /// members share two cores).
-pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 750;
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 500;
 
 /// Upper bound of the randomized election timeout; also openraft's leader lease.
-pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1_500;
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 800;
 
 /// The most entries one append RPC carries; with 1 KiB entries that is 2 MiB per RPC, far below
 /// the frame cap, and enough that one follower fsync covers thousands of entries.
