@@ -214,6 +214,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         shutdown.clone(),
     ));
     tasks.spawn(expire_clients(ctx.clone(), shutdown.clone()));
+    tasks.spawn(crate::schedule::run(ctx.clone(), shutdown.clone()));
 
     info!(
         broker = %config.broker_name,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::schedule::{DelayLevelError, DelayLevels};
 use raftmq_raft::{NodeId, RaftTimers};
 
 /// RocketMQ's broker port.
@@ -54,6 +55,8 @@ pub struct BrokerOptions {
     pub raft_heartbeat_ms: Option<u64>,
     pub raft_election_min_ms: Option<u64>,
     pub raft_election_max_ms: Option<u64>,
+    /// RocketMQ's `messageDelayLevel`: the delay of each level, `"1s 5s 10s ..."`.
+    pub message_delay_level: Option<String>,
     /// This member joins an existing group later (as a learner): it does not initialize one.
     pub join: Option<bool>,
     /// TEST ONLY: acknowledge sends before they are committed, to prove jepsen-lite can fail.
@@ -92,6 +95,7 @@ impl BrokerOptions {
             raft_heartbeat_ms,
             raft_election_min_ms,
             raft_election_max_ms,
+            message_delay_level,
             join,
             unsafe_ack_before_commit,
         )
@@ -115,6 +119,7 @@ pub struct BrokerConfig {
     pub register_interval: Duration,
     pub max_message_bytes: usize,
     pub raft_timers: RaftTimers,
+    pub delay_levels: DelayLevels,
     pub join: bool,
     pub unsafe_ack_before_commit: bool,
 }
@@ -142,6 +147,8 @@ pub enum ConfigError {
     BadBrokerName(String),
     #[error("raft timers: {0}")]
     BadTimers(String),
+    #[error(transparent)]
+    BadDelayLevels(#[from] DelayLevelError),
 }
 
 fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -294,6 +301,10 @@ impl BrokerConfig {
                 .max_message_bytes
                 .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES),
             raft_timers: timers,
+            delay_levels: match options.message_delay_level.as_deref() {
+                Some(text) => DelayLevels::parse(text)?,
+                None => DelayLevels::default(),
+            },
             join,
             unsafe_ack_before_commit: options.unsafe_ack_before_commit.unwrap_or(false),
         })
@@ -324,6 +335,7 @@ mod tests {
         assert_eq!(config.peers.len(), 3);
         assert!(config.auto_create_topic);
         assert!(!config.unsafe_ack_before_commit);
+        assert_eq!(config.delay_levels.count(), 18);
     }
 
     #[test]
@@ -402,6 +414,13 @@ mod tests {
                     ..minimal()
                 },
                 "heartbeat",
+            ),
+            (
+                BrokerOptions {
+                    message_delay_level: Some("1s 2fortnights".into()),
+                    ..minimal()
+                },
+                "--message-delay-level",
             ),
         ];
         for (options, expected) in cases {

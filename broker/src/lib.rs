@@ -15,8 +15,9 @@
 //! ```
 //!
 //! and a pull: `processor/pull_message.rs` -> `state_machine::state` (the index) ->
-//! `message_reader` (entries from the Raft log, offsets patched in). Start at [`broker`] for
-//! how the pieces are wired, [`command`] for what an entry carries.
+//! `message_reader` (entries from the Raft log, offsets patched in). Delayed messages and
+//! retries take a detour through [`schedule`]. Start at [`broker`] for how the pieces are
+//! wired, [`command`] for what an entry carries.
 
 pub mod admin;
 pub mod batcher;
@@ -32,5 +33,6 @@ pub mod metrics;
 pub mod processor;
 pub mod queue_locks;
 pub mod registration;
+pub mod schedule;
 pub mod state_machine;
 pub mod topic;

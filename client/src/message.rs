@@ -92,6 +92,12 @@ impl Message {
         self
     }
 
+    /// Delivers the message only after delay level `level` (RocketMQ's `setDelayTimeLevel`;
+    /// with the broker's default levels 1 = 1 s, 2 = 5 s, 3 = 10 s, ... 18 = 2 h). 0 = no delay.
+    pub fn with_delay_level(self, level: u32) -> Self {
+        self.with_property(property::DELAY, level.to_string())
+    }
+
     pub fn with_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(name.into(), value.into());
         self

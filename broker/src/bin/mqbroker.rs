@@ -61,6 +61,10 @@ struct Args {
     raft_election_min_ms: Option<u64>,
     #[arg(long)]
     raft_election_max_ms: Option<u64>,
+    /// Delay levels, RocketMQ's messageDelayLevel: level 1 first, units ms/s/m/h/d
+    /// [default: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"].
+    #[arg(long)]
+    message_delay_level: Option<String>,
     /// Join an existing group later (as a learner) instead of forming one from --peers.
     #[arg(long)]
     join: bool,
@@ -88,6 +92,7 @@ impl Args {
             raft_heartbeat_ms: self.raft_heartbeat_ms,
             raft_election_min_ms: self.raft_election_min_ms,
             raft_election_max_ms: self.raft_election_max_ms,
+            message_delay_level: self.message_delay_level.clone(),
             join: self.join.then_some(true),
             unsafe_ack_before_commit: self.unsafe_ack_before_commit.then_some(true),
         }

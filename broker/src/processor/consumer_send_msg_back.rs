@@ -2,8 +2,9 @@
 //! stored again in `%RETRY%<group>` (which the group's consumers also subscribe to), or in
 //! `%DLQ%<group>` once it has been re-consumed `maxReconsumeTimes` times.
 //!
-//! RocketMQ delays a retry by a delay level (10 s, 30 s, 1 m, ...). RaftMQ has no delayed
-//! delivery yet, so the retry is stored at once and redelivered at the consumer's next pull.
+//! A retry waits a delay level first, as in RocketMQ: the level the consumer asked for, or
+//! when it left that to the broker (0), level 3 + the times it was already re-consumed (10 s,
+//! 30 s, 1 m, ... with the default levels). It waits in the schedule topic (see `schedule`).
 
 use std::time::Instant;
 
@@ -12,10 +13,13 @@ use raftmq_protocol::header::client::ConsumerSendMsgBackRequestHeader;
 use raftmq_protocol::message::{StoredMessage, property};
 use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
 
-use super::send_message::{MessageFields, encode_message, resolve_topic, store};
+use super::send_message::{
+    MessageFields, encode_message, resolve_topic, schedule_topic_to_create, store,
+};
 use crate::batcher::SendRequest;
 use crate::context::BrokerContext;
 use crate::error::RequestError;
+use crate::schedule::{self, FIRST_RETRY_DELAY_LEVEL};
 use crate::topic::{DEFAULT_MAX_RECONSUME_TIMES, dlq_topic, retry_topic};
 
 pub(super) async fn handle(
@@ -66,20 +70,37 @@ pub(super) async fn handle(
     properties
         .entry(property::ORIGIN_MESSAGE_ID.to_string())
         .or_insert(origin_id);
+    // What an earlier delay left behind must not send this retry elsewhere.
+    properties.remove(property::DELAY);
+    properties.remove(property::REAL_TOPIC);
+    properties.remove(property::REAL_QID);
     if dead {
         properties.insert(
             property::DLQ_ORIGIN_TOPIC.to_string(),
             original.topic.clone(),
         );
+    } else {
+        let level = if header.delay_level == 0 {
+            FIRST_RETRY_DELAY_LEVEL.saturating_add(original.reconsume_times)
+        } else {
+            header.delay_level
+        };
+        properties.insert(property::DELAY.to_string(), level.to_string());
     }
 
     let (_, create_topic) = resolve_topic(ctx, &topic)?;
+    let destination = schedule::divert(&ctx.config.delay_levels, &topic, 0, &mut properties);
+    let create_topic = if destination.topic == topic {
+        create_topic
+    } else {
+        schedule_topic_to_create(ctx)
+    };
     let message = encode_message(
         ctx,
         connection,
         MessageFields {
-            topic: &topic,
-            queue_id: 0,
+            topic: &destination.topic,
+            queue_id: destination.queue_id,
             flag: original.flag,
             sys_flag: original.sys_flag,
             born_timestamp: original.born_timestamp,
@@ -89,8 +110,8 @@ pub(super) async fn handle(
         },
     )?;
     let send = SendRequest {
-        topic,
-        queue_id: 0,
+        topic: destination.topic,
+        queue_id: destination.queue_id,
         create_topic,
         messages: vec![message],
     };

@@ -14,6 +14,7 @@ use super::send_message::{
 use crate::batcher::{MAX_BATCH_MESSAGES, SendRequest};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
+use crate::schedule;
 
 pub(super) async fn handle(
     ctx: &BrokerContext,
@@ -39,6 +40,14 @@ pub(super) async fn handle(
     let queue_id = choose_queue(ctx, &config, header.queue_id)?;
     let mut messages = Vec::with_capacity(batch.len());
     for message in batch {
+        // RocketMQ's clients refuse to batch delayed messages; one that arrives anyway is
+        // refused rather than delivered early.
+        if schedule::requested_level(&message.properties) > 0 {
+            return Err(RequestError::MessageIllegal(
+                "a batch cannot hold delayed messages (DELAY property); send them one by one"
+                    .into(),
+            ));
+        }
         messages.push(encode_message(
             ctx,
             connection,

@@ -16,6 +16,7 @@ use crate::batcher::{PendingMessage, SendRequest};
 use crate::command::{SendOutcome, physical_offset};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
+use crate::schedule;
 use crate::topic::{
     AUTO_CREATE_QUEUE_NUMS, DEFAULT_MAX_RECONSUME_TIMES, RETRY_GROUP_TOPIC_PREFIX, TopicConfig,
     dlq_topic, tags_hash_code, validate_topic_name,
@@ -31,7 +32,9 @@ pub(super) async fn handle(
     let mut topic = header.topic.clone();
     let mut queue_id = header.queue_id;
     let reconsume_times = header.reconsume_times.unwrap_or(0);
-    // A retry message that failed too often goes to its group's dead-letter topic instead.
+    let mut props = properties::parse(header.properties.as_deref().unwrap_or(""));
+    // A retry message that failed too often goes to its group's dead-letter topic instead, at
+    // once.
     if let Some(group) = topic.strip_prefix(RETRY_GROUP_TOPIC_PREFIX) {
         let max = header
             .max_reconsume_times
@@ -39,18 +42,26 @@ pub(super) async fn handle(
         if reconsume_times >= max {
             topic = dlq_topic(group);
             queue_id = 0;
+            props.remove(property::DELAY);
         }
     }
     let (config, create_topic) = resolve_topic(ctx, &topic)?;
     let queue_id = choose_queue(ctx, &config, queue_id)?;
     check_body(ctx, request.body.len())?;
-    let props = properties::parse(header.properties.as_deref().unwrap_or(""));
+    // A message with a delay level waits in the schedule topic; the answer still names the
+    // queue it will be delivered to, as RocketMQ's does.
+    let destination = schedule::divert(&ctx.config.delay_levels, &topic, queue_id, &mut props);
+    let create_topic = if destination.topic == topic {
+        create_topic
+    } else {
+        schedule_topic_to_create(ctx)
+    };
     let message = encode_message(
         ctx,
         connection,
         MessageFields {
-            topic: &topic,
-            queue_id,
+            topic: &destination.topic,
+            queue_id: destination.queue_id,
             flag: header.flag,
             sys_flag: header.sys_flag,
             born_timestamp: header.born_timestamp,
@@ -60,13 +71,22 @@ pub(super) async fn handle(
         },
     )?;
     let send = SendRequest {
-        topic,
-        queue_id,
+        topic: destination.topic,
+        queue_id: destination.queue_id,
         create_topic,
         messages: vec![message],
     };
     let outcome = store(ctx, send, started).await?;
     Ok(send_response(ctx, request, queue_id, outcome, 1))
+}
+
+/// The schedule topic's config when it does not exist yet (the first delayed message creates
+/// it, with one queue per configured delay level).
+pub(crate) fn schedule_topic_to_create(ctx: &BrokerContext) -> Option<TopicConfig> {
+    match ctx.state.topic(schedule::SCHEDULE_TOPIC) {
+        Some(_) => None,
+        None => Some(schedule::schedule_topic_config(&ctx.config.delay_levels)),
+    }
 }
 
 /// The topic a send goes to: an existing writable one, or one created by this send where that
@@ -76,6 +96,11 @@ pub(crate) fn resolve_topic(
     topic: &str,
 ) -> Result<(TopicConfig, Option<TopicConfig>), RequestError> {
     validate_topic_name(topic).map_err(|err| RequestError::MessageIllegal(err.to_string()))?;
+    if topic == schedule::SCHEDULE_TOPIC {
+        return Err(RequestError::NoPermission(format!(
+            "topic {topic} holds the broker's delayed messages; send with a delay level (the DELAY property) instead"
+        )));
+    }
     if let Some(config) = ctx.state.topic(topic) {
         if !config.is_writable() {
             return Err(RequestError::NoPermission(format!(

@@ -62,6 +62,10 @@ pub struct ProduceArgs {
     /// Sends in flight at once (1 sends one by one, in order).
     #[arg(long, default_value_t = DEFAULT_WINDOW)]
     window: usize,
+    /// Deliver after this delay level (RocketMQ's; broker default levels: 1 = 1 s, 2 = 5 s,
+    /// 3 = 10 s, 4 = 30 s, 5 = 1 m, ... 18 = 2 h).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    delay_level: Option<u32>,
 }
 
 /// One acknowledged message in `--json`.
@@ -267,6 +271,9 @@ async fn send_all(
         }
         if let Some(key) = &args.key {
             message = message.with_keys([key.clone()]);
+        }
+        if let Some(level) = args.delay_level {
+            message = message.with_delay_level(level);
         }
         if in_flight.len() >= args.window
             && let Some(oldest) = in_flight.pop_front()

@@ -5,5 +5,6 @@ mod broker_raw;
 mod broker_storage;
 mod cli;
 mod data_plane;
+mod delay;
 mod membership;
 mod namesrv;
