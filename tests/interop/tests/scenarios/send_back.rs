@@ -1,7 +1,8 @@
 //! A consumer callback that fails once per message: the client hands each message back with
 //! CONSUMER_SEND_MSG_BACK, the broker stores it in `%RETRY%<group>`, and the consumer (which
 //! subscribes to its retry topic by itself) receives it again, reconsume count raised, under
-//! its original topic, body and message id, marked with its origin by the broker.
+//! its original topic, body and message id, marked with its origin by the broker, after the
+//! first retry's delay level (10 s).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,9 @@ const MESSAGES: u64 = 5;
 const ROUTE_POLL_INTERVAL_MS: u32 = 10_000;
 /// Bound on every message coming back through the retry topic.
 const REDELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The client leaves the retry's delay to the broker, which (as RocketMQ's) picks delay level
+/// 3 for a first retry: 10 s with the default levels.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 pub async fn run(env: &Env) -> anyhow::Result<()> {
     let producer = start_producer(env, PRODUCER_GROUP).await?;
@@ -133,6 +137,10 @@ pub async fn run(env: &Env) -> anyhow::Result<()> {
             mark.msg_id
         );
     }
+    ensure!(
+        elapsed >= FIRST_RETRY_DELAY,
+        "the retries came back after {elapsed:?}, before the first retry's delay level ({FIRST_RETRY_DELAY:?})"
+    );
     println!(
         "send-back: {} messages failed once and came back through %RETRY%{CONSUMER_GROUP} in {elapsed:?} ({} deliveries)",
         sent.len(),
