@@ -14,7 +14,9 @@
 //! Where the time goes: each row also shows what the process wrote to disk (from
 //! `/proc/self/io`) and its CPU use (from `/proc/self/stat`), both Linux only.
 //!
-//! Every phase runs for a fixed, short time.
+//! Every phase runs for a fixed, short time. Under `cargo test --all-targets` (CI: no `--bench`
+//! argument) it runs as a smoke test, every phase a fraction of a second and one failover, so
+//! CI checks that it works without spending minutes measuring.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +35,36 @@ use raftmq_raft::{
 use tokio::sync::Semaphore;
 
 const RECORD_BYTES: usize = 1024;
+/// How long each phase runs: [`Phases::MEASURE`] under `cargo bench`, [`Phases::SMOKE`] under
+/// `cargo test`.
+struct Phases {
+    log: Duration,
+    cluster: Duration,
+    cluster_warmup: Duration,
+    failover_runs: usize,
+}
+
+impl Phases {
+    const MEASURE: Phases = Phases {
+        log: LOG_PHASE,
+        cluster: CLUSTER_PHASE,
+        cluster_warmup: CLUSTER_WARMUP,
+        failover_runs: FAILOVER_RUNS,
+    };
+    const SMOKE: Phases = Phases {
+        log: Duration::from_millis(200),
+        cluster: Duration::from_millis(300),
+        cluster_warmup: Duration::from_millis(100),
+        failover_runs: 1,
+    };
+}
+
+static PHASES: std::sync::OnceLock<&'static Phases> = std::sync::OnceLock::new();
+
+fn phases() -> &'static Phases {
+    PHASES.get().copied().unwrap_or(&Phases::MEASURE)
+}
+
 const LOG_PHASE: Duration = Duration::from_secs(2);
 const LOG_BATCH_SIZES: [usize; 4] = [1, 10, 100, 1000];
 const LOG_APPENDS_IN_FLIGHT: usize = 64;
@@ -50,6 +82,13 @@ const WAIT_MAX: Duration = Duration::from_secs(30);
 const LATENCY_MAX_US: u64 = 60_000_000;
 
 fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; `cargo test` runs this binary without it.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let _ = PHASES.set(if measuring {
+        &Phases::MEASURE
+    } else {
+        &Phases::SMOKE
+    });
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -155,7 +194,10 @@ fn ms_per(nanos: u64, count: u64) -> f64 {
 }
 
 async fn log_store_bench() -> Result<()> {
-    println!("== log store: appends of 1 KiB entries, {LOG_PHASE:?} per row");
+    println!(
+        "== log store: appends of 1 KiB entries, {:?} per row",
+        phases().log
+    );
     println!(
         "{:>6} {:>10} {:>11} {:>12} {:>9} {:>10} {:>13} {:>15} {:>11} {:>6}",
         "batch",
@@ -192,7 +234,7 @@ async fn log_store_bench() -> Result<()> {
     Ok(())
 }
 
-/// Appends `batch`-entry appends for [`LOG_PHASE`] with at most `in_flight` not yet durable.
+/// Appends `batch`-entry appends for the log phase with at most `in_flight` not yet durable.
 async fn log_store_phase(
     batch: usize,
     in_flight: usize,
@@ -204,7 +246,7 @@ async fn log_store_phase(
     let before = store.metrics();
     let started = Instant::now();
     let mut next_index = 0u64;
-    while started.elapsed() < LOG_PHASE {
+    while started.elapsed() < phases().log {
         let permit = Arc::clone(&permits).acquire_owned().await?;
         let entries: Vec<Entry> = (0..batch as u64)
             .map(|i| Entry {
@@ -317,7 +359,9 @@ async fn stop_all(members: BTreeMap<NodeId, Member>) -> Result<()> {
 
 async fn cluster_bench() -> Result<()> {
     println!(
-        "== three-member group on loopback, one process, one disk: {CLUSTER_PHASE:?} measured per row after {CLUSTER_WARMUP:?} warm-up; {:?}",
+        "== three-member group on loopback, one process, one disk: {:?} measured per row after {:?} warm-up; {:?}",
+        phases().cluster,
+        phases().cluster_warmup,
         bench_timers()?
     );
     println!(
@@ -368,10 +412,10 @@ async fn fail_over(members: &mut BTreeMap<NodeId, Member>, leader_id: NodeId) ->
     Ok(started.elapsed().as_secs_f64() * 1000.0)
 }
 
-/// Failover of an idle group, [`FAILOVER_RUNS`] times on fresh groups.
+/// Failover of an idle group, [`FAILOVER_RUNS`] times on fresh groups (once in a smoke run).
 async fn failover_bench() -> Result<()> {
     let mut runs = Vec::new();
-    for _ in 0..FAILOVER_RUNS {
+    for _ in 0..phases().failover_runs {
         let root = tempfile::tempdir()?;
         let mut members = start_cluster(root.path()).await?;
         let first = &members.get(&1).context("member 1")?.node;
@@ -411,8 +455,8 @@ async fn cluster_phase(
     let follower = &members.get(&follower_id).context("follower")?.node;
 
     let value = Bytes::from(vec![0x42; RECORD_BYTES * records_per_proposal]);
-    let warm_until = Instant::now() + CLUSTER_WARMUP;
-    let measure_until = warm_until + CLUSTER_PHASE;
+    let warm_until = Instant::now() + phases().cluster_warmup;
+    let measure_until = warm_until + phases().cluster;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..in_flight {
         let raft = leader.raft().clone();
@@ -453,7 +497,7 @@ async fn cluster_phase(
     }
     // Proposals are counted when they started inside the window, so rate them over the window;
     // disk, CPU and fsyncs are counted until the last proposal finished.
-    let window = CLUSTER_PHASE;
+    let window = phases().cluster;
     let elapsed = measured_from.elapsed();
     let (disk, cpu) = usage.rates_since(elapsed);
     let leader_m = delta(leader.log_metrics(), leader_before);
