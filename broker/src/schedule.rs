@@ -27,7 +27,7 @@ use raftmq_protocol::message::{StoredMessage, property};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::batcher::{PendingMessage, SendRequest};
+use crate::batcher::{MAX_BATCH_BYTES, PendingMessage, SendRequest};
 use crate::command::{Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
@@ -49,7 +49,8 @@ pub const MAX_DELAY_LEVELS: usize = 64;
 pub const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the leader looks for due messages (RocketMQ: 100 ms).
 pub const SCHEDULE_POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Messages one level delivers per round; bounds each round's memory and its one progress commit.
+/// Messages one level delivers per round (and at most about one entry's worth of bytes,
+/// `MAX_BATCH_BYTES`): bounds each round's memory, and it takes one progress commit.
 pub const DELIVERIES_PER_ROUND: usize = 256;
 /// How long a level waits after a failed delivery before trying again.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -288,7 +289,7 @@ async fn deliver_due(
                 queue_id,
                 offset: progress,
                 max_messages: DELIVERIES_PER_ROUND,
-                max_bytes: usize::MAX,
+                max_bytes: MAX_BATCH_BYTES,
                 filter: &TagFilter::All,
             },
         )
@@ -306,7 +307,19 @@ async fn deliver_due(
             break;
         }
         let queue_offset = message.queue_offset as u64;
-        let (destination, message) = delivered(message).map_err(RequestError::Internal)?;
+        next_progress = queue_offset + 1;
+        let (destination, message) = match delivered(message) {
+            Ok(delivered) => delivered,
+            Err(reason) => {
+                // Only the broker writes this topic, so this is damage; a message no one can
+                // route must not block every later one of its level.
+                warn!(
+                    level,
+                    queue_offset, reason, "a delayed message has no destination; dropped"
+                );
+                continue;
+            }
+        };
         let tags_code = message
             .properties
             .get(property::TAGS)
@@ -333,7 +346,6 @@ async fn deliver_due(
                     Ok((_, create_topic)) => create_topic,
                     Err(err) => {
                         warn!(level, queue_offset, %err, "a delayed message cannot be delivered; dropped");
-                        next_progress = queue_offset + 1;
                         continue;
                     }
                 };
@@ -345,9 +357,8 @@ async fn deliver_due(
                 });
             }
         }
-        next_progress = queue_offset + 1;
     }
-    if sends.is_empty() {
+    if next_progress == progress {
         return Ok(0);
     }
     let count = sends.iter().map(|send| send.messages.len()).sum();
@@ -439,22 +450,14 @@ mod tests {
         assert_eq!(properties[property::REAL_TOPIC], "Orders");
         assert_eq!(properties[property::REAL_QID], "5");
 
-        let host: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let scheduled = StoredMessage {
             queue_id: 2,
-            flag: 0,
             queue_offset: 17,
             physical_offset: 99,
-            sys_flag: 0,
-            born_timestamp: 5,
-            born_host: host,
             store_timestamp: 6,
-            store_host: host,
             reconsume_times: 2,
-            prepared_transaction_offset: 0,
             body: bytes::Bytes::from_static(b"body"),
-            topic: SCHEDULE_TOPIC.into(),
-            properties,
+            ..scheduled_message(properties)
         };
         let (destination, message) = delivered(scheduled).unwrap();
         assert_eq!(
@@ -496,8 +499,14 @@ mod tests {
 
     #[test]
     fn a_scheduled_message_without_its_real_topic_is_an_error() {
+        let message = scheduled_message(BTreeMap::new());
+        assert!(delivered(message).unwrap_err().contains("REAL_TOPIC"));
+    }
+
+    /// A message as it sits in the schedule topic, everything but its properties zero.
+    fn scheduled_message(properties: BTreeMap<String, String>) -> StoredMessage {
         let host: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let message = StoredMessage {
+        StoredMessage {
             queue_id: 0,
             flag: 0,
             queue_offset: 0,
@@ -511,8 +520,7 @@ mod tests {
             prepared_transaction_offset: 0,
             body: bytes::Bytes::new(),
             topic: SCHEDULE_TOPIC.into(),
-            properties: BTreeMap::new(),
-        };
-        assert!(delivered(message).unwrap_err().contains("REAL_TOPIC"));
+            properties,
+        }
     }
 }
