@@ -215,10 +215,18 @@ pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
     // Per level: when to look again after a failure (a failing level does not spin).
     let mut paused_until: BTreeMap<u32, Instant> = BTreeMap::new();
     let mut was_leader = false;
+    // A level that delivered a full round may have more due at once: no pause before the next.
+    let mut backlog = false;
     loop {
+        let pause = if backlog {
+            Duration::ZERO
+        } else {
+            SCHEDULE_POLL_INTERVAL
+        };
+        backlog = false;
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(SCHEDULE_POLL_INTERVAL) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let leading = ctx.leadership.may_write();
         if leading != was_leader {
@@ -244,7 +252,10 @@ pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
             };
             match deliver_due(&ctx, level, delay).await {
                 Ok(0) => {}
-                Ok(count) => debug!(level, count, "delivered delayed messages"),
+                Ok(count) => {
+                    debug!(level, count, "delivered delayed messages");
+                    backlog |= count >= DELIVERIES_PER_ROUND;
+                }
                 Err(err) => {
                     warn!(level, error = %err, "delayed delivery failed; trying again shortly");
                     paused_until.insert(level, Instant::now() + RETRY_AFTER_FAILURE);
