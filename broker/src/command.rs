@@ -39,6 +39,9 @@ pub enum Command {
     UpsertGroup(GroupConfig),
     /// Delete a subscription group and its committed offsets.
     DeleteGroup { group: String },
+    /// Create a topic unless it exists (a send's auto-creation when the send itself is stored
+    /// elsewhere: a delayed message waits in the schedule topic). Never changes an existing one.
+    CreateTopicIfMissing(TopicConfig),
 }
 
 /// Sends packed into one entry by the leader's proposal batcher: one `SendUnit` per client

@@ -184,6 +184,9 @@ pub struct MemberInfo {
     pub admin_addr: String,
     pub raft_addr: String,
     pub remoting_addr: String,
+    /// It leads and a quorum acknowledged it recently, so it takes writes now (a leader
+    /// restarted with its old term does not until its group answers it).
+    pub writable: bool,
 }
 
 impl MemberInfo {
@@ -242,6 +245,7 @@ impl MemberInfo {
             admin_addr: reachable_admin(&text("adminAddr")?, addr),
             raft_addr: text("raftAddr")?,
             remoting_addr,
+            writable: table.get("raftWritable").is_some_and(|v| v == "true"),
         })
     }
 

@@ -13,13 +13,11 @@ use raftmq_protocol::header::client::ConsumerSendMsgBackRequestHeader;
 use raftmq_protocol::message::{StoredMessage, property};
 use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
 
-use super::send_message::{
-    MessageFields, encode_message, resolve_topic, schedule_topic_to_create, store,
-};
+use super::send_message::{MessageFields, destination_of, encode_message, resolve_topic, store};
 use crate::batcher::SendRequest;
 use crate::context::BrokerContext;
 use crate::error::RequestError;
-use crate::schedule::{self, FIRST_RETRY_DELAY_LEVEL};
+use crate::schedule::FIRST_RETRY_DELAY_LEVEL;
 use crate::topic::{DEFAULT_MAX_RECONSUME_TIMES, dlq_topic, retry_topic};
 
 pub(super) async fn handle(
@@ -89,12 +87,8 @@ pub(super) async fn handle(
     }
 
     let (_, create_topic) = resolve_topic(ctx, &topic)?;
-    let destination = schedule::divert(&ctx.config.delay_levels, &topic, 0, &mut properties);
-    let create_topic = if destination.topic == topic {
-        create_topic
-    } else {
-        schedule_topic_to_create(ctx)
-    };
+    let (destination, create_topic) =
+        destination_of(ctx, &topic, 0, create_topic, &mut properties).await?;
     let message = encode_message(
         ctx,
         connection,

@@ -13,6 +13,7 @@
 //! | `raftState` | `Leader`, `Follower`, `Candidate` or `Learner` |
 //! | `raftTerm` | current term |
 //! | `raftLeader` | the leader's node id, empty when none is known |
+//! | `raftWritable` | `true` when this member takes writes now: it leads and a quorum acknowledged it recently |
 //! | `raftLastLogIndex` / `raftAppliedIndex` | log indexes, `0` when empty |
 //! | `raftCommitIndex` | on the leader only: the highest index a majority of voters holds |
 //! | `raftVoters` / `raftLearners` | comma-separated node ids |
@@ -96,6 +97,7 @@ fn runtime_table(ctx: &BrokerContext) -> BTreeMap<String, String> {
     put("raftNodeId", ctx.config.node_id.to_string());
     put("raftState", state);
     put("raftTerm", metrics.current_term.to_string());
+    put("raftWritable", ctx.leadership.may_write().to_string());
     put(
         "raftLeader",
         metrics

@@ -13,7 +13,7 @@ use raftmq_protocol::message::{StoredMessage, offset_msg_id, properties, propert
 use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
 
 use crate::batcher::{PendingMessage, SendRequest};
-use crate::command::{SendOutcome, physical_offset};
+use crate::command::{Command, SendOutcome, physical_offset};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
 use crate::schedule;
@@ -50,12 +50,8 @@ pub(super) async fn handle(
     check_body(ctx, request.body.len())?;
     // A message with a delay level waits in the schedule topic; the answer still names the
     // queue it will be delivered to, as RocketMQ's does.
-    let destination = schedule::divert(&ctx.config.delay_levels, &topic, queue_id, &mut props);
-    let create_topic = if destination.topic == topic {
-        create_topic
-    } else {
-        schedule_topic_to_create(ctx)
-    };
+    let (destination, create_topic) =
+        destination_of(ctx, &topic, queue_id, create_topic, &mut props).await?;
     let message = encode_message(
         ctx,
         connection,
@@ -80,13 +76,33 @@ pub(super) async fn handle(
     Ok(send_response(ctx, request, queue_id, outcome, 1))
 }
 
-/// The schedule topic's config when it does not exist yet (the first delayed message creates
-/// it, with one queue per configured delay level).
-pub(crate) fn schedule_topic_to_create(ctx: &BrokerContext) -> Option<TopicConfig> {
-    match ctx.state.topic(schedule::SCHEDULE_TOPIC) {
+/// Where a send is stored once its delay level is considered (`schedule::divert`), and the
+/// topic to create with it. A delayed message to a topic that does not exist yet creates that
+/// topic now, as RocketMQ's broker does at send time, so that consumers find its route while
+/// the message waits; the first delayed message creates the schedule topic (one queue per
+/// configured delay level).
+pub(crate) async fn destination_of(
+    ctx: &BrokerContext,
+    topic: &str,
+    queue_id: u32,
+    create_topic: Option<TopicConfig>,
+    properties: &mut std::collections::BTreeMap<String, String>,
+) -> Result<(schedule::Destination, Option<TopicConfig>), RequestError> {
+    let destination = schedule::divert(&ctx.config.delay_levels, topic, queue_id, properties);
+    if destination.topic == topic {
+        return Ok((destination, create_topic));
+    }
+    if let Some(config) = create_topic {
+        ctx.proposer
+            .propose(Command::CreateTopicIfMissing(config))
+            .await?;
+        ctx.register_now.notify_one();
+    }
+    let schedule_topic = match ctx.state.topic(schedule::SCHEDULE_TOPIC) {
         Some(_) => None,
         None => Some(schedule::schedule_topic_config(&ctx.config.delay_levels)),
-    }
+    };
+    Ok((destination, schedule_topic))
 }
 
 /// The topic a send goes to: an existing writable one, or one created by this send where that

@@ -37,6 +37,12 @@ pub fn apply_command(
             upsert_topic(state, touched, config.clone());
             Applied::Done
         }
+        Command::CreateTopicIfMissing(config) => {
+            if !state.topics.contains_key(&config.name) {
+                upsert_topic(state, touched, config.clone());
+            }
+            Applied::Done
+        }
         Command::DeleteTopic { topic } => {
             delete_topic(state, touched, topic);
             Applied::Done

@@ -417,3 +417,17 @@ fn rows_are_found_by_their_place_in_the_log() {
     }
     assert!(state.find_row("t", 0, 99, 0).unwrap().is_none());
 }
+
+#[test]
+fn create_topic_if_missing_never_changes_an_existing_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(&dir);
+    let created = Command::CreateTopicIfMissing(TopicConfig::new("auto", 8));
+    assert_eq!(apply_one(&mut sm, normal(1, &created, b"")), Applied::Done);
+    assert_eq!(sm.state().topic("auto").unwrap().write_queue_nums, 8);
+    // An operator resizes it; a late auto-creation (a delayed send) must not undo that.
+    let resized = Command::UpsertTopic(TopicConfig::new("auto", 2));
+    apply_one(&mut sm, normal(2, &resized, b""));
+    assert_eq!(apply_one(&mut sm, normal(3, &created, b"")), Applied::Done);
+    assert_eq!(sm.state().topic("auto").unwrap().write_queue_nums, 2);
+}

@@ -164,6 +164,8 @@ pub struct GroupJson {
     pub namesrv_members: BTreeMap<String, String>,
     /// The NameServer's slot 0 holds the Raft leader's address.
     pub leader_registered: bool,
+    /// The leader takes writes now (its group has acknowledged it recently).
+    pub leader_writable: bool,
     pub members: Vec<MemberJson>,
 }
 
@@ -278,6 +280,7 @@ fn group_json(view: &GroupView) -> GroupJson {
         leader_registered: leader.is_some_and(|leader| {
             namesrv_leader_addr.as_deref() == Some(leader.remoting_addr.as_str())
         }),
+        leader_writable: leader.is_some_and(|leader| leader.writable),
         namesrv_leader_addr,
         namesrv_members: view
             .namesrv_members
@@ -381,18 +384,20 @@ async fn wait(ctx: &Ctx, groups: usize, timeout: Duration) -> anyhow::Result<Exi
                 let ready = status
                     .groups
                     .iter()
-                    .filter(|group| group.leader_registered)
+                    .filter(|group| group.leader_registered && group.leader_writable)
                     .count();
                 if ready >= groups {
                     if ctx.json {
                         print_json(&status)?;
                     } else {
-                        outln!("{ready} broker group(s) have a registered leader");
+                        outln!(
+                            "{ready} broker group(s) have a registered leader that takes writes"
+                        );
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
                 format!(
-                    "{ready} of {groups} broker group(s) have a leader registered in the NameServer"
+                    "{ready} of {groups} broker group(s) have a leader registered in the NameServer that takes writes"
                 )
             }
             Err(err) => format!("{err:#}"),

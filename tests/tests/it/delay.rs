@@ -1,6 +1,6 @@
 //! Delayed delivery against a real 3-member group (levels shortened with
-//! `--message-delay-level`): a message sent with a delay level reaches its topic only after the
-//! level's delay, unchanged but for the `DELAY` property; a message a consumer hands back
+//! `--message-delay-level`): a message sent with a delay level creates its topic at once but
+//! reaches it only after the level's delay, unchanged but for the `DELAY` property; a message a consumer hands back
 //! returns through its retry topic after the level it asked for; and a delayed message whose
 //! leader is killed while it waits is still delivered, by the next leader.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use raftmq_client::message::now_ms;
 use raftmq_client::{
-    BrokerClient, ConsumeFrom, ConsumeStatus, Consumer, Message, MessageQueue, Producer,
+    Admin, BrokerClient, ConsumeFrom, ConsumeStatus, Consumer, Message, MessageQueue, Producer,
     ReceivedMessage,
 };
 use raftmq_tests::cluster::TestCluster;
@@ -100,6 +100,14 @@ async fn delayed_and_retried_messages_wait_their_level_even_across_a_leader_kill
             queue.clone(),
         )
         .await?;
+    // The topic did not exist: the delayed send created it at once (not at delivery), so its
+    // consumers find a route while the message waits.
+    let admin = Admin::new(Some(&namesrv))?;
+    let deadline = Instant::now() + STEP;
+    while admin.route(TOPIC).await.ok().flatten().is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "{TOPIC} never got a route");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     producer
         .send_to_queue(
             Message::new(TOPIC, Bytes::from_static(b"plain")),
