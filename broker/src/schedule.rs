@@ -19,21 +19,21 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures::future::join_all;
+use raftmq_client::message::now_ms;
 use raftmq_protocol::message::{StoredMessage, property};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::batcher::{MAX_BATCH_BYTES, PendingMessage, SendRequest};
+use crate::batcher::{MAX_BATCH_BYTES, SendRequest};
 use crate::command::{Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
 use crate::message_reader::{QueueReadRequest, TagFilter};
-use crate::processor::send_message::{resolve_topic, store};
-use crate::topic::{TopicConfig, tags_hash_code};
+use crate::processor::send_message::{pending_message, resolve_topic, store};
+use crate::topic::TopicConfig;
 
 /// Where delayed messages wait: queue `level - 1` holds the messages of delay level `level`.
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
@@ -268,12 +268,6 @@ pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
 /// Delivers the due head of one level's queue (up to [`DELIVERIES_PER_ROUND`] messages), then
 /// commits the level's progress past them. Returns how many were delivered.
 async fn deliver_due(
@@ -331,18 +325,8 @@ async fn deliver_due(
                 continue;
             }
         };
-        let tags_code = message
-            .properties
-            .get(property::TAGS)
-            .map_or(0, |tag| tags_hash_code(tag));
-        let mut encoded = BytesMut::new();
-        message
-            .encode(&mut encoded)
-            .map_err(|err| RequestError::Internal(err.to_string()))?;
-        let pending = PendingMessage {
-            bytes: encoded.freeze(),
-            tags_code,
-        };
+        let pending =
+            pending_message(&message).map_err(|err| RequestError::Internal(err.to_string()))?;
         match sends.last_mut() {
             Some(send)
                 if send.topic == destination.topic && send.queue_id == destination.queue_id =>

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use raftmq_client::remoting::server::ConnectionInfo;
 use raftmq_protocol::header::send::{SendMessageRequestHeader, SendMessageResponseHeader};
 use raftmq_protocol::message::{StoredMessage, offset_msg_id, properties, property};
-use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
+use raftmq_protocol::{ExtHeader, RemotingCommand, WireError, code::response};
 
 use crate::batcher::{PendingMessage, SendRequest};
 use crate::command::{Command, SendOutcome, physical_offset};
@@ -188,10 +188,6 @@ pub(crate) fn encode_message(
     connection: &ConnectionInfo,
     fields: MessageFields<'_>,
 ) -> Result<PendingMessage, RequestError> {
-    let tags_code = fields
-        .properties
-        .get(property::TAGS)
-        .map_or(0, |tag| tags_hash_code(tag));
     let message = StoredMessage {
         queue_id: fields.queue_id as i32,
         flag: fields.flag,
@@ -208,10 +204,17 @@ pub(crate) fn encode_message(
         topic: fields.topic.to_string(),
         properties: fields.properties,
     };
+    pending_message(&message).map_err(|err| RequestError::MessageIllegal(err.to_string()))
+}
+
+/// A message in RocketMQ's stored layout, ready to propose: its bytes and its tag's hash.
+pub(crate) fn pending_message(message: &StoredMessage) -> Result<PendingMessage, WireError> {
+    let tags_code = message
+        .properties
+        .get(property::TAGS)
+        .map_or(0, |tag| tags_hash_code(tag));
     let mut bytes = BytesMut::new();
-    message
-        .encode(&mut bytes)
-        .map_err(|err| RequestError::MessageIllegal(err.to_string()))?;
+    message.encode(&mut bytes)?;
     Ok(PendingMessage {
         bytes: bytes.freeze(),
         tags_code,
