@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raftmq_client::remoting::rpc_client::RpcClient;
-use raftmq_client::remoting::server::{Server, ServerConfig};
+use raftmq_remoting::rpc_client::RpcClient;
+use raftmq_remoting::server::{Server, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use raftmq_client::remoting::server::ConnectionHandle;
 use raftmq_protocol::body::{HeartbeatData, SubscriptionData};
+use raftmq_remoting::server::ConnectionHandle;
 
 /// A client silent this long is dropped (RocketMQ's channel expiry: 120 s).
 pub const CLIENT_EXPIRY: Duration = Duration::from_secs(120);

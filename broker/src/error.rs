@@ -2,6 +2,7 @@
 
 use raftmq_protocol::WireError;
 use raftmq_protocol::code::response;
+use raftmq_protocol::names::outcome_unknown_remark;
 
 use crate::batcher::ProposeError;
 use crate::command::Refusal;
@@ -72,9 +73,7 @@ pub fn error_code(error: &RequestError) -> (i32, String) {
         }
     };
     let remark = match error {
-        RequestError::Propose(ProposeError::Unknown(reason)) => {
-            format!("outcome unknown: {reason}")
-        }
+        RequestError::Propose(ProposeError::Unknown(reason)) => outcome_unknown_remark(reason),
         other => other.to_string(),
     };
     (code, remark)
@@ -83,6 +82,7 @@ pub fn error_code(error: &RequestError) -> (i32, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raftmq_protocol::names::OUTCOME_UNKNOWN_REMARK_PREFIX;
 
     #[test]
     fn definite_and_unknown_send_failures_get_distinct_codes() {
@@ -97,6 +97,9 @@ mod tests {
         let unknown = RequestError::Propose(ProposeError::Unknown("no commit within 10s".into()));
         let (code, remark) = error_code(&unknown);
         assert_eq!(code, response::SYSTEM_ERROR);
-        assert!(remark.starts_with("outcome unknown"), "{remark}");
+        assert!(
+            remark.starts_with(OUTCOME_UNKNOWN_REMARK_PREFIX),
+            "{remark}"
+        );
     }
 }

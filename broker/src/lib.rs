@@ -5,7 +5,7 @@
 //! Follow a send along the data path:
 //!
 //! ```text
-//! remoting server (raftmq_client::remoting::server)
+//! remoting server (raftmq_remoting::server)
 //!   -> processor::BrokerHandler           processor/mod.rs: route_of() decides Raft or not
 //!   -> processor/send_message.rs          header, topic, queue, encode the stored message
 //!   -> batcher::Proposer                  pack concurrent sends into one entry, pipeline

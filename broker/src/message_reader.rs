@@ -13,8 +13,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::command::{Command, DecodedEntry, decode_entry, physical_offset, split_physical_offset};
 use crate::state_machine::{BrokerState, IndexRow};
-use crate::topic::tags_hash_code;
 use raftmq_protocol::message::sys_flag;
+use raftmq_protocol::names::tags_code;
 use raftmq_raft::{EntryPayload, LogReader};
 
 /// Decoded entries kept for reads.
@@ -61,7 +61,7 @@ impl TagFilter {
             .split("||")
             .map(str::trim)
             .filter(|tag| !tag.is_empty())
-            .map(tags_hash_code)
+            .map(tags_code)
             .collect::<BTreeSet<_>>();
         if codes.is_empty() {
             TagFilter::All
@@ -387,8 +387,8 @@ mod tests {
         assert_eq!(TagFilter::parse("*"), TagFilter::All);
         assert_eq!(TagFilter::parse(""), TagFilter::All);
         let filter = TagFilter::parse("a || b");
-        assert!(filter.matches(tags_hash_code("a")));
-        assert!(filter.matches(tags_hash_code("b")));
-        assert!(!filter.matches(tags_hash_code("c")));
+        assert!(filter.matches(tags_code("a")));
+        assert!(filter.matches(tags_code("b")));
+        assert!(!filter.matches(tags_code("c")));
     }
 }

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use raftmq_client::remoting::rpc_client::RpcClient;
 use raftmq_protocol::code::{request, response};
 use raftmq_protocol::header::namesrv::{
     RegisterBrokerRequestHeader, UnregisterBrokerRequestHeader,
 };
 use raftmq_protocol::route::RegisterBrokerBody;
 use raftmq_protocol::{ExtHeader, RemotingCommand};
+use raftmq_remoting::rpc_client::RpcClient;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 

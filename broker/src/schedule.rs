@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use raftmq_client::message::now_ms;
 use raftmq_protocol::message::{StoredMessage, property};
+use raftmq_protocol::names::now_ms;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 

@@ -1,6 +1,7 @@
 //! Topic and subscription-group configuration, as the state machine stores it and as RocketMQ
 //! names it (perm bits, queue counts, the system topics a client expects).
 
+use raftmq_protocol::names::{DEFAULT_MAX_RECONSUME_TIMES, MAX_TOPIC_NAME_BYTES};
 use serde::{Deserialize, Serialize};
 
 /// Queues may be read (RocketMQ's `PermName.PERM_READ`).
@@ -14,18 +15,6 @@ pub const PERM_INHERIT: u32 = 1;
 pub const AUTO_CREATE_QUEUE_NUMS: u32 = 8;
 /// The most queues a topic may have; bounds every per-topic loop and the route data size.
 pub const MAX_QUEUE_NUMS: u32 = 1024;
-/// Longest topic name RocketMQ accepts (`TopicValidator`), so names fit the stored layout.
-pub const MAX_TOPIC_NAME_BYTES: usize = 127;
-
-/// The topic a RocketMQ client falls back to for a topic it has no route for: a broker that
-/// auto-creates topics registers it, so the client can send and let the broker create the rest.
-pub const AUTO_CREATE_TOPIC_KEY: &str = "TBW102";
-/// Prefix of the per-group topic holding messages sent back for a later retry.
-pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
-/// Prefix of the per-group dead-letter topic, after `max_reconsume_times` failed retries.
-pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
-/// How many times a message is re-consumed before it goes to the dead-letter topic.
-pub const DEFAULT_MAX_RECONSUME_TIMES: u32 = 16;
 
 /// One topic's configuration: how many queues and what may be done with them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,26 +114,6 @@ impl GroupConfig {
     }
 }
 
-/// `%RETRY%<group>`: where messages a consumer sends back wait for their next delivery.
-pub fn retry_topic(group: &str) -> String {
-    format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
-}
-
-/// `%DLQ%<group>`: where messages go after too many failed deliveries.
-pub fn dlq_topic(group: &str) -> String {
-    format!("{DLQ_GROUP_TOPIC_PREFIX}{group}")
-}
-
-/// Java's `String.hashCode` of a tag: RocketMQ stores it per message so a broker can filter
-/// pulls by tag without reading the message, and clients compute it the same way.
-pub fn tags_hash_code(tag: &str) -> i64 {
-    let mut hash: i32 = 0;
-    for unit in tag.encode_utf16() {
-        hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));
-    }
-    i64::from(hash)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,15 +147,5 @@ mod tests {
         );
         config.write_queue_nums = MAX_QUEUE_NUMS + 1;
         assert!(validate_topic_config(&config).is_err());
-    }
-
-    #[test]
-    fn tag_hash_matches_java_string_hash_code() {
-        // Values computed with Java's "TagA".hashCode() and "".hashCode().
-        assert_eq!(tags_hash_code("TagA"), 2598919);
-        assert_eq!(tags_hash_code(""), 0);
-        // Wraps past i32::MAX, as Java's int arithmetic does.
-        assert_eq!(tags_hash_code("Hello World"), -862545276);
-        assert_eq!(tags_hash_code("hello"), 99162322);
     }
 }

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use raftmq_client::namesrv::namesrv_list_or_env;
-use raftmq_client::remoting::RpcClient;
 use raftmq_client::{BrokerClient, NameServerClient};
 use raftmq_protocol::RemotingCommand;
 use raftmq_protocol::body::KvTable;
 use raftmq_protocol::code::{request, response};
 use raftmq_protocol::route::ClusterInfo;
+use raftmq_remoting::RpcClient;
 
 /// Deadline of one request to a NameServer or broker.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);

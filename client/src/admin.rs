@@ -14,8 +14,8 @@ use crate::broker_client::{
 use crate::error::ClientError;
 use crate::message::{MessageQueue, ReceivedMessage, validate_topic};
 use crate::namesrv::{NameServerClient, namesrv_list_or_env};
-use crate::remoting::RpcClient;
 use crate::route::TopicRoute;
+use raftmq_remoting::RpcClient;
 
 /// The consumer group admin pulls name (RocketMQ's tools use the same).
 pub const ADMIN_PULL_GROUP: &str = "TOOLS_CONSUMER";

@@ -22,7 +22,7 @@ use raftmq_protocol::{ExtHeader, RemotingCommand};
 
 use crate::error::{ClientError, check_response, refusal};
 use crate::message::{MessageQueue, ReceivedMessage};
-use crate::remoting::RpcClient;
+use raftmq_remoting::RpcClient;
 
 /// Deadline of requests that do not wait on purpose (offsets, heartbeats, admin).
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -475,7 +475,7 @@ impl BrokerClient {
     pub async fn create_topic(&self, addr: &str, config: &TopicConfig) -> Result<(), ClientError> {
         let header = CreateTopicRequestHeader {
             topic: config.topic_name.clone(),
-            default_topic: raftmq_protocol::route::AUTO_CREATE_TOPIC_KEY_TOPIC.to_owned(),
+            default_topic: raftmq_protocol::names::AUTO_CREATE_TOPIC_KEY_TOPIC.to_owned(),
             read_queue_nums: i32::try_from(config.read_queue_nums)
                 .map_err(|_| ClientError::Config("too many read queues".to_owned()))?,
             write_queue_nums: i32::try_from(config.write_queue_nums)

@@ -3,12 +3,9 @@
 
 use raftmq_protocol::WireError;
 use raftmq_protocol::code::{request, response};
+use raftmq_protocol::names::OUTCOME_UNKNOWN_REMARK_PREFIX;
 
-use crate::remoting::RpcError;
-
-/// The remark prefix a RaftMQ broker puts on SYSTEM_ERROR when a write was proposed to Raft
-/// but no result is known: it may or may not be stored.
-pub const OUTCOME_UNKNOWN_REMARK_PREFIX: &str = "outcome unknown";
+use raftmq_remoting::RpcError;
 
 /// Everything that can go wrong between this client and a NameServer or broker.
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +178,7 @@ mod tests {
     use raftmq_protocol::RemotingCommand;
 
     use super::*;
-    use crate::remoting::NotSentReason;
+    use raftmq_remoting::NotSentReason;
 
     fn answer(code: i32, remark: &str) -> RemotingCommand {
         RemotingCommand::new_request(request::SEND_MESSAGE_V2)

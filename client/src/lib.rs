@@ -17,8 +17,9 @@
 //! - [`namesrv`]: [`NameServerClient`] — NameServer requests with failover between NameServers.
 //! - [`error`]: [`ClientError`] and `is_unknown_outcome()`.
 //! - [`message`]: [`Message`] (what you send) and [`ReceivedMessage`] (what a pull returns).
-//! - [`remoting`]: the transport every RaftMQ server and client shares (frames, RPC client with
-//!   "not sent" versus "outcome unknown" errors, the generic server).
+//!
+//! The transport under all of it is the `raftmq-remoting` crate (frames, the RPC client with
+//! "not sent" versus "outcome unknown" errors), shared with the servers.
 
 pub mod admin;
 pub mod broker_client;
@@ -28,7 +29,6 @@ pub mod error;
 pub mod message;
 pub mod namesrv;
 pub mod producer;
-pub mod remoting;
 pub mod route;
 
 pub use admin::Admin;

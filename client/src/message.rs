@@ -7,11 +7,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use raftmq_protocol::message::{MAX_PROPERTIES_BYTES, StoredMessage, properties, property};
-use raftmq_protocol::route::AUTO_CREATE_TOPIC_KEY_TOPIC;
+use raftmq_protocol::names::{AUTO_CREATE_TOPIC_KEY_TOPIC, MAX_TOPIC_NAME_BYTES, now_ms};
 
 pub use raftmq_protocol::body::MessageQueue;
 
@@ -20,21 +19,8 @@ use crate::error::ClientError;
 /// The largest message body (or encoded batch) a producer sends: RocketMQ's 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The longest topic name, as RocketMQ's client validates it.
-pub const MAX_TOPIC_NAME_BYTES: usize = 127;
-
 /// Separates the keys in the `KEYS` property.
 pub const KEY_SEPARATOR: &str = " ";
-
-/// The retry topic of a consumer group (`%RETRY%<group>`).
-pub fn retry_topic(group: &str) -> String {
-    format!("%RETRY%{group}")
-}
-
-/// The dead-letter topic of a consumer group (`%DLQ%<group>`).
-pub fn dlq_topic(group: &str) -> String {
-    format!("%DLQ%{group}")
-}
 
 /// A message to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -261,15 +247,6 @@ impl ReceivedMessage {
     pub fn property(&self, name: &str) -> Option<&str> {
         self.properties.get(name).map(String::as_str)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 /// What makes this process's unique ids differ from every other's: an address, the pid and

@@ -12,7 +12,7 @@ use raftmq_protocol::header::{DeleteTopicFromNamesrvRequestHeader, GetRouteInfoR
 use raftmq_protocol::route::{ClusterInfo, TopicList, TopicRouteData};
 
 use crate::error::{ClientError, check_response};
-use crate::remoting::RpcClient;
+use raftmq_remoting::RpcClient;
 
 /// The environment variable RocketMQ tools read the NameServer list from.
 pub const NAMESRV_ADDR_ENV: &str = "NAMESRV_ADDR";

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use raftmq_protocol::route::{AUTO_CREATE_TOPIC_KEY_TOPIC, MASTER_ID, TopicRouteData, perm};
+use raftmq_protocol::names::AUTO_CREATE_TOPIC_KEY_TOPIC;
+use raftmq_protocol::route::{MASTER_ID, TopicRouteData, perm};
 use tokio::time::Instant;
 
 use crate::error::ClientError;

@@ -15,8 +15,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use raftmq_client::remoting::ServerStats;
 use raftmq_protocol::route::TopicRouteData;
+use raftmq_remoting::ServerStats;
 use tokio::time::Instant;
 
 use crate::route_table::GroupView;

@@ -138,7 +138,7 @@ impl Metrics {
     pub fn render(
         &self,
         table: &RouteTable,
-        server: &raftmq_client::remoting::ServerStatsSnapshot,
+        server: &raftmq_remoting::ServerStatsSnapshot,
     ) -> Result<String, std::fmt::Error> {
         let (groups, members, topics) = table.counts();
         self.groups.set(i64::try_from(groups).unwrap_or(i64::MAX));

@@ -100,13 +100,6 @@ json_body! {
     KvTable => "KV table",
 }
 
-/// Java's `String.hashCode()`, which consumers put in `SubscriptionData::code_set`.
-pub fn java_string_hash(text: &str) -> i32 {
-    text.encode_utf16().fold(0i32, |hash, unit| {
-        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,12 +167,5 @@ mod tests {
             table: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
         };
         assert_eq!(KvTable::decode(&kv.encode().unwrap()).unwrap(), kv);
-    }
-
-    #[test]
-    fn java_hash_matches_java() {
-        assert_eq!(java_string_hash(""), 0);
-        assert_eq!(java_string_hash("TagA"), 2_598_919);
-        assert_eq!(java_string_hash("hello"), 99_162_322);
     }
 }

@@ -11,6 +11,8 @@
 //!   registration, ...), each with `from_ext_fields` / `to_ext_fields`.
 //! - [`message`]: messages as stored and returned by pulls, the batch-send body, properties,
 //!   and the offset message id.
+//! - [`names`]: RocketMQ's shared names and defaults (retry and DLQ topics, `String.hashCode`,
+//!   the "outcome unknown" remark, default ports).
 //! - [`route`] and [`body`]: the JSON bodies (topic routes, cluster info, registration,
 //!   heartbeat, ...), tolerant of Java fastjson's unquoted numeric keys.
 //!
@@ -41,6 +43,7 @@ pub mod error;
 pub mod frame;
 pub mod header;
 pub mod message;
+pub mod names;
 mod reader;
 pub mod route;
 

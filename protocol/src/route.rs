@@ -13,10 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
 
-/// The topic whose route a producer falls back to when its topic has none yet: brokers that
-/// auto-create topics register it, and create the producer's topic on its first send.
-pub const AUTO_CREATE_TOPIC_KEY_TOPIC: &str = "TBW102";
-
 /// The brokerId of a group's master slot; in RaftMQ, the group's leader.
 pub const MASTER_ID: u64 = 0;
 

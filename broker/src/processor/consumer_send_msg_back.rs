@@ -8,17 +8,17 @@
 
 use std::time::Instant;
 
-use raftmq_client::remoting::server::ConnectionInfo;
 use raftmq_protocol::header::client::ConsumerSendMsgBackRequestHeader;
 use raftmq_protocol::message::{StoredMessage, property};
+use raftmq_protocol::names::{DEFAULT_MAX_RECONSUME_TIMES, dlq_topic, retry_topic};
 use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
+use raftmq_remoting::server::ConnectionInfo;
 
 use super::send_message::{MessageFields, destination_of, encode_message, resolve_topic, store};
 use crate::batcher::SendRequest;
 use crate::context::BrokerContext;
 use crate::error::RequestError;
 use crate::schedule::FIRST_RETRY_DELAY_LEVEL;
-use crate::topic::{DEFAULT_MAX_RECONSUME_TIMES, dlq_topic, retry_topic};
 
 pub(super) async fn handle(
     ctx: &BrokerContext,

@@ -1,5 +1,6 @@
 //! GET_ALL_TOPIC_CONFIG: every topic's configuration, as RocketMQ's admin tools read it.
 
+use raftmq_protocol::names::AUTO_CREATE_TOPIC_KEY_TOPIC;
 use raftmq_protocol::route::{DataVersion, TopicConfigSerializeWrapper};
 use raftmq_protocol::{RemotingCommand, code::response};
 
@@ -33,11 +34,11 @@ pub(crate) fn topic_config_wrapper(ctx: &BrokerContext) -> TopicConfigSerializeW
     }
     if ctx.config.auto_create_topic {
         let mut tbw = WireTopic::new(
-            crate::topic::AUTO_CREATE_TOPIC_KEY,
+            AUTO_CREATE_TOPIC_KEY_TOPIC,
             crate::topic::AUTO_CREATE_QUEUE_NUMS,
         );
         tbw.perm = crate::topic::PERM_READ | crate::topic::PERM_WRITE | crate::topic::PERM_INHERIT;
-        table.insert(crate::topic::AUTO_CREATE_TOPIC_KEY.to_string(), tbw);
+        table.insert(AUTO_CREATE_TOPIC_KEY_TOPIC.to_string(), tbw);
     }
     let applied = ctx.state.applied().map_or(0, |id| id.index) as i64;
     TopicConfigSerializeWrapper {

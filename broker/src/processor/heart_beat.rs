@@ -4,17 +4,18 @@
 
 use std::time::Instant;
 
-use raftmq_client::remoting::server::ConnectionInfo;
 use raftmq_protocol::body::HeartbeatData;
 use raftmq_protocol::code::{request as request_code, response};
 use raftmq_protocol::header::client::NotifyConsumerIdsChangedRequestHeader;
+use raftmq_protocol::names::retry_topic;
 use raftmq_protocol::{ExtHeader, RemotingCommand};
+use raftmq_remoting::server::ConnectionInfo;
 use tracing::debug;
 
 use crate::command::Command;
 use crate::context::BrokerContext;
 use crate::error::RequestError;
-use crate::topic::{GroupConfig, TopicConfig, retry_topic};
+use crate::topic::{GroupConfig, TopicConfig};
 
 pub(super) fn handle(
     ctx: &BrokerContext,

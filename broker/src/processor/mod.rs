@@ -25,9 +25,9 @@ mod view_message_by_id;
 
 use std::sync::Arc;
 
-use raftmq_client::remoting::server::{ConnectionInfo, RequestHandler};
 use raftmq_protocol::RemotingCommand;
 use raftmq_protocol::code::{request, response};
+use raftmq_remoting::server::{ConnectionInfo, RequestHandler};
 use tracing::{debug, instrument};
 
 use crate::context::BrokerContext;

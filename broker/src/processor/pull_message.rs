@@ -13,11 +13,11 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use raftmq_client::remoting::server::ConnectionInfo;
 use raftmq_protocol::header::pull::{
     PullMessageRequestHeader, PullMessageResponseHeader, pull_sys_flag,
 };
 use raftmq_protocol::{ExtHeader, RemotingCommand, code::response};
+use raftmq_remoting::server::ConnectionInfo;
 
 use super::{checked_queue_id, existing_topic};
 use crate::context::BrokerContext;

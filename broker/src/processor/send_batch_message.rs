@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use raftmq_client::remoting::server::ConnectionInfo;
 use raftmq_protocol::RemotingCommand;
 use raftmq_protocol::header::send::SendMessageRequestHeader;
 use raftmq_protocol::message::decode_batch;
+use raftmq_remoting::server::ConnectionInfo;
 
 use super::send_message::{
     MessageFields, check_body, choose_queue, encode_message, resolve_topic, send_response, store,

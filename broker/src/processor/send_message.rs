@@ -7,20 +7,21 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use raftmq_client::remoting::server::ConnectionInfo;
 use raftmq_protocol::header::send::{SendMessageRequestHeader, SendMessageResponseHeader};
 use raftmq_protocol::message::{StoredMessage, offset_msg_id, properties, property};
+use raftmq_protocol::names::{
+    DEFAULT_MAX_RECONSUME_TIMES, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX, dlq_topic,
+    tags_code,
+};
 use raftmq_protocol::{ExtHeader, RemotingCommand, WireError, code::response};
+use raftmq_remoting::server::ConnectionInfo;
 
 use crate::batcher::{PendingMessage, SendRequest};
 use crate::command::{Command, SendOutcome, physical_offset};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
 use crate::schedule;
-use crate::topic::{
-    AUTO_CREATE_QUEUE_NUMS, DEFAULT_MAX_RECONSUME_TIMES, RETRY_GROUP_TOPIC_PREFIX, TopicConfig,
-    dlq_topic, tags_hash_code, validate_topic_name,
-};
+use crate::topic::{AUTO_CREATE_QUEUE_NUMS, TopicConfig, validate_topic_name};
 
 pub(super) async fn handle(
     ctx: &BrokerContext,
@@ -125,8 +126,8 @@ pub(crate) fn resolve_topic(
         }
         return Ok((config, None));
     }
-    let system = topic.starts_with(RETRY_GROUP_TOPIC_PREFIX)
-        || topic.starts_with(crate::topic::DLQ_GROUP_TOPIC_PREFIX);
+    let system =
+        topic.starts_with(RETRY_GROUP_TOPIC_PREFIX) || topic.starts_with(DLQ_GROUP_TOPIC_PREFIX);
     if system {
         let config = TopicConfig::new(topic, 1);
         return Ok((config.clone(), Some(config)));
@@ -212,7 +213,7 @@ pub(crate) fn pending_message(message: &StoredMessage) -> Result<PendingMessage,
     let tags_code = message
         .properties
         .get(property::TAGS)
-        .map_or(0, |tag| tags_hash_code(tag));
+        .map_or(0, |tag| tags_code(tag));
     let mut bytes = BytesMut::new();
     message.encode(&mut bytes)?;
     Ok(PendingMessage {

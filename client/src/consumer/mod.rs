@@ -32,8 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raftmq_protocol::RemotingCommand;
-use raftmq_protocol::body::{ConsumerData, HeartbeatData, SubscriptionData, java_string_hash};
+use raftmq_protocol::body::{ConsumerData, HeartbeatData, SubscriptionData};
 use raftmq_protocol::code::{request, response};
+use raftmq_protocol::names::java_string_hash;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,11 +48,12 @@ use crate::broker_client::{
 };
 use crate::client_id::new_client_id;
 use crate::error::ClientError;
-use crate::message::{MessageQueue, ReceivedMessage, now_ms, retry_topic, validate_topic};
+use crate::message::{MessageQueue, ReceivedMessage, validate_topic};
 use crate::namesrv::{NameServerClient, namesrv_list_or_env};
-use crate::remoting::{InboundRequestHandler, RpcClient, RpcClientConfig};
 use crate::route::{ROUTE_REFRESH_INTERVAL, ReadFrom, RouteCache, TopicRoute};
 use pull::QueueWorker;
+use raftmq_protocol::names::{now_ms, retry_topic};
+use raftmq_remoting::{InboundRequestHandler, RpcClient, RpcClientConfig};
 
 /// Most messages handed to the handler at once.
 pub const DEFAULT_CONSUME_BATCH_SIZE: usize = 32;

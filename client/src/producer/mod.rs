@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use raftmq_protocol::body::{HeartbeatData, ProducerData};
 use raftmq_protocol::header::SendMessageRequestHeader;
 use raftmq_protocol::message::{BatchMessage, encode_batch, properties, property};
-use raftmq_protocol::route::AUTO_CREATE_TOPIC_KEY_TOPIC;
+use raftmq_protocol::names::AUTO_CREATE_TOPIC_KEY_TOPIC;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,10 +40,11 @@ pub use retry::{
 use crate::broker_client::{BrokerClient, DEFAULT_RPC_TIMEOUT, SendStatus};
 use crate::client_id::new_client_id;
 use crate::error::ClientError;
-use crate::message::{MAX_MESSAGE_BYTES, Message, MessageQueue, new_unique_id, now_ms};
+use crate::message::{MAX_MESSAGE_BYTES, Message, MessageQueue, new_unique_id};
 use crate::namesrv::{NameServerClient, namesrv_list_or_env};
-use crate::remoting::RpcClient;
 use crate::route::{DEFAULT_TOPIC_QUEUE_NUMS, ROUTE_REFRESH_INTERVAL, RouteCache, TopicRoute};
+use raftmq_protocol::names::now_ms;
+use raftmq_remoting::RpcClient;
 
 /// RocketMQ's producer group when none is given.
 pub const DEFAULT_PRODUCER_GROUP: &str = "DEFAULT_PRODUCER";
@@ -989,7 +990,7 @@ async fn maintenance_loop(inner: Arc<ProducerInner>, interval: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remoting::RpcError;
+    use raftmq_remoting::RpcError;
 
     #[test]
     fn backoff_grows_for_counted_rounds_but_not_while_a_leader_is_elected() {

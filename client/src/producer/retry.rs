@@ -22,7 +22,7 @@ use std::time::Duration;
 use raftmq_protocol::code::response;
 
 use crate::error::ClientError;
-use crate::remoting::{NotSentReason, RpcError};
+use raftmq_remoting::{NotSentReason, RpcError};
 
 /// The first backoff between attempts; it doubles per attempt up to [`MAX_RETRY_BACKOFF`].
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(100);

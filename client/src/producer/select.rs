@@ -2,7 +2,7 @@
 //! without a leader, members that just failed, and, on a retry, the group that just failed,
 //! while there is any other choice), or by sharding key.
 
-use raftmq_protocol::body::java_string_hash;
+use raftmq_protocol::names::java_string_hash;
 
 use crate::message::MessageQueue;
 

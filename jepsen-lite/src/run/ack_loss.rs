@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftmq_client::remoting::RpcClient;
 use raftmq_client::{BrokerClient, ClientError, SendReply};
 use raftmq_protocol::header::SendMessageRequestHeader;
-use raftmq_protocol::route::AUTO_CREATE_TOPIC_KEY_TOPIC;
+use raftmq_protocol::names::AUTO_CREATE_TOPIC_KEY_TOPIC;
+use raftmq_remoting::RpcClient;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +63,7 @@ fn directed_header() -> SendMessageRequestHeader {
         default_topic_queue_nums: i32::try_from(QUEUES_PER_TOPIC).unwrap_or(4),
         queue_id: i32::try_from(DIRECTED_QUEUE).unwrap_or(0),
         sys_flag: 0,
-        born_timestamp: raftmq_client::message::now_ms(),
+        born_timestamp: raftmq_protocol::names::now_ms(),
         flag: 0,
         properties: None,
         reconsume_times: Some(0),

@@ -200,8 +200,8 @@ impl ClientRng {
 mod tests {
     use super::*;
     use crate::history::{HistoryWriter, OpType};
-    use raftmq_client::remoting::{NotSentReason, RpcError};
     use raftmq_client::{ClientError, MessageQueue, SendStatus};
+    use raftmq_remoting::{NotSentReason, RpcError};
 
     fn shared(recorder: Recorder) -> Shared {
         Shared {

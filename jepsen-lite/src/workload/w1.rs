@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use raftmq_client::remoting::RpcClient;
 use raftmq_client::{BrokerClient, ClientError, MessageQueue, Producer, PullRequest, PullStatus};
+use raftmq_remoting::RpcClient;
 
 use super::{
     ClientRng, OP_TIMEOUT, QUEUES_PER_TOPIC, RPC_TIMEOUT, Shared, W1_TOPIC, recorded_send,

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use raftmq_client::remoting::{ConnectionInfo, RequestHandler};
 use raftmq_protocol::code::{request, response};
 use raftmq_protocol::{RemotingCommand, WireError};
+use raftmq_remoting::{ConnectionInfo, RequestHandler};
 use tracing::info;
 
 use crate::kv_config::KvError;
@@ -125,8 +125,8 @@ impl RequestHandler for NamesrvHandler {
 pub(crate) mod test_support {
     use std::net::SocketAddr;
 
-    use raftmq_client::remoting::{ConnectionInfo, RequestHandler, Server, ServerConfig};
     use raftmq_protocol::RemotingCommand;
+    use raftmq_remoting::{ConnectionInfo, RequestHandler, Server, ServerConfig};
     use tokio::net::TcpListener;
     use tokio::sync::Mutex;
 
@@ -152,7 +152,7 @@ pub(crate) mod test_support {
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
-        let client = raftmq_client::remoting::RpcClient::default();
+        let client = raftmq_remoting::RpcClient::default();
         client
             .invoke(
                 &addr.to_string(),

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use raftmq_client::remoting::ConnectionInfo;
 use raftmq_protocol::RemotingCommand;
 use raftmq_protocol::body::KvTable;
 use raftmq_protocol::code::response;
 use raftmq_protocol::header::{RegisterBrokerRequestHeader, RegisterBrokerResponseHeader};
 use raftmq_protocol::message::body_crc;
 use raftmq_protocol::route::{DataVersion, RegisterBrokerBody};
+use raftmq_remoting::ConnectionInfo;
 use tokio::time::Instant;
 use tracing::{debug, info, instrument, warn};
 

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raftmq_client::remoting::rpc_client::RpcClient;
 use raftmq_protocol::code::{request, response};
 use raftmq_protocol::header::offset::{GetMaxOffsetRequestHeader, OffsetResponseHeader};
 use raftmq_protocol::header::pull::{
@@ -18,6 +17,7 @@ use raftmq_protocol::header::send::{
 };
 use raftmq_protocol::message::decode_stored;
 use raftmq_protocol::{ExtHeader, RemotingCommand};
+use raftmq_remoting::rpc_client::RpcClient;
 use raftmq_tests::cluster::TestCluster;
 
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use raftmq_client::message::now_ms;
 use raftmq_client::{
     Admin, BrokerClient, ConsumeFrom, ConsumeStatus, Consumer, Message, MessageQueue, Producer,
     ReceivedMessage,
 };
+use raftmq_protocol::names::now_ms;
 use raftmq_tests::cluster::TestCluster;
 
 /// Level 1 waits 1 s, level 2 waits 3 s.

@@ -9,9 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use raftmq_client::remoting::{
-    ConnectionHandle, ConnectionInfo, RequestHandler, Server, ServerConfig,
-};
 use raftmq_protocol::body::{ConsumerListBody, HeartbeatData};
 use raftmq_protocol::code::{request, response};
 use raftmq_protocol::header::pull::pull_sys_flag;
@@ -20,6 +17,7 @@ use raftmq_protocol::message::{
     StoredMessage, decode_batch, encode_stored, offset_msg_id, properties,
 };
 use raftmq_protocol::{ExtHeader, RemotingCommand};
+use raftmq_remoting::{ConnectionHandle, ConnectionInfo, RequestHandler, Server, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 
@@ -104,7 +102,7 @@ impl BrokerState {
             sys_flag: 0,
             born_timestamp: born.0,
             born_host: born.1,
-            store_timestamp: raftmq_client::message::now_ms(),
+            store_timestamp: raftmq_protocol::names::now_ms(),
             store_host,
             reconsume_times: 0,
             prepared_transaction_offset: 0,

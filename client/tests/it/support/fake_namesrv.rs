@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use raftmq_client::remoting::{ConnectionInfo, RequestHandler, Server, ServerConfig};
 use raftmq_protocol::RemotingCommand;
 use raftmq_protocol::code::{request, response};
 use raftmq_protocol::route::{BrokerData, ClusterInfo, QueueData, TopicRouteData, perm};
+use raftmq_remoting::{ConnectionInfo, RequestHandler, Server, ServerConfig};
 use tokio::net::TcpListener;
 
 #[derive(Default)]

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::connection::{ConnectionError, EncodedFrame, FrameReader, FrameWriter, WRITE_TIMEOUT};
+use crate::connection::{ConnectionError, EncodedFrame, FrameReader, FrameWriter, WRITE_TIMEOUT};
 
 /// Connections served at once; further clients wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 1024;

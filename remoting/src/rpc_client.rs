@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::connection::{EncodedFrame, FrameReader, FrameWriter, WRITE_TIMEOUT, millis};
+use crate::connection::{EncodedFrame, FrameReader, FrameWriter, WRITE_TIMEOUT, millis};
 
 /// How long establishing a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -421,7 +421,7 @@ async fn client_write_loop(
     connection: Arc<Connection>,
 ) {
     let mut writer = FrameWriter::new(write_half, write_timeout);
-    let result: Result<(), super::connection::ConnectionError> = async {
+    let result: Result<(), crate::connection::ConnectionError> = async {
         loop {
             let frame = tokio::select! {
                 biased;
@@ -516,8 +516,8 @@ mod tests {
     use raftmq_protocol::code::request;
     use tokio::net::TcpListener;
 
-    use super::super::server::{ConnectionInfo, RequestHandler, Server, ServerConfig};
     use super::*;
+    use crate::server::{ConnectionInfo, RequestHandler, Server, ServerConfig};
 
     const TEST_TIMEOUT: Duration = Duration::from_secs(10);
     const ECHO: i32 = 1;

@@ -1,4 +1,9 @@
-//! The remoting transport shared by the servers (NameServer, broker) and the Rust client.
+//! The RocketMQ remoting transport on tokio, shared by the servers (NameServer, broker) and the
+//! Rust client. The bytes are `raftmq-protocol`'s; this crate moves them.
+//!
+//! Where to start reading: [`server::Server::run`] (accept loop -> one reader, one writer and
+//! one task per request on each connection) for the serving side, [`RpcClient::invoke`] for the
+//! calling side.
 //!
 //! - [`connection`]: frames over a stream, with the frame cap enforced on read.
 //! - [`server`]: [`Server`] runs a [`RequestHandler`] for every request, concurrently per
