@@ -15,6 +15,8 @@
 //!   the "outcome unknown" remark, default ports).
 //! - [`route`] and [`body`]: the JSON bodies (topic routes, cluster info, registration,
 //!   heartbeat, ...), tolerant of Java fastjson's unquoted numeric keys.
+//! - [`backoff`]: the one retry backoff policy (doubling, capped, jittered) that the client and
+//!   the Raft transport share; here because every crate can depend on this one.
 //!
 //! Decoders never panic on any input, never allocate from a length they have not checked
 //! against [`frame::MAX_FRAME_BYTES`], and return `Ok(None)` when a frame is incomplete.
@@ -37,6 +39,7 @@ macro_rules! json_body {
     )*};
 }
 
+pub mod backoff;
 pub mod body;
 pub mod code;
 pub mod error;
