@@ -56,12 +56,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// How long establishing a connection may take before the peer counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The first wait after a failed connection attempt; it doubles up to [`BACKOFF_MAX`].
-pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
-
-/// The longest wait between connection attempts to an unreachable peer.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
 /// The frame codec both sides use.
 pub fn frame_codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()

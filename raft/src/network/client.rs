@@ -3,9 +3,9 @@
 //! connects lazily, keeps its connection while requests succeed, and drops it on any error or
 //! cancellation (a half-finished exchange leaves the stream in an unknown state).
 //!
-//! Connection failures back off exponentially per target, from [`BACKOFF_MIN`] to
-//! [`BACKOFF_MAX`], shared by every client of that target, so a dead peer costs one connection
-//! attempt per backoff period, not one per RPC.
+//! Connection failures back off per target by the shared [`BackoffPolicy::RAFT_RECONNECT`]
+//! (doubling, capped, jittered), shared by every client of that target, so a dead peer costs
+//! one connection attempt per backoff period, not one per RPC.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,9 +29,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
+use raftmq_protocol::backoff::BackoffPolicy;
+
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES, MAX_FRAME_BYTES, NetworkError,
-    RpcRequest, RpcResponse, frame_codec,
+    CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES, MAX_FRAME_BYTES, NetworkError, RpcRequest, RpcResponse,
+    frame_codec,
 };
 use crate::codec;
 use crate::types::{Node, NodeId, TypeConfig, Vote};
@@ -40,8 +42,7 @@ type Connection = Framed<TcpStream, LengthDelimitedCodec>;
 
 /// The delay before the attempt that follows `failures` consecutive failures.
 fn backoff_delay(failures: u32) -> Duration {
-    let factor = 1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX);
-    BACKOFF_MIN.saturating_mul(factor).min(BACKOFF_MAX)
+    BackoffPolicy::RAFT_RECONNECT.delay_at(failures)
 }
 
 /// Connection health of one target, shared by all its clients.
@@ -347,10 +348,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         }
     }
 
-    /// How long openraft's replication waits after an `Unreachable`: the same capped
-    /// exponential schedule as the connection backoff.
+    /// How long openraft's replication waits after an `Unreachable`: the same policy as the
+    /// connection backoff.
     fn backoff(&self) -> Backoff {
-        Backoff::new((0u32..).map(backoff_delay))
+        Backoff::new(BackoffPolicy::RAFT_RECONNECT.delays())
     }
 }
 
@@ -360,11 +361,16 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        assert_eq!(backoff_delay(0), BACKOFF_MIN);
-        assert_eq!(backoff_delay(1), BACKOFF_MIN * 2);
-        assert_eq!(backoff_delay(3), BACKOFF_MIN * 8);
-        assert_eq!(backoff_delay(10), BACKOFF_MAX);
-        assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
+        let policy = BackoffPolicy::RAFT_RECONNECT;
+        // Jittered within the upper half of each step (f32 steps: a microsecond of slack).
+        let within = |wait: Duration, step: Duration| {
+            wait + Duration::from_micros(1) >= step / 2 && wait <= step + Duration::from_micros(1)
+        };
+        assert!(within(backoff_delay(0), policy.first));
+        assert!(within(backoff_delay(1), policy.first * 2));
+        assert!(within(backoff_delay(3), policy.first * 8));
+        assert!(within(backoff_delay(10), policy.max));
+        assert!(within(backoff_delay(u32::MAX), policy.max));
     }
 
     #[test]
