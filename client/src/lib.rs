@@ -10,6 +10,8 @@
 //!   or a channel, offsets committed every 5 s, on queue drop and at shutdown.
 //! - [`route`]: [`RouteCache`] and [`TopicRoute`] — the NameServers' routes, the group leader in
 //!   slot 0, refresh every 30 s and at once after a routing error.
+//! - `instance`: the client instance (RocketMQ's `MQClientInstance`) every producer and
+//!   consumer runs on — the RPC client, the route cache and its periodic refresh, heartbeats.
 //! - [`broker_client`]: [`BrokerClient`] — one typed call per broker request, to an address you
 //!   choose (pull from a given member, offsets, heartbeats, topics).
 //! - [`admin`]: [`Admin`] — routes, cluster info, topic create/delete, queue and consumer
@@ -26,6 +28,7 @@ pub mod broker_client;
 pub mod client_id;
 pub mod consumer;
 pub mod error;
+mod instance;
 pub mod message;
 pub mod namesrv;
 pub mod producer;

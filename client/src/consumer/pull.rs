@@ -1,31 +1,28 @@
-//! One assigned queue: a puller task (long-polling pulls, flow control through a bounded
-//! channel) and a processor task (hands batches to the handler in queue order, advances the
-//! queue's offset after each success).
-//!
-//! Stopping is two-staged: `soft` stops pulling and stops the processor before its next batch
-//! (a batch in the handler finishes); `hard` abandons a handler that did not finish in time.
+//! The puller of one queue: long-polling pulls (15 s) from the member the route names (the
+//! leader, or a follower with `ReadFrom::Follower`), filtered by the subscription's tags,
+//! handed in order to the queue's processor through a bounded channel (so a slow handler
+//! pauses pulling). A failed pull refreshes the route when it is wrong and backs off by the
+//! shared [`BackoffPolicy::PULL_RETRY`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use raftmq_protocol::backoff::BackoffPolicy;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumeStatus, ConsumerInner};
+use super::handle::ConsumerInner;
+use super::queue_worker::{Fetched, pause};
 use crate::broker_client::{PullRequest, PullStatus};
 use crate::message::{MessageQueue, ReceivedMessage};
 
-/// Pulled batches waiting for the processor, per queue: with 32-message pulls, at most about
-/// 256 messages buffered per queue before pulling pauses.
-pub const MAX_PENDING_BATCHES_PER_QUEUE: usize = 8;
-
-/// The first backoff after a failed pull; doubles up to [`MAX_PULL_BACKOFF`].
-pub const PULL_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// The first backoff after a failed pull (at most; jittered down to half); doubles up to
+/// [`MAX_PULL_BACKOFF`].
+pub const PULL_ERROR_BACKOFF: Duration = BackoffPolicy::PULL_RETRY.first;
 
 /// The longest pause between failed pulls (RocketMQ's 3 s).
-pub const MAX_PULL_BACKOFF: Duration = Duration::from_secs(3);
+pub const MAX_PULL_BACKOFF: Duration = BackoffPolicy::PULL_RETRY.max;
 
 /// A pull that came back empty this fast was not held by the broker (no long polling, or the
 /// broker is closing): wait this long before the next, rather than spin.
@@ -34,90 +31,14 @@ pub const EMPTY_PULL_PAUSE: Duration = Duration::from_millis(200);
 /// Below this, an empty answer counts as "not held".
 const SHORT_PULL: Duration = Duration::from_secs(1);
 
-/// What the puller hands the processor, in queue order.
-#[derive(Debug)]
-pub(super) enum Fetched {
-    /// Messages to process; afterwards the queue's offset is `next_offset`.
-    Messages {
-        messages: Vec<ReceivedMessage>,
-        next_offset: i64,
-    },
-    /// Nothing to process below `.0` (filtered out): advance the offset.
-    Advance(i64),
-    /// The broker moved the offset (out of range): set it, even backwards.
-    Reset(i64),
-}
-
-/// The two tasks serving one queue.
-pub(super) struct QueueWorker {
-    soft: CancellationToken,
-    hard: CancellationToken,
-    puller: JoinHandle<()>,
-    processor: JoinHandle<()>,
-}
-
-impl QueueWorker {
-    pub(super) fn start(inner: &Arc<ConsumerInner>, queue: MessageQueue, offset: i64) -> Self {
-        let soft = inner.stop_queues.child_token();
-        let hard = inner.abandon_handlers.child_token();
-        let (tx, rx) = mpsc::channel(MAX_PENDING_BATCHES_PER_QUEUE);
-        let puller = inner.queue_tasks.spawn(pull_loop(
-            inner.clone(),
-            queue.clone(),
-            offset,
-            tx,
-            soft.clone(),
-        ));
-        let processor = inner.queue_tasks.spawn(process_loop(
-            inner.clone(),
-            queue,
-            rx,
-            soft.clone(),
-            hard.clone(),
-        ));
-        QueueWorker {
-            soft,
-            hard,
-            puller,
-            processor,
-        }
-    }
-
-    /// Asks both tasks to stop (the batch in the handler finishes).
-    pub(super) fn stop(&self) {
-        self.soft.cancel();
-    }
-
-    /// Waits for both tasks; a handler still running after `drain` is abandoned.
-    pub(super) async fn join(self, drain: Duration) {
-        self.soft.cancel();
-        let QueueWorker {
-            hard,
-            puller,
-            processor,
-            ..
-        } = self;
-        let both = async {
-            let _ = puller.await;
-            let _ = processor.await;
-        };
-        tokio::pin!(both);
-        if tokio::time::timeout(drain, &mut both).await.is_err() {
-            tracing::warn!("a message handler did not finish in time; abandoning it");
-            hard.cancel();
-            both.await;
-        }
-    }
-}
-
-async fn pull_loop(
+pub(super) async fn pull_loop(
     inner: Arc<ConsumerInner>,
     queue: MessageQueue,
     mut offset: i64,
     tx: mpsc::Sender<Fetched>,
     soft: CancellationToken,
 ) {
-    let subscription = inner.subscription_for(&queue.topic);
+    let subscription = inner.config.subscription_for(&queue.topic);
     let mut failures = 0u32;
     while !soft.is_cancelled() {
         let Some(addr) = inner.read_addr(&queue).await else {
@@ -139,7 +60,7 @@ async fn pull_loop(
         let result = tokio::select! {
             biased;
             _ = soft.cancelled() => return,
-            result = inner.broker.pull(&addr, &request) => result,
+            result = inner.instance.broker().pull(&addr, &request) => result,
         };
         let result = match result {
             Ok(result) => {
@@ -149,9 +70,7 @@ async fn pull_loop(
             Err(error) => {
                 failures += 1;
                 tracing::debug!(?queue, addr, %error, "pull failed");
-                if error.needs_route_refresh() {
-                    let _ = inner.routes.refresh(&queue.topic).await;
-                }
+                inner.instance.refresh_on_error(&queue.topic, &error).await;
                 if !pause(&soft, pull_backoff(failures)).await {
                     return;
                 }
@@ -215,97 +134,9 @@ async fn pull_loop(
     }
 }
 
-async fn process_loop(
-    inner: Arc<ConsumerInner>,
-    queue: MessageQueue,
-    mut rx: mpsc::Receiver<Fetched>,
-    soft: CancellationToken,
-    hard: CancellationToken,
-) {
-    loop {
-        let fetched = tokio::select! {
-            biased;
-            _ = soft.cancelled() => return,
-            fetched = rx.recv() => match fetched {
-                Some(fetched) => fetched,
-                None => return,
-            },
-        };
-        match fetched {
-            Fetched::Advance(next) => inner.offsets.advance(&queue, next),
-            Fetched::Reset(next) => inner.offsets.reset(&queue, next),
-            Fetched::Messages {
-                messages,
-                next_offset,
-            } => {
-                let batch = inner.config.consume_batch_size;
-                for chunk in messages.chunks(batch) {
-                    if soft.is_cancelled() {
-                        return;
-                    }
-                    if !consume(&inner, chunk, &soft, &hard).await {
-                        return;
-                    }
-                    if let Some(last) = chunk.last() {
-                        inner.offsets.advance(&queue, last.queue_offset + 1);
-                    }
-                }
-                inner.offsets.advance(&queue, next_offset);
-            }
-        }
-    }
-}
-
-/// Runs the handler on `chunk` until it succeeds; true when done with the chunk (handled, or
-/// sent to the dead-letter queue after too many failures), false when stopped first.
-async fn consume(
-    inner: &ConsumerInner,
-    chunk: &[ReceivedMessage],
-    soft: &CancellationToken,
-    hard: &CancellationToken,
-) -> bool {
-    let mut failures: i32 = 0;
-    loop {
-        let mut delivery = chunk.to_vec();
-        if failures > 0 {
-            for message in &mut delivery {
-                message.reconsume_times = message.reconsume_times.saturating_add(failures);
-            }
-        }
-        let status = tokio::select! {
-            biased;
-            _ = hard.cancelled() => return false,
-            status = (inner.handler)(delivery) => status,
-        };
-        if status == ConsumeStatus::Success {
-            return true;
-        }
-        failures = failures.saturating_add(1);
-        if failures > inner.config.max_reconsume_times && inner.send_to_dead_letters(chunk).await {
-            return true;
-        }
-        if !pause(soft, inner.config.reconsume_backoff).await {
-            return false;
-        }
-    }
-}
-
+/// The pause before the next pull after `failures` failed pulls in a row.
 fn pull_backoff(failures: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(failures.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    PULL_ERROR_BACKOFF
-        .saturating_mul(factor)
-        .min(MAX_PULL_BACKOFF)
-}
-
-/// Sleeps `delay`; false when `stop` fires first.
-async fn pause(stop: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        biased;
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(delay) => true,
-    }
+    BackoffPolicy::PULL_RETRY.delay_at(failures.saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -314,9 +145,16 @@ mod tests {
 
     #[test]
     fn pull_backoff_doubles_to_a_cap() {
-        assert_eq!(pull_backoff(1), Duration::from_millis(100));
-        assert_eq!(pull_backoff(2), Duration::from_millis(200));
-        assert_eq!(pull_backoff(6), MAX_PULL_BACKOFF);
-        assert_eq!(pull_backoff(u32::MAX), MAX_PULL_BACKOFF);
+        // Each pause lies in the upper half of its nominal value (f32 steps: 1 us slack).
+        let within = |wait: Duration, nominal: Duration| {
+            wait + Duration::from_micros(1) >= nominal / 2
+                && wait <= nominal + Duration::from_micros(1)
+        };
+        for _ in 0..20 {
+            assert!(within(pull_backoff(1), Duration::from_millis(100)));
+            assert!(within(pull_backoff(2), Duration::from_millis(200)));
+            assert!(within(pull_backoff(6), MAX_PULL_BACKOFF));
+            assert!(within(pull_backoff(u32::MAX), MAX_PULL_BACKOFF));
+        }
     }
 }

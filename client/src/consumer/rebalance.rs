@@ -1,11 +1,28 @@
-//! Which queues a consumer of a group takes: RocketMQ's `AllocateMessageQueueAveragely`. Every
-//! member sorts the topic's queues and the group's consumer ids the same way and takes one
-//! contiguous slice, the first `queues % consumers` members one queue more; so members that
-//! see the same lists take disjoint slices that together cover every queue.
+//! Rebalance: which queues this member holds. At start, every `rebalance_interval` (20 s),
+//! when a broker sends NOTIFY_CONSUMER_IDS_CHANGED (`NotifyHandler`), when the client
+//! instance reports a changed route, and on request, the member computes its share of every
+//! subscribed topic ([`allocate_averagely`] over the group's consumer ids, asked of the
+//! brokers), stops the queues it no longer holds (committing their offsets first) and starts
+//! the new ones at their committed offset (or per `ConsumeFrom`). A rebalance that could not
+//! finish (no route, no consumer list, this member not listed yet) is tried again after
+//! [`REBALANCE_RETRY_INTERVAL`], with a heartbeat first.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use raftmq_protocol::RemotingCommand;
+use raftmq_protocol::code::{request, response};
+use raftmq_remoting::InboundRequestHandler;
+use tokio::sync::Notify;
+
+pub use super::allocate::allocate_averagely;
+use super::handle::ConsumerInner;
+use super::queue_worker::QueueWorker;
+use super::subscription::ConsumeFrom;
+use crate::error::ClientError;
 use crate::message::MessageQueue;
+use crate::route::TopicRoute;
 
 /// How often a consumer rebalances without being told to (RocketMQ's 20 s).
 pub const DEFAULT_REBALANCE_INTERVAL: Duration = Duration::from_secs(20);
@@ -13,140 +30,229 @@ pub const DEFAULT_REBALANCE_INTERVAL: Duration = Duration::from_secs(20);
 /// How soon a rebalance that could not finish (no route, no leader to ask) is tried again.
 pub const REBALANCE_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The queues `me` takes. Empty when `me` is not among `consumer_ids` (the broker has not seen
-/// its heartbeat yet) or there are more consumers than queues and `me` is one too many.
-pub fn allocate_averagely(
-    queues: &[MessageQueue],
-    consumer_ids: &[String],
-    me: &str,
-) -> Vec<MessageQueue> {
-    let mut queues = queues.to_vec();
-    queues.sort();
-    queues.dedup();
-    let mut consumer_ids = consumer_ids.to_vec();
-    consumer_ids.sort();
-    consumer_ids.dedup();
-    let Some(index) = consumer_ids.iter().position(|id| id == me) else {
-        return Vec::new();
-    };
-    let queue_count = queues.len();
-    let consumer_count = consumer_ids.len();
-    if queue_count == 0 {
-        return Vec::new();
-    }
-    let remainder = queue_count % consumer_count;
-    let takes_extra = remainder > 0 && index < remainder;
-    let average = if queue_count <= consumer_count {
-        1
-    } else if takes_extra {
-        queue_count / consumer_count + 1
-    } else {
-        queue_count / consumer_count
-    };
-    let start = if takes_extra {
-        index * average
-    } else {
-        index * average + remainder
-    };
-    let take = average.min(queue_count.saturating_sub(start));
-    (0..take)
-        .map(|step| queues[(start + step) % queue_count].clone())
-        .collect()
+/// Wakes the rebalance when a broker says the group's members changed.
+pub(super) struct NotifyHandler {
+    pub(super) group: String,
+    pub(super) rebalance_now: Arc<Notify>,
 }
 
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-
-    fn queues(brokers: &[&str], per_broker: i32) -> Vec<MessageQueue> {
-        brokers
-            .iter()
-            .flat_map(|broker| {
-                (0..per_broker).map(|queue_id| MessageQueue {
-                    topic: "T".into(),
-                    broker_name: (*broker).into(),
-                    queue_id,
-                })
-            })
-            .collect()
+impl InboundRequestHandler for NotifyHandler {
+    fn on_request(&self, addr: &str, request: RemotingCommand) -> Option<RemotingCommand> {
+        match request.code {
+            request::NOTIFY_CONSUMER_IDS_CHANGED => {
+                let group = request.ext("consumerGroup").unwrap_or_default();
+                if group.is_empty() || group == self.group {
+                    tracing::debug!(addr, group, "consumer ids changed; rebalancing");
+                    self.rebalance_now.notify_one();
+                }
+                Some(request.new_response(response::SUCCESS, None))
+            }
+            code => Some(request.new_response(
+                response::REQUEST_CODE_NOT_SUPPORTED,
+                Some(format!(
+                    "request code {code} is not supported by the RaftMQ Rust consumer"
+                )),
+            )),
+        }
     }
+}
 
-    fn ids(count: usize) -> Vec<String> {
-        (0..count).map(|i| format!("10.0.0.{i}@pid")).collect()
-    }
+/// What one rebalance concluded.
+#[derive(Debug, Default)]
+struct Allocation {
+    wanted: BTreeSet<MessageQueue>,
+    /// Topics whose share was computed; queues of other topics are kept as they are.
+    decided_topics: BTreeSet<String>,
+    /// Something is missing (route, consumer list): try again soon.
+    incomplete: bool,
+}
 
-    /// Every member's share, checked to be disjoint and covering.
-    fn check_partition(queues: &[MessageQueue], consumers: &[String]) -> Vec<Vec<MessageQueue>> {
-        let shares: Vec<_> = consumers
-            .iter()
-            .map(|me| allocate_averagely(queues, consumers, me))
+impl ConsumerInner {
+    /// The group's consumer ids, from the first member of the route that answers (leaders
+    /// first, in broker-name order, so that every member of the group asks the same broker).
+    async fn consumer_ids(&self, route: &TopicRoute) -> Result<Vec<String>, ClientError> {
+        let mut candidates: Vec<String> = route
+            .leaders()
+            .into_iter()
+            .map(|(_, addr)| addr.to_owned())
             .collect();
-        let mut seen = BTreeSet::new();
-        for share in &shares {
-            for queue in share {
-                assert!(seen.insert(queue.clone()), "{queue:?} given twice");
+        for addr in route.all_addrs() {
+            if !candidates.contains(&addr) {
+                candidates.push(addr);
             }
         }
-        let all: BTreeSet<_> = queues.iter().cloned().collect();
-        assert_eq!(seen, all, "not every queue is taken");
-        let sizes: Vec<_> = shares.iter().map(Vec::len).collect();
-        let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
-        assert!(max - min <= 1, "uneven shares {sizes:?}");
-        shares
+        let mut last = None;
+        for addr in candidates {
+            match self
+                .instance
+                .broker()
+                .consumer_list(&addr, &self.config.group)
+                .await
+            {
+                Ok(ids) => return Ok(ids),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::NoRoute {
+            topic: route.topic.clone(),
+            reason: "no broker to ask for the consumer list".to_owned(),
+        }))
     }
 
-    #[test]
-    fn disjoint_covering_and_even_for_many_shapes() {
-        for brokers in [&["a"][..], &["a", "b"], &["b", "a", "c"]] {
-            for per_broker in 1..=9 {
-                let queues = queues(brokers, per_broker);
-                for consumers in 1..=12 {
-                    check_partition(&queues, &ids(consumers));
+    async fn allocate(&self) -> Allocation {
+        let mut allocation = Allocation::default();
+        for subscription in self.config.all_subscriptions() {
+            let topic = &subscription.topic;
+            let retry = self.config.is_retry_topic(topic);
+            let route = match self.instance.routes().route(topic).await {
+                Ok(route) => route,
+                Err(error) => {
+                    // A missing retry topic is normal: the broker has none for this group.
+                    if !retry {
+                        tracing::debug!(topic, %error, "no route; rebalancing this topic later");
+                        allocation.incomplete = true;
+                    }
+                    continue;
+                }
+            };
+            let ids = match self.consumer_ids(&route).await {
+                Ok(ids) => ids,
+                Err(error) => {
+                    tracing::debug!(topic, %error, "no consumer list; rebalancing this topic later");
+                    allocation.incomplete = true;
+                    continue;
+                }
+            };
+            if !ids.iter().any(|id| id == self.instance.client_id()) {
+                // The brokers have not seen this member yet: heartbeat, then try again soon.
+                tracing::debug!(topic, "this consumer is not listed yet");
+                allocation.incomplete = true;
+                continue;
+            }
+            allocation.wanted.extend(allocate_averagely(
+                &route.read_queues,
+                &ids,
+                self.instance.client_id(),
+            ));
+            allocation.decided_topics.insert(topic.clone());
+        }
+        allocation
+    }
+
+    /// Where `queue` starts: the committed offset, or per `consume_from`.
+    async fn initial_offset(
+        &self,
+        queue: &MessageQueue,
+    ) -> Result<(i64, Option<i64>), ClientError> {
+        let addr = self.leader_addr(queue).await?;
+        let broker = self.instance.broker();
+        let committed = broker
+            .query_consumer_offset(&addr, &self.config.group, queue)
+            .await?
+            .filter(|offset| *offset >= 0);
+        if let Some(offset) = committed {
+            return Ok((offset, Some(offset)));
+        }
+        let start = match self.config.consume_from {
+            // The retry topic holds only messages to redo: always from its start.
+            _ if self.config.is_retry_topic(&queue.topic) => 0,
+            ConsumeFrom::First => 0,
+            ConsumeFrom::Last => broker.max_offset(&addr, queue).await?,
+            ConsumeFrom::Timestamp(timestamp_ms) => {
+                broker.search_offset(&addr, queue, timestamp_ms).await?
+            }
+        };
+        Ok((start.max(0), None))
+    }
+
+    /// Computes this member's share and starts and stops queues to match. Returns whether
+    /// the rebalance is complete (false: try again soon).
+    pub(super) async fn rebalance(self: &Arc<Self>) -> bool {
+        let mut workers = self.workers.lock().await;
+        if self.stop_background.is_cancelled() {
+            return true;
+        }
+        let allocation = self.allocate().await;
+        let mut complete = !allocation.incomplete;
+        let dropped: Vec<MessageQueue> = workers
+            .keys()
+            .filter(|queue| {
+                allocation.decided_topics.contains(&queue.topic)
+                    && !allocation.wanted.contains(*queue)
+            })
+            .cloned()
+            .collect();
+        let mut stopping = Vec::new();
+        for queue in &dropped {
+            if let Some(worker) = workers.remove(queue) {
+                worker.stop();
+                stopping.push((queue.clone(), worker));
+            }
+        }
+        for (queue, worker) in stopping {
+            worker.join(self.config.handler_drain_timeout).await;
+            let committed = self
+                .offsets
+                .commit_and_remove(&queue, |queue, offset| async move {
+                    self.commit(&queue, offset).await
+                })
+                .await;
+            tracing::info!(?queue, ?committed, "queue dropped in a rebalance");
+        }
+        for queue in &allocation.wanted {
+            if workers.contains_key(queue) {
+                continue;
+            }
+            match self.initial_offset(queue).await {
+                Ok((start, committed)) => {
+                    self.offsets.insert(queue.clone(), start, committed);
+                    workers.insert(
+                        queue.clone(),
+                        QueueWorker::start(self, queue.clone(), start),
+                    );
+                    tracing::info!(?queue, start, "queue taken in a rebalance");
+                }
+                Err(error) => {
+                    tracing::debug!(?queue, %error, "cannot read the queue's offset; taking it later");
+                    complete = false;
                 }
             }
         }
+        *self
+            .assigned
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = workers.keys().cloned().collect();
+        self.rebalances
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        complete
     }
+}
 
-    #[test]
-    fn matches_rocketmq_slices() {
-        // 8 queues over 3 consumers: 3, 3, 2 contiguous queues in sorted order.
-        let queues = queues(&["a", "b"], 4);
-        let shares = check_partition(&queues, &ids(3));
-        let ids_of = |share: &Vec<MessageQueue>| {
-            share
-                .iter()
-                .map(|q| format!("{}{}", q.broker_name, q.queue_id))
-                .collect::<Vec<_>>()
+/// Rebalances whenever one of the module docs' occasions comes; `retry_soon` when the first
+/// rebalance (at start) could not finish.
+pub(super) async fn rebalance_loop(inner: Arc<ConsumerInner>, mut retry_soon: bool) {
+    loop {
+        let wait = if retry_soon {
+            REBALANCE_RETRY_INTERVAL
+        } else {
+            inner.config.rebalance_interval
         };
-        assert_eq!(ids_of(&shares[0]), vec!["a0", "a1", "a2"]);
-        assert_eq!(ids_of(&shares[1]), vec!["a3", "b0", "b1"]);
-        assert_eq!(ids_of(&shares[2]), vec!["b2", "b3"]);
-    }
-
-    #[test]
-    fn deterministic_whatever_the_input_order() {
-        let mut shuffled = queues(&["a", "b"], 4);
-        shuffled.reverse();
-        let mut consumers = ids(3);
-        consumers.reverse();
-        for me in &consumers {
-            assert_eq!(
-                allocate_averagely(&shuffled, &consumers, me),
-                allocate_averagely(&queues(&["a", "b"], 4), &ids(3), me)
-            );
+        let route_changed = tokio::select! {
+            biased;
+            _ = inner.stop_background.cancelled() => return,
+            _ = inner.rebalance_now.notified() => false,
+            _ = inner.instance.route_changed() => true,
+            _ = tokio::time::sleep(wait) => false,
+        };
+        if retry_soon || route_changed {
+            // This member may not be listed yet, or a changed route names members that have
+            // not heard of it: tell the brokers first.
+            inner.instance.heartbeat_all().await;
         }
-    }
-
-    #[test]
-    fn extra_consumers_and_strangers_get_nothing() {
-        let queues = queues(&["a"], 2);
-        let consumers = ids(4);
-        let shares = check_partition(&queues, &consumers);
-        assert_eq!(shares.iter().filter(|share| share.is_empty()).count(), 2);
-        assert!(allocate_averagely(&queues, &consumers, "stranger").is_empty());
-        assert!(allocate_averagely(&[], &consumers, &consumers[0]).is_empty());
-        assert!(allocate_averagely(&queues, &[], "x").is_empty());
+        retry_soon = !tokio::select! {
+            biased;
+            _ = inner.stop_background.cancelled() => return,
+            complete = inner.rebalance() => complete,
+        };
     }
 }

@@ -16,19 +16,24 @@
 //! Failures that mean the group's leadership is changing ([`is_leadership_change`]: no leader
 //! listed, not the leader, leader unreachable) do not count against `retries` until the
 //! producer's `failover_wait` has passed: a send rides out a short election.
+//!
+//! Backoffs follow the shared [`BackoffPolicy::SEND_RETRY`] (doubling to a cap, jittered
+//! within the upper half of each step), from the producer's `retry_backoff`.
 
 use std::time::Duration;
 
+use raftmq_protocol::backoff::BackoffPolicy;
 use raftmq_protocol::code::response;
 
 use crate::error::ClientError;
 use raftmq_remoting::{NotSentReason, RpcError};
 
-/// The first backoff between attempts; it doubles per attempt up to [`MAX_RETRY_BACKOFF`].
-pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// The first backoff between attempts (at most; jittered down to half); it doubles per
+/// attempt up to [`MAX_RETRY_BACKOFF`].
+pub const DEFAULT_RETRY_BACKOFF: Duration = BackoffPolicy::SEND_RETRY.first;
 
 /// The longest backoff between two attempts.
-pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+pub const MAX_RETRY_BACKOFF: Duration = BackoffPolicy::SEND_RETRY.max;
 
 /// What to do after a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,12 +103,13 @@ pub fn is_leadership_change(error: &ClientError) -> bool {
     }
 }
 
-/// The backoff before attempt `attempt` (1 = the first retry).
+/// The backoff before attempt `attempt` (1 = the first retry) when the first backoff is
+/// `base`: `base * 2^(attempt - 1)`, at most [`MAX_RETRY_BACKOFF`], jittered down to as little
+/// as half of that.
 pub fn backoff(base: Duration, attempt: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempt.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(MAX_RETRY_BACKOFF)
+    BackoffPolicy::SEND_RETRY
+        .with_first(base)
+        .delay_at(attempt.saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -243,11 +249,22 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
+        // Each backoff lies in the upper half of its nominal value (f32 steps: 1 us slack).
+        let within = |wait: Duration, nominal_ms: u64| {
+            let nominal = Duration::from_millis(nominal_ms);
+            wait + Duration::from_micros(1) >= nominal / 2
+                && wait <= nominal + Duration::from_micros(1)
+        };
         let base = Duration::from_millis(100);
-        assert_eq!(backoff(base, 1), Duration::from_millis(100));
-        assert_eq!(backoff(base, 2), Duration::from_millis(200));
-        assert_eq!(backoff(base, 3), Duration::from_millis(400));
-        assert_eq!(backoff(base, 30), MAX_RETRY_BACKOFF);
-        assert_eq!(backoff(base, 0), Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(within(backoff(base, 1), 100));
+            assert!(within(backoff(base, 2), 200));
+            assert!(within(backoff(base, 3), 400));
+            assert!(within(backoff(base, 30), 2000));
+            assert!(backoff(base, u32::MAX) <= MAX_RETRY_BACKOFF);
+            assert!(within(backoff(base, 0), 100));
+            // A configured first backoff is honoured.
+            assert!(within(backoff(Duration::from_millis(10), 2), 20));
+        }
     }
 }

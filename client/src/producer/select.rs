@@ -1,10 +1,69 @@
 //! Which queue a message goes to: round robin over the writable queues (skipping groups
 //! without a leader, members that just failed, and, on a retry, the group that just failed,
-//! while there is any other choice), or by sharding key.
+//! while there is any other choice), or by sharding key, or the queue the caller named.
+//! [`choose_queue`] applies this to a route; the rest is pure.
 
 use raftmq_protocol::names::java_string_hash;
 
+use super::fault::FaultTracker;
+use super::outgoing::Target;
+use crate::error::ClientError;
 use crate::message::MessageQueue;
+use crate::route::TopicRoute;
+
+/// The queue for the next attempt of a send to `target` over `route`; `avoid_group` is the
+/// group whose attempt just failed (avoided while another group can take the send).
+pub(super) fn choose_queue(
+    route: &TopicRoute,
+    target: &Target,
+    faults: &FaultTracker,
+    avoid_group: Option<&str>,
+) -> Result<MessageQueue, ClientError> {
+    let no_route = |reason: String| ClientError::NoRoute {
+        topic: route.topic.clone(),
+        reason,
+    };
+    let queue = match target {
+        Target::RoundRobin => round_robin(
+            &route.write_queues,
+            route.next_round_robin(),
+            &RouteHealth { route, faults },
+            avoid_group,
+        )
+        .ok_or_else(|| {
+            if route.write_queues.is_empty() {
+                no_route("no writable queue".to_owned())
+            } else {
+                ClientError::NoLeader {
+                    topic: route.topic.clone(),
+                    broker_name: None,
+                }
+            }
+        })?,
+        Target::Key(key) => by_key(&route.write_queues, key)
+            .ok_or_else(|| no_route("no writable queue".to_owned()))?,
+        Target::Queue(queue) => queue.clone(),
+    };
+    Ok(queue)
+}
+
+/// A queue's health as the route (leader listed) and the fault tracker (leader isolated) see it.
+struct RouteHealth<'a> {
+    route: &'a TopicRoute,
+    faults: &'a FaultTracker,
+}
+
+impl QueueHealth for RouteHealth<'_> {
+    fn has_leader(&self, queue: &MessageQueue) -> bool {
+        self.route.leader_addr(&queue.broker_name).is_some()
+    }
+
+    fn isolated(&self, queue: &MessageQueue) -> bool {
+        self.route
+            .leader_addr(&queue.broker_name)
+            .is_some_and(|addr| self.faults.is_isolated(addr))
+    }
+}
 
 /// What the selection may know about a queue's broker group.
 pub(crate) trait QueueHealth {
