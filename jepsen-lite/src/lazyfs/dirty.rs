@@ -284,7 +284,8 @@ mod tests {
         assert_eq!(data.write(0, b"aa"), 2);
         assert_eq!(data.write(20, b"ee"), 2);
         // Bridges the gap between the first two extents and overlaps the third's start.
-        assert_eq!(data.write(1, b"BBBBBBBBBBBBBBBBBBBB"), 20 - 1 - 4);
+        // The union is [0, 22): 22 bytes, of which 8 were held before.
+        assert_eq!(data.write(1, b"BBBBBBBBBBBBBBBBBBBB"), 22 - 8);
         assert_eq!(data.extents.len(), 1);
         assert_eq!(data.dirty_bytes(), 22);
         let mut expected = b"aBBBBBBBBBBBBBBBBBBBBe".to_vec();

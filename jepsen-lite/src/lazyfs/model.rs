@@ -1114,3 +1114,7 @@ fn apply_meta(object: &File, meta: &Meta) -> Result<()> {
     std::os::unix::fs::fchown(object, Some(meta.uid), Some(meta.gid))
         .map_err(|e| LazyFsError::io("chown of a backing object", e))
 }
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod tests;
