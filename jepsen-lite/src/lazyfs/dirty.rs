@@ -95,10 +95,15 @@ impl DirtyData {
         let mut base = self.extents.remove(&base_start).unwrap_or_default();
         let mut removed = base.len() as u64;
         let at = (offset - base_start) as usize;
-        if base.len() < at + data.len() {
-            base.resize(at + data.len(), 0);
+        if at == base.len() {
+            // The common case: an append to the extent.
+            base.extend_from_slice(data);
+        } else {
+            if base.len() < at + data.len() {
+                base.resize(at + data.len(), 0);
+            }
+            base[at..at + data.len()].copy_from_slice(data);
         }
-        base[at..at + data.len()].copy_from_slice(data);
         let reached: Vec<u64> = self
             .extents
             .range(base_start + 1..=end)
@@ -187,15 +192,19 @@ impl DirtyData {
     /// how many bytes left [`Self::dirty_bytes`]. On an error nothing is marked synced, so a
     /// later sync writes it all again.
     pub fn write_back(&mut self, backing: &impl BackingFile) -> io::Result<u64> {
+        let mut backing_len = self.synced_len;
         if self.backing_visible < self.synced_len {
             backing.set_len(self.backing_visible)?;
+            backing_len = self.backing_visible;
         }
         for (&start, bytes) in &self.extents {
             backing.write_all_at(bytes, start)?;
+            backing_len = backing_len.max(start + bytes.len() as u64);
         }
-        // Extents never reach past `len`, so after them the backing file is at most `len`
-        // long; this grows it with zeros or cuts what a truncation hid.
-        backing.set_len(self.len)?;
+        // Extents never reach past `len`; what is left is growing the file with zeros.
+        if backing_len != self.len {
+            backing.set_len(self.len)?;
+        }
         let freed = self.dirty_bytes;
         self.extents.clear();
         self.dirty_bytes = 0;

@@ -733,6 +733,10 @@ impl Model {
                 )
             })
             .collect();
+        if changed.is_empty() && (datasync || !self.node(ino)?.meta_dirty) {
+            // The backing directory already holds what is visible.
+            return Ok(());
+        }
         let mut touched = BTreeSet::from([ino]);
         let mut moved_out = Vec::new();
         for (_, durable, _) in &changed {
