@@ -180,10 +180,10 @@ fn every_synced_append_survives_a_kill_and_a_power_loss() {
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(index) = line.strip_prefix("synced ") {
-                if tx.send(index.parse::<u64>().unwrap()).is_err() {
-                    break;
-                }
+            if let Some(index) = line.strip_prefix("synced ")
+                && tx.send(index.parse::<u64>().unwrap()).is_err()
+            {
+                break;
             }
         }
     });
