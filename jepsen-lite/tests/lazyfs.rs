@@ -37,11 +37,12 @@ fn skipped() -> bool {
     true
 }
 
-/// A backing directory, a mount point and the mount.
+/// A backing directory, a mount point and the mount. Fields drop in order: a failing test
+/// unmounts before the directories are removed.
 struct Mounted {
-    backing: tempfile::TempDir,
-    mountpoint: tempfile::TempDir,
     fs: Option<MountedLazyFs>,
+    mountpoint: tempfile::TempDir,
+    backing: tempfile::TempDir,
 }
 
 impl Mounted {

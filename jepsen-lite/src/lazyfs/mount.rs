@@ -15,8 +15,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fuser::{BackgroundSession, MountOption, SessionACL};
@@ -88,8 +88,9 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 pub struct MountedLazyFs {
     shared: Arc<Shared>,
     session: Option<BackgroundSession>,
-    /// Disconnects (or receives) when the FUSE session has ended.
-    session_done: Receiver<()>,
+    /// Disconnects (or receives) when the FUSE session has ended. In a mutex so that the
+    /// handle is `Sync` and can sit in state shared between the harness's tasks.
+    session_done: Mutex<Receiver<()>>,
     mountpoint: PathBuf,
 }
 
@@ -142,7 +143,7 @@ impl MountedLazyFs {
         Ok(Self {
             shared,
             session: Some(session),
-            session_done,
+            session_done: Mutex::new(session_done),
             mountpoint: mount_at,
         })
     }
@@ -198,7 +199,12 @@ impl MountedLazyFs {
             guard
         };
         unmounted?;
-        match self.session_done.recv_timeout(UNMOUNT_TIMEOUT) {
+        let session_done = self
+            .session_done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv_timeout(UNMOUNT_TIMEOUT);
+        match session_done {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
             Err(RecvTimeoutError::Timeout) => {
                 return Err(failed(format!(
@@ -246,5 +252,16 @@ impl Drop for MountedLazyFs {
         if let Err(e) = self.unmount_now() {
             tracing::warn!(error = %e, "lazyfs: unmount on drop");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handle_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<MountedLazyFs>();
     }
 }
