@@ -177,35 +177,37 @@ fn every_synced_append_survives_a_kill_and_a_power_loss() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::sync_channel(1024);
+    // The reader keeps the last index the appender printed and passes progress on without
+    // ever blocking (a full channel just skips a notice).
+    let (tx, rx) = mpsc::sync_channel(64);
     let reader = std::thread::spawn(move || {
+        let mut last = None;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(index) = line.strip_prefix("synced ")
-                && tx.send(index.parse::<u64>().unwrap()).is_err()
-            {
-                break;
+            if let Some(index) = line.strip_prefix("synced ") {
+                let index: u64 = index.parse().unwrap();
+                last = Some(index);
+                let _ = tx.try_send(index);
             }
         }
+        last
     });
     let deadline = Instant::now() + APPEND_TIMEOUT;
-    let mut last_synced = None;
-    while last_synced.is_none_or(|i| i + 1 < APPENDS_BEFORE_KILL) {
+    let mut progress = None;
+    while progress.is_none_or(|i| i + 1 < APPENDS_BEFORE_KILL) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(index) => last_synced = Some(index),
+            Ok(index) => progress = Some(index),
             Err(e) => {
                 let _ = child.kill();
-                panic!("appender stalled at {last_synced:?}: {e}");
+                panic!("appender stalled at {progress:?}: {e}");
             }
         }
     }
     child.kill().unwrap();
     child.wait().unwrap();
     // Everything the appender printed before it died.
-    drop(rx);
-    reader.join().unwrap();
-    let reported = last_synced.unwrap() + 1;
+    let reported = reader.join().unwrap().unwrap() + 1;
 
     let report = m.fs().power_loss().unwrap();
     let bytes = fs::read(&path).unwrap();
