@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use jepsen_lite::lazyfs::append::valid_records;
 use jepsen_lite::lazyfs::mount::support;
-use jepsen_lite::lazyfs::{CONTROL_FILE, LazyFsOptions, MountedLazyFs};
+use jepsen_lite::lazyfs::{CONTROL_FILE, LazyFsOptions, MountedLazyFs, STAGING_DIR};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jepsen-lite");
 /// Records the appender must report synced before it is killed.
@@ -69,6 +69,10 @@ impl Mounted {
     fn unmount(mut self) {
         let canonical = self.mountpoint.path().canonicalize().unwrap();
         self.fs.take().unwrap().unmount().unwrap();
+        assert!(
+            !self.backing.path().join(STAGING_DIR).exists(),
+            "unmounting deletes the staging directory"
+        );
         assert!(
             !mounted_at(&canonical),
             "{} still mounted",

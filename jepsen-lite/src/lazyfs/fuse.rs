@@ -184,6 +184,9 @@ fn perm(mode: u32, umask: u32) -> u16 {
 
 impl Filesystem for LazyFilesystem {
     fn destroy(&mut self) {
+        if let Err(e) = self.shared.model().remove_staging() {
+            tracing::warn!(error = %e, "lazyfs: at unmount");
+        }
         self.shared.ended.cancel();
         // A full channel means someone was told already.
         let _ = self.session_done.try_send(());

@@ -5,7 +5,8 @@
 //!   inode from before a power loss is recognisably stale.
 //! - A node's data lives in its *backing object*: a file or directory in the backing
 //!   directory, either under its durable name or, while it has none, in the hidden staging
-//!   directory `.lazyfs-staging/<inode>` (emptied by every power loss and every mount).
+//!   directory `.lazyfs-staging/<inode>` (emptied by every power loss and every mount,
+//!   deleted at unmount).
 //! - File data: writes since the last `fsync`/`fdatasync` stay in memory ([`DirtyData`]);
 //!   either call writes them to the backing object. `fsync` also applies mode and owner.
 //! - Directory entries: each loaded directory keeps two maps, `visible` (what `ls` shows) and
@@ -315,6 +316,18 @@ impl Model {
         self.last_power_loss = Some(report.clone());
         self.reset()?;
         Ok(report)
+    }
+
+    /// At unmount: deletes the staging directory (nothing in it is durable), so the backing
+    /// directory holds only the durable state.
+    pub fn remove_staging(&mut self) -> Result<()> {
+        self.nodes.retain(|&ino, _| ino == ROOT_INO);
+        self.unsynced_bytes = 0;
+        match fs::remove_dir_all(&self.staging) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(LazyFsError::io("deleting the staging directory", e)),
+        }
     }
 
     /// Forgets every node and empties the staging directory.
