@@ -43,6 +43,14 @@ impl Fixture {
             .ino
     }
 
+    /// A new file in `dir` holding `data`, synced (its name is not).
+    fn create_synced(&mut self, dir: &str, name: &str, data: &[u8]) {
+        self.create(dir, name);
+        let path = format!("{dir}/{name}");
+        self.write(&path, 0, data);
+        self.fsync(&path, false);
+    }
+
     fn mkdir(&mut self, parent: &str, name: &str) -> u64 {
         let parent = self.ino(parent).unwrap();
         self.model
@@ -339,26 +347,20 @@ fn fallocate_grows_with_zeros_and_keep_size_changes_nothing() {
 fn a_new_directory_needs_its_parent_synced_and_its_entries_need_it_synced() {
     let mut f = Fixture::new();
     f.mkdir("", "data");
-    f.create("data", "seg-1");
-    f.write("data/seg-1", 0, b"one");
-    f.fsync("data/seg-1", false);
+    f.create_synced("data", "seg-1", b"one");
     f.fsync("data", false);
     // The directory's own name is not durable yet: everything is gone.
     f.power_loss();
     assert_eq!(f.names(""), Vec::<String>::new());
 
     f.mkdir("", "data");
-    f.create("data", "seg-1");
-    f.write("data/seg-1", 0, b"one");
-    f.fsync("data/seg-1", false);
+    f.create_synced("data", "seg-1", b"one");
     f.fsync("", false);
     // The directory is durable, its entry for seg-1 is not.
     f.power_loss();
     assert_eq!(f.names("data"), Vec::<String>::new());
 
-    f.create("data", "seg-1");
-    f.write("data/seg-1", 0, b"one");
-    f.fsync("data/seg-1", false);
+    f.create_synced("data", "seg-1", b"one");
     f.fsync("data", false);
     f.power_loss();
     assert_eq!(f.read("data/seg-1").unwrap(), b"one");
