@@ -12,6 +12,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== system tools the fault-injection tests use (ip, nft)"
 jepsen-lite/scripts/install-net-tools.sh
+jepsen-lite/scripts/install-fuse.sh
 
 echo "== cargo test"
 cargo test --workspace --all-targets

@@ -17,12 +17,14 @@
 //!   consumer group under churn, W4 the final drain) that record the history.
 //! - [`run`]: `jepsen-lite run`: per scenario, cluster + workloads + schedule, heal, drain,
 //!   check, summaries; [`run::ack_loss`] is the scripted proof that the suite can fail.
+//! - [`lazyfs`]: the lazy filesystem for power-loss faults (FUSE; unsynced data in memory).
 
 pub mod checker;
 pub mod cluster;
 pub mod executor;
 pub mod history;
 pub mod http;
+pub mod lazyfs;
 pub mod nemesis;
 pub mod net;
 pub mod run;

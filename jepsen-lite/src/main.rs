@@ -1,6 +1,6 @@
 //! `jepsen-lite`: run fault scenarios against a RaftMQ cluster of processes and check the
 //! history (`run`); check a recorded history (`check`); print schedules; exercise and clean up
-//! the network-fault layer.
+//! the network-fault layer; serve the lazy filesystem for power-loss tests (`lazyfs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jepsen_lite::checker::{self, CheckOptions};
 use jepsen_lite::cluster::NetChoice;
 use jepsen_lite::history::read_history;
+use jepsen_lite::lazyfs::{self, DEFAULT_MAX_UNSYNCED_BYTES, LazyFsOptions, MountedLazyFs};
 use jepsen_lite::net::{netns, probe, selftest};
 use jepsen_lite::run::{DEFAULT_THINK_TIME, EXIT_INTERRUPTED, RunOptions, RunProfile};
 use jepsen_lite::schedule::{Profile, Schedule, scenario_seed};
@@ -103,6 +104,35 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// As root: mount the lazy filesystem over BACKING at MOUNT and serve it in the
+    /// foreground until SIGTERM or SIGINT, then unmount. Data not yet fsynced stays in memory;
+    /// `echo clear-cache > MOUNT/.lazyfs-control` drops it as a power loss would (README,
+    /// "Lazy filesystem").
+    Lazyfs {
+        /// The directory that holds the durable state.
+        #[arg(long)]
+        backing: PathBuf,
+        /// Where to mount (an existing directory outside BACKING).
+        #[arg(long)]
+        mount: PathBuf,
+        /// Cap on unsynced data held in memory, MiB; a write past it fails with ENOSPC.
+        #[arg(long, default_value_t = DEFAULT_MAX_UNSYNCED_BYTES >> 20)]
+        max_unsynced_mib: u64,
+    },
+    /// Helper for the lazy-filesystem tests and figures: create FILE, sync its directory,
+    /// append numbered records with an fdatasync after each, print the throughput.
+    #[command(hide = true)]
+    LazyfsAppend {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        records: u64,
+        #[arg(long, default_value_t = 4096)]
+        record_bytes: usize,
+        /// Print `synced N` after each record's fdatasync.
+        #[arg(long)]
+        progress: bool,
     },
     /// Helper run inside a namespace: echo lines on a TCP address until killed.
     #[command(hide = true)]
@@ -197,6 +227,17 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Lazyfs {
+            backing,
+            mount,
+            max_unsynced_mib,
+        } => serve_lazyfs(&backing, &mount, max_unsynced_mib),
+        Command::LazyfsAppend {
+            file,
+            records,
+            record_bytes,
+            progress,
+        } => lazyfs_append(&file, records, record_bytes, progress),
         Command::NetEcho { listen } => match probe::serve_echo(listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -233,14 +274,7 @@ fn own_dir() -> Option<PathBuf> {
 }
 
 fn run(options: RunOptions) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,jepsen_lite=info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -283,6 +317,110 @@ fn run(options: RunOptions) -> ExitCode {
         return exit(EXIT_INTERRUPTED);
     }
     exit(report.exit_code)
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,jepsen_lite=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// `jepsen-lite lazyfs`: mount, wait for SIGTERM/SIGINT (or an unmount by someone else),
+/// unmount.
+fn serve_lazyfs(
+    backing: &std::path::Path,
+    mount: &std::path::Path,
+    max_unsynced_mib: u64,
+) -> ExitCode {
+    init_tracing();
+    let options = LazyFsOptions {
+        max_unsynced_bytes: max_unsynced_mib.saturating_mul(1 << 20),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jepsen-lite lazyfs: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mounted = match MountedLazyFs::mount(backing, mount, &options) {
+        Ok(mounted) => mounted,
+        Err(e) => {
+            eprintln!("jepsen-lite lazyfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "lazyfs: {} mounted over {}; power loss: echo clear-cache > {}/{}",
+        mounted.mountpoint().display(),
+        backing.display(),
+        mounted.mountpoint().display(),
+        lazyfs::CONTROL_FILE
+    );
+    let ended = mounted.ended();
+    let unmounted_elsewhere = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return false,
+                _ = ended.cancelled() => return true,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => false,
+            _ = terminate.recv() => false,
+            _ = ended.cancelled() => true,
+        }
+    });
+    if unmounted_elsewhere {
+        eprintln!("jepsen-lite lazyfs: the mount ended (unmounted by someone else)");
+    }
+    match mounted.unmount() {
+        Ok(()) => {
+            println!("lazyfs: unmounted {}", mount.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("jepsen-lite lazyfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `jepsen-lite lazyfs-append`: see [`lazyfs::append`].
+fn lazyfs_append(
+    file: &std::path::Path,
+    records: u64,
+    record_bytes: usize,
+    progress: bool,
+) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let appended = lazyfs::append::run(file, records, record_bytes, |index| {
+        if progress {
+            writeln!(stdout, "synced {index}")?;
+            stdout.flush()?;
+        }
+        Ok(())
+    });
+    match appended {
+        Ok(report) => {
+            println!("{}", report.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("jepsen-lite lazyfs-append {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn netns_selftest() -> ExitCode {
