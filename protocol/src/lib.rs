@@ -15,6 +15,8 @@
 //!   the "outcome unknown" remark, default ports).
 //! - [`route`] and [`body`]: the JSON bodies (topic routes, cluster info, registration,
 //!   heartbeat, ...), tolerant of Java fastjson's unquoted numeric keys.
+//! - [`admin`]: the admin HTTP API's JSON bodies (broker `/raft`, `/topics`, membership
+//!   changes, offset reset; NameServer `/routes`, `/brokers`), shared by servers and clients.
 //!
 //! Decoders never panic on any input, never allocate from a length they have not checked
 //! against [`frame::MAX_FRAME_BYTES`], and return `Ok(None)` when a frame is incomplete.
@@ -37,6 +39,7 @@ macro_rules! json_body {
     )*};
 }
 
+pub mod admin;
 pub mod body;
 pub mod code;
 pub mod error;
