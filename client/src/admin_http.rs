@@ -3,6 +3,8 @@
 //! endpoint. `mq`, jepsen-lite and the integration tests all talk to admin HTTP through it, and
 //! [`membership`] builds the group membership changes on it.
 //!
+//! Each call names the server it asks, so one client serves a whole cluster.
+//!
 //! Built on `reqwest` (HTTP/1.1 only, no TLS: admin ports are plain HTTP on loopback or a
 //! private network), set up to behave like the hand-written clients it replaced:
 //!
@@ -44,6 +46,16 @@ pub struct AdminCall {
     pub path: &'static str,
     /// The server's admin address, `host:port`.
     pub addr: String,
+}
+
+impl AdminCall {
+    fn new(method: &'static str, path: &'static str, addr: &str) -> AdminCall {
+        AdminCall {
+            method,
+            path,
+            addr: addr.to_owned(),
+        }
+    }
 }
 
 impl std::fmt::Display for AdminCall {
@@ -91,18 +103,17 @@ pub enum AdminHttpError {
     NotText { call: AdminCall },
 }
 
-/// A client of one admin HTTP server (a broker member or a NameServer). Cheap to clone; use
-/// [`AdminHttpClient::at`] to ask another server with the same settings.
+/// The admin HTTP client: each call names the server it asks (`addr`, `host:port` of a broker
+/// member's or a NameServer's admin port). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AdminHttpClient {
     http: reqwest::Client,
-    addr: String,
     timeout: Duration,
 }
 
 impl AdminHttpClient {
-    /// A client of the admin server at `addr` (`host:port`), with [`DEFAULT_TIMEOUT`].
-    pub fn new(addr: impl Into<String>) -> Result<AdminHttpClient, AdminHttpError> {
+    /// A client with [`DEFAULT_TIMEOUT`] per call.
+    pub fn new() -> Result<AdminHttpClient, AdminHttpError> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -112,28 +123,16 @@ impl AdminHttpClient {
             .map_err(|err| AdminHttpError::Build(root_cause(&err)))?;
         Ok(AdminHttpClient {
             http,
-            addr: addr.into(),
             timeout: DEFAULT_TIMEOUT,
         })
     }
 
-    /// The same client (settings, deadline) for the server at `addr`.
-    pub fn at(&self, addr: impl Into<String>) -> AdminHttpClient {
+    /// The same client with another deadline per call.
+    pub fn with_timeout(&self, timeout: Duration) -> AdminHttpClient {
         AdminHttpClient {
             http: self.http.clone(),
-            addr: addr.into(),
-            timeout: self.timeout,
+            timeout,
         }
-    }
-
-    /// The same client with another deadline per call.
-    pub fn with_timeout(mut self, timeout: Duration) -> AdminHttpClient {
-        self.timeout = timeout;
-        self
-    }
-
-    pub fn addr(&self) -> &str {
-        &self.addr
     }
 
     pub fn timeout(&self) -> Duration {
@@ -143,127 +142,130 @@ impl AdminHttpClient {
     // ---- both servers ----
 
     /// `GET /healthz`: `ok` while the process serves.
-    pub async fn healthz(&self) -> Result<String, AdminHttpError> {
-        self.get_text("/healthz").await
+    pub async fn healthz(&self, addr: &str) -> Result<String, AdminHttpError> {
+        self.get_text(addr, "/healthz").await
     }
 
     /// `GET /metrics`: Prometheus / OpenMetrics text.
-    pub async fn metrics(&self) -> Result<String, AdminHttpError> {
-        self.get_text("/metrics").await
+    pub async fn metrics(&self, addr: &str) -> Result<String, AdminHttpError> {
+        self.get_text(addr, "/metrics").await
     }
 
     // ---- broker ----
 
     /// `GET /readyz`: a line naming the leader; [`AdminHttpError::Status`] 503 while this
     /// member knows no leader.
-    pub async fn readyz(&self) -> Result<String, AdminHttpError> {
-        self.get_text("/readyz").await
+    pub async fn readyz(&self, addr: &str) -> Result<String, AdminHttpError> {
+        self.get_text(addr, "/readyz").await
     }
 
     /// `GET /raft`: the member's Raft view.
-    pub async fn raft_status(&self) -> Result<RaftStatus, AdminHttpError> {
-        self.get_json("/raft").await
+    pub async fn raft_status(&self, addr: &str) -> Result<RaftStatus, AdminHttpError> {
+        self.get_json(addr, "/raft").await
     }
 
     /// `GET /topics`: every topic the member has, with its queues' offsets.
-    pub async fn topics(&self) -> Result<Vec<TopicStatus>, AdminHttpError> {
-        self.get_json("/topics").await
+    pub async fn topics(&self, addr: &str) -> Result<Vec<TopicStatus>, AdminHttpError> {
+        self.get_json(addr, "/topics").await
     }
 
     /// `GET /groups`: consumer groups with committed offsets, lag and live clients.
-    pub async fn groups(&self) -> Result<Vec<GroupStatus>, AdminHttpError> {
-        self.get_json("/groups").await
+    pub async fn groups(&self, addr: &str) -> Result<Vec<GroupStatus>, AdminHttpError> {
+        self.get_json(addr, "/groups").await
     }
 
     /// `POST /raft/add-learner` (on the leader): answers once the learner has caught up, so
     /// give this call a deadline long enough for that.
     pub async fn add_learner(
         &self,
+        addr: &str,
         request: &AddLearner,
     ) -> Result<MembershipAnswer, AdminHttpError> {
-        self.post_json("/raft/add-learner", request).await
+        self.post_json(addr, "/raft/add-learner", request).await
     }
 
     /// `POST /raft/change-membership` (on the leader).
     pub async fn change_membership(
         &self,
+        addr: &str,
         request: &ChangeMembership,
     ) -> Result<MembershipAnswer, AdminHttpError> {
-        self.post_json("/raft/change-membership", request).await
+        self.post_json(addr, "/raft/change-membership", request)
+            .await
     }
 
     /// `POST /raft/remove-learner` (on the leader).
     pub async fn remove_learner(
         &self,
+        addr: &str,
         request: &RemoveLearner,
     ) -> Result<MembershipAnswer, AdminHttpError> {
-        self.post_json("/raft/remove-learner", request).await
+        self.post_json(addr, "/raft/remove-learner", request).await
     }
 
     /// `POST /raft/elect`: this member starts an election now.
-    pub async fn elect(&self) -> Result<ElectAnswer, AdminHttpError> {
-        self.post_json("/raft/elect", &serde_json::Map::new()).await
+    pub async fn elect(&self, addr: &str) -> Result<ElectAnswer, AdminHttpError> {
+        self.post_json(addr, "/raft/elect", &serde_json::Map::new())
+            .await
     }
 
     /// `POST /offsets/reset` (on the leader): answers once the reset is committed.
     pub async fn reset_offsets(
         &self,
+        addr: &str,
         request: &ResetOffsets,
     ) -> Result<ResetAnswer, AdminHttpError> {
-        self.post_json("/offsets/reset", request).await
+        self.post_json(addr, "/offsets/reset", request).await
     }
 
     // ---- NameServer ----
 
     /// `GET /routes`: every topic's route.
-    pub async fn routes(&self) -> Result<Routes, AdminHttpError> {
-        self.get_json("/routes").await
+    pub async fn routes(&self, addr: &str) -> Result<Routes, AdminHttpError> {
+        self.get_json(addr, "/routes").await
     }
 
     /// `GET /brokers`: every registered broker group and its members.
-    pub async fn brokers(&self) -> Result<Vec<RegisteredGroup>, AdminHttpError> {
-        self.get_json("/brokers").await
+    pub async fn brokers(&self, addr: &str) -> Result<Vec<RegisteredGroup>, AdminHttpError> {
+        self.get_json(addr, "/brokers").await
     }
 
     // ---- one exchange ----
 
-    fn call(&self, method: &'static str, path: &'static str) -> AdminCall {
-        AdminCall {
-            method,
-            path,
-            addr: self.addr.clone(),
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    fn request(&self, method: Method, call: &AdminCall) -> RequestBuilder {
         self.http
-            .request(method, format!("http://{}{path}", self.addr))
+            .request(method, format!("http://{}{}", call.addr, call.path))
             .header(reqwest::header::ACCEPT, "application/json")
     }
 
-    async fn get_text(&self, path: &'static str) -> Result<String, AdminHttpError> {
-        let call = self.call("GET", path);
+    async fn get_text(&self, addr: &str, path: &'static str) -> Result<String, AdminHttpError> {
+        let call = AdminCall::new("GET", path, addr);
         let body = self
-            .exchange(&call, self.request(Method::GET, path))
+            .exchange(&call, self.request(Method::GET, &call))
             .await?;
         String::from_utf8(body).map_err(|_| AdminHttpError::NotText { call })
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, path: &'static str) -> Result<T, AdminHttpError> {
-        let call = self.call("GET", path);
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &'static str,
+    ) -> Result<T, AdminHttpError> {
+        let call = AdminCall::new("GET", path, addr);
         let body = self
-            .exchange(&call, self.request(Method::GET, path))
+            .exchange(&call, self.request(Method::GET, &call))
             .await?;
         decode(call, &body)
     }
 
     async fn post_json<B: Serialize, T: DeserializeOwned>(
         &self,
+        addr: &str,
         path: &'static str,
         request: &B,
     ) -> Result<T, AdminHttpError> {
-        let call = self.call("POST", path);
-        let builder = self.request(Method::POST, path).json(request);
+        let call = AdminCall::new("POST", path, addr);
+        let builder = self.request(Method::POST, &call).json(request);
         let body = self.exchange(&call, builder).await?;
         decode(call, &body)
     }
@@ -404,23 +406,27 @@ mod tests {
                 }),
             );
         let (addr, _stop) = serve(router).await;
-        let client = AdminHttpClient::new(addr.to_string()).unwrap();
-        let status = client.raft_status().await.unwrap();
+        let client = AdminHttpClient::new().unwrap();
+        let addr = addr.to_string();
+        let status = client.raft_status(&addr).await.unwrap();
         assert_eq!(
             (status.node_id, status.leader, status.term),
             (2, Some(1), 3)
         );
         assert_eq!(status.voters, BTreeSet::from([1, 2, 3]));
-        assert_eq!(client.healthz().await.unwrap(), "ok\n");
+        assert_eq!(client.healthz(&addr).await.unwrap(), "ok\n");
         let answer = client
-            .change_membership(&ChangeMembership {
-                voters: BTreeSet::from([1, 2, 4]),
-                retain: true,
-            })
+            .change_membership(
+                &addr,
+                &ChangeMembership {
+                    voters: BTreeSet::from([1, 2, 4]),
+                    retain: true,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(answer.log_index, 301);
-        assert_eq!(client.elect().await.unwrap().elect, ELECTION_STARTED);
+        assert_eq!(client.elect(&addr).await.unwrap().elect, ELECTION_STARTED);
     }
 
     #[tokio::test]
@@ -448,12 +454,16 @@ mod tests {
                 }),
             );
         let (addr, _stop) = serve(router).await;
-        let client = AdminHttpClient::new(addr.to_string()).unwrap();
+        let client = AdminHttpClient::new().unwrap();
+        let addr = addr.to_string();
         let err = client
-            .add_learner(&AddLearner {
-                node_id: 4,
-                addr: "127.0.0.4:10912".into(),
-            })
+            .add_learner(
+                &addr,
+                &AddLearner {
+                    node_id: 4,
+                    addr: "127.0.0.4:10912".into(),
+                },
+            )
             .await
             .unwrap_err();
         match &err {
@@ -469,13 +479,13 @@ mod tests {
             err.to_string(),
             format!("POST /raft/add-learner on {addr}: HTTP 409: has to forward request to: 1")
         );
-        let err = client.readyz().await.unwrap_err();
+        let err = client.readyz(&addr).await.unwrap_err();
         assert!(
             matches!(&err, AdminHttpError::Status { status: 503, message, .. } if message == "not ready: no leader known"),
             "{err:?}"
         );
         // A path the server does not have is a 404 with its (empty) body as the message.
-        let err = client.topics().await.unwrap_err();
+        let err = client.topics(&addr).await.unwrap_err();
         assert!(
             matches!(err, AdminHttpError::Status { status: 404, .. }),
             "{err:?}"
@@ -488,10 +498,11 @@ mod tests {
             .route("/raft", get(|| async { "{\"node_id\": \"two\"}" }))
             .route("/groups", get(|| async { "<html>proxy error</html>" }));
         let (addr, _stop) = serve(router).await;
-        let client = AdminHttpClient::new(addr.to_string()).unwrap();
-        let err = client.raft_status().await.unwrap_err();
+        let client = AdminHttpClient::new().unwrap();
+        let addr = addr.to_string();
+        let err = client.raft_status(&addr).await.unwrap_err();
         assert!(matches!(err, AdminHttpError::BadJson { .. }), "{err:?}");
-        let err = client.groups().await.unwrap_err();
+        let err = client.groups(&addr).await.unwrap_err();
         assert!(matches!(err, AdminHttpError::BadJson { .. }), "{err:?}");
         assert!(err.to_string().contains("GET /groups on"), "{err}");
     }
@@ -502,8 +513,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let client = AdminHttpClient::new(addr.to_string()).unwrap();
-        let err = client.raft_status().await.unwrap_err();
+        let client = AdminHttpClient::new().unwrap();
+        let addr = addr.to_string();
+        let err = client.raft_status(&addr).await.unwrap_err();
         assert!(matches!(err, AdminHttpError::Connect { .. }), "{err:?}");
         assert!(err.to_string().contains("could not connect"), "{err}");
     }
@@ -526,11 +538,12 @@ mod tests {
                 }
             }
         });
-        let client = AdminHttpClient::new(addr.to_string())
+        let addr = addr.to_string();
+        let client = AdminHttpClient::new()
             .unwrap()
             .with_timeout(Duration::from_millis(200));
         let started = std::time::Instant::now();
-        let err = client.raft_status().await.unwrap_err();
+        let err = client.raft_status(&addr).await.unwrap_err();
         assert!(
             matches!(err, AdminHttpError::Timeout { timeout, .. } if timeout == Duration::from_millis(200)),
             "{err:?}"
@@ -547,22 +560,21 @@ mod tests {
             get(|| async { "x".repeat(MAX_RESPONSE_BYTES + 1) }),
         );
         let (addr, _stop) = serve(router).await;
-        let client = AdminHttpClient::new(addr.to_string()).unwrap();
-        let err = client.metrics().await.unwrap_err();
+        let client = AdminHttpClient::new().unwrap();
+        let addr = addr.to_string();
+        let err = client.metrics(&addr).await.unwrap_err();
         assert!(matches!(err, AdminHttpError::TooLarge { .. }), "{err:?}");
     }
 
     #[tokio::test]
-    async fn at_asks_another_server_with_the_same_deadline() {
+    async fn one_client_asks_each_server_it_names() {
         let (a, _stop_a) = serve(Router::new().route("/healthz", get(|| async { "a" }))).await;
         let (b, _stop_b) = serve(Router::new().route("/healthz", get(|| async { "b" }))).await;
-        let client = AdminHttpClient::new(a.to_string())
+        let client = AdminHttpClient::new()
             .unwrap()
             .with_timeout(Duration::from_secs(3));
-        let other = client.at(b.to_string());
-        assert_eq!(other.timeout(), Duration::from_secs(3));
-        assert_eq!(other.addr(), b.to_string());
-        assert_eq!(client.healthz().await.unwrap(), "a");
-        assert_eq!(other.healthz().await.unwrap(), "b");
+        assert_eq!(client.timeout(), Duration::from_secs(3));
+        assert_eq!(client.healthz(&a.to_string()).await.unwrap(), "a");
+        assert_eq!(client.healthz(&b.to_string()).await.unwrap(), "b");
     }
 }

@@ -164,7 +164,7 @@ impl MembershipError {
 pub struct Membership<'a, F> {
     pub group: &'a str,
     pub leaders: &'a F,
-    /// Its settings serve every call; each call goes to the leader's address.
+    /// Each call goes to the leader's address, with the deadline of its step.
     pub admin: &'a AdminHttpClient,
     pub waits: MembershipWaits,
 }
@@ -217,11 +217,15 @@ impl<F: FindLeader> Membership<'_, F> {
                 raft_addr: raft_addr.to_owned(),
             });
         }
-        self.on(&leader, self.waits.add_learner)
-            .add_learner(&AddLearner {
-                node_id,
-                addr: raft_addr.to_owned(),
-            })
+        self.admin
+            .with_timeout(self.waits.add_learner)
+            .add_learner(
+                &leader.admin_addr,
+                &AddLearner {
+                    node_id,
+                    addr: raft_addr.to_owned(),
+                },
+            )
             .await
             .map_err(|error| MembershipError::AddLearner { node_id, error })?;
         let leader = self
@@ -232,11 +236,15 @@ impl<F: FindLeader> Membership<'_, F> {
         }
         let mut voters = leader.voters.clone();
         voters.insert(node_id);
-        self.on(&leader, self.waits.change)
-            .change_membership(&ChangeMembership {
-                voters,
-                retain: false,
-            })
+        self.admin
+            .with_timeout(self.waits.change)
+            .change_membership(
+                &leader.admin_addr,
+                &ChangeMembership {
+                    voters,
+                    retain: false,
+                },
+            )
             .await
             .map_err(|error| MembershipError::Promote { node_id, error })?;
         self.settle("the promotion", |leader| leader.voters.contains(&node_id))
@@ -265,20 +273,23 @@ impl<F: FindLeader> Membership<'_, F> {
         // Moving leadership away first (`/raft/elect` elsewhere) is not done: under load the
         // voters' leader lease refuses the candidate, and a refused candidate's higher term
         // forces an election anyway.
-        let admin = self.on(&leader, self.waits.change);
+        let admin = self.admin.with_timeout(self.waits.change);
         if is_voter {
             let mut voters = leader.voters.clone();
             voters.remove(&node_id);
             admin
-                .change_membership(&ChangeMembership {
-                    voters,
-                    retain: false,
-                })
+                .change_membership(
+                    &leader.admin_addr,
+                    &ChangeMembership {
+                        voters,
+                        retain: false,
+                    },
+                )
                 .await
                 .map_err(|error| MembershipError::RemoveVoter { node_id, error })?;
         } else {
             admin
-                .remove_learner(&RemoveLearner { node_id })
+                .remove_learner(&leader.admin_addr, &RemoveLearner { node_id })
                 .await
                 .map_err(|error| MembershipError::RemoveLearner { node_id, error })?;
         }
@@ -286,11 +297,6 @@ impl<F: FindLeader> Membership<'_, F> {
             leader.node_id != node_id && !leader.lists(node_id)
         })
         .await
-    }
-
-    /// The admin client for `leader`, with `timeout` per call.
-    fn on(&self, leader: &LeaderView, timeout: Duration) -> AdminHttpClient {
-        self.admin.at(&leader.admin_addr).with_timeout(timeout)
     }
 
     /// Looks at the leader until `done` holds for it, bounded by [`MembershipWaits::settle`];
@@ -479,7 +485,7 @@ mod tests {
     #[tokio::test]
     async fn add_member_adds_a_learner_then_promotes_it() {
         let (fake, _stop) = fake(three_voters()).await;
-        let admin = AdminHttpClient::new("unused:1").unwrap();
+        let admin = AdminHttpClient::new().unwrap();
         let membership = Membership {
             group: "g",
             leaders: &fake,
@@ -511,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn add_member_learner_only_stops_after_the_learner() {
         let (fake, _stop) = fake(three_voters()).await;
-        let admin = AdminHttpClient::new("unused:1").unwrap();
+        let admin = AdminHttpClient::new().unwrap();
         let membership = Membership {
             group: "g",
             leaders: &fake,
@@ -543,7 +549,7 @@ mod tests {
         group.learners.insert(4);
         group.nodes.insert(4, "10.0.0.4:10912".into());
         let (fake, _stop) = fake(group).await;
-        let admin = AdminHttpClient::new("unused:1").unwrap();
+        let admin = AdminHttpClient::new().unwrap();
         let membership = Membership {
             group: "g",
             leaders: &fake,
@@ -575,7 +581,7 @@ mod tests {
             ..Group::default()
         })
         .await;
-        let admin = AdminHttpClient::new("unused:1").unwrap();
+        let admin = AdminHttpClient::new().unwrap();
         let membership = Membership {
             group: "g",
             leaders: &fake,
@@ -592,7 +598,7 @@ mod tests {
         let mut group = three_voters();
         group.refuse = Some((StatusCode::CONFLICT, "has to forward request to: 2"));
         let (fake, _stop) = fake(group).await;
-        let admin = AdminHttpClient::new("unused:1").unwrap();
+        let admin = AdminHttpClient::new().unwrap();
         let membership = Membership {
             group: "g",
             leaders: &fake,
@@ -631,7 +637,7 @@ mod tests {
         let mut group = three_voters();
         group.ignore = true;
         let (fake, _stop) = fake(group).await;
-        let admin = AdminHttpClient::new("unused:1").unwrap();
+        let admin = AdminHttpClient::new().unwrap();
         let membership = Membership {
             group: "g",
             leaders: &fake,
@@ -658,7 +664,7 @@ mod tests {
         let mut group = three_voters();
         group.leaderless_looks = u32::MAX;
         let (fake, _stop) = fake(group).await;
-        let admin = AdminHttpClient::new("unused:1").unwrap();
+        let admin = AdminHttpClient::new().unwrap();
         let mut membership = Membership {
             group: "g",
             leaders: &fake,
