@@ -1,9 +1,10 @@
 //! Admin HTTP (axum), bound to loopback by default: health, Raft status, topics, groups,
 //! Prometheus metrics, the membership operations an operator needs (add a learner, change the
 //! voters, move leadership here), and the consumer offset reset (`mq offset reset`), which
-//! goes through Raft on the leader like every other write.
+//! goes through Raft on the leader like every other write. The JSON bodies are
+//! `raftmq_protocol::admin`'s types, shared with the admin client (`mq`, jepsen-lite, tests).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -12,7 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::{BasicNode, ChangeMembers};
-use serde::{Deserialize, Serialize};
+use raftmq_protocol::admin::{
+    AddLearner, ChangeMembership, ELECTION_STARTED, ElectAnswer, ErrorBody, FollowerStatus,
+    GroupQueueStatus, GroupStatus, HEALTHY, MembershipAnswer, RaftStatus, RemoveLearner,
+    ResetAnswer, ResetOffsets, ResetQueue, TopicStatus,
+};
 
 use crate::command::{Applied, Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
@@ -43,7 +48,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn healthz() -> &'static str {
-    "ok\n"
+    HEALTHY
 }
 
 /// Ready once the member knows a leader of its group (it can route writes and serve reads).
@@ -59,33 +64,6 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         )
             .into_response(),
     }
-}
-
-/// One follower as the leader sees it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct FollowerStatus {
-    pub matched_index: Option<u64>,
-    pub lag_entries: u64,
-}
-
-/// `GET /raft`
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct RaftStatus {
-    pub broker_name: String,
-    pub node_id: NodeId,
-    pub state: String,
-    pub term: u64,
-    pub leader: Option<NodeId>,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub voters: BTreeSet<NodeId>,
-    pub learners: BTreeSet<NodeId>,
-    pub nodes: BTreeMap<NodeId, String>,
-    /// Present on the leader.
-    pub followers: BTreeMap<NodeId, FollowerStatus>,
-    pub remoting_addr: String,
-    pub log_fsyncs: u64,
-    pub log_entries_flushed: u64,
 }
 
 async fn raft_status(State(state): State<AdminState>) -> Json<RaftStatus> {
@@ -138,16 +116,6 @@ async fn raft_status(State(state): State<AdminState>) -> Json<RaftStatus> {
 }
 
 /// `GET /topics`: each topic with its queues' offsets.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct TopicStatus {
-    pub name: String,
-    pub read_queue_nums: u32,
-    pub write_queue_nums: u32,
-    pub perm: u32,
-    /// Per queue: `[min offset, max offset]`.
-    pub queues: BTreeMap<u32, (u64, u64)>,
-}
-
 async fn topics(State(state): State<AdminState>) -> Json<Vec<TopicStatus>> {
     let ctx = &state.ctx;
     let statuses = ctx
@@ -174,23 +142,6 @@ async fn topics(State(state): State<AdminState>) -> Json<Vec<TopicStatus>> {
 }
 
 /// `GET /groups`: each consumer group with its committed offsets, lag and live clients.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct GroupStatus {
-    pub group: String,
-    pub clients: Vec<String>,
-    pub queues: Vec<GroupQueueStatus>,
-    pub total_lag: u64,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct GroupQueueStatus {
-    pub topic: String,
-    pub queue: u32,
-    pub committed: u64,
-    pub max_offset: u64,
-    pub lag: u64,
-}
-
 async fn groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>> {
     let ctx = &state.ctx;
     let mut names: BTreeSet<String> = ctx.state.groups().into_iter().map(|g| g.name).collect();
@@ -242,21 +193,14 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 }
 
 fn failure(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "error": message.to_string() })),
-    )
-        .into_response()
+    let body = ErrorBody {
+        error: message.to_string(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// `POST /raft/add-learner {"node_id": 4, "addr": "127.0.0.1:20914"}` on the leader: adds a
 /// non-voting member and waits until it has caught up.
-#[derive(Deserialize)]
-pub struct AddLearner {
-    pub node_id: NodeId,
-    pub addr: String,
-}
-
 async fn add_learner(State(state): State<AdminState>, Json(body): Json<AddLearner>) -> Response {
     if body.node_id == 0 {
         return failure(StatusCode::BAD_REQUEST, "node ids start at 1");
@@ -272,21 +216,15 @@ async fn add_learner(State(state): State<AdminState>, Json(body): Json<AddLearne
         .add_learner(body.node_id, BasicNode::new(body.addr), true)
         .await
     {
-        Ok(response) => {
-            Json(serde_json::json!({ "log_index": response.log_id.index })).into_response()
-        }
+        Ok(response) => Json(MembershipAnswer {
+            log_index: response.log_id.index,
+        })
+        .into_response(),
         Err(err) => failure(StatusCode::CONFLICT, err),
     }
 }
 
 /// `POST /raft/change-membership {"voters": [1,2,4], "retain": false}` on the leader.
-#[derive(Deserialize)]
-pub struct ChangeMembership {
-    pub voters: BTreeSet<NodeId>,
-    #[serde(default)]
-    pub retain: bool,
-}
-
 async fn change_membership(
     State(state): State<AdminState>,
     Json(body): Json<ChangeMembership>,
@@ -301,18 +239,16 @@ async fn change_membership(
     {
         Ok(response) => {
             state.ctx.register_now.notify_one();
-            Json(serde_json::json!({ "log_index": response.log_id.index })).into_response()
+            Json(MembershipAnswer {
+                log_index: response.log_id.index,
+            })
+            .into_response()
         }
         Err(err) => failure(StatusCode::CONFLICT, err),
     }
 }
 
 /// `POST /raft/remove-learner {"node_id": 4}` on the leader: drops a non-voting member.
-#[derive(Deserialize)]
-pub struct RemoveLearner {
-    pub node_id: NodeId,
-}
-
 async fn remove_learner(
     State(state): State<AdminState>,
     Json(body): Json<RemoveLearner>,
@@ -338,7 +274,10 @@ async fn remove_learner(
     {
         Ok(response) => {
             state.ctx.register_now.notify_one();
-            Json(serde_json::json!({ "log_index": response.log_id.index })).into_response()
+            Json(MembershipAnswer {
+                log_index: response.log_id.index,
+            })
+            .into_response()
         }
         Err(err) => failure(StatusCode::CONFLICT, err),
     }
@@ -348,7 +287,10 @@ async fn remove_learner(
 /// openraft 0.9 has no transfer call; an up-to-date member with a higher term wins).
 async fn elect(State(state): State<AdminState>) -> Response {
     match state.raft.trigger().elect().await {
-        Ok(()) => Json(serde_json::json!({ "elect": "started" })).into_response(),
+        Ok(()) => Json(ElectAnswer {
+            elect: ELECTION_STARTED.to_owned(),
+        })
+        .into_response(),
         Err(err) => failure(StatusCode::INTERNAL_SERVER_ERROR, err),
     }
 }
@@ -362,37 +304,6 @@ async fn elect(State(state): State<AdminState>) -> Response {
 /// A live consumer of the group would commit its own position over the reset a few seconds
 /// later, so the reset is refused while the group has consumers connected to this leader,
 /// unless `force` is set.
-#[derive(Deserialize, Debug)]
-pub struct ResetOffsets {
-    pub group: String,
-    pub topic: String,
-    #[serde(default)]
-    pub queue: Option<u32>,
-    #[serde(default)]
-    pub offset: Option<u64>,
-    #[serde(default)]
-    pub timestamp_ms: Option<i64>,
-    #[serde(default)]
-    pub force: bool,
-}
-
-/// One queue of a reset's answer.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ResetQueue {
-    pub queue: u32,
-    /// The committed offset before, if the group had one.
-    pub previous: Option<u64>,
-    pub offset: u64,
-}
-
-/// The answer to `POST /offsets/reset`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ResetAnswer {
-    pub group: String,
-    pub topic: String,
-    pub queues: Vec<ResetQueue>,
-}
-
 async fn reset_offsets(
     State(state): State<AdminState>,
     Json(body): Json<ResetOffsets>,

@@ -14,8 +14,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use raftmq_client::admin_http::membership::LeaderView;
 use raftmq_client::namesrv::namesrv_list_or_env;
-use raftmq_client::{BrokerClient, NameServerClient};
+use raftmq_client::{AdminHttpClient, BrokerClient, NameServerClient};
 use raftmq_protocol::RemotingCommand;
 use raftmq_protocol::body::KvTable;
 use raftmq_protocol::code::{request, response};
@@ -28,6 +29,8 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 pub const RUNTIME_INFO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most broker groups one command looks at.
 pub const MAX_GROUPS: usize = 256;
+/// Default deadline of one admin HTTP call.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared by every command.
 pub struct Ctx {
@@ -36,6 +39,8 @@ pub struct Ctx {
     pub namesrv: NameServerClient,
     pub broker: BrokerClient,
     pub rpc: RpcClient,
+    /// Admin HTTP calls (each names the member it asks).
+    pub admin: AdminHttpClient,
 }
 
 impl Ctx {
@@ -50,6 +55,7 @@ impl Ctx {
             namesrv,
             broker: BrokerClient::new(rpc.clone()).with_timeout(RPC_TIMEOUT),
             rpc,
+            admin: AdminHttpClient::new()?.with_timeout(ADMIN_TIMEOUT),
         })
     }
 
@@ -251,6 +257,18 @@ impl MemberInfo {
 
     pub fn is_leader(&self) -> bool {
         self.state == "Leader"
+    }
+
+    /// What a membership change needs of this member as the leader.
+    pub fn leader_view(&self) -> LeaderView {
+        LeaderView {
+            node_id: self.node_id,
+            term: self.term,
+            admin_addr: self.admin_addr.clone(),
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            nodes: self.nodes.clone(),
+        }
     }
 
     /// How many entries `follower` is behind this leader's log (`None` until the leader

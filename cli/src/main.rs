@@ -17,7 +17,6 @@ mod output;
 mod bench;
 mod cmd;
 mod context;
-mod http;
 
 use std::process::ExitCode;
 

@@ -16,6 +16,8 @@
 //!   choose (pull from a given member, offsets, heartbeats, topics).
 //! - [`admin`]: [`Admin`] — routes, cluster info, topic create/delete, queue and consumer
 //!   offsets, raw pulls from the leader or a named member (what `mq` and jepsen-lite use).
+//! - [`admin_http`]: [`AdminHttpClient`] — the brokers' and NameServers' admin HTTP API, one
+//!   typed call per endpoint; [`admin_http::membership`] adds and removes group members.
 //! - [`namesrv`]: [`NameServerClient`] — NameServer requests with failover between NameServers.
 //! - [`error`]: [`ClientError`] and `is_unknown_outcome()`.
 //! - [`message`]: [`Message`] (what you send) and [`ReceivedMessage`] (what a pull returns).
@@ -24,6 +26,7 @@
 //! "not sent" versus "outcome unknown" errors), shared with the servers.
 
 pub mod admin;
+pub mod admin_http;
 pub mod broker_client;
 pub mod client_id;
 pub mod consumer;
@@ -35,6 +38,7 @@ pub mod producer;
 pub mod route;
 
 pub use admin::Admin;
+pub use admin_http::{AdminHttpClient, AdminHttpError};
 pub use broker_client::{BrokerClient, PullRequest, PullResult, PullStatus, SendReply, SendStatus};
 pub use consumer::{ConsumeFrom, ConsumeStatus, Consumer, ConsumerBuilder, Delivery};
 pub use error::ClientError;

@@ -16,10 +16,12 @@
 //! directory across kills and restarts. A membership change removes a member through the
 //! leader's admin HTTP and stops it; adding it back starts a fresh `--join` member (new Raft
 //! id `base + 10 * generation`, empty data directory, same name and addresses), adds it as a
-//! learner, then makes it a voter. Every process started is tracked by its `Child` and stopped
-//! by pid at [`ProcessCluster::shutdown`] (or killed on drop).
+//! learner, then makes it a voter. Both are `raftmq_client::admin_http::membership` (shared
+//! with `mq`), given the leader a majority of the members agree on ([`FindLeader`]). Every
+//! process started is tracked by its `Child` and stopped by pid at
+//! [`ProcessCluster::shutdown`] (or killed on drop).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,10 +30,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use raftmq_client::AdminHttpClient;
+use raftmq_client::admin_http::membership::{
+    FindLeader, LeaderView, Membership, MembershipError, MembershipWaits, SETTLE_TIMEOUT,
+};
+use raftmq_protocol::admin::RaftStatus;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::http;
 use crate::nemesis::{Cluster, ClusterError, ProcessSignal, send_signal};
 use crate::net::netns::{self, Netns};
 use crate::net::proxy::{ProxyNetwork, Resolver, socket_owner};
@@ -71,6 +77,14 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long membership operations wait for a leader to talk to.
 pub const LEADER_WAIT: Duration = Duration::from_secs(20);
+/// The bounds of a membership change (a change may take [`SETTLE_TIMEOUT`] to show).
+pub const MEMBERSHIP_WAITS: MembershipWaits = MembershipWaits {
+    leader: LEADER_WAIT,
+    add_learner: MEMBERSHIP_TIMEOUT,
+    change: MEMBERSHIP_TIMEOUT,
+    settle: SETTLE_TIMEOUT,
+    poll: POLL_INTERVAL,
+};
 /// Bytes of a log quoted in errors.
 const LOG_TAIL_BYTES: u64 = 3_000;
 
@@ -108,6 +122,8 @@ pub enum HarnessError {
     },
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error(transparent)]
+    AdminHttp(#[from] raftmq_client::AdminHttpError),
     #[error("{0}")]
     Process(String),
     #[error("timed out: {0}")]
@@ -201,24 +217,6 @@ struct State {
     members: Vec<MemberSlot>,
 }
 
-/// What `GET /raft` on a member says (the fields the harness uses).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RaftStatus {
-    pub node_id: u64,
-    pub state: String,
-    pub term: u64,
-    #[serde(default)]
-    pub leader: Option<u64>,
-    #[serde(default)]
-    pub last_log_index: Option<u64>,
-    #[serde(default)]
-    pub applied_index: Option<u64>,
-    #[serde(default)]
-    pub voters: BTreeSet<u64>,
-    #[serde(default)]
-    pub learners: BTreeSet<u64>,
-}
-
 /// The NameServer and the broker group, as processes. Shared (`Arc`) by the nemesis and the
 /// workloads.
 pub struct ProcessCluster {
@@ -228,6 +226,8 @@ pub struct ProcessCluster {
     namesrv_addr: SocketAddr,
     namesrv_admin: SocketAddr,
     namesrv_log: PathBuf,
+    /// Admin HTTP calls to the members and the NameServer ([`ADMIN_TIMEOUT`] each).
+    admin: AdminHttpClient,
     state: Mutex<State>,
     /// Running member pids by name, for the proxy layout's source resolution.
     pids: Arc<Mutex<Vec<(String, u32)>>>,
@@ -438,8 +438,10 @@ impl ProcessCluster {
                 removed: false,
             })
             .collect();
+        let admin = AdminHttpClient::new()?.with_timeout(ADMIN_TIMEOUT);
         let cluster = Arc::new(ProcessCluster {
             namesrv_log: logs.join("namesrv.log"),
+            admin,
             spec,
             net: Arc::new(net),
             namesrv_addr,
@@ -693,13 +695,10 @@ impl ProcessCluster {
         let addr = self
             .admin_of(member)
             .ok_or_else(|| format!("unknown member {member}"))?;
-        let response = http::get(addr, "/raft", ADMIN_TIMEOUT)
+        self.admin
+            .raft_status(&addr.to_string())
             .await
-            .map_err(|e| e.to_string())?;
-        if !response.is_success() {
-            return Err(format!("GET /raft on {member}: HTTP {}", response.status));
-        }
-        serde_json::from_str(&response.body).map_err(|e| format!("GET /raft on {member}: {e}"))
+            .map_err(|e| e.to_string())
     }
 
     /// The status of every member that runs and answers, by name.
@@ -742,57 +741,34 @@ impl ProcessCluster {
         (agreeing * 2 > voters).then(|| (name.clone(), status.clone()))
     }
 
-    /// Waits for an agreed leader.
-    pub async fn wait_for_leader(
-        &self,
-        timeout: Duration,
-    ) -> Result<(String, RaftStatus), HarnessError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(found) = self.current_leader().await {
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(HarnessError::Timeout(format!(
-                    "no agreed leader within {timeout:?}"
-                )));
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
     /// How many messages `topic` holds on `member` (the sum of its queues' end offsets, from
     /// `GET /topics`; `Some(0)` when the member does not know the topic).
     pub async fn stored_messages(&self, member: &str, topic: &str) -> Option<u64> {
         let addr = self.admin_of(member)?;
-        let response = http::get(addr, "/topics", ADMIN_TIMEOUT).await.ok()?;
-        if !response.is_success() {
-            return None;
-        }
-        let topics: Vec<serde_json::Value> = serde_json::from_str(&response.body).ok()?;
-        let Some(found) = topics.iter().find(|t| t["name"] == topic) else {
+        let topics = self.admin.topics(&addr.to_string()).await.ok()?;
+        let Some(found) = topics.iter().find(|t| t.name == topic) else {
             return Some(0);
         };
-        let queues = found["queues"].as_object()?;
         Some(
-            queues
+            found
+                .queues
                 .values()
-                .filter_map(|range| range.get(1).and_then(serde_json::Value::as_u64))
+                .map(|(_, max_offset)| max_offset)
                 .sum(),
         )
     }
 
     /// The address the NameServer lists in the group's master slot.
     pub async fn namesrv_leader_addr(&self) -> Option<String> {
-        let response = http::get(self.namesrv_admin, "/brokers", ADMIN_TIMEOUT)
+        let groups = self
+            .admin
+            .brokers(&self.namesrv_admin.to_string())
             .await
             .ok()?;
-        let groups: Vec<serde_json::Value> = serde_json::from_str(&response.body).ok()?;
         groups
-            .iter()
-            .find(|g| g["broker_name"] == BROKER_NAME)
-            .and_then(|g| g["leader"].as_str())
-            .map(str::to_string)
+            .into_iter()
+            .find(|g| g.broker_name == BROKER_NAME)
+            .and_then(|g| g.leader)
     }
 
     /// Waits until the group has a leader and the NameServer lists it as master.
@@ -868,33 +844,13 @@ impl ProcessCluster {
         }
     }
 
-    async fn leader_admin(&self) -> Result<(String, SocketAddr, RaftStatus), ClusterError> {
-        let (name, status) = self
-            .wait_for_leader(LEADER_WAIT)
-            .await
-            .map_err(|e| ClusterError::Membership(e.to_string()))?;
-        let admin = self
-            .admin_of(&name)
-            .ok_or_else(|| ClusterError::UnknownMember(name.clone()))?;
-        Ok((name, admin, status))
-    }
-
-    async fn post(
-        &self,
-        admin: SocketAddr,
-        path: &str,
-        body: serde_json::Value,
-    ) -> Result<(), ClusterError> {
-        let response = http::post_json(admin, path, &body, MEMBERSHIP_TIMEOUT)
-            .await
-            .map_err(|e| ClusterError::Membership(e.to_string()))?;
-        if response.is_success() {
-            Ok(())
-        } else {
-            Err(ClusterError::Membership(format!(
-                "POST {path} {body}: HTTP {}: {}",
-                response.status, response.body
-            )))
+    /// Membership changes of the group, through the agreed leader.
+    fn membership(&self) -> Membership<'_, Self> {
+        Membership {
+            group: BROKER_NAME,
+            leaders: self,
+            admin: &self.admin,
+            waits: MEMBERSHIP_WAITS,
         }
     }
 
@@ -1067,21 +1023,14 @@ impl Cluster for ProcessCluster {
         let id = self
             .raft_id(member)
             .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
-        let (_, admin, status) = self.leader_admin().await?;
-        if !status.voters.contains(&id) {
-            return Err(ClusterError::Membership(format!(
-                "{member} (raft id {id}) is not a voter: {:?}",
-                status.voters
-            )));
+        let removed = self.membership().remove_member(id).await;
+        if let Err(err) = &removed
+            && !err.change_accepted()
+        {
+            return Err(membership_failed(err));
         }
-        let voters: Vec<u64> = status.voters.iter().copied().filter(|v| *v != id).collect();
-        self.post(
-            admin,
-            "/raft/change-membership",
-            serde_json::json!({"voters": voters, "retain": false}),
-        )
-        .await?;
-        // Out of the group: stop it (a removed member left running would campaign).
+        // Out of the group (or the leader accepted that it be; only the wait for it to show
+        // ran out): stop it (a removed member left running would campaign).
         self.kill_and_reap(member);
         if let Some(slot) = lock(&self.state)
             .members
@@ -1090,15 +1039,19 @@ impl Cluster for ProcessCluster {
         {
             slot.removed = true;
         }
-        Ok(())
+        removed.map(|_| ()).map_err(|err| membership_failed(&err))
     }
 
     async fn add_member(&self, member: &str) -> Result<(), ClusterError> {
         let current = self
             .raft_id(member)
             .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
-        let (_, admin, status) = self.leader_admin().await?;
-        if status.voters.contains(&current) {
+        let membership = self.membership();
+        let leader = membership
+            .leader()
+            .await
+            .map_err(|err| membership_failed(&err))?;
+        if leader.voters.contains(&current) {
             // The removal never took effect: just make sure it runs.
             if let Some(slot) = lock(&self.state)
                 .members
@@ -1132,24 +1085,31 @@ impl Cluster for ProcessCluster {
                 member: member.into(),
                 message: e.to_string(),
             })?;
-        self.post(
-            admin,
-            "/raft/add-learner",
-            serde_json::json!({"node_id": new_id, "addr": raft_peer.to_string()}),
-        )
-        .await?;
-        let (_, admin, status) = self.leader_admin().await?;
-        let mut voters: Vec<u64> = status.voters.iter().copied().collect();
-        if !voters.contains(&new_id) {
-            voters.push(new_id);
-        }
-        self.post(
-            admin,
-            "/raft/change-membership",
-            serde_json::json!({"voters": voters, "retain": false}),
-        )
-        .await
+        membership
+            .add_member(new_id, &raft_peer.to_string(), false)
+            .await
+            .map(|_| ())
+            .map_err(|err| membership_failed(&err))
     }
+}
+
+/// The leader is the one a majority of the members agree on
+/// ([`ProcessCluster::current_leader`]).
+impl FindLeader for ProcessCluster {
+    async fn find_leader(&self) -> Result<LeaderView, String> {
+        let (name, status) = self
+            .current_leader()
+            .await
+            .ok_or_else(|| "no agreed leader".to_string())?;
+        let admin = self
+            .admin_of(&name)
+            .ok_or_else(|| format!("unknown member {name}"))?;
+        Ok(LeaderView::from_status(&status, admin.to_string()))
+    }
+}
+
+fn membership_failed(err: &MembershipError) -> ClusterError {
+    ClusterError::Membership(err.to_string())
 }
 
 /// The name of a member by Raft id (for reports).

@@ -11,8 +11,8 @@
 //! - [`schedule`]: the seeded fault schedule and the run profiles; [`executor`] carries a
 //!   schedule out through the [`nemesis::Cluster`] and [`net::Network`] traits and records it.
 //! - [`cluster`]: the cluster under test as processes (`mqnamesrv` + a group of `mqbroker`),
-//!   in namespaces or behind proxies, implementing [`nemesis::Cluster`]; [`http`] talks to
-//!   the members' admin endpoints.
+//!   in namespaces or behind proxies, implementing [`nemesis::Cluster`]; it talks to the
+//!   members' admin endpoints with `raftmq_client::AdminHttpClient`.
 //! - [`workload`]: the clients (W1 send/poll/commit/reassign, W2 ordered producers, W3 a
 //!   consumer group under churn, W4 the final drain) that record the history.
 //! - [`run`]: `jepsen-lite run`: per scenario, cluster + workloads + schedule, heal, drain,
@@ -23,7 +23,6 @@ pub mod checker;
 pub mod cluster;
 pub mod executor;
 pub mod history;
-pub mod http;
 pub mod lazyfs;
 pub mod nemesis;
 pub mod net;

@@ -6,8 +6,9 @@
 //!   count and members (address, listed brokerId, Raft node id and term, leadership claim,
 //!   age of the last registration in ms).
 //! - `GET /metrics`: Prometheus text exposition.
+//!
+//! The JSON bodies are `raftmq_protocol::admin`'s types, shared with the admin client.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,11 +16,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use raftmq_protocol::route::TopicRouteData;
+use raftmq_protocol::admin::{HEALTHY, RegisteredGroup, Routes};
 use raftmq_remoting::ServerStats;
 use tokio::time::Instant;
 
-use crate::route_table::GroupView;
 use crate::state::NameServerState;
 
 /// The state the admin handlers read.
@@ -39,14 +39,14 @@ pub fn router(admin: AdminState) -> Router {
 }
 
 async fn healthz() -> &'static str {
-    "ok\n"
+    HEALTHY
 }
 
-async fn routes(State(admin): State<AdminState>) -> Json<BTreeMap<String, TopicRouteData>> {
+async fn routes(State(admin): State<AdminState>) -> Json<Routes> {
     Json(admin.state.routes().all_routes())
 }
 
-async fn brokers(State(admin): State<AdminState>) -> Json<Vec<GroupView>> {
+async fn brokers(State(admin): State<AdminState>) -> Json<Vec<RegisteredGroup>> {
     Json(admin.state.routes().groups(Instant::now()))
 }
 

@@ -36,6 +36,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use raftmq_protocol::admin::{RegisteredGroup, RegisteredMember};
 use raftmq_protocol::header::RaftClaim;
 use raftmq_protocol::route::{
     BrokerData, ClusterInfo, DataVersion, MASTER_ID, QueueData, TopicConfig, TopicList,
@@ -216,32 +217,6 @@ pub enum RemovalReason {
     Expired,
     ConnectionClosed,
     Unregistered,
-}
-
-/// A member as the admin view shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct MemberView {
-    pub addr: String,
-    /// Where the route lists it.
-    pub broker_id: u64,
-    pub raft_node_id: Option<u64>,
-    pub raft_term: Option<u64>,
-    pub claims_leadership: bool,
-    pub ha_server_addr: String,
-    pub last_registration_age_ms: u64,
-}
-
-/// A group as the admin view shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct GroupView {
-    pub broker_name: String,
-    pub cluster: String,
-    /// The address in slot 0, if any.
-    pub leader: Option<String>,
-    /// The highest leadership term seen.
-    pub term: u64,
-    pub members: Vec<MemberView>,
-    pub topics: usize,
 }
 
 /// All groups, members and topics known to one NameServer.
@@ -531,10 +506,10 @@ impl RouteTable {
     }
 
     /// The admin view of every group at time `now`.
-    pub fn groups(&self, now: Instant) -> Vec<GroupView> {
+    pub fn groups(&self, now: Instant) -> Vec<RegisteredGroup> {
         self.groups
             .iter()
-            .map(|(name, group)| GroupView {
+            .map(|(name, group)| RegisteredGroup {
                 broker_name: name.clone(),
                 cluster: group.cluster.clone(),
                 leader: group.leader.clone(),
@@ -547,7 +522,7 @@ impl RouteTable {
                             Identity::Raft(claim) => Some(claim),
                             Identity::Plain { .. } => None,
                         };
-                        MemberView {
+                        RegisteredMember {
                             addr: addr.clone(),
                             broker_id: group.listed_id(addr).unwrap_or(MASTER_ID),
                             raft_node_id: raft.map(|claim| claim.node_id),

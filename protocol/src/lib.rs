@@ -15,6 +15,8 @@
 //!   the "outcome unknown" remark, default ports).
 //! - [`route`] and [`body`]: the JSON bodies (topic routes, cluster info, registration,
 //!   heartbeat, ...), tolerant of Java fastjson's unquoted numeric keys.
+//! - [`admin`]: the admin HTTP API's JSON bodies (broker `/raft`, `/topics`, membership
+//!   changes, offset reset; NameServer `/routes`, `/brokers`), shared by servers and clients.
 //! - [`backoff`]: the one retry backoff policy (doubling, capped, jittered) that the client and
 //!   the Raft transport share; here because every crate can depend on this one.
 //!
@@ -39,6 +41,7 @@ macro_rules! json_body {
     )*};
 }
 
+pub mod admin;
 pub mod backoff;
 pub mod body;
 pub mod code;

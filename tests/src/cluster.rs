@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use serde::Deserialize;
+pub use raftmq_protocol::admin::RaftStatus;
 
-use crate::{Process, http_get, wait_until, workspace_binary};
+use crate::{AdminHttp, Process, wait_until, workspace_binary};
 
 /// Ports every member uses on its own address (RocketMQ's broker port and the next two).
 pub const REMOTING_PORT: u16 = 10911;
@@ -47,19 +47,6 @@ impl Member {
     }
 }
 
-/// What `GET /raft` on a member says (the fields tests use).
-#[derive(Debug, Clone, Deserialize)]
-pub struct RaftStatus {
-    pub node_id: u64,
-    pub state: String,
-    pub term: u64,
-    pub leader: Option<u64>,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
-}
-
 /// A NameServer and one broker group, as processes.
 pub struct TestCluster {
     pub broker_name: String,
@@ -68,6 +55,8 @@ pub struct TestCluster {
     pub namesrv_admin: SocketAddr,
     pub members: Vec<Member>,
     pub extra_broker_args: Vec<String>,
+    /// Admin HTTP calls ([`HTTP_TIMEOUT`] each).
+    pub admin: AdminHttp,
     _dir: tempfile::TempDir,
 }
 
@@ -113,6 +102,7 @@ impl TestCluster {
             namesrv_admin,
             members,
             extra_broker_args: extra_broker_args.iter().map(|s| s.to_string()).collect(),
+            admin: AdminHttp::new(HTTP_TIMEOUT)?,
             _dir: dir,
         };
         let ids: Vec<u64> = cluster.members.iter().map(|m| m.node_id).collect();
@@ -232,11 +222,7 @@ impl TestCluster {
     /// `GET /raft` of a running member.
     pub fn raft_status(&self, node_id: u64) -> anyhow::Result<RaftStatus> {
         let member = self.member(node_id)?;
-        let response = http_get(member.admin(), "/raft", HTTP_TIMEOUT)?;
-        if response.status != 200 {
-            bail!("GET /raft on member {node_id}: HTTP {}", response.status);
-        }
-        Ok(serde_json::from_str(&response.body)?)
+        self.admin.raft_status(member.admin())
     }
 
     /// The member that says it leads, agreed by every running member that knows a leader.
@@ -247,7 +233,7 @@ impl TestCluster {
             .filter(|m| m.is_running())
             .filter_map(|m| self.raft_status(m.node_id).ok())
             .collect();
-        let leader = statuses.iter().find(|s| s.state == "Leader")?;
+        let leader = statuses.iter().find(|s| s.is_leader())?;
         let term = leader.term;
         let agreed = statuses
             .iter()
@@ -288,13 +274,11 @@ impl TestCluster {
 
     /// The address the NameServer lists in this group's master slot.
     pub fn namesrv_master_addr(&self) -> anyhow::Result<Option<String>> {
-        let response = http_get(self.namesrv_admin, "/brokers", HTTP_TIMEOUT)?;
-        let groups: Vec<serde_json::Value> = serde_json::from_str(&response.body)?;
+        let groups = self.admin.brokers(self.namesrv_admin)?;
         Ok(groups
-            .iter()
-            .find(|g| g["broker_name"] == self.broker_name.as_str())
-            .and_then(|g| g["leader"].as_str())
-            .map(str::to_string))
+            .into_iter()
+            .find(|g| g.broker_name == self.broker_name)
+            .and_then(|g| g.leader))
     }
 
     /// Waits until every running member has applied at least `index`.

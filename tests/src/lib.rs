@@ -12,13 +12,14 @@
 //!   [`Process::wait_for_stdout_line`]) and stderr in a log file whose tail failures quote;
 //!   it is killed when dropped.
 //! - [`wait_for_port`], [`wait_until`]: bounded polling instead of fixed sleeps.
-//! - [`http_get`]: a minimal HTTP/1.1 GET for admin endpoints.
+//! - [`admin::AdminHttp`]: the admin HTTP client (`raftmq_client::AdminHttpClient`) for this
+//!   synchronous code.
 //! - [`cluster::TestCluster`]: a NameServer and a broker group of processes.
 //! - [`script_cluster::ScriptCluster`]: a cluster started by `scripts/cluster.sh up` itself,
 //!   driven with the built `mq` binary.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -28,8 +29,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
+pub mod admin;
 pub mod cluster;
 pub mod script_cluster;
+
+pub use admin::AdminHttp;
 
 /// Longest a `cargo build` of a test binary may take (a cold build on two busy cores).
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -45,9 +49,6 @@ pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes of a process log quoted in error messages.
 const LOG_TAIL_BYTES: usize = 4000;
-
-/// Longest HTTP response [`http_get`] reads.
-const MAX_HTTP_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn built_binaries() -> &'static Mutex<BTreeMap<String, PathBuf>> {
     static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
@@ -330,76 +331,5 @@ pub fn wait_until(
             bail!("condition not met within {timeout:?}");
         }
         std::thread::sleep(POLL_INTERVAL);
-    }
-}
-
-/// An HTTP response: status code, lower-cased headers and body.
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: BTreeMap<String, String>,
-    pub body: String,
-}
-
-/// `GET http://<addr><path>` with `Connection: close`.
-pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.take(MAX_HTTP_RESPONSE_BYTES).read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("no end of HTTP headers"))?;
-    let head = std::str::from_utf8(&raw[..split]).context("HTTP head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|encoding| encoding.eq_ignore_ascii_case("chunked"))
-    {
-        body = dechunk(&body)?;
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body: String::from_utf8(body).context("HTTP body is not UTF-8")?,
-    })
-}
-
-fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw
-            .windows(2)
-            .position(|window| window == b"\r\n")
-            .ok_or_else(|| anyhow!("bad chunk header"))?;
-        let size_text = std::str::from_utf8(&raw[..line_end])?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = raw.get(..size).ok_or_else(|| anyhow!("truncated chunk"))?;
-        body.extend_from_slice(chunk);
-        raw = raw
-            .get(size + 2..)
-            .ok_or_else(|| anyhow!("truncated chunk"))?;
     }
 }

@@ -7,6 +7,9 @@
 //! - remove-member: `/raft/change-membership` without it (or `/raft/remove-learner`); a
 //!   removed leader steps down once that is committed and the others elect a new one; then
 //!   UNREGISTER_BROKER on every NameServer so routes drop it at once;
+//!
+//!   both are `raftmq_client::admin_http::membership` (shared with jepsen-lite), given the
+//!   leader as the NameServer and the members' runtime info show it ([`NameServerLeader`]);
 //! - transfer-leader: `POST /raft/elect` on the target (openraft 0.9 has no transfer call: an
 //!   up-to-date member that campaigns wins), until it leads.
 
@@ -16,25 +19,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Subcommand;
+use raftmq_client::admin_http::membership::{
+    FindLeader, LeaderView, Membership, MembershipWaits, POLL_INTERVAL, SETTLE_TIMEOUT,
+};
 use raftmq_protocol::RemotingCommand;
 use raftmq_protocol::code::{request, response};
 use raftmq_protocol::header::UnregisterBrokerRequestHeader;
 use serde::Serialize;
 
 use crate::context::{Ctx, GroupView, MemberInfo};
-use crate::http;
 use crate::output::{Table, opt, print_json};
 
-/// How long adding a learner may take (it returns once the learner has caught up).
-pub const ADD_LEARNER_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long one membership change may take.
-pub const CHANGE_MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a change may take to show in the leader's view, or a transfer to complete.
-pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often a transfer asks the target to campaign again while it does not lead.
+/// How often a transfer asks the target to campaign again while it does not lead. A transfer
+/// may take [`SETTLE_TIMEOUT`], polling every [`POLL_INTERVAL`] (as a membership change).
 pub const ELECT_RETRY_INTERVAL: Duration = Duration::from_secs(3);
-/// Pause between polls while waiting.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Default bound of `mq cluster wait`.
 pub const DEFAULT_WAIT_TIMEOUT_MS: u64 = 60_000;
 
@@ -425,7 +423,7 @@ pub struct MembershipJson {
 }
 
 impl MembershipJson {
-    fn new(broker_name: &str, node_id: u64, leader: &MemberInfo) -> Self {
+    fn new(broker_name: &str, node_id: u64, leader: &LeaderView) -> Self {
         MembershipJson {
             broker_name: broker_name.to_owned(),
             node_id,
@@ -438,42 +436,34 @@ impl MembershipJson {
     }
 }
 
-#[derive(Serialize)]
-struct AddLearnerBody<'a> {
-    node_id: u64,
-    addr: &'a str,
+/// `mq`'s way to a group's leader: the members the NameServer lists, each asked for its
+/// runtime info; the one that says it leads (the highest term if several do).
+struct NameServerLeader<'a> {
+    ctx: &'a Ctx,
+    broker_name: &'a str,
 }
 
-#[derive(Serialize)]
-struct ChangeMembershipBody {
-    voters: BTreeSet<u64>,
-    retain: bool,
+impl FindLeader for NameServerLeader<'_> {
+    async fn find_leader(&self) -> Result<LeaderView, String> {
+        let view = self
+            .ctx
+            .group(self.broker_name)
+            .await
+            .map_err(|err| format!("{err:#}"))?;
+        let leader = view.require_leader().map_err(|err| format!("{err:#}"))?;
+        Ok(leader.leader_view())
+    }
 }
 
-#[derive(Serialize)]
-struct RemoveLearnerBody {
-    node_id: u64,
-}
-
-/// Polls the group until `done` holds for its leader, bounded by [`SETTLE_TIMEOUT`].
-async fn settle(
-    ctx: &Ctx,
-    broker_name: &str,
-    what: &str,
-    done: impl Fn(&MemberInfo) -> bool,
-) -> anyhow::Result<MemberInfo> {
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        if let Ok(view) = ctx.group(broker_name).await
-            && let Some(leader) = view.leader()
-            && done(leader)
-        {
-            return Ok(leader.clone());
+impl NameServerLeader<'_> {
+    /// Membership changes of the group, with `mq`'s bounds (one look for the leader).
+    fn membership(&self) -> Membership<'_, Self> {
+        Membership {
+            group: self.broker_name,
+            leaders: self,
+            admin: &self.ctx.admin,
+            waits: MembershipWaits::default(),
         }
-        if Instant::now() >= deadline {
-            bail!("{what}: not seen within {SETTLE_TIMEOUT:?}");
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -501,53 +491,10 @@ async fn add_member(
         (None, Some(explicit)) => explicit,
         (None, None) => bail!("give --addr, or --node-id and --raft-addr"),
     };
-    if node_id == 0 {
-        bail!("node ids start at 1");
-    }
-    let view = ctx.group(broker_name).await?;
-    let leader = view.require_leader()?;
-    if leader.voters.contains(&node_id) {
-        bail!("node {node_id} is already a voter of {broker_name}");
-    }
-    if let Some(existing) = leader.nodes.get(&node_id)
-        && existing != &raft_addr
-    {
-        bail!("node {node_id} is already a member of {broker_name} at {existing}, not {raft_addr}");
-    }
-    let _: serde_json::Value = http::post_json(
-        &leader.admin_addr,
-        "/raft/add-learner",
-        &AddLearnerBody {
-            node_id,
-            addr: &raft_addr,
-        },
-        ADD_LEARNER_TIMEOUT,
-    )
-    .await
-    .with_context(|| format!("adding node {node_id} as a learner"))?;
-    let mut leader = settle(ctx, broker_name, "the new learner", |leader| {
-        leader.learners.contains(&node_id) || leader.voters.contains(&node_id)
-    })
-    .await?;
-    if !learner_only {
-        let mut voters = leader.voters.clone();
-        voters.insert(node_id);
-        let _: serde_json::Value = http::post_json(
-            &leader.admin_addr,
-            "/raft/change-membership",
-            &ChangeMembershipBody {
-                voters,
-                retain: false,
-            },
-            CHANGE_MEMBERSHIP_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("promoting node {node_id} to voter"))?;
-        leader = settle(ctx, broker_name, "the promotion", |leader| {
-            leader.voters.contains(&node_id)
-        })
+    let leader = NameServerLeader { ctx, broker_name }
+        .membership()
+        .add_member(node_id, &raft_addr, learner_only)
         .await?;
-    }
     let answer = MembershipJson::new(broker_name, node_id, &leader);
     if ctx.json {
         print_json(&answer)?;
@@ -563,54 +510,12 @@ async fn add_member(
 }
 
 async fn remove_member(ctx: &Ctx, broker_name: &str, node_id: u64) -> anyhow::Result<ExitCode> {
+    // The members as listed now: the removed one's addresses are unregistered below.
     let view = ctx.group(broker_name).await?;
-    let leader = view.require_leader()?.clone();
-    let is_voter = leader.voters.contains(&node_id);
-    if !is_voter && !leader.learners.contains(&node_id) {
-        bail!(
-            "node {node_id} is not a member of {broker_name} (voters {:?}, learners {:?})",
-            leader.voters,
-            leader.learners
-        );
-    }
-    if is_voter && leader.voters.len() == 1 {
-        bail!("node {node_id} is the last voter of {broker_name}; a group cannot lose it");
-    }
-    // A leader may remove itself: openraft keeps it leading until the membership without it
-    // is committed, then it steps down and the remaining voters elect a leader (one election
-    // timeout). Moving leadership first with `/raft/elect` is not used here: under load the
-    // voters' leader lease refuses the candidate, and a refused candidate's higher term forces
-    // an election anyway.
-    if is_voter {
-        let mut voters = leader.voters.clone();
-        voters.remove(&node_id);
-        let _: serde_json::Value = http::post_json(
-            &leader.admin_addr,
-            "/raft/change-membership",
-            &ChangeMembershipBody {
-                voters,
-                retain: false,
-            },
-            CHANGE_MEMBERSHIP_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("removing node {node_id}"))?;
-    } else {
-        let _: serde_json::Value = http::post_json(
-            &leader.admin_addr,
-            "/raft/remove-learner",
-            &RemoveLearnerBody { node_id },
-            CHANGE_MEMBERSHIP_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("removing learner {node_id}"))?;
-    }
-    let leader = settle(ctx, broker_name, "the removal", |leader| {
-        leader.node_id != node_id
-            && !leader.voters.contains(&node_id)
-            && !leader.learners.contains(&node_id)
-    })
-    .await?;
+    let leader = NameServerLeader { ctx, broker_name }
+        .membership()
+        .remove_member(node_id)
+        .await?;
     // Routes should stop listing it now, not when its registration expires.
     let addrs: BTreeSet<String> = view
         .members
@@ -675,14 +580,10 @@ async fn elect(ctx: &Ctx, broker_name: &str, target: &MemberInfo) -> anyhow::Res
     let mut last_elect: Option<Instant> = None;
     loop {
         if last_elect.is_none_or(|at| at.elapsed() >= ELECT_RETRY_INTERVAL) {
-            let _: serde_json::Value = http::post_json(
-                &target.admin_addr,
-                "/raft/elect",
-                &serde_json::json!({}),
-                http::ADMIN_TIMEOUT,
-            )
-            .await
-            .with_context(|| format!("asking node {} to campaign", target.node_id))?;
+            ctx.admin
+                .elect(&target.admin_addr)
+                .await
+                .with_context(|| format!("asking node {} to campaign", target.node_id))?;
             last_elect = Some(Instant::now());
         }
         tokio::time::sleep(POLL_INTERVAL).await;
@@ -719,7 +620,7 @@ async fn transfer_leader(ctx: &Ctx, broker_name: &str, node_id: u64) -> anyhow::
     };
     // The new leader registers in slot 0 at once; wait for it so routes already follow.
     let registered = settle_registration(ctx, broker_name, &leader.remoting_addr).await;
-    let answer = MembershipJson::new(broker_name, node_id, &leader);
+    let answer = MembershipJson::new(broker_name, node_id, &leader.leader_view());
     if ctx.json {
         print_json(&answer)?;
     } else {

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Subcommand;
-use serde::{Deserialize, Serialize};
+use raftmq_protocol::admin::GroupStatus;
+use serde::Serialize;
 
 use crate::context::Ctx;
-use crate::http;
 use crate::output::{Table, print_json};
 
 #[derive(Subcommand, Debug)]
@@ -22,23 +22,6 @@ pub enum GroupCommand {
         #[arg(short = 'g', long)]
         group: String,
     },
-}
-
-/// `GET /groups` on a broker (broker/src/admin.rs `GroupStatus`).
-#[derive(Deserialize, Debug)]
-struct AdminGroup {
-    group: String,
-    clients: Vec<String>,
-    queues: Vec<AdminGroupQueue>,
-}
-
-#[derive(Deserialize, Debug)]
-struct AdminGroupQueue {
-    topic: String,
-    queue: u32,
-    committed: u64,
-    max_offset: u64,
-    lag: u64,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -82,17 +65,17 @@ pub async fn run(ctx: &Ctx, command: GroupCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `GET /groups` on every broker group's leader, by broker name.
-async fn fetch(ctx: &Ctx) -> anyhow::Result<BTreeMap<String, Vec<AdminGroup>>> {
+async fn fetch(ctx: &Ctx) -> anyhow::Result<BTreeMap<String, Vec<GroupStatus>>> {
     let mut per_broker = BTreeMap::new();
     for group in ctx.discover(None).await? {
         let leader = group.require_leader()?;
-        let groups: Vec<AdminGroup> = http::get_json(&leader.admin_addr, "/groups").await?;
+        let groups = ctx.admin.groups(&leader.admin_addr).await?;
         per_broker.insert(group.broker_name.clone(), groups);
     }
     Ok(per_broker)
 }
 
-fn list(ctx: &Ctx, per_broker: BTreeMap<String, Vec<AdminGroup>>) -> anyhow::Result<ExitCode> {
+fn list(ctx: &Ctx, per_broker: BTreeMap<String, Vec<GroupStatus>>) -> anyhow::Result<ExitCode> {
     let mut merged: BTreeMap<String, GroupSummaryJson> = BTreeMap::new();
     let mut clients: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut topics: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -149,7 +132,7 @@ fn list(ctx: &Ctx, per_broker: BTreeMap<String, Vec<AdminGroup>>) -> anyhow::Res
 
 fn describe(
     ctx: &Ctx,
-    per_broker: BTreeMap<String, Vec<AdminGroup>>,
+    per_broker: BTreeMap<String, Vec<GroupStatus>>,
     name: &str,
 ) -> anyhow::Result<ExitCode> {
     let mut found = false;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use serde::{Deserialize, Serialize};
+use raftmq_protocol::admin::ResetOffsets;
+use serde::Serialize;
 
 use crate::context::Ctx;
-use crate::http;
 use crate::output::{Table, opt, print_json};
 
 /// Deadline of one reset (it waits for a Raft commit).
@@ -48,29 +48,6 @@ pub enum OffsetCommand {
         #[arg(long)]
         force: bool,
     },
-}
-
-#[derive(Serialize, Debug)]
-struct ResetRequest<'a> {
-    group: &'a str,
-    topic: &'a str,
-    queue: Option<u32>,
-    offset: Option<u64>,
-    timestamp_ms: Option<i64>,
-    force: bool,
-}
-
-/// The broker's answer (broker/src/admin.rs `ResetAnswer`).
-#[derive(Deserialize, Debug)]
-struct ResetAnswer {
-    queues: Vec<ResetQueue>,
-}
-
-#[derive(Deserialize, Debug)]
-struct ResetQueue {
-    queue: u32,
-    previous: Option<u64>,
-    offset: u64,
 }
 
 #[derive(Serialize, Debug)]
@@ -136,21 +113,20 @@ pub async fn run(ctx: &Ctx, command: OffsetCommand) -> anyhow::Result<ExitCode> 
     for name in &names {
         let view = ctx.group(name).await?;
         let leader = view.require_leader()?;
-        let answer: ResetAnswer = http::post_json(
-            &leader.admin_addr,
-            "/offsets/reset",
-            &ResetRequest {
-                group: &group,
-                topic: &topic,
-                queue,
-                offset,
-                timestamp_ms: timestamp,
-                force,
-            },
-            RESET_TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("resetting on {name}"))?;
+        let request = ResetOffsets {
+            group: group.clone(),
+            topic: topic.clone(),
+            queue,
+            offset,
+            timestamp_ms: timestamp,
+            force,
+        };
+        let answer = ctx
+            .admin
+            .with_timeout(RESET_TIMEOUT)
+            .reset_offsets(&leader.admin_addr, &request)
+            .await
+            .with_context(|| format!("resetting on {name}"))?;
         queues.extend(answer.queues.into_iter().map(|reset| QueueJson {
             broker_name: name.clone(),
             queue_id: reset.queue,

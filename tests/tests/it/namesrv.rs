@@ -16,7 +16,7 @@ use raftmq_protocol::route::{
     TopicList, TopicRouteData,
 };
 use raftmq_protocol::{RemotingCommand, SerializeType};
-use raftmq_tests::{Process, http_get, wait_until, workspace_binary};
+use raftmq_tests::{AdminHttp, Process, wait_until, workspace_binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -193,12 +193,6 @@ fn members(pairs: &[(u64, &str)]) -> BTreeMap<u64, String> {
         .collect()
 }
 
-fn http_json(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let answer = http_get(addr, path, STEP_TIMEOUT).expect("HTTP GET");
-    assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
-    serde_json::from_str(&answer.body).expect("JSON body")
-}
-
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -349,43 +343,32 @@ async fn namesrv_routes_two_groups_with_cached_leadership() {
     assert_eq!(unknown.code, response::REQUEST_CODE_NOT_SUPPORTED);
 
     // The admin endpoints show the same.
-    let health = http_get(namesrv.admin, "/healthz", STEP_TIMEOUT).unwrap();
-    assert_eq!((health.status, health.body.trim()), (200, "ok"));
-    let routes = http_json(namesrv.admin, "/routes");
+    let admin = AdminHttp::new(STEP_TIMEOUT).unwrap();
+    assert_eq!(admin.healthz(namesrv.admin).unwrap().trim(), "ok");
+    let routes = admin.routes(namesrv.admin).unwrap();
+    assert_eq!(routes["TopicA"].broker_datas.len(), 2);
     assert_eq!(
-        routes["TopicA"]["brokerDatas"].as_array().map(Vec::len),
-        Some(2)
+        routes["TopicB"].broker_datas[0].broker_addrs.get(&0),
+        Some(&B0.to_owned())
     );
-    assert_eq!(routes["TopicB"]["brokerDatas"][0]["brokerAddrs"]["0"], B0);
-    let brokers = http_json(namesrv.admin, "/brokers");
+    let brokers = admin.brokers(namesrv.admin).unwrap();
     let group_a = brokers
-        .as_array()
-        .and_then(|groups| {
-            groups
-                .iter()
-                .find(|group| group["broker_name"] == "broker-a")
-        })
+        .iter()
+        .find(|group| group.broker_name == "broker-a")
         .expect("broker-a listed");
-    assert_eq!(group_a["leader"], A2);
-    assert_eq!(group_a["term"], 4);
-    assert_eq!(group_a["members"].as_array().map(Vec::len), Some(2));
-    for member in group_a["members"].as_array().unwrap() {
-        assert!(member["last_registration_age_ms"].as_u64().unwrap() < 60_000);
+    assert_eq!(group_a.leader.as_deref(), Some(A2));
+    assert_eq!(group_a.term, 4);
+    assert_eq!(group_a.members.len(), 2);
+    for member in &group_a.members {
+        assert!(member.last_registration_age_ms < 60_000);
     }
-    let metrics = http_get(namesrv.admin, "/metrics", STEP_TIMEOUT).unwrap();
-    assert_eq!(metrics.status, 200);
+    let metrics = admin.metrics(namesrv.admin).unwrap();
+    assert_eq!(metric(&metrics, "raftmq_namesrv_registrations_total"), 6.0);
     assert_eq!(
-        metric(&metrics.body, "raftmq_namesrv_registrations_total"),
-        6.0
-    );
-    assert_eq!(
-        metric(
-            &metrics.body,
-            "raftmq_namesrv_fenced_leadership_claims_total"
-        ),
+        metric(&metrics, "raftmq_namesrv_fenced_leadership_claims_total"),
         2.0
     );
-    assert_eq!(metric(&metrics.body, "raftmq_namesrv_broker_groups"), 2.0);
+    assert_eq!(metric(&metrics, "raftmq_namesrv_broker_groups"), 2.0);
 
     // broker-b's connection closes: it is dropped at once, not after 120 s.
     drop(b0);
@@ -547,9 +530,9 @@ async fn namesrv_survives_malformed_truncated_and_oversized_frames() {
         namesrv.process.try_status().unwrap().is_none(),
         "mqnamesrv is still running"
     );
-    let admin = namesrv.admin;
+    let admin = AdminHttp::new(STEP_TIMEOUT).unwrap();
     wait_until(STEP_TIMEOUT, || {
-        let text = http_get(admin, "/metrics", STEP_TIMEOUT)?.body;
+        let text = admin.metrics(namesrv.admin)?;
         Ok(metric(&text, "raftmq_namesrv_connections_closed_malformed") >= malformed as f64)
     })
     .expect("malformed connections counted");

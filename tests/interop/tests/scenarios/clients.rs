@@ -1,7 +1,6 @@
 //! Building the real client's producer and push consumer the way a RocketMQ user would, and
 //! turning what they report into the history types the checks read.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use anyhow::{Context, anyhow};
 use raftmq_interop::history::{Ack, Delivery, SendOutcome, Sent};
 use raftmq_interop::runtime::bounded;
 use raftmq_tests::cluster::HTTP_TIMEOUT;
-use raftmq_tests::{http_get, wait_until};
+use raftmq_tests::{AdminHttp, wait_until};
 use rocketmq_client_rust::{
     ClientConfig, ClientError, ClientRuntime, ConsumeConcurrentlyContext,
     ConsumeConcurrentlyStatus, ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer,
@@ -85,11 +84,9 @@ pub async fn wait_for_route(env: &Env, topic: &str) -> anyhow::Result<()> {
     let admin = env.namesrv_admin;
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
+        let http = AdminHttp::new(HTTP_TIMEOUT)?;
         wait_until(ROUTE_ANNOUNCE_TIMEOUT, || {
-            let response = http_get(admin, "/routes", HTTP_TIMEOUT)?;
-            let routes: BTreeMap<String, serde_json::Value> =
-                serde_json::from_str(&response.body).context("parsing /routes")?;
-            Ok(routes.contains_key(&topic))
+            Ok(http.routes(admin)?.contains_key(&topic))
         })
         .with_context(|| format!("the NameServer has no route for {topic}"))
     })

@@ -1,0 +1,484 @@
+//! The admin HTTP API's JSON bodies, defined once for the servers that answer them (the
+//! broker's `broker/src/admin.rs`, the NameServer's `namesrv/src/admin.rs`) and for everything
+//! that reads them (`raftmq_client::admin_http`, used by `mq`, jepsen-lite and the tests).
+//! Types only: no I/O, no HTTP.
+//!
+//! Broker (every member, its own admin port):
+//!
+//! | endpoint | request | answer |
+//! |---|---|---|
+//! | `GET /healthz` | | `ok` (text) |
+//! | `GET /readyz` | | text; 503 until a leader is known |
+//! | `GET /raft` | | [`RaftStatus`] |
+//! | `GET /topics` | | `[`[`TopicStatus`]`]` |
+//! | `GET /groups` | | `[`[`GroupStatus`]`]` |
+//! | `GET /metrics` | | Prometheus text |
+//! | `POST /raft/add-learner` | [`AddLearner`] | [`MembershipAnswer`] |
+//! | `POST /raft/change-membership` | [`ChangeMembership`] | [`MembershipAnswer`] |
+//! | `POST /raft/remove-learner` | [`RemoveLearner`] | [`MembershipAnswer`] |
+//! | `POST /raft/elect` | (any body) | [`ElectAnswer`] |
+//! | `POST /offsets/reset` | [`ResetOffsets`] | [`ResetAnswer`] |
+//!
+//! NameServer: `GET /healthz` (text), `GET /routes` ([`Routes`]), `GET /brokers`
+//! (`[`[`RegisteredGroup`]`]`), `GET /metrics` (OpenMetrics text).
+//!
+//! A refusal on either server is a non-2xx status with an [`ErrorBody`].
+//!
+//! The JSON is what other tools read (`curl`, scripts, dashboards), so field names and shapes
+//! never change; the tests below pin each body's bytes. A field added later gets
+//! `#[serde(default)]` so that a reader still accepts a member that does not send it yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::route::TopicRouteData;
+
+/// `GET /healthz`'s text on both servers.
+pub const HEALTHY: &str = "ok\n";
+
+/// The `elect` value of [`ElectAnswer`].
+pub const ELECTION_STARTED: &str = "started";
+
+/// The body of every refusal (a non-2xx status): `{"error": "..."}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+// ---- broker ----
+
+/// One follower as the leader sees it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FollowerStatus {
+    pub matched_index: Option<u64>,
+    pub lag_entries: u64,
+}
+
+/// `GET /raft`: one member's Raft view and its log's flush counters.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub broker_name: String,
+    pub node_id: u64,
+    /// openraft's server state: `Leader`, `Follower`, `Candidate`, `Learner`, `Shutdown`.
+    pub state: String,
+    pub term: u64,
+    #[serde(default)]
+    pub leader: Option<u64>,
+    #[serde(default)]
+    pub last_log_index: Option<u64>,
+    #[serde(default)]
+    pub applied_index: Option<u64>,
+    #[serde(default)]
+    pub voters: BTreeSet<u64>,
+    #[serde(default)]
+    pub learners: BTreeSet<u64>,
+    /// Raft addresses by node id.
+    #[serde(default)]
+    pub nodes: BTreeMap<u64, String>,
+    /// Filled on the leader only.
+    #[serde(default)]
+    pub followers: BTreeMap<u64, FollowerStatus>,
+    pub remoting_addr: String,
+    pub log_fsyncs: u64,
+    pub log_entries_flushed: u64,
+}
+
+impl RaftStatus {
+    /// The `state` of a member that leads.
+    pub const LEADER: &'static str = "Leader";
+
+    pub fn is_leader(&self) -> bool {
+        self.state == Self::LEADER
+    }
+}
+
+/// `GET /topics`: one topic with its queues' offsets.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TopicStatus {
+    pub name: String,
+    pub read_queue_nums: u32,
+    pub write_queue_nums: u32,
+    pub perm: u32,
+    /// Per queue: `[min offset, max offset]` (max = the offset after the last message).
+    pub queues: BTreeMap<u32, (u64, u64)>,
+}
+
+/// `GET /groups`: one consumer group with its committed offsets, lag and live clients.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: String,
+    pub clients: Vec<String>,
+    pub queues: Vec<GroupQueueStatus>,
+    pub total_lag: u64,
+}
+
+/// One queue of a [`GroupStatus`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GroupQueueStatus {
+    pub topic: String,
+    pub queue: u32,
+    pub committed: u64,
+    pub max_offset: u64,
+    pub lag: u64,
+}
+
+/// `POST /raft/add-learner`, on the leader: add a non-voting member and wait until it has
+/// caught up.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct AddLearner {
+    pub node_id: u64,
+    /// Its Raft address, `host:port`.
+    pub addr: String,
+}
+
+/// `POST /raft/change-membership`, on the leader: make `voters` the voters. With `retain`,
+/// removed voters stay as learners.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ChangeMembership {
+    pub voters: BTreeSet<u64>,
+    #[serde(default)]
+    pub retain: bool,
+}
+
+/// `POST /raft/remove-learner`, on the leader: drop a non-voting member.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RemoveLearner {
+    pub node_id: u64,
+}
+
+/// The answer to a membership change: the log index of the membership entry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MembershipAnswer {
+    pub log_index: u64,
+}
+
+/// The answer to `POST /raft/elect`: `{"elect": "started"}` ([`ELECTION_STARTED`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ElectAnswer {
+    pub elect: String,
+}
+
+/// `POST /offsets/reset`, on the leader: move a consumer group's committed offsets on one
+/// topic (every queue, or `queue`) to `offset` or to the first message stored at or after
+/// `timestamp_ms`; exactly one of the two is given. `force` resets even while the group has
+/// live consumers.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResetOffsets {
+    pub group: String,
+    pub topic: String,
+    #[serde(default)]
+    pub queue: Option<u32>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(default)]
+    pub timestamp_ms: Option<i64>,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One queue of a [`ResetAnswer`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResetQueue {
+    pub queue: u32,
+    /// The committed offset before, if the group had one.
+    pub previous: Option<u64>,
+    pub offset: u64,
+}
+
+/// The answer to `POST /offsets/reset`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ResetAnswer {
+    pub group: String,
+    pub topic: String,
+    pub queues: Vec<ResetQueue>,
+}
+
+// ---- NameServer ----
+
+/// `GET /routes`: every topic's route, as clients get it (RocketMQ's camelCase JSON).
+pub type Routes = BTreeMap<String, TopicRouteData>;
+
+/// `GET /brokers`: one broker group as the NameServer has it registered.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredGroup {
+    pub broker_name: String,
+    pub cluster: String,
+    /// The address in slot 0 (brokerId 0, the leader), if any.
+    pub leader: Option<String>,
+    /// The highest leadership term seen.
+    pub term: u64,
+    pub members: Vec<RegisteredMember>,
+    /// How many topics the group registered.
+    pub topics: usize,
+}
+
+/// One member of a [`RegisteredGroup`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredMember {
+    pub addr: String,
+    /// Where the route lists it.
+    pub broker_id: u64,
+    pub raft_node_id: Option<u64>,
+    pub raft_term: Option<u64>,
+    pub claims_leadership: bool,
+    pub ha_server_addr: String,
+    pub last_registration_age_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each body against the exact JSON the servers wrote before these types were shared.
+
+    use super::*;
+    use crate::route::{BrokerData, QueueData};
+    use serde::de::DeserializeOwned;
+
+    /// `value` encodes to exactly `json` and `json` decodes back to `value`.
+    fn pins<T>(value: &T, json: &str)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        assert_eq!(serde_json::to_string(value).unwrap(), json);
+        assert_eq!(&serde_json::from_str::<T>(json).unwrap(), value);
+    }
+
+    #[test]
+    fn raft_status_on_a_leader() {
+        let status = RaftStatus {
+            broker_name: "broker-a".into(),
+            node_id: 1,
+            state: "Leader".into(),
+            term: 3,
+            leader: Some(1),
+            last_log_index: Some(42),
+            applied_index: Some(41),
+            voters: BTreeSet::from([1, 2, 3]),
+            learners: BTreeSet::from([4]),
+            nodes: BTreeMap::from([(1, "127.0.0.1:10912".into()), (2, "127.0.0.2:10912".into())]),
+            followers: BTreeMap::from([
+                (
+                    2,
+                    FollowerStatus {
+                        matched_index: Some(40),
+                        lag_entries: 2,
+                    },
+                ),
+                (
+                    3,
+                    FollowerStatus {
+                        matched_index: None,
+                        lag_entries: 42,
+                    },
+                ),
+            ]),
+            remoting_addr: "127.0.0.1:10911".into(),
+            log_fsyncs: 7,
+            log_entries_flushed: 42,
+        };
+        pins(
+            &status,
+            r#"{"broker_name":"broker-a","node_id":1,"state":"Leader","term":3,"leader":1,"last_log_index":42,"applied_index":41,"voters":[1,2,3],"learners":[4],"nodes":{"1":"127.0.0.1:10912","2":"127.0.0.2:10912"},"followers":{"2":{"matched_index":40,"lag_entries":2},"3":{"matched_index":null,"lag_entries":42}},"remoting_addr":"127.0.0.1:10911","log_fsyncs":7,"log_entries_flushed":42}"#,
+        );
+        assert!(status.is_leader());
+    }
+
+    #[test]
+    fn raft_status_of_a_fresh_member() {
+        let status = RaftStatus {
+            broker_name: "broker-a".into(),
+            node_id: 4,
+            state: "Learner".into(),
+            term: 0,
+            leader: None,
+            last_log_index: None,
+            applied_index: None,
+            voters: BTreeSet::new(),
+            learners: BTreeSet::new(),
+            nodes: BTreeMap::new(),
+            followers: BTreeMap::new(),
+            remoting_addr: "127.0.0.4:10911".into(),
+            log_fsyncs: 0,
+            log_entries_flushed: 0,
+        };
+        pins(
+            &status,
+            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0}"#,
+        );
+        assert!(!status.is_leader());
+    }
+
+    #[test]
+    fn raft_status_accepts_a_member_that_omits_optional_fields() {
+        let status: RaftStatus = serde_json::from_str(
+            r#"{"broker_name":"b","node_id":2,"state":"Follower","term":5,"remoting_addr":"a:1","log_fsyncs":1,"log_entries_flushed":1,"added_later":true}"#,
+        )
+        .unwrap();
+        assert_eq!((status.node_id, status.leader), (2, None));
+        assert!(status.voters.is_empty() && status.followers.is_empty());
+    }
+
+    #[test]
+    fn topics_and_groups() {
+        pins(
+            &vec![TopicStatus {
+                name: "TopicA".into(),
+                read_queue_nums: 2,
+                write_queue_nums: 2,
+                perm: 6,
+                queues: BTreeMap::from([(0, (0, 5)), (1, (3, 3))]),
+            }],
+            r#"[{"name":"TopicA","read_queue_nums":2,"write_queue_nums":2,"perm":6,"queues":{"0":[0,5],"1":[3,3]}}]"#,
+        );
+        pins(
+            &vec![GroupStatus {
+                group: "g".into(),
+                clients: vec!["10.0.0.1@1".into()],
+                queues: vec![GroupQueueStatus {
+                    topic: "TopicA".into(),
+                    queue: 1,
+                    committed: 3,
+                    max_offset: 5,
+                    lag: 2,
+                }],
+                total_lag: 2,
+            }],
+            r#"[{"group":"g","clients":["10.0.0.1@1"],"queues":[{"topic":"TopicA","queue":1,"committed":3,"max_offset":5,"lag":2}],"total_lag":2}]"#,
+        );
+    }
+
+    #[test]
+    fn membership_requests_and_answers() {
+        pins(
+            &AddLearner {
+                node_id: 4,
+                addr: "127.0.0.1:20914".into(),
+            },
+            r#"{"node_id":4,"addr":"127.0.0.1:20914"}"#,
+        );
+        pins(
+            &ChangeMembership {
+                voters: BTreeSet::from([1, 2, 4]),
+                retain: false,
+            },
+            r#"{"voters":[1,2,4],"retain":false}"#,
+        );
+        // `retain` may be left out (the README's curl examples do).
+        let change: ChangeMembership = serde_json::from_str(r#"{"voters":[3,1]}"#).unwrap();
+        assert_eq!(change.voters, BTreeSet::from([1, 3]));
+        assert!(!change.retain);
+        pins(&RemoveLearner { node_id: 4 }, r#"{"node_id":4}"#);
+        pins(&MembershipAnswer { log_index: 17 }, r#"{"log_index":17}"#);
+        pins(
+            &ElectAnswer {
+                elect: ELECTION_STARTED.into(),
+            },
+            r#"{"elect":"started"}"#,
+        );
+        pins(
+            &ErrorBody {
+                error: "node ids start at 1".into(),
+            },
+            r#"{"error":"node ids start at 1"}"#,
+        );
+    }
+
+    #[test]
+    fn offset_reset() {
+        // What `mq offset reset` sent: every field, unset ones as null.
+        pins(
+            &ResetOffsets {
+                group: "g".into(),
+                topic: "t".into(),
+                queue: None,
+                offset: Some(0),
+                timestamp_ms: None,
+                force: false,
+            },
+            r#"{"group":"g","topic":"t","queue":null,"offset":0,"timestamp_ms":null,"force":false}"#,
+        );
+        // What a person sends with curl.
+        let reset: ResetOffsets =
+            serde_json::from_str(r#"{"group":"g","topic":"t","timestamp_ms":1700000000000}"#)
+                .unwrap();
+        assert_eq!(reset.timestamp_ms, Some(1_700_000_000_000));
+        assert_eq!(
+            (reset.queue, reset.offset, reset.force),
+            (None, None, false)
+        );
+        pins(
+            &ResetAnswer {
+                group: "g".into(),
+                topic: "t".into(),
+                queues: vec![
+                    ResetQueue {
+                        queue: 0,
+                        previous: Some(9),
+                        offset: 0,
+                    },
+                    ResetQueue {
+                        queue: 1,
+                        previous: None,
+                        offset: 0,
+                    },
+                ],
+            },
+            r#"{"group":"g","topic":"t","queues":[{"queue":0,"previous":9,"offset":0},{"queue":1,"previous":null,"offset":0}]}"#,
+        );
+    }
+
+    #[test]
+    fn namesrv_routes_and_brokers() {
+        let routes: Routes = BTreeMap::from([(
+            "TopicA".to_owned(),
+            TopicRouteData {
+                order_topic_conf: None,
+                queue_datas: vec![QueueData {
+                    broker_name: "broker-a".into(),
+                    read_queue_nums: 4,
+                    write_queue_nums: 4,
+                    perm: 6,
+                    topic_sys_flag: 0,
+                }],
+                broker_datas: vec![BrokerData {
+                    cluster: "DefaultCluster".into(),
+                    broker_name: "broker-a".into(),
+                    broker_addrs: BTreeMap::from([
+                        (0, "127.0.0.2:10911".into()),
+                        (1, "127.0.0.1:10911".into()),
+                    ]),
+                    ..BrokerData::default()
+                }],
+                filter_server_table: BTreeMap::new(),
+            },
+        )]);
+        let json = serde_json::to_string(&routes).unwrap();
+        assert_eq!(serde_json::from_str::<Routes>(&json).unwrap(), routes);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value["TopicA"]["brokerDatas"][0]["brokerAddrs"]["0"],
+            "127.0.0.2:10911"
+        );
+        assert_eq!(value["TopicA"]["queueDatas"][0]["perm"], 6);
+
+        pins(
+            &vec![RegisteredGroup {
+                broker_name: "broker-a".into(),
+                cluster: "DefaultCluster".into(),
+                leader: Some("127.0.0.2:10911".into()),
+                term: 4,
+                members: vec![RegisteredMember {
+                    addr: "127.0.0.2:10911".into(),
+                    broker_id: 0,
+                    raft_node_id: Some(2),
+                    raft_term: Some(4),
+                    claims_leadership: true,
+                    ha_server_addr: String::new(),
+                    last_registration_age_ms: 1500,
+                }],
+                topics: 3,
+            }],
+            r#"[{"broker_name":"broker-a","cluster":"DefaultCluster","leader":"127.0.0.2:10911","term":4,"members":[{"addr":"127.0.0.2:10911","broker_id":0,"raft_node_id":2,"raft_term":4,"claims_leadership":true,"ha_server_addr":"","last_registration_age_ms":1500}],"topics":3}]"#,
+        );
+    }
+}
