@@ -37,4 +37,6 @@ pub mod queue_locks;
 pub mod registration;
 pub mod schedule;
 pub mod state_machine;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod topic;
