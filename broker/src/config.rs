@@ -453,8 +453,8 @@ join = true
     #[test]
     fn toml_and_flags_share_keys_and_flags_win() {
         let file = toml_file(FILE);
-        let flags = flags(&["--node-id", "2", "--broker-name", "from-flag"]).unwrap();
-        let options = BrokerOptions::load(Some(file.path()), &flags).unwrap();
+        let given = flags(&["--node-id", "2", "--broker-name", "from-flag"]).unwrap();
+        let options = BrokerOptions::load(Some(file.path()), &given).unwrap();
         let config = BrokerConfig::from_options(options).unwrap();
         // Flags over the file.
         assert_eq!(config.node_id, 2);
@@ -478,7 +478,7 @@ join = true
 
     #[test]
     fn flags_alone_and_value_less_switches() {
-        let flags = flags(&[
+        let given = flags(&[
             "-n",
             "10.0.0.1:9876",
             "--node-id",
@@ -492,7 +492,7 @@ join = true
             "--join",
         ])
         .unwrap();
-        let options = BrokerOptions::load(None, &flags).unwrap();
+        let options = BrokerOptions::load(None, &given).unwrap();
         assert_eq!(options.join, Some(true));
         assert_eq!(options.unsafe_ack_before_commit, None);
         let config = BrokerConfig::from_options(options).unwrap();
@@ -500,8 +500,12 @@ join = true
         assert!(!config.auto_create_topic);
         assert!(config.join);
         assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
-        // `--join` takes no value, as it never did.
+        // `--join` and the hidden `--unsafe-ack-before-commit` take no value, as before.
         assert!(flags_err(&["--join", "false"]).contains("unexpected argument"));
+        let unsafe_ack = flags(&["--unsafe-ack-before-commit"]).unwrap();
+        let options = BrokerOptions::load(None, &unsafe_ack).unwrap();
+        assert_eq!(options.unsafe_ack_before_commit, Some(true));
+        assert_eq!(options.join, None);
     }
 
     fn flags_err(args: &[&str]) -> String {
