@@ -1,18 +1,22 @@
 //! One broker member, wired together: the state machine under Raft, the proposal batcher, the
 //! remoting server, NameServer registration, client expiry and the admin HTTP server.
 //!
+//! The caller binds the listeners (the `mqbroker` binary from its flags, a test on
+//! `127.0.0.1:0`) and gives a shutdown future, as in tokio's mini-redis `server::run`:
+//!
 //! ```text
-//! Broker::start(config)
+//! Broker::start(config, Listeners { remoting, raft, admin })
 //!   <data_dir>/broker-state.redb     BrokerStateMachine (index, offsets, topics)
-//!   <data_dir>/raft/                 RaftNode (the log = the commit log)
-//!   --listen                         remoting server -> processor::BrokerHandler
-//!   --raft-listen                    Raft RPCs
-//!   --admin-listen                   admin HTTP
-//! RunningBroker::shutdown()
-//!   stop accepting, answer requests in hand, unregister, stop Raft, close storage
+//!   <data_dir>/raft/                 RaftNode (the log = the commit log), on `raft`
+//!   remoting                         remoting server -> processor::BrokerHandler
+//!   admin                            admin HTTP
+//! Broker::run(shutdown)
+//!   serves until `shutdown` completes or Raft stops on a storage error; then stops accepting,
+//!   answers requests in hand, unregisters, stops Raft, closes storage
 //! ```
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +26,7 @@ use raftmq_remoting::server::{Server, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::batcher::Proposer;
@@ -33,14 +37,16 @@ use crate::message_reader::MessageReader;
 use crate::metrics::BrokerMetrics;
 use crate::processor::BrokerHandler;
 use crate::state_machine::BrokerStateMachine;
-use raftmq_raft::{InitializeOutcome, Node, NodeConfig, NodeError, RaftNode, StateMachineError};
+use raftmq_raft::{
+    InitializeOutcome, Node, NodeConfig, NodeError, Raft, RaftNode, StateMachineError,
+};
 
 /// How often silent clients are looked for.
 pub const CLIENT_EXPIRY_SCAN: Duration = Duration::from_secs(10);
 /// The state machine's file in the data directory.
 pub const STATE_FILE: &str = "broker-state.redb";
 
-/// Why a broker could not start or stop cleanly.
+/// Why a broker could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("data directory {path}: {source}")]
@@ -52,16 +58,31 @@ pub enum BrokerError {
     State(#[from] StateMachineError),
     #[error("raft: {0}")]
     Raft(#[from] NodeError),
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
+    /// A listener handed in cannot report its address (it is not a bound TCP socket).
+    #[error("the {what} listener: {source}")]
+    Listener {
         what: &'static str,
-        addr: SocketAddr,
         source: std::io::Error,
     },
+    /// Raft stopped on its own (a storage error: a full disk, a failed fsync): this member can
+    /// no longer take part in its group.
+    #[error("raft stopped: {0}")]
+    RaftStopped(String),
 }
 
-/// A started broker member.
-pub struct RunningBroker {
+/// The sockets a member serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// RocketMQ remoting, for clients.
+    pub remoting: TcpListener,
+    /// Raft RPCs from the other members of the group.
+    pub raft: TcpListener,
+    /// Admin HTTP.
+    pub admin: TcpListener,
+}
+
+/// A started broker member: storage open, Raft running, every server accepting.
+pub struct Broker {
     node: RaftNode,
     ctx: Arc<BrokerContext>,
     shutdown: CancellationToken,
@@ -70,7 +91,120 @@ pub struct RunningBroker {
     admin_addr: SocketAddr,
 }
 
-impl RunningBroker {
+impl Broker {
+    /// Opens the member's storage in `config.data_dir`, starts Raft on `listeners.raft` (the
+    /// member with the smallest id in `config.peers` forms the group), and serves remoting and
+    /// admin HTTP on the other two listeners.
+    pub async fn start(config: BrokerConfig, listeners: Listeners) -> Result<Broker, BrokerError> {
+        let Listeners {
+            remoting,
+            raft: raft_listener,
+            admin: admin_listener,
+        } = listeners;
+        let local_addr = |listener: &TcpListener, what| {
+            listener
+                .local_addr()
+                .map_err(|source| BrokerError::Listener { what, source })
+        };
+        let remoting_addr = local_addr(&remoting, "remoting")?;
+        let admin_addr = local_addr(&admin_listener, "admin HTTP")?;
+
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let state_machine = BrokerStateMachine::open(&config.data_dir.join(STATE_FILE))?;
+        let state = state_machine.state();
+
+        let mut node_config = NodeConfig::new(config.node_id, config.data_dir.join("raft"));
+        node_config.timers = config.raft_timers.clone();
+        node_config.cluster_name = config.broker_name.clone();
+        let node = RaftNode::start(node_config, raft_listener, state_machine).await?;
+        // One member forms the group: the one with the smallest id. If every member
+        // initialized, each would campaign at once and the first terms would be lost to
+        // competing candidates. The others join when the first leader reaches them.
+        let founder = config.peers.keys().next().copied();
+        if !config.join && founder == Some(config.node_id) {
+            let members: BTreeMap<_, _> = config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, Node::new(addr.clone())))
+                .collect();
+            match node.initialize(members).await? {
+                InitializeOutcome::Initialized => {
+                    info!(peers = ?config.peers, "formed the broker group")
+                }
+                InitializeOutcome::AlreadyInitialized => info!("rejoined the broker group"),
+            }
+        }
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let raft = node.raft().clone();
+        let proposer = Proposer::start(raft.clone(), &tasks, shutdown.child_token());
+        let leadership = Leadership::new(
+            config.node_id,
+            raft.metrics(),
+            config.raft_timers.election_timeout_max_ms,
+        );
+        let ctx = Arc::new(BrokerContext::new(
+            config.clone(),
+            state,
+            proposer,
+            MessageReader::new(node.log_reader()),
+            leadership,
+            Arc::new(BrokerMetrics::default()),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+
+        let server = Server::new(
+            remoting,
+            Arc::new(BrokerHandler { ctx: ctx.clone() }),
+            ServerConfig::default(),
+        );
+        tasks.spawn(server.run(shutdown.clone().cancelled_owned()));
+
+        let router = admin::router(AdminState {
+            ctx: ctx.clone(),
+            raft: raft.clone(),
+            log: node.log_reader(),
+        });
+        let admin_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(admin_listener, router)
+                .with_graceful_shutdown(admin_shutdown.cancelled_owned());
+            if let Err(err) = serve.await {
+                warn!(error = %err, "admin HTTP server failed");
+            }
+        });
+
+        tasks.spawn(crate::registration::run(
+            ctx.clone(),
+            RpcClient::default(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(expire_clients(ctx.clone(), shutdown.clone()));
+        tasks.spawn(crate::schedule::run(ctx.clone(), shutdown.clone()));
+
+        info!(
+            broker = %config.broker_name,
+            node_id = config.node_id,
+            remoting = %remoting_addr,
+            raft = %node.local_addr(),
+            admin = %admin_addr,
+            "broker started"
+        );
+        Ok(Broker {
+            node,
+            ctx,
+            shutdown,
+            tasks,
+            remoting_addr,
+            admin_addr,
+        })
+    }
+
     /// Where clients connect (the bound address; the advertised one is in the config).
     pub fn remoting_addr(&self) -> SocketAddr {
         self.remoting_addr
@@ -88,24 +222,52 @@ impl RunningBroker {
         &self.ctx
     }
 
-    /// Completes if the broker must stop on its own: Raft stopped after a storage error (a full
-    /// disk, a failed fsync). Returns why. The caller then calls [`shutdown`](Self::shutdown)
-    /// and exits with an error, so that the operator (or a supervisor) sees it.
-    pub async fn failed(&self) -> String {
+    /// The openraft handle (metrics, membership), as the admin endpoints use it.
+    pub fn raft(&self) -> &Raft {
+        self.node.raft()
+    }
+
+    /// Serves until `shutdown` completes, or until Raft stops on its own after a storage error
+    /// (a full disk, a failed fsync), then stops cleanly: stops accepting requests, answers
+    /// those in hand, unregisters from the NameServers, stops Raft and closes storage. A Raft
+    /// failure is returned as [`BrokerError::RaftStopped`], so that the operator (or a
+    /// supervisor) sees it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
+        let failure = tokio::select! {
+            () = shutdown => None,
+            reason = self.failed() => Some(reason),
+        };
+        if let Some(reason) = &failure {
+            error!(%reason, "stopping: this member can no longer take part in its group");
+        }
+        let stopped = self.stop().await;
+        match failure {
+            // A shutdown after a storage failure may itself report that failure: the first
+            // one is what matters.
+            Some(reason) => {
+                if let Err(err) = stopped {
+                    warn!(error = %err, "the stop after the failure also failed");
+                }
+                Err(BrokerError::RaftStopped(reason))
+            }
+            None => stopped,
+        }
+    }
+
+    /// Completes once Raft has stopped on its own; returns why.
+    async fn failed(&self) -> String {
         let mut metrics = self.node.raft().metrics();
         loop {
             if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                return format!("raft stopped: {fatal}");
+                return fatal.to_string();
             }
             if metrics.changed().await.is_err() {
-                return "raft stopped".to_string();
+                return "its metrics channel closed".to_string();
             }
         }
     }
 
-    /// Stops accepting requests, answers those in hand, unregisters from the NameServers, stops
-    /// Raft and closes storage.
-    pub async fn shutdown(self) -> Result<(), BrokerError> {
+    async fn stop(self) -> Result<(), BrokerError> {
         info!("broker stopping");
         self.shutdown.cancel();
         self.tasks.close();
@@ -114,124 +276,6 @@ impl RunningBroker {
         info!("broker stopped");
         Ok(())
     }
-}
-
-/// Starts a broker member.
-pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
-    let state_machine = BrokerStateMachine::open(&config.data_dir.join(STATE_FILE))?;
-    let state = state_machine.state();
-
-    let mut node_config = NodeConfig::new(
-        config.node_id,
-        config.data_dir.join("raft"),
-        config.raft_listen,
-    );
-    node_config.timers = config.raft_timers.clone();
-    node_config.cluster_name = config.broker_name.clone();
-    let node = RaftNode::start(node_config, state_machine).await?;
-    // One member forms the group: the one with the smallest id. If every member initialized,
-    // each would campaign at once and the first terms would be lost to competing candidates.
-    // The others join when the first leader reaches them.
-    let founder = config.peers.keys().next().copied();
-    if !config.join && founder == Some(config.node_id) {
-        let members: BTreeMap<_, _> = config
-            .peers
-            .iter()
-            .map(|(id, addr)| (*id, Node::new(addr.clone())))
-            .collect();
-        match node.initialize(members).await? {
-            InitializeOutcome::Initialized => {
-                info!(peers = ?config.peers, "formed the broker group")
-            }
-            InitializeOutcome::AlreadyInitialized => info!("rejoined the broker group"),
-        }
-    }
-
-    let shutdown = CancellationToken::new();
-    let tasks = TaskTracker::new();
-    let raft = node.raft().clone();
-    let proposer = Proposer::start(raft.clone(), &tasks, shutdown.child_token());
-    let leadership = Leadership::new(
-        config.node_id,
-        raft.metrics(),
-        config.raft_timers.election_timeout_max_ms,
-    );
-    let ctx = Arc::new(BrokerContext::new(
-        config.clone(),
-        state,
-        proposer,
-        MessageReader::new(node.log_reader()),
-        leadership,
-        Arc::new(BrokerMetrics::default()),
-        shutdown.clone(),
-        tasks.clone(),
-    ));
-
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| BrokerError::Bind {
-            what: "remoting",
-            addr: config.listen,
-            source,
-        })?;
-    let remoting_addr = listener.local_addr().unwrap_or(config.listen);
-    let server = Server::new(
-        listener,
-        Arc::new(BrokerHandler { ctx: ctx.clone() }),
-        ServerConfig::default(),
-    );
-    tasks.spawn(server.run(shutdown.clone().cancelled_owned()));
-
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|source| BrokerError::Bind {
-            what: "admin HTTP",
-            addr: config.admin_listen,
-            source,
-        })?;
-    let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_listen);
-    let router = admin::router(AdminState {
-        ctx: ctx.clone(),
-        raft: raft.clone(),
-        log: node.log_reader(),
-    });
-    let admin_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(admin_listener, router)
-            .with_graceful_shutdown(admin_shutdown.cancelled_owned());
-        if let Err(err) = serve.await {
-            warn!(error = %err, "admin HTTP server failed");
-        }
-    });
-
-    tasks.spawn(crate::registration::run(
-        ctx.clone(),
-        RpcClient::default(),
-        shutdown.clone(),
-    ));
-    tasks.spawn(expire_clients(ctx.clone(), shutdown.clone()));
-    tasks.spawn(crate::schedule::run(ctx.clone(), shutdown.clone()));
-
-    info!(
-        broker = %config.broker_name,
-        node_id = config.node_id,
-        remoting = %remoting_addr,
-        raft = %node.local_addr(),
-        admin = %admin_addr,
-        "broker started"
-    );
-    Ok(RunningBroker {
-        node,
-        ctx,
-        shutdown,
-        tasks,
-        remoting_addr,
-        admin_addr,
-    })
 }
 
 async fn expire_clients(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {

@@ -1,24 +1,34 @@
-//! Broker configuration: the options (from flags or a TOML file with the same keys) and the
-//! resolved, checked `BrokerConfig` the broker runs with.
+//! Broker configuration: [`BrokerOptions`], one struct that is both the `mqbroker` flags (clap)
+//! and the keys of its TOML file (serde), and the resolved, checked [`BrokerConfig`] the broker
+//! runs with. Defaults are the constants below, applied in one place:
+//! [`BrokerConfig::from_options`]. Precedence: a flag (or its environment variable) over the
+//! file over the default ([`BrokerOptions::load`]).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::FromArgMatches;
+use raftmq_protocol::names::{BROKER_ADMIN_PORT, BROKER_PORT, BROKER_RAFT_PORT};
 use serde::Deserialize;
 
-use crate::schedule::{DelayLevelError, DelayLevels};
+use crate::schedule::{DEFAULT_MESSAGE_DELAY_LEVEL, DelayLevelError, DelayLevels};
 use raftmq_raft::{NodeId, RaftTimers};
 
-/// RocketMQ's broker port.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:10911";
-/// Raft RPC: where RocketMQ's master/slave HA port is (10912).
-pub const DEFAULT_RAFT_LISTEN: &str = "127.0.0.1:10912";
+/// RocketMQ's broker port, on every interface.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), BROKER_PORT);
+/// Raft RPC: where RocketMQ's master/slave HA port is.
+pub const DEFAULT_RAFT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), BROKER_RAFT_PORT);
 /// Admin HTTP; bound to loopback by default because it can change membership.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:10913";
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), BROKER_ADMIN_PORT);
 pub const DEFAULT_CLUSTER_NAME: &str = "DefaultCluster";
 pub const DEFAULT_BROKER_NAME: &str = "broker-a";
+/// Topics are created on their first send (RocketMQ's autoCreateTopicEnable).
+pub const DEFAULT_AUTO_CREATE_TOPIC: bool = true;
 /// How often every member registers with every NameServer (RocketMQ: 30 s).
 pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 /// RocketMQ's cap on one message body (4 MiB).
@@ -26,79 +36,160 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// The most members a group may list in `--peers`.
 pub const MAX_PEERS: usize = 9;
 
-/// Options as given: every field optional, so a TOML file and flags can be merged (flags win).
-/// The TOML keys are the long flag names: `namesrv`, `broker-name`, `node-id`, ...
-#[derive(Debug, Default, Clone, Deserialize)]
+/// `help` followed by the default, for `--help`.
+fn with_default(help: &str, default: impl std::fmt::Display) -> String {
+    format!("{help} [default: {default}]")
+}
+
+/// The options as given, every one optional so that a TOML file and flags can be layered. Each
+/// field is a long flag (`--broker-name`) and the TOML key of the same name (`broker-name`).
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BrokerOptions {
-    /// NameServer addresses, `;`-separated (as RocketMQ's `-n` and `NAMESRV_ADDR`).
+    /// NameServer addresses, `host:port;host:port` (as RocketMQ's `-n` and `NAMESRV_ADDR`).
+    #[arg(short = 'n', long, env = "NAMESRV_ADDR")]
     pub namesrv: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "The cluster this group belongs to (RocketMQ's brokerClusterName)",
+            DEFAULT_CLUSTER_NAME
+        )
+    )]
     pub cluster_name: Option<String>,
-    /// The broker group (RocketMQ's brokerName); one Raft group.
+    #[arg(
+        long,
+        help = with_default(
+            "The broker group (RocketMQ's brokerName): one Raft group",
+            DEFAULT_BROKER_NAME
+        )
+    )]
     pub broker_name: Option<String>,
     /// This member's Raft node id (1, 2, 3, ...).
+    #[arg(long)]
     pub node_id: Option<NodeId>,
-    /// The group's initial members: `1=host:raftport,2=host:raftport,...`.
+    /// The group's initial members: `1=host:raftport,2=host:raftport,...` [default: this
+    /// member alone, on its --raft-listen].
+    #[arg(long)]
     pub peers: Option<String>,
-    /// Client (remoting) listen address.
+    #[arg(
+        long,
+        help = with_default(
+            "Client (remoting) listen address",
+            DEFAULT_LISTEN
+        )
+    )]
     pub listen: Option<String>,
-    /// The address clients are told to use, if not the listen address (RocketMQ's brokerIP1).
+    /// The address clients are told to use, if not the listen address (RocketMQ's brokerIP1)
+    /// [default: the listen address, loopback if that is unspecified].
+    #[arg(long)]
     pub advertise: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "Raft RPC listen address",
+            DEFAULT_RAFT_LISTEN
+        )
+    )]
     pub raft_listen: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "Admin HTTP listen address",
+            DEFAULT_ADMIN_LISTEN
+        )
+    )]
     pub admin_listen: Option<String>,
+    /// Where this member keeps its state and its Raft log.
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Create topics on first send (RocketMQ's autoCreateTopicEnable, on by default).
+    #[arg(
+        long,
+        help = with_default(
+            "Create topics on first send (RocketMQ's autoCreateTopicEnable)",
+            DEFAULT_AUTO_CREATE_TOPIC
+        )
+    )]
     pub auto_create_topic: Option<bool>,
+    #[arg(
+        long,
+        help = with_default(
+            "How often to register with every NameServer, ms",
+            DEFAULT_REGISTER_INTERVAL.as_millis()
+        )
+    )]
     pub register_interval_ms: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "The largest message body accepted, bytes",
+            DEFAULT_MAX_MESSAGE_BYTES
+        )
+    )]
     pub max_message_bytes: Option<usize>,
-    /// Raft heartbeat and election timeouts, milliseconds.
+    #[arg(
+        long,
+        help = with_default(
+            "Raft heartbeat interval, ms",
+            RaftTimers::default().heartbeat_interval_ms
+        )
+    )]
     pub raft_heartbeat_ms: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Raft election timeout, lower bound, ms",
+            RaftTimers::default().election_timeout_min_ms
+        )
+    )]
     pub raft_election_min_ms: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Raft election timeout, upper bound, ms",
+            RaftTimers::default().election_timeout_max_ms
+        )
+    )]
     pub raft_election_max_ms: Option<u64>,
-    /// RocketMQ's `messageDelayLevel`: the delay of each level, `"1s 5s 10s ..."`.
+    #[arg(
+        long,
+        help = with_default(
+            "Delay levels, RocketMQ's messageDelayLevel: level 1 first, units ms/s/m/h/d",
+            format!("{DEFAULT_MESSAGE_DELAY_LEVEL:?}")
+        )
+    )]
     pub message_delay_level: Option<String>,
-    /// This member joins an existing group later (as a learner): it does not initialize one.
+    /// Join an existing group later (as a learner) instead of forming one from --peers.
+    // A flag without a value, as before; `None` when absent so that a file's `join = true`
+    // stands.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
     pub join: Option<bool>,
-    /// TEST ONLY: acknowledge sends before they are committed, to prove jepsen-lite can fail.
+    /// TEST ONLY: acknowledge sends before they are committed (loses data; for jepsen-lite).
+    #[arg(long, hide = true, num_args = 0, default_missing_value = "true")]
     pub unsafe_ack_before_commit: Option<bool>,
 }
 
 impl BrokerOptions {
-    /// Reads options from a TOML file.
+    /// Reads options from a TOML file. An unknown key or a value of the wrong type is an error
+    /// naming the file, the key and its line.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| ConfigError::File(path.to_path_buf(), err.to_string()))?;
         toml::from_str(&text).map_err(|err| ConfigError::File(path.to_path_buf(), err.to_string()))
     }
 
-    /// `self` with every field that `overrides` sets replaced.
-    pub fn merged_with(self, overrides: BrokerOptions) -> Self {
-        macro_rules! pick {
-            ($($field:ident),* $(,)?) => {
-                Self { $($field: overrides.$field.or(self.$field)),* }
-            };
-        }
-        pick!(
-            namesrv,
-            cluster_name,
-            broker_name,
-            node_id,
-            peers,
-            listen,
-            advertise,
-            raft_listen,
-            admin_listen,
-            data_dir,
-            auto_create_topic,
-            register_interval_ms,
-            max_message_bytes,
-            raft_heartbeat_ms,
-            raft_election_min_ms,
-            raft_election_max_ms,
-            message_delay_level,
-            join,
-            unsafe_ack_before_commit,
-        )
+    /// The options a member runs with: those of the TOML file `file` (if any), with every
+    /// option given in `flags` (on the command line, or by its environment variable) over
+    /// them. `flags` are matches of a command these options were added to (`#[command(flatten)]`).
+    pub fn load(file: Option<&Path>, flags: &clap::ArgMatches) -> Result<Self, ConfigError> {
+        let mut options = match file {
+            Some(path) => Self::from_toml_file(path)?,
+            None => Self::default(),
+        };
+        // clap assigns only the options present in the matches, so what the file set stays
+        // unless a flag replaces it.
+        options.update_from_arg_matches(flags)?;
+        Ok(options)
     }
 }
 
@@ -129,6 +220,8 @@ pub struct BrokerConfig {
 pub enum ConfigError {
     #[error("config file {0}: {1}")]
     File(PathBuf, String),
+    #[error("flags: {0}")]
+    Flags(#[from] clap::Error),
     #[error("--node-id is required (this member's Raft id, 1 or more)")]
     MissingNodeId,
     #[error("--node-id must be 1 or more (0 is the master slot in routes)")]
@@ -221,10 +314,10 @@ impl BrokerConfig {
                 "{broker_name:?} is not a valid name"
             )));
         }
-        let listen = parse_addr(
-            "--listen",
-            options.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-        )?;
+        let listen = match options.listen.as_deref() {
+            Some(addr) => parse_addr("--listen", addr)?,
+            None => DEFAULT_LISTEN,
+        };
         let advertise = match options.advertise.as_deref() {
             Some(addr) => parse_addr("--advertise", addr)?,
             // An unspecified listen address cannot be dialled: advertise loopback instead.
@@ -233,20 +326,14 @@ impl BrokerConfig {
             }
             None => listen,
         };
-        let raft_listen = parse_addr(
-            "--raft-listen",
-            options
-                .raft_listen
-                .as_deref()
-                .unwrap_or(DEFAULT_RAFT_LISTEN),
-        )?;
-        let admin_listen = parse_addr(
-            "--admin-listen",
-            options
-                .admin_listen
-                .as_deref()
-                .unwrap_or(DEFAULT_ADMIN_LISTEN),
-        )?;
+        let raft_listen = match options.raft_listen.as_deref() {
+            Some(addr) => parse_addr("--raft-listen", addr)?,
+            None => DEFAULT_RAFT_LISTEN,
+        };
+        let admin_listen = match options.admin_listen.as_deref() {
+            Some(addr) => parse_addr("--admin-listen", addr)?,
+            None => DEFAULT_ADMIN_LISTEN,
+        };
         let join = options.join.unwrap_or(false);
         let mut peers = parse_peers(options.peers.as_deref().unwrap_or(""))?;
         if peers.is_empty() {
@@ -292,7 +379,9 @@ impl BrokerConfig {
             raft_listen,
             admin_listen,
             data_dir,
-            auto_create_topic: options.auto_create_topic.unwrap_or(true),
+            auto_create_topic: options
+                .auto_create_topic
+                .unwrap_or(DEFAULT_AUTO_CREATE_TOPIC),
             register_interval: options
                 .register_interval_ms
                 .map(Duration::from_millis)
@@ -338,22 +427,128 @@ mod tests {
         assert_eq!(config.delay_levels.count(), 18);
     }
 
+    /// The flags of `mqbroker` (without `-c`), parsed from `args`.
+    fn flags(args: &[&str]) -> Result<clap::ArgMatches, clap::Error> {
+        use clap::Args;
+        BrokerOptions::augment_args(clap::Command::new("mqbroker"))
+            .try_get_matches_from(std::iter::once("mqbroker").chain(args.iter().copied()))
+    }
+
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
+    const FILE: &str = r#"
+namesrv = "127.0.0.1:9876;127.0.0.1:9877"
+broker-name = "b"
+node-id = 1
+data-dir = "/tmp/from-file"
+peers = "1=127.0.0.1:20001,2=127.0.0.1:20002,3=127.0.0.1:20003"
+register-interval-ms = 5000
+join = true
+"#;
+
     #[test]
     fn toml_and_flags_share_keys_and_flags_win() {
-        let file: BrokerOptions = toml::from_str(
-            "namesrv = \"127.0.0.1:9876;127.0.0.1:9877\"\nbroker-name = \"b\"\nnode-id = 1\n",
-        )
-        .unwrap();
-        let merged = file.merged_with(minimal());
-        let config = BrokerConfig::from_options(merged).unwrap();
-        assert_eq!(config.namesrv, vec!["127.0.0.1:9876", "127.0.0.1:9877"]);
-        assert_eq!(config.broker_name, "b");
+        let file = toml_file(FILE);
+        let given = flags(&["--node-id", "2", "--broker-name", "from-flag"]).unwrap();
+        let options = BrokerOptions::load(Some(file.path()), &given).unwrap();
+        let config = BrokerConfig::from_options(options).unwrap();
+        // Flags over the file.
         assert_eq!(config.node_id, 2);
+        assert_eq!(config.broker_name, "from-flag");
+        // The file over the defaults.
+        // (NAMESRV_ADDR, where the tests run with it, counts as a flag.)
+        match std::env::var("NAMESRV_ADDR") {
+            Ok(env) => assert_eq!(config.namesrv, parse_namesrv_list(&env)),
+            Err(_) => assert_eq!(config.namesrv, vec!["127.0.0.1:9876", "127.0.0.1:9877"]),
+        }
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/from-file"));
+        assert_eq!(config.register_interval, Duration::from_millis(5000));
+        assert!(config.join, "a file's join = true stands without --join");
+        // The defaults under both.
+        assert_eq!(config.cluster_name, DEFAULT_CLUSTER_NAME);
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.raft_listen, DEFAULT_RAFT_LISTEN);
+        assert_eq!(config.admin_listen, DEFAULT_ADMIN_LISTEN);
+        assert_eq!(config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
     }
 
     #[test]
-    fn unknown_toml_keys_are_an_error() {
-        assert!(toml::from_str::<BrokerOptions>("brokr-name = \"typo\"").is_err());
+    fn flags_alone_and_value_less_switches() {
+        let given = flags(&[
+            "-n",
+            "10.0.0.1:9876",
+            "--node-id",
+            "1",
+            "--data-dir",
+            "/tmp/d",
+            "--listen",
+            "127.0.0.1:0",
+            "--auto-create-topic",
+            "false",
+            "--join",
+        ])
+        .unwrap();
+        let options = BrokerOptions::load(None, &given).unwrap();
+        assert_eq!(options.join, Some(true));
+        assert_eq!(options.unsafe_ack_before_commit, None);
+        let config = BrokerConfig::from_options(options).unwrap();
+        assert_eq!(config.namesrv, vec!["10.0.0.1:9876"]);
+        assert!(!config.auto_create_topic);
+        assert!(config.join);
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        // `--join` and the hidden `--unsafe-ack-before-commit` take no value, as before.
+        assert!(flags_err(&["--join", "false"]).contains("unexpected argument"));
+        let unsafe_ack = flags(&["--unsafe-ack-before-commit"]).unwrap();
+        let options = BrokerOptions::load(None, &unsafe_ack).unwrap();
+        assert_eq!(options.unsafe_ack_before_commit, Some(true));
+        assert_eq!(options.join, None);
+    }
+
+    fn flags_err(args: &[&str]) -> String {
+        flags(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_get_a_clear_error() {
+        // In the file: the error names the file, the key and the problem.
+        let file = toml_file("node-id = \"one\"\n");
+        let err = BrokerOptions::load(Some(file.path()), &flags(&[]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&path_of(&file))
+                && err.contains("node-id")
+                && err.contains("invalid type"),
+            "{err}"
+        );
+        let file = toml_file("brokr-name = \"typo\"\n");
+        let err = BrokerOptions::load(Some(file.path()), &flags(&[]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&path_of(&file)) && err.contains("unknown field `brokr-name`"),
+            "{err}"
+        );
+        let err = BrokerOptions::load(
+            Some(Path::new("/nonexistent/broker.toml")),
+            &flags(&[]).unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/broker.toml"), "{err}");
+        // On the command line: clap names the flag and the value.
+        let err = flags_err(&["--node-id", "x"]);
+        assert!(err.contains("--node-id") && err.contains("'x'"), "{err}");
+        let err = flags_err(&["--brokr-name", "typo"]);
+        assert!(err.contains("unexpected argument '--brokr-name'"), "{err}");
+    }
+
+    fn path_of(file: &tempfile::NamedTempFile) -> String {
+        file.path().display().to_string()
     }
 
     #[test]

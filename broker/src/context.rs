@@ -70,13 +70,10 @@ impl BrokerContext {
         if self.leadership.may_write() {
             return Ok(());
         }
-        let view = self.leadership.view();
         Err(RequestError::NotLeader {
             broker_name: self.config.broker_name.clone(),
             node_id: self.config.node_id,
-            leader: view
-                .leader
-                .map_or_else(|| "unknown".to_string(), |id| format!("node {id}")),
+            leader: self.leadership.view().leader,
         })
     }
 

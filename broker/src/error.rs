@@ -1,8 +1,13 @@
 //! Why a request failed, and the one function that turns that into a RocketMQ response code.
+//!
+//! What a client must act on is typed, not text: [`RequestError::leader`] (where writes go
+//! instead) and [`RequestError::outcome_unknown`] (a write that may or may not have taken
+//! effect). [`error_code`] maps every error to the code and remark clients see.
 
 use raftmq_protocol::WireError;
 use raftmq_protocol::code::response;
 use raftmq_protocol::names::outcome_unknown_remark;
+use raftmq_raft::NodeId;
 
 use crate::batcher::ProposeError;
 use crate::command::Refusal;
@@ -14,12 +19,14 @@ use crate::state_machine::state::StateReadError;
 pub enum RequestError {
     /// A write reached a member that does not lead: refused before anything was proposed.
     #[error(
-        "broker {broker_name} member {node_id} is not the leader (leader: {leader}); refresh the route"
+        "broker {broker_name} member {node_id} is not the leader (leader: {}); refresh the route",
+        leader_name(*.leader)
     )]
     NotLeader {
         broker_name: String,
-        node_id: u64,
-        leader: String,
+        node_id: NodeId,
+        /// The leader this member knows of, if any.
+        leader: Option<NodeId>,
     },
     #[error(transparent)]
     Propose(#[from] ProposeError),
@@ -45,6 +52,29 @@ pub enum RequestError {
     Read(#[from] ReadError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How a remark names a leader: `node 3`, or `unknown`.
+fn leader_name(leader: Option<NodeId>) -> String {
+    leader.map_or_else(|| "unknown".to_string(), |id| format!("node {id}"))
+}
+
+impl RequestError {
+    /// The leader of the group, when this error says this member is not it: where a write
+    /// should go instead (after a route refresh).
+    pub fn leader(&self) -> Option<NodeId> {
+        match self {
+            RequestError::NotLeader { leader, .. }
+            | RequestError::Propose(ProposeError::NotLeader { leader }) => *leader,
+            _ => None,
+        }
+    }
+
+    /// Whether the request may or may not have taken effect: it was proposed and no result
+    /// came. Every other error means it definitely did not take effect.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, RequestError::Propose(ProposeError::Unknown(_)))
+    }
 }
 
 /// The response code and remark for an error. Send outcomes follow one rule the clients rely
@@ -81,7 +111,10 @@ pub fn error_code(error: &RequestError) -> (i32, String) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::batcher::UnknownOutcome;
     use raftmq_protocol::names::OUTCOME_UNKNOWN_REMARK_PREFIX;
 
     #[test]
@@ -89,17 +122,85 @@ mod tests {
         let definite = RequestError::NotLeader {
             broker_name: "b".into(),
             node_id: 2,
-            leader: "1".into(),
+            leader: Some(1),
         };
         assert_eq!(error_code(&definite).0, response::SERVICE_NOT_AVAILABLE);
+        assert_eq!(definite.leader(), Some(1));
+        assert!(!definite.outcome_unknown());
         let truncated = RequestError::Propose(ProposeError::NotLeader { leader: Some(3) });
         assert_eq!(error_code(&truncated).0, response::SERVICE_NOT_AVAILABLE);
-        let unknown = RequestError::Propose(ProposeError::Unknown("no commit within 10s".into()));
+        assert_eq!(truncated.leader(), Some(3));
+        assert!(!truncated.outcome_unknown());
+        let unknown = RequestError::Propose(ProposeError::Unknown(UnknownOutcome::NoCommitWithin(
+            Duration::from_secs(10),
+        )));
         let (code, remark) = error_code(&unknown);
         assert_eq!(code, response::SYSTEM_ERROR);
         assert!(
             remark.starts_with(OUTCOME_UNKNOWN_REMARK_PREFIX),
             "{remark}"
         );
+        assert!(unknown.outcome_unknown());
+        assert_eq!(unknown.leader(), None);
+    }
+
+    /// The remarks clients see, word for word: typed fields must not change them.
+    #[test]
+    fn remarks_are_unchanged() {
+        let cases = [
+            (
+                RequestError::NotLeader {
+                    broker_name: "broker-a".into(),
+                    node_id: 2,
+                    leader: Some(1),
+                },
+                response::SERVICE_NOT_AVAILABLE,
+                "broker broker-a member 2 is not the leader (leader: node 1); refresh the route",
+            ),
+            (
+                RequestError::NotLeader {
+                    broker_name: "broker-a".into(),
+                    node_id: 2,
+                    leader: None,
+                },
+                response::SERVICE_NOT_AVAILABLE,
+                "broker broker-a member 2 is not the leader (leader: unknown); refresh the route",
+            ),
+            (
+                RequestError::Propose(ProposeError::NotLeader { leader: Some(3) }),
+                response::SERVICE_NOT_AVAILABLE,
+                "this broker is not the leader of its group (leader: Some(3))",
+            ),
+            (
+                RequestError::Propose(ProposeError::ShuttingDown),
+                response::SERVICE_NOT_AVAILABLE,
+                "the broker is shutting down",
+            ),
+            (
+                RequestError::Propose(ProposeError::Unknown(UnknownOutcome::NoCommitWithin(
+                    Duration::from_secs(10),
+                ))),
+                response::SYSTEM_ERROR,
+                "outcome unknown: no commit within 10s",
+            ),
+            (
+                RequestError::Propose(ProposeError::Unknown(UnknownOutcome::DroppedByRaft)),
+                response::SYSTEM_ERROR,
+                "outcome unknown: raft dropped the proposal",
+            ),
+            (
+                RequestError::Propose(ProposeError::Unknown(UnknownOutcome::BrokerStopped)),
+                response::SYSTEM_ERROR,
+                "outcome unknown: broker stopped",
+            ),
+            (
+                RequestError::Refused(Refusal::TopicNotWritable("t".into())),
+                response::NO_PERMISSION,
+                "topic t is not writable",
+            ),
+        ];
+        for (error, code, remark) in cases {
+            assert_eq!(error_code(&error), (code, remark.to_string()));
+        }
     }
 }

@@ -17,7 +17,9 @@
 //! and a pull: `processor/pull_message.rs` -> `state_machine::state` (the index) ->
 //! `message_reader` (entries from the Raft log, offsets patched in). Delayed messages and
 //! retries take a detour through [`schedule`]. Start at [`broker`] for how the pieces are
-//! wired, [`command`] for what an entry carries.
+//! wired ([`broker::Broker::start`] takes listeners the caller bound, [`broker::Broker::run`] a
+//! shutdown future), [`config`] for the options (flags and TOML keys in one struct),
+//! [`command`] for what an entry carries.
 
 pub mod admin;
 pub mod batcher;
@@ -35,4 +37,6 @@ pub mod queue_locks;
 pub mod registration;
 pub mod schedule;
 pub mod state_machine;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod topic;

@@ -47,12 +47,12 @@ use crate::net::{HOST, NetError, Network};
 pub const BROKER_NAME: &str = "broker-a";
 /// The NameServer's node name in faults.
 pub const NAMESRV_NODE: &str = "namesrv";
-/// RocketMQ's ports, used on every member's own address.
-pub const REMOTING_PORT: u16 = 10911;
-pub const RAFT_PORT: u16 = 10912;
-pub const ADMIN_PORT: u16 = 10913;
-pub const NAMESRV_PORT: u16 = 9876;
-pub const NAMESRV_ADMIN_PORT: u16 = 9877;
+/// RocketMQ's ports (defined once in `raftmq_protocol::names`), used on every member's own
+/// address.
+pub use raftmq_protocol::names::{
+    BROKER_ADMIN_PORT as ADMIN_PORT, BROKER_PORT as REMOTING_PORT, BROKER_RAFT_PORT as RAFT_PORT,
+    NAMESRV_ADMIN_PORT, NAMESRV_PORT,
+};
 /// In the proxy layout, processes really listen this much above the usual ports.
 pub const PROXY_PORT_SHIFT: u16 = 10_000;
 /// In the proxy layout, member N reaches the NameServer on `NAMESRV_PORT + offset + N`.

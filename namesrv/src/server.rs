@@ -2,9 +2,10 @@
 //! started together and stopped together.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use raftmq_protocol::names::{NAMESRV_ADMIN_PORT, NAMESRV_PORT};
 use raftmq_remoting::{Server, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -17,11 +18,13 @@ use crate::processor::NamesrvHandler;
 use crate::route_table::EXPIRY_SCAN_INTERVAL;
 use crate::state::NameServerState;
 
-/// RocketMQ's NameServer port.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9876";
+/// RocketMQ's NameServer port, on every interface.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), NAMESRV_PORT);
 
 /// The admin HTTP port: next to the remoting one, on loopback unless told otherwise.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9877";
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), NAMESRV_ADMIN_PORT);
 
 /// Why the NameServer stopped with an error.
 #[derive(Debug, thiserror::Error)]

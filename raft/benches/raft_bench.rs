@@ -282,10 +282,10 @@ async fn start_cluster(root: &std::path::Path) -> Result<BTreeMap<NodeId, Member
         let dir = root.join(format!("node-{id}"));
         std::fs::create_dir_all(&dir)?;
         let counter = CounterStateMachine::open(&dir.join("counter.redb"))?;
-        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut config = NodeConfig::new(id, &dir, listen);
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let mut config = NodeConfig::new(id, &dir);
         config.timers = bench_timers()?;
-        let node = RaftNode::start(config, counter).await?;
+        let node = RaftNode::start(config, listener, counter).await?;
         members.insert(id, Member { node });
     }
     let membership: BTreeMap<NodeId, Node> = members

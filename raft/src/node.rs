@@ -2,10 +2,10 @@
 //! Raft RPCs, initialise a group, change membership, shut down cleanly.
 //!
 //! ```text
-//! RaftNode::start(config, state_machine)
+//! RaftNode::start(config, listener, state_machine)
 //!   opens   <data_dir>/raft-log.redb      (log_store: the commit log, group commit)
 //!   opens   <data_dir>/snapshot/          (sm_adapter: current snapshot)
-//!   binds   config.raft_listen            (network::server)
+//!   serves  the caller's bound listener   (network::server)
 //!   starts  openraft::Raft                (network::client reaches the other members)
 //! RaftNode::shutdown()
 //!   stops the RPC server, shuts openraft down, lets the flusher finish, releases redb
@@ -95,9 +95,6 @@ pub struct NodeConfig {
     /// Holds the log (`raft-log.redb`) and the current snapshot (`snapshot/`). The state machine
     /// keeps its own files wherever its owner opens them (the broker: in this directory too).
     pub data_dir: PathBuf,
-    /// Where the Raft RPC server listens; port 0 picks a free port (see
-    /// [`RaftNode::local_addr`]).
-    pub raft_listen: SocketAddr,
     pub timers: RaftTimers,
     pub max_payload_entries: u64,
     pub install_snapshot_timeout_ms: u64,
@@ -109,11 +106,10 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// A config with the default timers and limits.
-    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>, raft_listen: SocketAddr) -> Self {
+    pub fn new(node_id: NodeId, data_dir: impl Into<PathBuf>) -> Self {
         NodeConfig {
             node_id,
             data_dir: data_dir.into(),
-            raft_listen,
             timers: RaftTimers::default(),
             max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
             install_snapshot_timeout_ms: DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS,
@@ -152,12 +148,8 @@ pub enum NodeError {
     LogStore(#[from] LogStoreError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotFileError),
-    #[error("cannot listen for raft RPCs on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the raft RPC listener: {0}")]
+    Listener(#[source] std::io::Error),
     #[error("raft stopped: {0}")]
     Fatal(#[source] Box<Fatal<NodeId>>),
     #[error("cannot initialize the group: {0}")]
@@ -208,11 +200,13 @@ impl std::fmt::Debug for RaftNode {
 }
 
 impl RaftNode {
-    /// Opens the member's storage in `config.data_dir`, starts its RPC server and openraft.
-    /// A restarted member resumes from its data directory; a new one waits to be initialized or
-    /// added.
+    /// Opens the member's storage in `config.data_dir`, serves Raft RPCs on `listener` (bound
+    /// by the caller, so a bind error is reported where the address is known, and tests can
+    /// bind port 0) and starts openraft. A restarted member resumes from its data directory; a
+    /// new one waits to be initialized or added.
     pub async fn start<S: StateMachine>(
         config: NodeConfig,
+        listener: TcpListener,
         state_machine: S,
     ) -> Result<RaftNode, NodeError> {
         let raft_config = Arc::new(config.openraft_config()?);
@@ -227,12 +221,6 @@ impl RaftNode {
         let started = async {
             let mut sm_store = StateMachineStore::open(&config.data_dir, state_machine)?;
             let released = sm_store.released();
-            let listener = TcpListener::bind(config.raft_listen)
-                .await
-                .map_err(|source| NodeError::Bind {
-                    addr: config.raft_listen,
-                    source,
-                })?;
             let raft = Raft::new(
                 config.node_id,
                 raft_config,
@@ -245,10 +233,7 @@ impl RaftNode {
                 Ok(server) => Ok((raft, server, released)),
                 Err(source) => {
                     let _ = raft.shutdown().await;
-                    Err(NodeError::Bind {
-                        addr: config.raft_listen,
-                        source,
-                    })
+                    Err(NodeError::Listener(source))
                 }
             }
         };

@@ -17,6 +17,8 @@ mod query_consumer_offset;
 mod search_offset_by_timestamp;
 mod send_batch_message;
 pub mod send_message;
+#[cfg(test)]
+mod send_pull_tests;
 mod unlock_batch_mq;
 mod unregister_client;
 mod update_and_create_topic;

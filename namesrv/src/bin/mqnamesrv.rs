@@ -20,11 +20,11 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "mqnamesrv", about = "The RaftMQ NameServer", version)]
 struct Args {
     /// Address for RocketMQ remoting (brokers and clients).
-    #[arg(long, env = "RAFTMQ_NAMESRV_LISTEN", default_value = DEFAULT_LISTEN)]
+    #[arg(long, env = "RAFTMQ_NAMESRV_LISTEN", default_value_t = DEFAULT_LISTEN)]
     listen: SocketAddr,
 
     /// Address for the admin HTTP endpoints.
-    #[arg(long, env = "RAFTMQ_NAMESRV_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    #[arg(long, env = "RAFTMQ_NAMESRV_ADMIN_LISTEN", default_value_t = DEFAULT_ADMIN_LISTEN)]
     admin_listen: SocketAddr,
 }
 

@@ -31,7 +31,10 @@ pub async fn start_member(
     let dir = member_dir(root, id);
     std::fs::create_dir_all(&dir)?;
     let kv = KvStateMachine::open(&dir.join(KV_FILE))?;
-    let node = RaftNode::start(NodeConfig::new(id, &dir, listen), kv.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let node = RaftNode::start(NodeConfig::new(id, &dir), listener, kv.clone()).await?;
     Ok((node, kv))
 }
 
