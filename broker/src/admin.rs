@@ -347,7 +347,7 @@ async fn remove_learner(
 /// `POST /raft/elect`: this member starts an election now (how leadership is moved to it:
 /// openraft 0.9 has no transfer call; an up-to-date member with a higher term wins).
 async fn elect(State(state): State<AdminState>) -> Response {
-    match state.raft.trigger().elect().await {
+    match state.raft.trigger().elect(false).await {
         Ok(()) => Json(serde_json::json!({ "elect": "started" })).into_response(),
         Err(err) => failure(StatusCode::INTERNAL_SERVER_ERROR, err),
     }

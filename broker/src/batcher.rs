@@ -7,16 +7,16 @@
 //! bounded number of entries may be in flight; a responder task per entry waits for its apply
 //! result and answers each waiting request with its own outcome.
 //!
-//! Outcomes follow openraft's semantics: `ForwardToLeader` means the entry was refused or
-//! truncated (never committed), so the sender learns a definite failure; a proposal that got no
-//! answer in time has an unknown outcome (it may still commit).
+//! Outcomes follow openraft's semantics: `ForwardToLeader` means the entry was refused before it
+//! was appended (never committed), so the sender learns a definite failure; an entry discarded
+//! on a leader change (`LogEntryDiscarded`) or one that got no answer in time has an unknown
+//! outcome (it may still commit).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use openraft::error::ClientWriteError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,7 +27,7 @@ use crate::command::{
     decode_applied, encode_entry,
 };
 use crate::topic::TopicConfig;
-use raftmq_raft::{AppRequest, NodeId, Raft};
+use raftmq_raft::{AppRequest, ClientWriteError, ClientWriteResult, NodeId, Raft, WriteResponder};
 
 /// Most messages packed into one entry.
 pub const MAX_BATCH_MESSAGES: usize = 8192;
@@ -356,17 +356,19 @@ impl Batcher {
     async fn write(&self, command: &Command, blob: &[u8]) -> Result<WriteReceiver, ProposeError> {
         let payload =
             encode_entry(command, blob).map_err(|err| ProposeError::BadAnswer(err.to_string()))?;
+        let (responder, receiver) = WriteResponder::complete_only();
         self.raft
-            .client_write_ff(AppRequest(payload))
+            .client_write_ff(AppRequest(payload), Some(responder))
             .await
             .map_err(|fatal| {
                 debug!(error = %fatal, "raft stopped before accepting a proposal");
                 ProposeError::ShuttingDown
-            })
+            })?;
+        Ok(receiver)
     }
 }
 
-type WriteReceiver = oneshot::Receiver<openraft::raft::ClientWriteResult<raftmq_raft::TypeConfig>>;
+type WriteReceiver = oneshot::Receiver<ClientWriteResult>;
 
 async fn await_applied(receiver: WriteReceiver) -> Result<Applied, ProposeError> {
     let result = match tokio::time::timeout(PROPOSAL_TIMEOUT, receiver).await {
@@ -382,10 +384,20 @@ async fn await_applied(receiver: WriteReceiver) -> Result<Applied, ProposeError>
         Ok(response) => {
             decode_applied(&response.data.0).map_err(|err| ProposeError::BadAnswer(err.to_string()))
         }
-        // Refused, or truncated by a new leader: never committed.
+        // Refused before it was appended: never committed.
         Err(ClientWriteError::ForwardToLeader(forward)) => Err(ProposeError::NotLeader {
             leader: forward.leader_id,
         }),
+        // Appended, then replaced by another leader's log: it may still have committed there.
+        Err(ClientWriteError::LogEntryDiscarded(forward)) => Err(ProposeError::Unknown(format!(
+            "the entry was discarded on a leader change (leader now: {:?})",
+            forward.leader_id
+        ))),
+        // Data proposals carry no preconditions.
+        Err(ClientWriteError::PreconditionFailed(err)) => {
+            warn!(error = %err, "a data proposal failed a precondition");
+            Err(ProposeError::Unknown(err.to_string()))
+        }
         Err(ClientWriteError::ChangeMembershipError(err)) => {
             warn!(error = %err, "a data proposal met a membership error");
             Err(ProposeError::Unknown(err.to_string()))

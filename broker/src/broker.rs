@@ -33,7 +33,9 @@ use crate::message_reader::MessageReader;
 use crate::metrics::BrokerMetrics;
 use crate::processor::BrokerHandler;
 use crate::state_machine::BrokerStateMachine;
-use raftmq_raft::{InitializeOutcome, Node, NodeConfig, NodeError, RaftNode, StateMachineError};
+use raftmq_raft::{
+    InitializeOutcome, MetricsReceiver, Node, NodeConfig, NodeError, RaftNode, StateMachineError,
+};
 
 /// How often silent clients are looked for.
 pub const CLIENT_EXPIRY_SCAN: Duration = Duration::from_secs(10);

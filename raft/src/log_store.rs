@@ -4,11 +4,11 @@
 //! Data path of a write:
 //!
 //! ```text
-//! openraft append(entries, LogFlushed)
+//! openraft append(entries, IOFlushed)
 //!   -> entries go into the in-memory tail (mem.rs): readable at once
 //!   -> the command is queued to the flusher (flusher.rs, one thread, bounded queue)
 //!   -> the flusher drains the queue, writes it all in one redb transaction (one fsync)
-//!   -> then fires LogFlushed for every append in the batch, in order
+//!   -> then fires IOFlushed for every append in the batch, in order
 //! ```
 //!
 //! Truncate, purge and vote go through the same queue and return once durable, so every write
@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{AnyError, LogIdOptionExt, LogState, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogIdOptionExt, LogState, OptionalSend, RaftLogReader};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,7 +44,7 @@ pub use flusher::{FLUSH_QUEUE_CAPACITY, MAX_COMMANDS_PER_FLUSH};
 use mem::MemLog;
 
 use crate::codec;
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// The redb file of the log inside a node's data directory.
 pub const LOG_FILE_NAME: &str = "raft-log.redb";
@@ -597,7 +597,7 @@ impl LogStore {
 
     /// Appends entries and returns once they are readable and queued for the flusher; `done`
     /// runs on the flusher thread once they are durable (or failed). This is what openraft's
-    /// `append` does with its `LogFlushed` callback; it is public for benchmarks and tools that
+    /// `append` does with its `IOFlushed` callback; it is public for benchmarks and tools that
     /// drive a log store directly (a running node's store belongs to openraft).
     pub async fn append_with_callback(
         &mut self,
@@ -661,31 +661,16 @@ impl LogStore {
     }
 }
 
-fn write_error(e: &LogStoreError) -> StorageError {
-    StorageIOError::write_logs(AnyError::new(e)).into()
-}
-
-fn read_error(e: &LogStoreError) -> StorageError {
-    StorageIOError::read_logs(AnyError::new(e)).into()
-}
-
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
-        let (start, end) = to_start_end(&range);
-        read_range(&self.shared, start, end)
-            .await
-            .map_err(|e| read_error(&e))
-    }
+/// The `io::Error` openraft's storage traits take, with the typed error as its source.
+fn io_error(e: LogStoreError) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        self.shared.check().map_err(|e| read_error(&e))?;
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
+        self.shared.check().map_err(io_error)?;
         let mem = self.shared.mem_read();
         Ok(LogState {
             last_purged_log_id: mem.last_purged(),
@@ -697,56 +682,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.reader()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.save_vote_durably(*vote)
-            .await
-            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
+        self.save_vote_durably(*vote).await.map_err(io_error)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.shared
-            .check()
-            .map_err(|e| StorageIOError::read_vote(AnyError::new(&e)))?;
-        Ok(self.shared.mem_read().vote())
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.shared.check().map_err(|e| write_error(&e))?;
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
+        self.shared.check().map_err(io_error)?;
         self.shared.mem_write().set_committed(committed);
         self.send(FlushCommand::SaveCommitted { committed })
             .await
-            .map_err(|e| write_error(&e))
+            .map_err(io_error)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.shared.check().map_err(|e| read_error(&e))?;
+    async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {
+        self.shared.check().map_err(io_error)?;
         Ok(self.shared.mem_read().committed())
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), std::io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let done: AppendDone = Box::new(move |result| callback.log_io_completed(result));
-        self.append_with(entries, done)
-            .await
-            .map_err(|e| write_error(&e))
+        let done: AppendDone = Box::new(move |result| callback.io_completed(result));
+        self.append_with(entries, done).await.map_err(io_error)
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.truncate_since(log_id.index)
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), std::io::Error> {
+        self.truncate_since(last_log_id.next_index())
             .await
-            .map_err(|e| write_error(&e))
+            .map_err(io_error)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.purge_upto(log_id).await.map_err(|e| write_error(&e))
+    async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
+        self.purge_upto(log_id).await.map_err(io_error)
     }
 }
 
@@ -809,10 +783,13 @@ impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, std::io::Error> {
         let (start, end) = to_start_end(&range);
-        read_range(&self.shared, start, end)
-            .await
-            .map_err(|e| read_error(&e))
+        read_range(&self.shared, start, end).await.map_err(io_error)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
+        self.shared.check().map_err(io_error)?;
+        Ok(self.shared.mem_read().vote())
     }
 }

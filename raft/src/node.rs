@@ -20,8 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
-use openraft::raft::ClientWriteResponse;
+use openraft::errors::{InitializeError, RaftError};
 use openraft::{ChangeMembers, SnapshotPolicy};
 use tokio::net::TcpListener;
 
@@ -32,7 +31,7 @@ use crate::log_store::{
 use crate::network::{NetworkFactory, RaftServer};
 use crate::sm_adapter::{SnapshotFileError, StateMachineReleased, StateMachineStore};
 use crate::state_machine::StateMachine;
-use crate::types::{Node, NodeId, Raft, TypeConfig};
+use crate::types::{ClientWriteError, ClientWriteResponse, Fatal, Node, NodeId, Raft, TypeConfig};
 
 /// Leader heartbeat period. It is also openraft's timeout for one append RPC (which includes the
 /// follower's fsync), so it must stay well above an fsync of
@@ -159,22 +158,22 @@ pub enum NodeError {
         source: std::io::Error,
     },
     #[error("raft stopped: {0}")]
-    Fatal(#[source] Box<Fatal<NodeId>>),
+    Fatal(#[source] Box<Fatal>),
     #[error("cannot initialize the group: {0}")]
-    Initialize(#[source] Box<RaftError<NodeId, InitializeError<NodeId, Node>>>),
+    Initialize(#[source] Box<RaftError<TypeConfig, InitializeError<TypeConfig>>>),
     #[error("membership change failed: {0}")]
-    Membership(#[source] Box<RaftError<NodeId, ClientWriteError<NodeId, Node>>>),
+    Membership(#[source] Box<RaftError<TypeConfig, ClientWriteError>>),
     #[error("raft did not shut down cleanly: {0}")]
     Shutdown(String),
 }
 
-impl From<Fatal<NodeId>> for NodeError {
-    fn from(fatal: Fatal<NodeId>) -> Self {
+impl From<Fatal> for NodeError {
+    fn from(fatal: Fatal) -> Self {
         NodeError::Fatal(Box::new(fatal))
     }
 }
 
-fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> NodeError {
+fn membership_error(e: RaftError<TypeConfig, ClientWriteError>) -> NodeError {
     NodeError::Membership(Box::new(e))
 }
 
@@ -297,7 +296,7 @@ impl RaftNode {
         &self,
         id: NodeId,
         node: Node,
-    ) -> Result<ClientWriteResponse<TypeConfig>, NodeError> {
+    ) -> Result<ClientWriteResponse, NodeError> {
         self.raft
             .add_learner(id, node, true)
             .await
@@ -310,7 +309,7 @@ impl RaftNode {
         &self,
         voters: BTreeSet<NodeId>,
         retain: bool,
-    ) -> Result<ClientWriteResponse<TypeConfig>, NodeError> {
+    ) -> Result<ClientWriteResponse, NodeError> {
         self.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(voters), retain)
             .await

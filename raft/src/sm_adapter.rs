@@ -1,6 +1,12 @@
 //! The adapter that lets openraft drive any [`StateMachine`]: it implements openraft's
-//! `RaftStateMachine` and `RaftSnapshotBuilder` over an `S: StateMachine`, and keeps the current
-//! snapshot in a file in the data directory so that it survives a restart.
+//! `RaftStateMachine` and `RaftSnapshotBuilder` over a boxed `dyn StateMachine` (so the `Raft`
+//! type is one concrete type whatever the application), and keeps the current snapshot in a file
+//! in the data directory so that it survives a restart.
+//!
+//! openraft 0.10 hands `apply` a stream of committed entries, each with the responder of the
+//! client that proposed it (on the leader). The adapter collects the stream (openraft reads the
+//! whole committed range from the log before it starts), applies the batch in one call, then
+//! answers each responder with its entry's response.
 //!
 //! `StateMachine::apply` is synchronous and does disk I/O (one durable transaction per batch).
 //! The adapter runs it with `tokio::task::spawn_blocking` rather than `block_in_place`:
@@ -9,19 +15,20 @@
 //! microseconds. The state machine sits behind a `std::sync::Mutex` that is only ever locked on
 //! blocking-pool threads, never across an `.await`.
 
-use std::io::{Cursor, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{AnyError, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::codec::{self, CodecError};
 use crate::state_machine::{StateMachine, StateMachineError};
 use crate::types::{
-    AppResponse, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
 
 /// The folder, inside the data directory, that holds the current snapshot.
@@ -52,7 +59,7 @@ pub enum SnapshotFileError {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
-    data: bytes::Bytes,
+    data: SnapshotData,
 }
 
 /// The current snapshot on disk: written to a temporary file, fsynced, renamed over the old one,
@@ -77,10 +84,10 @@ impl SnapshotFiles {
         })
     }
 
-    fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SnapshotFileError> {
+    fn save(&self, meta: &SnapshotMeta, data: &SnapshotData) -> Result<(), SnapshotFileError> {
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: bytes::Bytes::copy_from_slice(data),
+            data: data.clone(),
         };
         let encoded = codec::encode(&stored).map_err(SnapshotFileError::Encode)?;
         let _writer = self
@@ -133,8 +140,8 @@ impl Drop for ReleaseSignal {
 }
 
 /// The state machine and the signal that fires when it is dropped.
-struct Shared<S> {
-    state_machine: Mutex<S>,
+struct Shared {
+    state_machine: Mutex<Box<dyn StateMachine>>,
     _release: ReleaseSignal,
 }
 
@@ -152,13 +159,13 @@ impl StateMachineReleased {
 }
 
 /// openraft's view of an application [`StateMachine`].
-pub struct StateMachineStore<S: StateMachine> {
-    shared: Arc<Shared<S>>,
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
     snapshots: Arc<SnapshotFiles>,
     released: Option<oneshot::Receiver<()>>,
 }
 
-impl<S: StateMachine> std::fmt::Debug for StateMachineStore<S> {
+impl std::fmt::Debug for StateMachineStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateMachineStore")
             .field("snapshot_dir", &self.snapshots.dir)
@@ -166,7 +173,7 @@ impl<S: StateMachine> std::fmt::Debug for StateMachineStore<S> {
     }
 }
 
-fn lock<S>(state_machine: &Mutex<S>) -> MutexGuard<'_, S> {
+fn lock(state_machine: &Mutex<Box<dyn StateMachine>>) -> MutexGuard<'_, Box<dyn StateMachine>> {
     // A panic inside apply poisons the lock; the join error already stopped the node, and a
     // later reader only needs the applied state, which the state machine keeps consistent on disk.
     state_machine
@@ -174,42 +181,35 @@ fn lock<S>(state_machine: &Mutex<S>) -> MutexGuard<'_, S> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Runs `work` on the blocking pool; a panic in it becomes a storage error. (The error is boxed
-/// inside the closure only to keep the closure's result small.)
+/// The `io::Error` openraft's storage traits return, with our typed error as its source (callers
+/// recover it with `get_ref()` / `downcast`).
+pub(crate) fn io_error<E>(error: E) -> io::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    io::Error::other(error)
+}
+
+/// Runs `work` on the blocking pool; a panic in it becomes an I/O error.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Box<StorageError>> + Send + 'static,
-) -> Result<T, StorageError> {
+    work: impl FnOnce() -> Result<T, io::Error> + Send + 'static,
+) -> Result<T, io::Error> {
     match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|e| *e),
-        Err(e) => Err(StorageIOError::write_state_machine(AnyError::error(format!(
-            "state machine task failed: {e}"
-        )))
-        .into()),
+        Ok(result) => result,
+        Err(e) => Err(io::Error::other(format!("state machine task failed: {e}"))),
     }
 }
 
-fn sm_write_error(e: &StateMachineError) -> Box<StorageError> {
-    Box::new(StorageIOError::write_state_machine(AnyError::new(e)).into())
-}
-
-fn snapshot_read_error(e: &SnapshotFileError) -> Box<StorageError> {
-    Box::new(StorageIOError::read_snapshot(None, AnyError::new(e)).into())
-}
-
-fn snapshot_write_error(
-    meta: &SnapshotMeta,
-    e: &(impl std::error::Error + 'static),
-) -> Box<StorageError> {
-    Box::new(StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(e)).into())
-}
-
-impl<S: StateMachine> StateMachineStore<S> {
+impl StateMachineStore {
     /// Wraps `state_machine`; the current snapshot lives under `data_dir`/[`SNAPSHOT_DIR_NAME`].
-    pub fn open(data_dir: &Path, state_machine: S) -> Result<Self, SnapshotFileError> {
+    pub fn open(
+        data_dir: &Path,
+        state_machine: impl StateMachine,
+    ) -> Result<Self, SnapshotFileError> {
         let (release, released) = oneshot::channel();
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
-                state_machine: Mutex::new(state_machine),
+                state_machine: Mutex::new(Box::new(state_machine)),
                 _release: ReleaseSignal(Some(release)),
             }),
             snapshots: Arc::new(SnapshotFiles::open(data_dir)?),
@@ -225,96 +225,81 @@ impl<S: StateMachine> StateMachineStore<S> {
 }
 
 /// Builds a snapshot from the state machine's current state and stores it as the current one.
-pub struct SnapshotBuilder<S: StateMachine> {
-    shared: Arc<Shared<S>>,
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
     snapshots: Arc<SnapshotFiles>,
 }
 
-impl<S: StateMachine> std::fmt::Debug for SnapshotBuilder<S> {
+impl std::fmt::Debug for SnapshotBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotBuilder").finish_non_exhaustive()
     }
 }
 
-/// A snapshot id unique enough to tell two snapshots of the same log id apart.
-fn snapshot_id(last_log_id: Option<&LogId>) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    match last_log_id {
-        Some(id) => format!("{}-{}-{nanos}", id.leader_id, id.index),
-        None => format!("empty-{nanos}"),
-    }
-}
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
 
-impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
         blocking(move || {
             let (last_log_id, last_membership, data) = {
                 let mut sm = lock(&shared.state_machine);
                 let (applied, membership) = sm.applied_state();
-                let data = sm.snapshot().map_err(|e| {
-                    Box::new(StorageError::from(StorageIOError::read_state_machine(
-                        AnyError::new(&e),
-                    )))
-                })?;
+                let data = sm.snapshot().map_err(io_error)?;
                 (applied, membership, data)
             };
             let meta = SnapshotMeta {
-                snapshot_id: snapshot_id(last_log_id.as_ref()),
                 last_log_id,
                 last_membership,
             };
-            snapshots
-                .save(&meta, &data)
-                .map_err(|e| snapshot_write_error(&meta, &e))?;
+            let data = SnapshotData::from(data);
+            snapshots.save(&meta, &data).map_err(io_error)?;
             Ok(Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(data)),
+                snapshot: data,
             })
         })
         .await
     }
 }
 
-impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
-    type SnapshotBuilder = SnapshotBuilder<S>;
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let shared = Arc::clone(&self.shared);
         blocking(move || Ok(lock(&shared.state_machine).applied_state())).await
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<AppResponse>, StorageError>
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (entries, responders): (Vec<Entry>, Vec<_>) = entries.try_collect().await?;
         if entries.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let count = entries.len();
         let shared = Arc::clone(&self.shared);
-        let responses = blocking(move || {
-            lock(&shared.state_machine)
-                .apply(entries)
-                .map_err(|e| sm_write_error(&e))
-        })
-        .await?;
+        let responses =
+            blocking(move || lock(&shared.state_machine).apply(entries).map_err(io_error)).await?;
         if responses.len() != count {
-            let e = StateMachineError::Invariant {
+            return Err(io_error(StateMachineError::Invariant {
                 index: 0,
                 reason: format!(
                     "apply returned {} responses for {count} entries",
                     responses.len()
                 ),
-            };
-            return Err(*sm_write_error(&e));
+            }));
         }
-        Ok(responses)
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -324,37 +309,29 @@ impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let meta = meta.clone();
         let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
         blocking(move || {
             lock(&shared.state_machine)
-                .install_snapshot(&meta, &data)
-                .map_err(|e| snapshot_write_error(&meta, &e))?;
-            snapshots
-                .save(&meta, &data)
-                .map_err(|e| snapshot_write_error(&meta, &e))
+                .install_snapshot(&meta, &snapshot)
+                .map_err(io_error)?;
+            snapshots.save(&meta, &snapshot).map_err(io_error)
         })
         .await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let snapshots = Arc::clone(&self.snapshots);
-        let stored =
-            blocking(move || snapshots.load().map_err(|e| snapshot_read_error(&e))).await?;
+        let stored = blocking(move || snapshots.load().map_err(io_error)).await?;
         Ok(stored.map(|stored| Snapshot {
             meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data.to_vec())),
+            snapshot: stored.data,
         }))
     }
 }

@@ -414,11 +414,10 @@ impl StateMachine for CounterStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::LogId;
 
     fn entry(index: u64, payload: EntryPayload) -> Entry {
         Entry {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            log_id: crate::types::log_id(1, 1, index),
             payload,
         }
     }
@@ -458,7 +457,6 @@ mod tests {
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
-            snapshot_id: "s".into(),
         };
         let mut other = KvStateMachine::open(&dir.path().join("b.redb")).unwrap();
         other.install_snapshot(&meta, &data).unwrap();

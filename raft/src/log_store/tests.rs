@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::RaftLogReader;
 use openraft::storage::RaftLogStorage;
-use openraft::{CommittedLeaderId, RaftLogReader};
 use tokio::sync::oneshot;
 
 use super::test_backend::{ControlledBackend, Controls};
@@ -18,7 +18,7 @@ use crate::types::{AppRequest, EntryPayload};
 const WAIT_MAX: Duration = Duration::from_secs(20);
 
 fn log_id(term: u64, index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
+    crate::types::log_id(term, 1, index)
 }
 
 fn entry(term: u64, index: u64) -> Entry {
@@ -91,9 +91,12 @@ async fn appended_entries_are_readable_at_once_and_survive_reopen() {
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(1, 5)));
     assert_eq!(state.last_purged_log_id, None);
-    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+    assert_eq!(
+        store.reader().read_vote().await.unwrap(),
+        Some(Vote::new(3, 2))
+    );
     assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 4)));
-    let entries = store.try_get_log_entries(2..=4).await.unwrap();
+    let entries = store.reader().try_get_log_entries(2..=4).await.unwrap();
     assert_eq!(entries, (2..=4).map(|i| entry(1, i)).collect::<Vec<_>>());
     assert_eq!(store.metrics().entries_read_from_disk, 3);
     close(store).await;
@@ -177,7 +180,7 @@ async fn truncate_is_ordered_with_pending_appends() {
     // Queued behind the blocked transaction: old entries, a truncate, their replacements.
     let old = append(&mut store, (3..=6).map(|i| entry(1, i)).collect()).await;
     let reader = store.reader();
-    let (truncated, ()) = tokio::join!(store.truncate(log_id(1, 4)), async {
+    let (truncated, ()) = tokio::join!(store.truncate_after(Some(log_id(1, 3))), async {
         // While the truncate waits for its transaction, the memory tail already shows the
         // shortened log; then let the flusher go.
         let deadline = tokio::time::Instant::now() + WAIT_MAX;
@@ -198,8 +201,8 @@ async fn truncate_is_ordered_with_pending_appends() {
     drop(reader);
     close(store).await;
 
-    let mut store = open(dir.path(), LogStoreConfig::default());
-    let on_disk = store.try_get_log_entries(0..100).await.unwrap();
+    let store = open(dir.path(), LogStoreConfig::default());
+    let on_disk = store.reader().try_get_log_entries(0..100).await.unwrap();
     assert_eq!(
         ids(&on_disk),
         vec![
@@ -236,10 +239,10 @@ async fn the_first_io_error_fails_every_later_call() {
             .is_err()
     );
     assert!(store.save_vote(&Vote::new(2, 1)).await.is_err());
-    assert!(store.read_vote().await.is_err());
+    assert!(store.reader().read_vote().await.is_err());
     assert!(store.get_log_state().await.is_err());
-    assert!(store.try_get_log_entries(0..10).await.is_err());
-    assert!(store.truncate(log_id(1, 1)).await.is_err());
+    assert!(store.reader().try_get_log_entries(0..10).await.is_err());
+    assert!(store.truncate_after(Some(log_id(1, 0))).await.is_err());
     assert!(store.reader().read_entries(0..10).await.is_err());
     assert_eq!(store.metrics().transactions, flushes);
     close(store).await;
@@ -262,14 +265,14 @@ async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let mut store = open(dir.path(), LogStoreConfig::default());
+    let store = open(dir.path(), LogStoreConfig::default());
     let result = store.reader().read_entries(1..4).await;
     assert!(
         matches!(result, Err(LogStoreError::CorruptEntry { index: 2, .. })),
         "got {result:?}"
     );
     // The store is failed from now on.
-    assert!(store.try_get_log_entries(3..4).await.is_err());
+    assert!(store.reader().try_get_log_entries(3..4).await.is_err());
     close(store).await;
 
     // A corrupt last entry stops the open itself.
@@ -327,7 +330,7 @@ async fn a_read_racing_a_truncate_returns_what_is_left_and_does_not_fail_the_sto
     let mut store = open(dir.path(), LogStoreConfig { cache_bytes: 0 });
     assert!(durable(append(&mut store, (0..10).map(|i| entry(1, i)).collect()).await).await);
     // A reader planned [0, 10) from disk; before it reads, entries 5.. are truncated.
-    store.truncate(log_id(1, 5)).await.unwrap();
+    store.truncate_after(Some(log_id(1, 4))).await.unwrap();
     let shared = Arc::clone(&store.shared);
     let found = shared.read_durable(0..10, None).unwrap();
     assert_eq!(

@@ -9,32 +9,32 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError as OpenraftNetworkError, PayloadTooLarge, RPCError,
-    RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+use openraft::OptionalSend;
+use openraft::errors::{
+    NetworkError as OpenraftNetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable,
 };
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{OptionalSend, Snapshot};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES, MAX_FRAME_BYTES, NetworkError,
-    RpcRequest, RpcResponse, frame_codec,
+    APPEND_TIMEOUT, BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES,
+    MAX_FRAME_BYTES, NetworkError, RpcRequest, RpcResponse, frame_codec,
 };
 use crate::codec;
-use crate::types::{Node, NodeId, TypeConfig, Vote};
+use crate::types::{
+    Entry, EntryPayload, LogId, Node, NodeId, Snapshot, SnapshotData, TypeConfig, Vote,
+};
 
 type Connection = Framed<TcpStream, LengthDelimitedCodec>;
 
@@ -149,10 +149,25 @@ impl PeerClient {
         error
     }
 
+    /// Sends one encoded request and reads its response, within `timeout` (connecting included).
+    async fn exchange(
+        &mut self,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<RpcResponse, NetworkError> {
+        match tokio::time::timeout(timeout, self.exchange_unbounded(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(NetworkError::Timeout {
+                target: self.target,
+                timeout,
+            }),
+        }
+    }
+
     /// Sends one encoded request and reads its response. The connection is taken out for the
     /// exchange and put back only when it completed, so a cancelled or failed exchange never
     /// leaves a half-read stream behind for the next request.
-    async fn exchange(&mut self, request: Bytes) -> Result<RpcResponse, NetworkError> {
+    async fn exchange_unbounded(&mut self, request: Bytes) -> Result<RpcResponse, NetworkError> {
         let mut connection = match self.connection.take() {
             Some(connection) => connection,
             None => self.connect().await?,
@@ -208,45 +223,84 @@ impl PeerClient {
 }
 
 /// openraft's view of a transport failure: unreachable peers make it back off, other failures
-/// make it retry on its next tick.
-fn to_rpc_error<E: std::error::Error>(error: NetworkError) -> RPCError<NodeId, Node, E> {
+/// make it retry soon.
+fn to_rpc_error(error: NetworkError) -> RPCError<TypeConfig> {
     match error {
         NetworkError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&error)),
         _ => RPCError::Network(OpenraftNetworkError::new(&error)),
     }
 }
 
-fn remote<E: std::error::Error>(target: NodeId, error: E) -> RPCError<NodeId, Node, E> {
-    RPCError::RemoteError(RemoteError::new(target, error))
+/// A rough upper bound of the bytes an entry takes on the wire beyond its payload (log id,
+/// enum tags, length prefixes), used only to split append requests.
+const ENTRY_WIRE_OVERHEAD_BYTES: usize = 64;
+
+fn entry_wire_bytes(entry: &Entry) -> usize {
+    let payload = match &entry.payload {
+        EntryPayload::Normal(request) => request.0.len(),
+        EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+    };
+    ENTRY_WIRE_OVERHEAD_BYTES + payload
 }
 
-/// How many of `sent` entries would fit in three quarters of [`MAX_APPEND_RPC_BYTES`] (room for
-/// entries larger than the average), when they took `bytes`.
-fn entries_hint(sent: usize, bytes: usize) -> u64 {
-    let budget = MAX_APPEND_RPC_BYTES as u128 * 3 / 4;
-    let fitting = sent as u128 * budget / (bytes.max(1) as u128);
-    u64::try_from(fitting).unwrap_or(u64::MAX).max(1)
+/// How many leading entries fit in [`MAX_APPEND_RPC_BYTES`]: at least one (a single entry is
+/// sent whenever it fits in a frame).
+fn entries_within_budget(entries: &[Entry]) -> usize {
+    let mut bytes = 0usize;
+    let fitting = entries
+        .iter()
+        .take_while(|entry| {
+            bytes = bytes.saturating_add(entry_wire_bytes(entry));
+            bytes <= MAX_APPEND_RPC_BYTES
+        })
+        .count();
+    fitting.max(1)
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl PeerClient {
+    /// Sends a request that openraft may time out itself, and maps the answer.
+    async fn call<T>(
+        &mut self,
+        request: RpcRequest,
+        timeout: Duration,
+        answer: impl FnOnce(RpcResponse) -> Result<T, RpcResponse>,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        let request = self.encode(&request).map_err(to_rpc_error)?;
+        let response = self
+            .exchange(request, timeout)
+            .await
+            .map_err(to_rpc_error)?;
+        match answer(response) {
+            Ok(value) => Ok(value),
+            // The peer is up but its Raft stopped: nothing to retry soon.
+            Err(RpcResponse::Stopped(reason)) => Err(RPCError::Unreachable(
+                Unreachable::from_string(format!("peer {}: raft stopped: {reason}", self.target)),
+            )),
+            Err(other) => Err(to_rpc_error(self.unexpected(&other))),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    /// Sends the entries that fit in [`MAX_APPEND_RPC_BYTES`]; when some were left out, a success
+    /// is reported to openraft as a partial success up to the last entry sent, and openraft sends
+    /// the rest next.
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let sent = rpc.entries.len();
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let fitting = entries_within_budget(&rpc.entries);
+        let partial: Option<LogId> = if fitting < rpc.entries.len() {
+            rpc.entries.truncate(fitting);
+            rpc.entries.last().map(|entry| entry.log_id)
+        } else {
+            None
+        };
         let request = match self.encode(&RpcRequest::AppendEntries(rpc)) {
-            Ok(request) if request.len() > MAX_APPEND_RPC_BYTES && sent > 1 => {
-                return Err(RPCError::PayloadTooLarge(
-                    PayloadTooLarge::new_entries_hint(entries_hint(sent, request.len())),
-                ));
-            }
             Ok(request) => request,
-            Err(NetworkError::TooLarge { bytes, .. }) if sent > 1 => {
-                return Err(RPCError::PayloadTooLarge(
-                    PayloadTooLarge::new_entries_hint(entries_hint(sent, bytes)),
-                ));
-            }
             // A single entry over the cap can never be sent: report it as unreachable so that
             // openraft backs off instead of retrying at once, forever.
             Err(error @ NetworkError::TooLarge { .. }) => {
@@ -255,42 +309,68 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
             Err(error) => return Err(to_rpc_error(error)),
         };
-        match self.exchange(request).await.map_err(to_rpc_error)? {
-            RpcResponse::AppendEntries(Ok(response)) => Ok(response),
-            RpcResponse::AppendEntries(Err(error)) => Err(remote(self.target, error)),
+        let response = self
+            .exchange(request, APPEND_TIMEOUT)
+            .await
+            .map_err(to_rpc_error)?;
+        match response {
+            RpcResponse::AppendEntries(AppendEntriesResponse::Success) if partial.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(partial))
+            }
+            RpcResponse::AppendEntries(response) => Ok(response),
+            RpcResponse::Stopped(reason) => Err(RPCError::Unreachable(Unreachable::from_string(
+                format!("peer {}: raft stopped: {reason}", self.target),
+            ))),
             other => Err(to_rpc_error(self.unexpected(&other))),
         }
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let request = self.encode(&RpcRequest::Vote(rpc)).map_err(to_rpc_error)?;
-        match self.exchange(request).await.map_err(to_rpc_error)? {
-            RpcResponse::Vote(Ok(response)) => Ok(response),
-            RpcResponse::Vote(Err(error)) => Err(remote(self.target, error)),
-            other => Err(to_rpc_error(self.unexpected(&other))),
-        }
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            RpcRequest::Vote(rpc),
+            option.hard_ttl(),
+            |answer| match answer {
+                RpcResponse::Vote(response) => Ok(response),
+                other => Err(other),
+            },
+        )
+        .await
     }
 
-    async fn install_snapshot(
+    async fn pre_vote(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        let request = self
-            .encode(&RpcRequest::InstallSnapshot(rpc))
-            .map_err(to_rpc_error)?;
-        match self.exchange(request).await.map_err(to_rpc_error)? {
-            RpcResponse::InstallSnapshot(Ok(response)) => Ok(response),
-            RpcResponse::InstallSnapshot(Err(error)) => Err(remote(self.target, error)),
-            other => Err(to_rpc_error(self.unexpected(&other))),
-        }
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            RpcRequest::PreVote(rpc),
+            option.hard_ttl(),
+            |answer| match answer {
+                RpcResponse::PreVote(response) => Ok(response),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            RpcRequest::TransferLeader(rpc),
+            option.hard_ttl(),
+            |answer| match answer {
+                RpcResponse::TransferLeader(response) => Ok(response),
+                other => Err(other),
+            },
+        )
+        .await
     }
 
     /// Sends the whole snapshot in one frame (ours are the state machine's small state; the log,
@@ -298,15 +378,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     async fn full_snapshot(
         &mut self,
         vote: Vote,
-        snapshot: Snapshot<TypeConfig>,
+        snapshot: Snapshot,
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
-    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let data = Bytes::from(Cursor::into_inner(*snapshot.snapshot));
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let request = RpcRequest::FullSnapshot {
             vote,
             meta: snapshot.meta,
-            data,
+            data: snapshot.snapshot,
         };
         let request = match self.encode(&request) {
             Ok(request) => request,
@@ -315,42 +394,29 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 return Err(StreamingError::Unreachable(Unreachable::new(&error)));
             }
         };
-        let timeout = option.hard_ttl();
         let answer = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            answer = tokio::time::timeout(timeout, self.exchange(request)) => answer,
+            answer = self.exchange(request, option.hard_ttl()) => answer,
         };
-        let response = match answer {
-            Ok(Ok(response)) => response,
-            Ok(Err(error @ NetworkError::Unreachable { .. })) => {
-                return Err(StreamingError::Unreachable(Unreachable::new(&error)));
-            }
-            Ok(Err(error)) => {
-                return Err(StreamingError::Network(OpenraftNetworkError::new(&error)));
-            }
-            Err(_) => {
-                let error = NetworkError::Timeout {
-                    target: self.target,
-                    timeout,
-                };
-                return Err(StreamingError::Network(OpenraftNetworkError::new(&error)));
-            }
-        };
-        match response {
-            RpcResponse::FullSnapshot(Ok(response)) => Ok(response),
-            RpcResponse::FullSnapshot(Err(fatal)) => Err(StreamingError::RemoteError(
-                RemoteError::new(self.target, fatal),
+        match answer {
+            Ok(RpcResponse::FullSnapshot(response)) => Ok(response),
+            Ok(RpcResponse::Stopped(reason)) => Err(StreamingError::Unreachable(
+                Unreachable::from_string(format!("peer {}: raft stopped: {reason}", self.target)),
             )),
-            other => Err(StreamingError::Network(OpenraftNetworkError::new(
+            Ok(other) => Err(StreamingError::Network(OpenraftNetworkError::new(
                 &self.unexpected(&other),
             ))),
+            Err(error @ NetworkError::Unreachable { .. }) => {
+                Err(StreamingError::Unreachable(Unreachable::new(&error)))
+            }
+            Err(error) => Err(StreamingError::Network(OpenraftNetworkError::new(&error))),
         }
     }
 
     /// How long openraft's replication waits after an `Unreachable`: the same capped
     /// exponential schedule as the connection backoff.
-    fn backoff(&self) -> Backoff {
-        Backoff::new((0u32..).map(backoff_delay))
+    fn backoff(&self) -> Option<Backoff> {
+        Some(Backoff::new((0u32..).map(backoff_delay)))
     }
 }
 
@@ -368,11 +434,21 @@ mod tests {
     }
 
     #[test]
-    fn the_entries_hint_fits_with_room_to_spare() {
-        // 1000 entries encoded to twice the budget: three eighths of them fit.
-        assert_eq!(entries_hint(1000, 2 * MAX_APPEND_RPC_BYTES), 375);
-        assert_eq!(entries_hint(2, usize::MAX), 1);
-        assert!(entries_hint(10, MAX_FRAME_BYTES + 1) >= 1);
+    fn append_requests_are_cut_at_the_byte_budget_but_always_carry_one_entry() {
+        let entry = |index: u64, bytes: usize| Entry {
+            log_id: crate::types::log_id(1, 1, index),
+            payload: EntryPayload::Normal(crate::types::AppRequest(Bytes::from(vec![0u8; bytes]))),
+        };
+        let sixth = MAX_APPEND_RPC_BYTES / 6;
+        let entries: Vec<Entry> = (0..9).map(|i| entry(i, sixth)).collect();
+        // Five sixths plus overhead fit; the sixth entry would pass the budget.
+        assert_eq!(entries_within_budget(&entries), 5);
+        assert_eq!(entries_within_budget(&entries[..3]), 3);
+        assert_eq!(
+            entries_within_budget(&[entry(0, MAX_APPEND_RPC_BYTES * 2)]),
+            1
+        );
+        assert_eq!(entries_within_budget(&[]), 1);
     }
 
     #[tokio::test]
@@ -388,12 +464,18 @@ mod tests {
         let mut second = factory.new_client(9, &node).await;
         let ping = Bytes::from_static(b"ping");
 
-        let error = first.exchange(ping.clone()).await.unwrap_err();
+        let error = first
+            .exchange(ping.clone(), APPEND_TIMEOUT)
+            .await
+            .unwrap_err();
         assert!(
             matches!(error, NetworkError::Unreachable { ref reason, .. } if !reason.contains("backing off"))
         );
         // Any client of the same target now backs off without trying to connect.
-        let error = second.exchange(ping.clone()).await.unwrap_err();
+        let error = second
+            .exchange(ping.clone(), APPEND_TIMEOUT)
+            .await
+            .unwrap_err();
         assert!(
             matches!(error, NetworkError::Unreachable { ref reason, .. } if reason.contains("backing off"))
         );

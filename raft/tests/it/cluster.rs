@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
+use openraft::ServerState;
 use raftmq_raft::testing::{KvCommand, KvStateMachine};
 use raftmq_raft::{InitializeOutcome, Node, NodeConfig, NodeId, Raft, RaftNode};
 
@@ -113,7 +114,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until every running member names the same leader, one of the running members.
+    /// Waits until every running member names the same leader, one of the running members, and
+    /// the leader takes writes (a quorum has acknowledged it: openraft refuses writes before).
     pub async fn leader(&self) -> Result<NodeId> {
         let running = self.running();
         let first = *running.first().context("no member running")?;
@@ -134,6 +136,7 @@ impl Cluster {
                 .current_leader(leader, "every member agrees on the leader")
                 .await?;
         }
+        wait_writable(self.node(leader)?.raft()).await?;
         Ok(leader)
     }
 
@@ -175,6 +178,17 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Waits until `raft` leads with a quorum's acknowledgement, i.e. takes writes.
+pub async fn wait_writable(raft: &Raft) -> Result<()> {
+    raft.wait(Some(WAIT_MAX))
+        .metrics(
+            |m| m.state == ServerState::Leader && m.last_quorum_acked.is_some(),
+            "the leader has a quorum's acknowledgement",
+        )
+        .await?;
+    Ok(())
 }
 
 /// Proposes `key = value` and returns the log index it was committed at and its apply sequence

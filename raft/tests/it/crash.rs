@@ -15,7 +15,9 @@ use raftmq_raft::log_store::{LogStore, LogStoreConfig};
 use raftmq_raft::testing::{KvCommand, KvStateMachine};
 use raftmq_raft::{EntryPayload, Node, NodeId, Raft, StateMachine, codec};
 
-use crate::cluster::{KV_FILE, WAIT_MAX, any_port, member_dir, put, put_many, start_member};
+use crate::cluster::{
+    KV_FILE, WAIT_MAX, any_port, member_dir, put, put_many, start_member, wait_writable,
+};
 
 const CRASHING: NodeId = 1;
 const WRITES: u64 = 300;
@@ -174,13 +176,14 @@ async fn a_member_killed_without_shutdown_restarts_with_every_committed_entry() 
         if leader == CRASHING {
             break;
         }
-        crashable.raft.trigger().elect().await?;
+        crashable.raft.trigger().elect(false).await?;
         leader = wait_leader(&crashable.raft, &[1, 2, 3]).await?;
     }
     assert_eq!(
         leader, CRASHING,
         "could not make member {CRASHING} the leader"
     );
+    wait_writable(&crashable.raft).await?;
 
     let indexes = put_many(&crashable.raft, "pre-crash", WRITES, 32).await?;
     let acknowledged: BTreeMap<u64, KvCommand> = indexes
@@ -211,6 +214,7 @@ async fn a_member_killed_without_shutdown_restarts_with_every_committed_entry() 
     // The survivors carry on.
     let new_leader = wait_leader(node2.raft(), &[2, 3]).await?;
     let survivor = if new_leader == 2 { &node2 } else { &node3 };
+    wait_writable(survivor.raft()).await?;
     put_many(survivor.raft(), "post-crash", 100, 16).await?;
 
     // The crashed member restarts from its data directory and catches up.
