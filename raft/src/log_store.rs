@@ -7,14 +7,20 @@
 //! openraft append(entries, IOFlushed)
 //!   -> entries go into the in-memory tail (mem.rs): readable at once
 //!   -> the command is queued to the flusher (flusher.rs, one thread, bounded queue)
+//!   -> append returns; openraft's leader replicates the entries from the tail right away
 //!   -> the flusher drains the queue, writes it all in one redb transaction (one fsync)
 //!   -> then fires IOFlushed for every append in the batch, in order
 //! ```
 //!
+//! openraft 0.10 counts the leader toward the commit quorum only when its `IOFlushed` fires, and
+//! followers answer an append only once flushed, so the callback is the durability promise:
+//! it never fires before the fsync that covers its entries (ARCHITECTURE.md decision 3). Appends
+//! that arrive while an fsync runs wait in the queue and share the next one.
+//!
 //! Truncate, purge and vote go through the same queue and return once durable, so every write
 //! reaches disk in the order openraft issued it. The first storage error fails the store for
-//! good: it is returned to openraft as a `StorageError` (which stops the node) and every later
-//! call fails too.
+//! good: it is returned to openraft as an `io::Error` whose source is the [`LogStoreError`]
+//! (which stops the node) and every later call fails too.
 //!
 //! On disk (file [`LOG_FILE_NAME`] in the data directory): table `entries` maps a log index to
 //! the [`codec`]-encoded entry; table `meta` holds the vote, the committed log id

@@ -81,9 +81,16 @@ pub type ClientWriteResult = openraft::raft::ClientWriteResult<TypeConfig>;
 pub type WriteResponder = alias::WriteResponderOf<TypeConfig>;
 
 /// How long ago a quorum last acknowledged this member as leader, as of now; `None` when it
-/// does not lead or no quorum has acknowledged it yet.
+/// does not lead or no quorum has acknowledged it yet. The only voter of a group is its own
+/// quorum (openraft records no acknowledgement then): zero.
 pub fn since_quorum_ack(metrics: &RaftMetrics) -> Option<std::time::Duration> {
     use openraft::Instant as _;
+    let leads = metrics.state == openraft::ServerState::Leader;
+    let mut voters = metrics.membership_config.membership().voter_ids();
+    let only_voter = voters.next() == Some(metrics.id) && voters.next().is_none();
+    if leads && only_voter {
+        return Some(std::time::Duration::ZERO);
+    }
     metrics.last_quorum_acked.as_ref().map(|at| at.elapsed())
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::RaftLogReader;
-use openraft::storage::RaftLogStorage;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::type_config::TypeConfigExt;
 use tokio::sync::oneshot;
 
 use super::test_backend::{ControlledBackend, Controls};
@@ -165,6 +166,57 @@ async fn group_commit_flushes_pending_appends_together_and_acks_only_after_commi
     assert_eq!(after.entries_flushed - before.entries_flushed, APPENDS);
     // The first append alone, then the other 199 in one transaction.
     assert_eq!(after.fsyncs - before.fsyncs, 2);
+    close(store).await;
+}
+
+/// openraft 0.10's leader replicates what `append` submitted before its own flush, and counts
+/// itself toward the quorum only on the flush callback. Through openraft's own trait: entries
+/// are readable by the log reader the moment `append` returns while their fsync is still
+/// running, `IOFlushed` fires only after that fsync, and appends arriving meanwhile share the
+/// next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_openraft_appends_are_readable_at_once_and_flushed_only_after_the_fsync() {
+    const APPENDS: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, controls) = open_controlled(dir.path());
+    let mut reader = store.get_log_reader().await;
+    let fsyncs_before = store.metrics().fsyncs;
+
+    controls.arm_gate();
+    let mut flushed = Vec::new();
+    for index in 0..APPENDS {
+        let (tx, rx) = TypeConfig::oneshot();
+        RaftLogStorage::append(&mut store, [entry(1, index)], IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        flushed.push(rx);
+        if index == 0 {
+            // The first append's transaction now waits inside its fsync.
+            assert!(controls.wait_until_blocked(WAIT_MAX));
+        }
+        // Readable as soon as append returned, although nothing after the gate is on disk.
+        let read = reader.try_get_log_entries(index..=index).await.unwrap();
+        assert_eq!(read, vec![entry(1, index)]);
+    }
+    assert_eq!(
+        store.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(1, APPENDS - 1))
+    );
+    for rx in &mut flushed {
+        assert!(
+            matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "IOFlushed fired before its fsync"
+        );
+    }
+
+    controls.open_gate();
+    for rx in flushed {
+        let result = tokio::time::timeout(WAIT_MAX, rx).await.unwrap().unwrap();
+        assert!(result.is_ok(), "flush failed: {result:?}");
+    }
+    // The first append alone, then the other 49 together in the next transaction.
+    assert_eq!(store.metrics().fsyncs - fsyncs_before, 2);
+    drop(reader);
     close(store).await;
 }
 
