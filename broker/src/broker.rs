@@ -97,7 +97,12 @@ impl RunningBroker {
         let mut metrics = self.node.raft().metrics();
         loop {
             if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                return format!("raft stopped: {fatal}");
+                // openraft keeps only the text of a storage error; the node kept its kind, so
+                // the reason says whether the disk is full or a file is corrupt.
+                return match self.node.storage_failure() {
+                    Some(failure) => format!("raft stopped: {}: {failure}", failure.kind()),
+                    None => format!("raft stopped: {fatal}"),
+                };
             }
             if metrics.changed().await.is_err() {
                 return "raft stopped".to_string();

@@ -29,10 +29,12 @@ pub mod network;
 pub mod node;
 pub mod sm_adapter;
 pub mod state_machine;
+pub mod storage_fault;
 pub mod testing;
 pub mod types;
 
 pub use log_store::{LogReader, LogStoreError, LogStoreMetricsSnapshot};
 pub use node::{InitializeOutcome, NodeConfig, NodeError, RaftNode, RaftTimers};
 pub use state_machine::{StateMachine, StateMachineError};
+pub use storage_fault::{FailureKind, StorageFailure};
 pub use types::*;

@@ -50,6 +50,7 @@ pub use flusher::{FLUSH_QUEUE_CAPACITY, MAX_COMMANDS_PER_FLUSH};
 use mem::MemLog;
 
 use crate::codec;
+use crate::storage_fault::{FailureKind, RedbFault, is_no_space};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// The redb file of the log inside a node's data directory.
@@ -72,35 +73,123 @@ pub(crate) const META_VOTE: &str = "vote";
 pub(crate) const META_COMMITTED: &str = "committed";
 pub(crate) const META_LAST_PURGED: &str = "last_purged";
 
-/// Why the log store failed. Cloneable so that one failed transaction can report the same error
-/// to every command it carried.
+/// Why the log store failed. The storage failures keep their kind apart ([`kind`](Self::kind):
+/// a full disk, an I/O error, corrupt data, an earlier failure) and carry their source. Cloneable
+/// (sources are shared) so that one failed transaction can report the same error to every
+/// command it carried.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum LogStoreError {
-    #[error("cannot open the raft log at {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("raft log storage failed: {0}")]
-    Storage(String),
+    #[error("cannot open the raft log at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<LogStoreError>,
+    },
+    /// The disk is full (ENOSPC): nothing more can be written.
+    #[error("raft log disk is full: {source}")]
+    NoSpace {
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("raft log I/O failed: {source}")]
+    Io {
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// redb found its file damaged.
+    #[error("raft log file is corrupt: {reason}")]
+    Corrupt { reason: String },
     #[error("raft log entry {index} on disk is corrupt: {reason}")]
     CorruptEntry { index: u64, reason: String },
     #[error("raft log record {key:?} on disk is corrupt: {reason}")]
     CorruptMeta { key: &'static str, reason: String },
     #[error("raft log is missing entries {missing:?} that should be on disk")]
     MissingEntries { missing: Range<u64> },
+    /// Any other redb error (the file locked by another process, a value too large, ...).
+    #[error("raft log database failed: {source}")]
+    Database {
+        #[source]
+        source: Arc<redb::Error>,
+    },
+    /// The store failed earlier (in this call's transaction or before): every call fails since,
+    /// and `first` is the failure that stopped it.
+    #[error("raft log stopped after an earlier failure: {first}")]
+    PreviousFailure {
+        #[source]
+        first: Box<LogStoreError>,
+    },
     #[error("cannot encode a raft log record: {0}")]
     Encode(String),
     #[error("append breaks the raft log: {0}")]
     NotConsecutive(String),
-    #[error("raft log stopped after an earlier failure: {0}")]
-    Failed(String),
+    #[error("a raft log read task failed: {0}")]
+    ReadTask(String),
     #[error("raft log is shut down")]
     Closed,
     #[error("cannot start the raft log flusher thread: {0}")]
-    Spawn(String),
+    Spawn(#[source] Arc<std::io::Error>),
 }
 
 impl LogStoreError {
+    /// A redb error (of any redb operation), by kind.
     pub(crate) fn storage(e: impl Into<redb::Error>) -> Self {
-        LogStoreError::Storage(e.into().to_string())
+        match RedbFault::from(e.into()) {
+            RedbFault::NoSpace(source) => LogStoreError::NoSpace {
+                source: Arc::new(source),
+            },
+            RedbFault::Io(source) => LogStoreError::Io {
+                source: Arc::new(source),
+            },
+            RedbFault::Corrupt(reason) => LogStoreError::Corrupt { reason },
+            RedbFault::PreviousIo(source) | RedbFault::Other(source) => LogStoreError::Database {
+                source: Arc::new(source),
+            },
+        }
+    }
+
+    /// An I/O error outside redb (creating the data directory), by kind.
+    pub(crate) fn io(source: std::io::Error) -> Self {
+        if is_no_space(&source) {
+            LogStoreError::NoSpace {
+                source: Arc::new(source),
+            }
+        } else {
+            LogStoreError::Io {
+                source: Arc::new(source),
+            }
+        }
+    }
+
+    /// What kind of failure this is. An error from opening the log has the kind of its cause.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            LogStoreError::Open { source, .. } => source.kind(),
+            LogStoreError::NoSpace { .. } => FailureKind::NoSpace,
+            LogStoreError::Io { .. } => FailureKind::Io,
+            LogStoreError::Corrupt { .. }
+            | LogStoreError::CorruptEntry { .. }
+            | LogStoreError::CorruptMeta { .. }
+            | LogStoreError::MissingEntries { .. } => FailureKind::Corrupt,
+            LogStoreError::Database { source } if matches!(**source, redb::Error::PreviousIo) => {
+                FailureKind::PreviousFailure
+            }
+            LogStoreError::PreviousFailure { .. } => FailureKind::PreviousFailure,
+            LogStoreError::Database { .. }
+            | LogStoreError::Encode(_)
+            | LogStoreError::NotConsecutive(_)
+            | LogStoreError::ReadTask(_)
+            | LogStoreError::Closed
+            | LogStoreError::Spawn(_) => FailureKind::Other,
+        }
+    }
+
+    /// The failure that started it all: the first failure behind a [`PreviousFailure`]
+    /// (`Self::PreviousFailure`), else this error itself.
+    pub fn first_failure(&self) -> &LogStoreError {
+        match self {
+            LogStoreError::PreviousFailure { first } => first.first_failure(),
+            other => other,
+        }
     }
 }
 
@@ -215,7 +304,9 @@ impl Shared {
     pub(crate) fn failure(&self) -> Option<LogStoreError> {
         self.failure
             .get()
-            .map(|first| LogStoreError::Failed(first.to_string()))
+            .map(|first| LogStoreError::PreviousFailure {
+                first: Box::new(first.clone()),
+            })
     }
 
     /// Remembers `error` as the store's failure if it is the first one.
@@ -393,7 +484,7 @@ async fn read_range(
     let shared = Arc::clone(shared);
     tokio::task::spawn_blocking(move || shared.read_range_blocking(start, end))
         .await
-        .map_err(|e| LogStoreError::Storage(format!("log read task failed: {e}")))?
+        .map_err(|e| LogStoreError::ReadTask(e.to_string()))?
 }
 
 /// `[start, end)` of any range bounds over log indexes.
@@ -481,16 +572,16 @@ impl LogStore {
     /// Opens (or creates) the log in `data_dir` and starts its flusher thread.
     pub fn open(data_dir: &Path, config: LogStoreConfig) -> Result<LogStore, LogStoreError> {
         let path = data_dir.join(LOG_FILE_NAME);
-        let open_error = |reason: String| LogStoreError::Open {
+        let open_error = |source: LogStoreError| LogStoreError::Open {
             path: path.clone(),
-            reason,
+            source: Box::new(source),
         };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(LogStoreError::io(e)))?;
         let db = redb::Builder::new()
             .set_cache_size(REDB_CACHE_BYTES)
             .create(&path)
-            .map_err(|e| open_error(e.to_string()))?;
-        LogStore::with_database(db, config)
+            .map_err(|e| open_error(LogStoreError::storage(e)))?;
+        LogStore::with_database(db, config).map_err(open_error)
     }
 
     /// Opens the log in an already opened redb database (tests use this to inject a backend).
@@ -556,7 +647,7 @@ impl LogStore {
         let thread = std::thread::Builder::new()
             .name("raft-log-flusher".to_string())
             .spawn(move || flusher::run(thread_shared, rx))
-            .map_err(|e| LogStoreError::Spawn(e.to_string()))?;
+            .map_err(|e| LogStoreError::Spawn(Arc::new(e)))?;
         let flusher = FlusherHandle {
             tx: tx.clone(),
             thread: Arc::new(Mutex::new(Some(thread))),
@@ -772,6 +863,11 @@ impl LogReader {
     /// The last purged log id: entries at or below it are gone.
     pub fn last_purged_log_id(&self) -> Option<LogId> {
         self.shared.mem_read().last_purged()
+    }
+
+    /// The first failure of the store, if it failed (every call fails since).
+    pub fn first_failure(&self) -> Option<LogStoreError> {
+        self.shared.failure.get().cloned()
     }
 
     /// Entries and bytes held in the in-memory tail right now.

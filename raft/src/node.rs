@@ -31,6 +31,7 @@ use crate::log_store::{
 use crate::network::{NetworkFactory, RaftServer};
 use crate::sm_adapter::{SnapshotFileError, StateMachineReleased, StateMachineStore};
 use crate::state_machine::StateMachine;
+use crate::storage_fault::{FailureLatch, StorageFailure};
 use crate::types::{ClientWriteError, ClientWriteResponse, Fatal, Node, NodeId, Raft, TypeConfig};
 
 /// Leader heartbeat period. It is also openraft's timeout for one append RPC (which includes the
@@ -195,6 +196,7 @@ pub struct RaftNode {
     flusher: FlusherHandle,
     log_reader: LogReader,
     state_machine_released: Option<StateMachineReleased>,
+    state_machine_failure: FailureLatch,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -226,6 +228,7 @@ impl RaftNode {
         let started = async {
             let mut sm_store = StateMachineStore::open(&config.data_dir, state_machine)?;
             let released = sm_store.released();
+            let failure = sm_store.failure_latch();
             let listener = TcpListener::bind(config.raft_listen)
                 .await
                 .map_err(|source| NodeError::Bind {
@@ -241,7 +244,7 @@ impl RaftNode {
             )
             .await?;
             match RaftServer::start(listener, raft.clone()) {
-                Ok(server) => Ok((raft, server, released)),
+                Ok(server) => Ok((raft, server, released, failure)),
                 Err(source) => {
                     let _ = raft.shutdown().await;
                     Err(NodeError::Bind {
@@ -252,7 +255,7 @@ impl RaftNode {
             }
         };
         match started.await {
-            Ok((raft, server, state_machine_released)) => {
+            Ok((raft, server, state_machine_released, state_machine_failure)) => {
                 tracing::info!(
                     node_id = config.node_id,
                     raft_addr = %server.local_addr(),
@@ -265,6 +268,7 @@ impl RaftNode {
                     flusher,
                     log_reader,
                     state_machine_released,
+                    state_machine_failure,
                 })
             }
             Err(e) => {
@@ -327,6 +331,16 @@ impl RaftNode {
         self.log_reader.clone()
     }
 
+    /// The first storage failure of this member (its log, its state machine or its snapshot
+    /// file), if one happened: openraft stops on it and keeps only its text, this keeps its kind
+    /// ([`StorageFailure::kind`]: disk full, corrupt data, I/O error) and source.
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        self.log_reader
+            .first_failure()
+            .map(StorageFailure::Log)
+            .or_else(|| self.state_machine_failure.get())
+    }
+
     /// Counters of the log store (appends, transactions, fsyncs, ...).
     pub fn log_metrics(&self) -> LogStoreMetricsSnapshot {
         self.log_reader.metrics()
@@ -353,6 +367,7 @@ impl RaftNode {
             flusher,
             log_reader,
             state_machine_released,
+            state_machine_failure: _,
         } = self;
         server.shutdown().await;
         let raft_result = raft.shutdown().await;

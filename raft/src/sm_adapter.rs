@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 
 use crate::codec::{self, CodecError};
 use crate::state_machine::{StateMachine, StateMachineError};
+use crate::storage_fault::{FailureKind, FailureLatch, StorageFailure, is_no_space};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -36,23 +37,35 @@ pub const SNAPSHOT_DIR_NAME: &str = "snapshot";
 const SNAPSHOT_FILE_NAME: &str = "current.snap";
 const SNAPSHOT_TEMP_FILE_NAME: &str = "current.snap.tmp";
 
-/// Why the snapshot file could not be written or read back.
-#[derive(Debug, thiserror::Error)]
+/// Why the snapshot file could not be written or read back. Cloneable (sources are shared) so
+/// that the node can remember the first failure.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SnapshotFileError {
     #[error("snapshot file {path} I/O failed: {source}")]
     Io {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     #[error("snapshot file {path} is corrupt: {source}")]
     Corrupt {
         path: PathBuf,
         #[source]
-        source: CodecError,
+        source: Arc<CodecError>,
     },
     #[error("cannot encode the snapshot: {0}")]
-    Encode(#[source] CodecError),
+    Encode(#[source] Arc<CodecError>),
+}
+
+impl SnapshotFileError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            SnapshotFileError::Io { source, .. } if is_no_space(source) => FailureKind::NoSpace,
+            SnapshotFileError::Io { .. } => FailureKind::Io,
+            SnapshotFileError::Corrupt { .. } => FailureKind::Corrupt,
+            SnapshotFileError::Encode(_) => FailureKind::Other,
+        }
+    }
 }
 
 /// What the snapshot file holds.
@@ -76,7 +89,7 @@ impl SnapshotFiles {
         let dir = data_dir.join(SNAPSHOT_DIR_NAME);
         std::fs::create_dir_all(&dir).map_err(|source| SnapshotFileError::Io {
             path: dir.clone(),
-            source,
+            source: Arc::new(source),
         })?;
         Ok(SnapshotFiles {
             dir,
@@ -89,7 +102,7 @@ impl SnapshotFiles {
             meta: meta.clone(),
             data: data.clone(),
         };
-        let encoded = codec::encode(&stored).map_err(SnapshotFileError::Encode)?;
+        let encoded = codec::encode(&stored).map_err(|e| SnapshotFileError::Encode(Arc::new(e)))?;
         let _writer = self
             .write_lock
             .lock()
@@ -98,7 +111,10 @@ impl SnapshotFiles {
         let path = self.dir.join(SNAPSHOT_FILE_NAME);
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| SnapshotFileError::Io { path, source }
+            move |source| SnapshotFileError::Io {
+                path,
+                source: Arc::new(source),
+            }
         };
         {
             let mut file = std::fs::File::create(&temp).map_err(io(&temp))?;
@@ -117,11 +133,19 @@ impl SnapshotFiles {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(SnapshotFileError::Io { path, source }),
+            Err(source) => {
+                return Err(SnapshotFileError::Io {
+                    path,
+                    source: Arc::new(source),
+                });
+            }
         };
         codec::decode(&bytes)
             .map(Some)
-            .map_err(|source| SnapshotFileError::Corrupt { path, source })
+            .map_err(|source| SnapshotFileError::Corrupt {
+                path,
+                source: Arc::new(source),
+            })
     }
 }
 
@@ -163,6 +187,7 @@ pub struct StateMachineStore {
     shared: Arc<Shared>,
     snapshots: Arc<SnapshotFiles>,
     released: Option<oneshot::Receiver<()>>,
+    failure: FailureLatch,
 }
 
 impl std::fmt::Debug for StateMachineStore {
@@ -181,12 +206,14 @@ fn lock(state_machine: &Mutex<Box<dyn StateMachine>>) -> MutexGuard<'_, Box<dyn 
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The `io::Error` openraft's storage traits return, with our typed error as its source (callers
+/// Records a failure as the node's first storage failure (if it is), and returns the
+/// `io::Error` openraft's storage traits take, with the typed error as its source (callers
 /// recover it with `get_ref()` / `downcast`).
-pub(crate) fn io_error<E>(error: E) -> io::Error
+fn failed<E>(latch: &FailureLatch, error: E) -> io::Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<StorageFailure> + std::error::Error + Send + Sync + Clone + 'static,
 {
+    latch.record(error.clone());
     io::Error::other(error)
 }
 
@@ -214,7 +241,13 @@ impl StateMachineStore {
             }),
             snapshots: Arc::new(SnapshotFiles::open(data_dir)?),
             released: Some(released),
+            failure: FailureLatch::default(),
         })
+    }
+
+    /// The latch that remembers this state machine's first storage failure.
+    pub(crate) fn failure_latch(&self) -> FailureLatch {
+        self.failure.clone()
     }
 
     /// A future-like handle that resolves when the wrapped state machine is dropped (once; later
@@ -228,6 +261,7 @@ impl StateMachineStore {
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
     snapshots: Arc<SnapshotFiles>,
+    failure: FailureLatch,
 }
 
 impl std::fmt::Debug for SnapshotBuilder {
@@ -242,11 +276,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
+        let latch = self.failure.clone();
         blocking(move || {
             let (last_log_id, last_membership, data) = {
                 let mut sm = lock(&shared.state_machine);
                 let (applied, membership) = sm.applied_state();
-                let data = sm.snapshot().map_err(io_error)?;
+                let data = sm.snapshot().map_err(|e| failed(&latch, e))?;
                 (applied, membership, data)
             };
             let meta = SnapshotMeta {
@@ -254,7 +289,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_membership,
             };
             let data = SnapshotData::from(data);
-            snapshots.save(&meta, &data).map_err(io_error)?;
+            snapshots
+                .save(&meta, &data)
+                .map_err(|e| failed(&latch, e))?;
             Ok(Snapshot {
                 meta,
                 snapshot: data,
@@ -283,16 +320,24 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let count = entries.len();
         let shared = Arc::clone(&self.shared);
-        let responses =
-            blocking(move || lock(&shared.state_machine).apply(entries).map_err(io_error)).await?;
+        let latch = self.failure.clone();
+        let responses = blocking(move || {
+            lock(&shared.state_machine)
+                .apply(entries)
+                .map_err(|e| failed(&latch, e))
+        })
+        .await?;
         if responses.len() != count {
-            return Err(io_error(StateMachineError::Invariant {
-                index: 0,
-                reason: format!(
-                    "apply returned {} responses for {count} entries",
-                    responses.len()
-                ),
-            }));
+            return Err(failed(
+                &self.failure,
+                StateMachineError::Invariant {
+                    index: 0,
+                    reason: format!(
+                        "apply returned {} responses for {count} entries",
+                        responses.len()
+                    ),
+                },
+            ));
         }
         for (responder, response) in responders.into_iter().zip(responses) {
             if let Some(responder) = responder {
@@ -306,6 +351,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             shared: Arc::clone(&self.shared),
             snapshots: Arc::clone(&self.snapshots),
+            failure: self.failure.clone(),
         }
     }
 
@@ -317,21 +363,77 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta = meta.clone();
         let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
+        let latch = self.failure.clone();
         blocking(move || {
             lock(&shared.state_machine)
                 .install_snapshot(&meta, &snapshot)
-                .map_err(io_error)?;
-            snapshots.save(&meta, &snapshot).map_err(io_error)
+                .map_err(|e| failed(&latch, e))?;
+            snapshots
+                .save(&meta, &snapshot)
+                .map_err(|e| failed(&latch, e))
         })
         .await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let snapshots = Arc::clone(&self.snapshots);
-        let stored = blocking(move || snapshots.load().map_err(io_error)).await?;
+        let latch = self.failure.clone();
+        let stored = blocking(move || snapshots.load().map_err(|e| failed(&latch, e))).await?;
         Ok(stored.map(|stored| Snapshot {
             meta: stored.meta,
             snapshot: stored.data,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{AppRequest, AppResponse, EntryPayload, log_id};
+
+    /// A state machine whose disk is full.
+    struct FullDisk;
+
+    impl StateMachine for FullDisk {
+        fn apply(&mut self, _entries: Vec<Entry>) -> Result<Vec<AppResponse>, StateMachineError> {
+            Err(StateMachineError::from_io(io::Error::from_raw_os_error(28)))
+        }
+
+        fn applied_state(&self) -> (Option<LogId>, StoredMembership) {
+            (None, StoredMembership::default())
+        }
+
+        fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
+            Ok(Vec::new())
+        }
+
+        fn install_snapshot(
+            &mut self,
+            _meta: &SnapshotMeta,
+            _data: &[u8],
+        ) -> Result<(), StateMachineError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_reaches_openraft_typed_and_is_remembered_as_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateMachineStore::open(dir.path(), FullDisk).unwrap();
+        let latch = store.failure_latch();
+        let entry = Entry {
+            log_id: log_id(1, 1, 1),
+            payload: EntryPayload::Normal(AppRequest(bytes::Bytes::from_static(b"x"))),
+        };
+        let stream = futures::stream::iter([Ok((entry, None))]);
+        let error = store.apply(stream).await.unwrap_err();
+        let typed = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<StateMachineError>())
+            .expect("the typed error is the io::Error's source");
+        assert_eq!(typed.kind(), FailureKind::NoSpace);
+        assert!(error.to_string().contains("No space left on device"));
+        let first = latch.get().expect("the failure is remembered");
+        assert_eq!(first.kind(), FailureKind::NoSpace);
     }
 }

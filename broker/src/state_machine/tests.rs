@@ -9,7 +9,7 @@ use crate::command::{
     SendUnit, decode_applied, encode_entry,
 };
 use crate::topic::TopicConfig;
-use raftmq_raft::{AppRequest, Membership};
+use raftmq_raft::{AppRequest, FailureKind, Membership};
 
 fn log_id(index: u64) -> LogId {
     raftmq_raft::log_id(1, 1, index)
@@ -321,8 +321,13 @@ fn an_entry_applied_twice_or_corrupt_stops_the_machine() {
         matches!(err, StateMachineError::Invariant { index: 1, .. }),
         "{err}"
     );
-    // After a failure nothing more is applied.
-    assert!(sm.apply(vec![normal(2, &command, &blob)]).is_err());
+    // After a failure nothing more is applied, and the refusal names the first failure.
+    let later = sm.apply(vec![normal(2, &command, &blob)]).unwrap_err();
+    assert_eq!(later.kind(), FailureKind::PreviousFailure);
+    assert!(matches!(
+        later.first_failure(),
+        StateMachineError::Invariant { index: 1, .. }
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     let mut sm = open(&dir);
@@ -334,6 +339,22 @@ fn an_entry_applied_twice_or_corrupt_stops_the_machine() {
         sm.apply(vec![corrupt]),
         Err(StateMachineError::Invariant { .. })
     ));
+}
+
+#[test]
+fn a_corrupt_state_file_is_refused_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    drop(BrokerStateMachine::open(&path).unwrap());
+    std::fs::write(&path, vec![0xA5u8; 64 * 1024]).unwrap();
+    let err = BrokerStateMachine::open(&path)
+        .err()
+        .expect("a garbage file must not open");
+    assert!(
+        matches!(err, StateMachineError::Open { .. }),
+        "the error names the file: {err}"
+    );
+    assert_eq!(err.kind(), FailureKind::Corrupt, "{err:?}");
 }
 
 #[test]

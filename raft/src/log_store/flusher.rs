@@ -64,7 +64,7 @@ impl FlushCommand {
     fn complete(self, result: Result<(), LogStoreError>) {
         match self {
             FlushCommand::Append { done, .. } => {
-                done(result.map_err(|e| io::Error::other(e.to_string())));
+                done(result.map_err(io::Error::other));
             }
             FlushCommand::Truncate { done, .. }
             | FlushCommand::Purge { done, .. }

@@ -269,6 +269,32 @@ async fn truncate_is_ordered_with_pending_appends() {
     close(store).await;
 }
 
+/// Appends and returns a receiver of the outcome its callback reports to openraft.
+async fn append_reporting(
+    store: &mut LogStore,
+    entries: Vec<Entry>,
+) -> oneshot::Receiver<Result<(), std::io::Error>> {
+    let (tx, rx) = oneshot::channel();
+    store
+        .append_with(
+            entries,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        )
+        .await
+        .unwrap();
+    rx
+}
+
+/// The typed error inside an `io::Error` the store handed to openraft.
+fn typed(error: &std::io::Error) -> &LogStoreError {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<LogStoreError>())
+        .unwrap_or_else(|| panic!("no LogStoreError inside {error:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_io_error_fails_every_later_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,27 +302,62 @@ async fn the_first_io_error_fails_every_later_call() {
     assert!(durable(append(&mut store, vec![entry(1, 0), entry(1, 1)]).await).await);
 
     controls.fail_syncs();
-    let failed = append(&mut store, vec![entry(1, 2)]).await;
-    assert!(
-        !durable(failed).await,
-        "the append whose fsync failed reports failure"
-    );
+    let failed = append_reporting(&mut store, vec![entry(1, 2)]).await;
+    let error = tokio::time::timeout(WAIT_MAX, failed)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect_err("the append whose fsync failed reports failure");
+    assert_eq!(typed(&error).kind(), FailureKind::Io, "{error}");
 
-    // Everything afterwards fails, without touching the disk again.
+    // Everything afterwards fails, without touching the disk again, as a previous failure
+    // that names the first one.
     let flushes = store.metrics().transactions;
-    assert!(
-        store
-            .append_with(vec![entry(1, 3)], Box::new(|_| {}))
-            .await
-            .is_err()
-    );
-    assert!(store.save_vote(&Vote::new(2, 1)).await.is_err());
+    let later = store
+        .append_with(vec![entry(1, 3)], Box::new(|_| {}))
+        .await
+        .unwrap_err();
+    assert_eq!(later.kind(), FailureKind::PreviousFailure);
+    assert_eq!(later.first_failure().kind(), FailureKind::Io);
+    let vote_error = store.save_vote(&Vote::new(2, 1)).await.unwrap_err();
+    assert_eq!(typed(&vote_error).kind(), FailureKind::PreviousFailure);
     assert!(store.reader().read_vote().await.is_err());
     assert!(store.get_log_state().await.is_err());
     assert!(store.reader().try_get_log_entries(0..10).await.is_err());
     assert!(store.truncate_after(Some(log_id(1, 0))).await.is_err());
     assert!(store.reader().read_entries(0..10).await.is_err());
     assert_eq!(store.metrics().transactions, flushes);
+    let first = store.reader().first_failure().expect("the store failed");
+    assert_eq!(first.kind(), FailureKind::Io);
+    close(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_as_no_space_not_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, controls) = open_controlled(dir.path());
+    assert!(durable(append(&mut store, vec![entry(1, 0)]).await).await);
+
+    controls.fill_disk();
+    // Enough bytes that the transaction must write (and grow) the file.
+    let big = Entry {
+        log_id: log_id(1, 1),
+        payload: EntryPayload::Normal(AppRequest(Bytes::from(vec![0x11; 1 << 20]))),
+    };
+    let failed = append_reporting(&mut store, vec![big]).await;
+    let error = tokio::time::timeout(WAIT_MAX, failed)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect_err("a write to a full disk fails");
+    let typed = typed(&error);
+    assert_eq!(typed.kind(), FailureKind::NoSpace, "{typed:?}");
+    assert!(
+        error.to_string().contains("No space left on device"),
+        "the operator sees why: {error}"
+    );
+    let first = store.reader().first_failure().expect("the store failed");
+    assert_eq!(first.kind(), FailureKind::NoSpace);
     close(store).await;
 }
 
@@ -323,6 +384,7 @@ async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
         matches!(result, Err(LogStoreError::CorruptEntry { index: 2, .. })),
         "got {result:?}"
     );
+    assert_eq!(result.unwrap_err().kind(), FailureKind::Corrupt);
     // The store is failed from now on.
     assert!(store.reader().try_get_log_entries(3..4).await.is_err());
     close(store).await;
@@ -337,10 +399,18 @@ async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
             .unwrap();
         txn.commit().unwrap();
     }
-    assert!(matches!(
-        LogStore::open(dir.path(), LogStoreConfig::default()),
-        Err(LogStoreError::CorruptEntry { index: 3, .. })
-    ));
+    let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
+    assert!(
+        matches!(&error, LogStoreError::Open { source, .. }
+            if matches!(**source, LogStoreError::CorruptEntry { index: 3, .. })),
+        "got {error:?}"
+    );
+    assert_eq!(error.kind(), FailureKind::Corrupt);
+
+    // A file that is not a redb database at all is corrupt too, not an I/O error.
+    std::fs::write(dir.path().join(LOG_FILE_NAME), vec![0xA5u8; 64 * 1024]).unwrap();
+    let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
+    assert_eq!(error.kind(), FailureKind::Corrupt, "{error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
