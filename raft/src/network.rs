@@ -15,8 +15,12 @@
 //!   per target with capped exponential backoff after connection failures.
 //! - [`server`]: the accept loop (bounded by a semaphore) and one task per connection that hands
 //!   each request to the local `Raft`.
+//! - `partition` (feature `fault-injection`, this crate's tests only): a switch that cuts a
+//!   member's RPCs to chosen peers.
 
 pub mod client;
+#[cfg(feature = "fault-injection")]
+pub mod partition;
 pub mod server;
 
 use std::time::Duration;
@@ -30,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 pub use client::{NetworkFactory, PeerClient};
+#[cfg(feature = "fault-injection")]
+pub use partition::{Partition, RpcKind};
 pub use server::RaftServer;
 
 use crate::types::{NodeId, SnapshotMeta, TypeConfig, Vote};

@@ -131,6 +131,10 @@ impl NodeConfig {
             election_timeout_max: self.timers.election_timeout_max_ms,
             install_snapshot_timeout: self.install_snapshot_timeout_ms,
             max_payload_entries: self.max_payload_entries,
+            // A member cut off from its group and healed must not depose a healthy leader: it
+            // asks whether it could win (pre-vote) before it raises its term, and only a
+            // member that would win campaigns for real.
+            enable_pre_vote: Some(true),
             // The log is the commit log: never snapshot on our own, never purge.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: u64::MAX,
@@ -178,6 +182,14 @@ fn membership_error(e: RaftError<TypeConfig, ClientWriteError>) -> NodeError {
     NodeError::Membership(Box::new(e))
 }
 
+/// What a starting node keeps beside openraft's handle.
+struct NodeHooks {
+    released: Option<StateMachineReleased>,
+    failure: FailureLatch,
+    #[cfg(feature = "fault-injection")]
+    partition: crate::network::Partition,
+}
+
 /// What [`RaftNode::initialize`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitializeOutcome {
@@ -197,6 +209,8 @@ pub struct RaftNode {
     log_reader: LogReader,
     state_machine_released: Option<StateMachineReleased>,
     state_machine_failure: FailureLatch,
+    #[cfg(feature = "fault-injection")]
+    partition: crate::network::Partition,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -235,16 +249,18 @@ impl RaftNode {
                     addr: config.raft_listen,
                     source,
                 })?;
-            let raft = Raft::new(
-                config.node_id,
-                raft_config,
-                NetworkFactory::new(),
-                log_store,
-                sm_store,
-            )
-            .await?;
+            let network = NetworkFactory::new();
+            #[cfg(feature = "fault-injection")]
+            let partition = network.partition();
+            let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store).await?;
+            let hooks = NodeHooks {
+                released,
+                failure,
+                #[cfg(feature = "fault-injection")]
+                partition,
+            };
             match RaftServer::start(listener, raft.clone()) {
-                Ok(server) => Ok((raft, server, released, failure)),
+                Ok(server) => Ok((raft, server, hooks)),
                 Err(source) => {
                     let _ = raft.shutdown().await;
                     Err(NodeError::Bind {
@@ -255,7 +271,7 @@ impl RaftNode {
             }
         };
         match started.await {
-            Ok((raft, server, state_machine_released, state_machine_failure)) => {
+            Ok((raft, server, hooks)) => {
                 tracing::info!(
                     node_id = config.node_id,
                     raft_addr = %server.local_addr(),
@@ -267,8 +283,10 @@ impl RaftNode {
                     server,
                     flusher,
                     log_reader,
-                    state_machine_released,
-                    state_machine_failure,
+                    state_machine_released: hooks.released,
+                    state_machine_failure: hooks.failure,
+                    #[cfg(feature = "fault-injection")]
+                    partition: hooks.partition,
                 })
             }
             Err(e) => {
@@ -341,6 +359,12 @@ impl RaftNode {
             .or_else(|| self.state_machine_failure.get())
     }
 
+    /// Test hook: cuts this member's RPCs to chosen peers (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub fn partition(&self) -> crate::network::Partition {
+        self.partition.clone()
+    }
+
     /// Counters of the log store (appends, transactions, fsyncs, ...).
     pub fn log_metrics(&self) -> LogStoreMetricsSnapshot {
         self.log_reader.metrics()
@@ -367,7 +391,7 @@ impl RaftNode {
             flusher,
             log_reader,
             state_machine_released,
-            state_machine_failure: _,
+            ..
         } = self;
         server.shutdown().await;
         let raft_result = raft.shutdown().await;

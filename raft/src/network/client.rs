@@ -55,11 +55,19 @@ struct PeerHealth {
 #[derive(Clone, Debug, Default)]
 pub struct NetworkFactory {
     health: Arc<Mutex<HashMap<NodeId, Arc<Mutex<PeerHealth>>>>>,
+    #[cfg(feature = "fault-injection")]
+    partition: super::Partition,
 }
 
 impl NetworkFactory {
     pub fn new() -> Self {
         NetworkFactory::default()
+    }
+
+    /// The test hook that cuts this member off from chosen peers.
+    #[cfg(feature = "fault-injection")]
+    pub fn partition(&self) -> super::Partition {
+        self.partition.clone()
     }
 
     fn health_of(&self, target: NodeId) -> Arc<Mutex<PeerHealth>> {
@@ -80,6 +88,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             connection: None,
             health: self.health_of(target),
+            #[cfg(feature = "fault-injection")]
+            partition: self.partition.clone(),
         }
     }
 }
@@ -90,6 +100,8 @@ pub struct PeerClient {
     addr: String,
     connection: Option<Connection>,
     health: Arc<Mutex<PeerHealth>>,
+    #[cfg(feature = "fault-injection")]
+    partition: super::Partition,
 }
 
 impl std::fmt::Debug for PeerClient {
@@ -200,7 +212,17 @@ impl PeerClient {
         Ok(response)
     }
 
-    fn encode(&self, request: &RpcRequest) -> Result<Bytes, NetworkError> {
+    fn encode(&mut self, request: &RpcRequest) -> Result<Bytes, NetworkError> {
+        #[cfg(feature = "fault-injection")]
+        if !self.partition.allows(self.target, request) {
+            // As if the link were down: the connection in hand is not used again.
+            self.connection = None;
+            return Err(NetworkError::Unreachable {
+                target: self.target,
+                addr: self.addr.clone(),
+                reason: "cut off by a test partition".to_string(),
+            });
+        }
         let encoded = codec::encode(request).map_err(|source| NetworkError::Codec {
             target: self.target,
             source,

@@ -180,6 +180,21 @@ impl Cluster {
     }
 }
 
+/// How often [`wait_for`] looks at its condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Waits until `condition` holds, looking every [`POLL_INTERVAL`], for at most [`WAIT_MAX`].
+pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT_MAX;
+    while !condition() {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {WAIT_MAX:?} waiting until {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    Ok(())
+}
+
 /// Waits until `raft` leads with a quorum's acknowledgement, i.e. takes writes.
 pub async fn wait_writable(raft: &Raft) -> Result<()> {
     raft.wait(Some(WAIT_MAX))

@@ -3,6 +3,7 @@
 mod cluster;
 mod crash;
 mod failover;
+mod prevote;
 mod replication;
 mod snapshot;
 mod storage_suite;
