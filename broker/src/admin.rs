@@ -1,6 +1,6 @@
 //! Admin HTTP (axum), bound to loopback by default: health, Raft status, topics, groups,
 //! Prometheus metrics, the membership operations an operator needs (add a learner, change the
-//! voters, move leadership here), and the consumer offset reset (`mq offset reset`), which
+//! voters, hand leadership to a member, campaign here), and the consumer offset reset (`mq offset reset`), which
 //! goes through Raft on the leader like every other write.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Applied, Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
-use raftmq_raft::{LogReader, NodeId, Raft};
+use raftmq_raft::{LogReader, NodeError, NodeId, Raft};
 
 /// What the admin handlers reach.
 #[derive(Clone)]
@@ -38,6 +38,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/raft/change-membership", post(change_membership))
         .route("/raft/remove-learner", post(remove_learner))
         .route("/raft/elect", post(elect))
+        .route("/raft/transfer-leader", post(transfer_leader))
         .route("/offsets/reset", post(reset_offsets))
         .with_state(state)
 }
@@ -344,8 +345,31 @@ async fn remove_learner(
     }
 }
 
-/// `POST /raft/elect`: this member starts an election now (how leadership is moved to it:
-/// openraft 0.9 has no transfer call; an up-to-date member with a higher term wins).
+/// `POST /raft/transfer-leader {"node_id": 2}` on the leader: hands leadership to that voter
+/// with openraft's transfer and answers once it leads (`{"leader": 2}`), within a few seconds.
+#[derive(Deserialize)]
+pub struct TransferLeader {
+    pub node_id: NodeId,
+}
+
+async fn transfer_leader(
+    State(state): State<AdminState>,
+    Json(body): Json<TransferLeader>,
+) -> Response {
+    match raftmq_raft::node::transfer_leader(&state.raft, body.node_id).await {
+        Ok(()) => Json(serde_json::json!({ "leader": body.node_id })).into_response(),
+        Err(err @ (NodeError::NotVoter { .. } | NodeError::NotReplicating { .. })) => {
+            failure(StatusCode::BAD_REQUEST, err)
+        }
+        Err(err @ NodeError::NotLeader { .. }) => failure(StatusCode::CONFLICT, err),
+        Err(err @ NodeError::TransferTimedOut { .. }) => failure(StatusCode::GATEWAY_TIMEOUT, err),
+        Err(err) => failure(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+/// `POST /raft/elect`: this member starts an election now. A campaign, not a hand-over: under
+/// load the leader's lease makes the voters refuse it; `/raft/transfer-leader` on the leader
+/// moves leadership properly.
 async fn elect(State(state): State<AdminState>) -> Response {
     match state.raft.trigger().elect(false).await {
         Ok(()) => Json(serde_json::json!({ "elect": "started" })).into_response(),

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use openraft::errors::{InitializeError, RaftError};
-use openraft::{ChangeMembers, SnapshotPolicy};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 
 use crate::log_store::{
@@ -32,7 +32,9 @@ use crate::network::{NetworkFactory, RaftServer};
 use crate::sm_adapter::{SnapshotFileError, StateMachineReleased, StateMachineStore};
 use crate::state_machine::StateMachine;
 use crate::storage_fault::{FailureLatch, StorageFailure};
-use crate::types::{ClientWriteError, ClientWriteResponse, Fatal, Node, NodeId, Raft, TypeConfig};
+use crate::types::{
+    ClientWriteError, ClientWriteResponse, Fatal, MetricsReceiver, Node, NodeId, Raft, TypeConfig,
+};
 
 /// Leader heartbeat period. It is also openraft's timeout for one append RPC (which includes the
 /// follower's fsync), so it must stay well above an fsync of
@@ -69,6 +71,17 @@ pub const SHUTDOWN_WAIT_MAX: std::time::Duration = std::time::Duration::from_sec
 
 /// How long sending and installing a whole snapshot may take.
 pub const DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
+
+/// How long [`transfer_leader`] waits for the named member to lead. openraft's target first
+/// waits until it has flushed the leader's log (at most one minimum election timeout), then wins
+/// one election; 5 s covers that with room on a loaded machine.
+pub const TRANSFER_LEADER_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often [`transfer_leader`] repeats the hand-over while the target does not lead yet: a
+/// target still catching up ignores the first request, and the leader resends the request with
+/// its current last log id.
+pub const TRANSFER_LEADER_RETRY_INTERVAL: std::time::Duration =
+    std::time::Duration::from_millis(500);
 
 /// The openraft timers of a member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +183,22 @@ pub enum NodeError {
     Membership(#[source] Box<RaftError<TypeConfig, ClientWriteError>>),
     #[error("raft did not shut down cleanly: {0}")]
     Shutdown(String),
+    #[error("member {node_id} does not lead (leader: {leader:?}); transfer on the leader")]
+    NotLeader {
+        node_id: NodeId,
+        leader: Option<NodeId>,
+    },
+    #[error("member {to} is not a voter of the group; only voters can lead")]
+    NotVoter { to: NodeId },
+    #[error("member {to} does not replicate from this leader; it cannot take over")]
+    NotReplicating { to: NodeId },
+    #[error(
+        "member {to} did not take over within {waited:?} (this leader stops proposing while it hands over)"
+    )]
+    TransferTimedOut {
+        to: NodeId,
+        waited: std::time::Duration,
+    },
 }
 
 impl From<Fatal> for NodeError {
@@ -180,6 +209,62 @@ impl From<Fatal> for NodeError {
 
 fn membership_error(e: RaftError<TypeConfig, ClientWriteError>) -> NodeError {
     NodeError::Membership(Box::new(e))
+}
+
+/// Hands leadership from this member (the leader) to the voter `to` with openraft's transfer:
+/// the leader stops proposing, `to` catches up with the leader's log and wins an election that
+/// the other voters grant at once (no election timeout passes). Returns once this member sees
+/// `to` lead, or fails after [`TRANSFER_LEADER_WAIT_MAX`].
+///
+/// Refused up front unless this member leads and `to` is a voter that replicates from it: once
+/// a transfer starts, openraft's leader takes no new proposal until someone else leads.
+pub async fn transfer_leader(raft: &Raft, to: NodeId) -> Result<(), NodeError> {
+    let metrics = raft.metrics().borrow_watched().clone();
+    if metrics.current_leader == Some(to) {
+        return Ok(());
+    }
+    if metrics.state != ServerState::Leader || metrics.current_leader != Some(metrics.id) {
+        return Err(NodeError::NotLeader {
+            node_id: metrics.id,
+            leader: metrics.current_leader,
+        });
+    }
+    let membership = metrics.membership_config.membership();
+    if !membership.voter_ids().any(|id| id == to) {
+        return Err(NodeError::NotVoter { to });
+    }
+    let replicating = metrics
+        .replication
+        .as_ref()
+        .and_then(|replication| replication.get(&to))
+        .is_some_and(|matched| matched.is_some());
+    if !replicating {
+        return Err(NodeError::NotReplicating { to });
+    }
+
+    let deadline = tokio::time::Instant::now() + TRANSFER_LEADER_WAIT_MAX;
+    let mut leads = raft.metrics();
+    loop {
+        raft.trigger().transfer_leader(to).await?;
+        let retry_at = (tokio::time::Instant::now() + TRANSFER_LEADER_RETRY_INTERVAL).min(deadline);
+        loop {
+            if leads.borrow_watched().current_leader == Some(to) {
+                tracing::info!(to, "leadership transferred");
+                return Ok(());
+            }
+            match tokio::time::timeout_at(retry_at, leads.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(NodeError::Fatal(Box::new(Fatal::Stopped))),
+                Err(_) => break,
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NodeError::TransferTimedOut {
+                to,
+                waited: TRANSFER_LEADER_WAIT_MAX,
+            });
+        }
+    }
 }
 
 /// What a starting node keeps beside openraft's handle.
@@ -342,6 +427,11 @@ impl RaftNode {
     /// `wait()` to observe, `ensure_linearizable()` before a linearizable read.
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Hands leadership to the voter `to` (call on the leader); see [`transfer_leader`].
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
+        transfer_leader(&self.raft, to).await
     }
 
     /// A reader of the log (the commit log), for serving messages.

@@ -7,8 +7,9 @@
 //! - remove-member: `/raft/change-membership` without it (or `/raft/remove-learner`); a
 //!   removed leader steps down once that is committed and the others elect a new one; then
 //!   UNREGISTER_BROKER on every NameServer so routes drop it at once;
-//! - transfer-leader: `POST /raft/elect` on the target (openraft 0.9 has no transfer call: an
-//!   up-to-date member that campaigns wins), until it leads.
+//! - transfer-leader: `POST /raft/transfer-leader` on the leader (openraft's transfer: the
+//!   leader stops proposing, the target catches up and wins an election the voters grant at
+//!   once), which answers once the target leads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -31,8 +32,6 @@ pub const ADD_LEARNER_TIMEOUT: Duration = Duration::from_secs(120);
 pub const CHANGE_MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a change may take to show in the leader's view, or a transfer to complete.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often a transfer asks the target to campaign again while it does not lead.
-pub const ELECT_RETRY_INTERVAL: Duration = Duration::from_secs(3);
 /// Pause between polls while waiting.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Default bound of `mq cluster wait`.
@@ -578,9 +577,7 @@ async fn remove_member(ctx: &Ctx, broker_name: &str, node_id: u64) -> anyhow::Re
     }
     // A leader may remove itself: openraft keeps it leading until the membership without it
     // is committed, then it steps down and the remaining voters elect a leader (one election
-    // timeout). Moving leadership first with `/raft/elect` is not used here: under load the
-    // voters' leader lease refuses the candidate, and a refused candidate's higher term forces
-    // an election anyway.
+    // timeout).
     if is_voter {
         let mut voters = leader.voters.clone();
         voters.remove(&node_id);
@@ -669,23 +666,29 @@ async fn unregister(ctx: &Ctx, view: &GroupView, addr: &str, node_id: u64) -> an
     Ok(())
 }
 
-/// Makes `target` campaign until it leads (bounded); returns its view as the leader.
-async fn elect(ctx: &Ctx, broker_name: &str, target: &MemberInfo) -> anyhow::Result<MemberInfo> {
+/// Asks the leader to hand leadership to `target`, then waits (bounded) until `target` reports
+/// itself leader; returns its view as the leader.
+async fn hand_over(
+    ctx: &Ctx,
+    broker_name: &str,
+    leader: &MemberInfo,
+    target: &MemberInfo,
+) -> anyhow::Result<MemberInfo> {
+    let _: serde_json::Value = http::post_json(
+        &leader.admin_addr,
+        "/raft/transfer-leader",
+        &serde_json::json!({ "node_id": target.node_id }),
+        http::ADMIN_TIMEOUT,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "asking leader {} to hand over to node {}",
+            leader.node_id, target.node_id
+        )
+    })?;
     let deadline = Instant::now() + SETTLE_TIMEOUT;
-    let mut last_elect: Option<Instant> = None;
     loop {
-        if last_elect.is_none_or(|at| at.elapsed() >= ELECT_RETRY_INTERVAL) {
-            let _: serde_json::Value = http::post_json(
-                &target.admin_addr,
-                "/raft/elect",
-                &serde_json::json!({}),
-                http::ADMIN_TIMEOUT,
-            )
-            .await
-            .with_context(|| format!("asking node {} to campaign", target.node_id))?;
-            last_elect = Some(Instant::now());
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
         if let Ok(info) = ctx.runtime_info(&target.remoting_addr).await
             && info.is_leader()
         {
@@ -693,10 +696,11 @@ async fn elect(ctx: &Ctx, broker_name: &str, target: &MemberInfo) -> anyhow::Res
         }
         if Instant::now() >= deadline {
             bail!(
-                "node {} of {broker_name} did not become leader within {SETTLE_TIMEOUT:?}",
+                "node {} of {broker_name} did not report itself leader within {SETTLE_TIMEOUT:?}",
                 target.node_id
             );
         }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -715,7 +719,8 @@ async fn transfer_leader(ctx: &Ctx, broker_name: &str, node_id: u64) -> anyhow::
     let leader = if target.is_leader() {
         target.clone()
     } else {
-        elect(ctx, broker_name, target).await?
+        let current = view.require_leader()?;
+        hand_over(ctx, broker_name, current, target).await?
     };
     // The new leader registers in slot 0 at once; wait for it so routes already follow.
     let registered = settle_registration(ctx, broker_name, &leader.remoting_addr).await;

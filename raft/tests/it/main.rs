@@ -7,4 +7,5 @@ mod prevote;
 mod replication;
 mod snapshot;
 mod storage_suite;
+mod transfer;
 mod transport;
