@@ -5,11 +5,16 @@
 //! frame = [u32 big-endian length][codec-encoded RpcRequest or RpcResponse]
 //! ```
 //!
-//! One request is in flight per connection: the client writes a request frame and reads one
-//! response frame. Frames above [`MAX_FRAME_BYTES`] are refused by the decoder before any buffer
-//! is allocated for them; an append request of several entries that would encode above
-//! [`MAX_APPEND_RPC_BYTES`] answers openraft with `PayloadTooLarge` and a hint of how many
-//! entries would fit, so openraft sends fewer.
+//! The server answers the requests of a connection one at a time, in order; the client waits for
+//! each answer (an answer its caller gave up on is read and dropped before the next one). Frames
+//! above [`MAX_FRAME_BYTES`] are refused by the decoder before any buffer is allocated for them;
+//! of an append request whose entries exceed [`MAX_APPEND_RPC_BYTES`], the client sends the
+//! entries that fit and reports a partial success, so openraft sends the rest next.
+//!
+//! Timeouts are the network's: [`APPEND_TIMEOUT`] for appends (openraft 0.10 sets none),
+//! [`CONNECT_TIMEOUT`] for a connection, both sized by TCP's retransmission timers
+//! ([`TCP_MIN_RTO`], [`TCP_SYN_RTO`]) so that a lossy link slows replication instead of
+//! stopping it; votes, transfers and snapshots use the deadline openraft passes.
 //!
 //! - [`client`]: openraft's `RaftNetworkFactory` / `RaftNetworkV2`, one lazily connected client
 //!   per target with capped exponential backoff after connection failures.
@@ -58,12 +63,30 @@ const FRAME_LENGTH_FIELD_BYTES: usize = 4;
 /// each holding one replication and a few vote connections).
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// How long establishing a connection may take before the peer counts as unreachable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Linux's minimum TCP retransmission timeout (`TCP_RTO_MIN`): a lost segment on an otherwise
+/// healthy connection arrives at least this late, and each further loss of it doubles the wait.
+pub const TCP_MIN_RTO: Duration = Duration::from_millis(200);
 
-/// How long one append RPC (replication or heartbeat) may take: the follower's fsync of up to
-/// [`MAX_APPEND_RPC_BYTES`] and its answer. openraft 0.10 leaves this timeout to the network.
+/// Linux's initial retransmission timeout of a connection's SYN (`TCP_TIMEOUT_INIT`): a lost SYN
+/// or SYN-ACK costs a whole second, the next loss 2 s more.
+pub const TCP_SYN_RTO: Duration = Duration::from_secs(1);
+
+/// How long establishing a connection may take before the peer counts as unreachable: room for
+/// the SYN to be sent three times (at 0, 1 and 3 s), so that a lossy link still connects.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3_500);
+
+/// How long one append RPC (replication or catch-up) may take: the follower's fsync of up to
+/// [`MAX_APPEND_RPC_BYTES`] and its answer, with room for a lost request or answer to be
+/// retransmitted three times (200 + 400 + 800 ms from [`TCP_MIN_RTO`]). openraft 0.10 leaves
+/// this timeout to the network; 0.9 used the heartbeat interval (150 ms), below TCP's minimum
+/// retransmission timeout, so at 20 % packet loss most appends timed out and replication
+/// stalled. Heartbeats keep openraft's own timeout of one heartbeat interval; a heartbeat it
+/// gives up on leaves the connection open (see [`client`]).
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most requests a connection may have written without reading their answers (callers that
+/// gave up waiting); beyond it the peer counts as stuck and the connection is replaced.
+pub const MAX_UNANSWERED_REQUESTS: usize = 16;
 
 /// The first wait after a failed connection attempt; it doubles up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_millis(50);

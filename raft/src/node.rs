@@ -36,9 +36,11 @@ use crate::types::{
     ClientWriteError, ClientWriteResponse, Fatal, MetricsReceiver, Node, NodeId, Raft, TypeConfig,
 };
 
-/// Leader heartbeat period. It is also openraft's timeout for one append RPC (which includes the
-/// follower's fsync), so it must stay well above an fsync of
-/// [`MAX_APPEND_RPC_BYTES`](crate::network::MAX_APPEND_RPC_BYTES) under load.
+/// Leader heartbeat period, and openraft's timeout for one heartbeat. Append RPCs have the
+/// network's own, longer timeout ([`APPEND_TIMEOUT`](crate::network::APPEND_TIMEOUT)), suited to
+/// TCP retransmission and to the follower's fsync.
+///
+/// Measured with openraft 0.9 (the figures below predate the move to 0.10):
 ///
 /// Measured on the shared 2-core box with `cargo bench -p raftmq-raft` (three members, one disk,
 /// disk saturated at 150-270 MiB/s): with 150 / 750-1500 ms no election happened under load, and
@@ -50,9 +52,9 @@ use crate::types::{
 /// Then, end to end through the broker (`bench/failover.sh`, 10 kills of the leader under
 /// load, RESULTS.md): 150 / 750-1500 ms gave a 3.05 s median failover; 150 / 500-800 ms gave
 /// 1.85-1.90 s (max 2.07 s) with no election in two 12-minute loaded comparisons; 400-700 ms
-/// split a vote (3.3-3.7 s). Hence 150 / 500-800. Known cost (jepsen-lite finding F1):
-/// openraft times an AppendEntries out after one heartbeat interval, below Linux's 200 ms
-/// minimum TCP retransmission timeout, so heavy packet loss stalls replication until it ends.
+/// split a vote (3.3-3.7 s). Hence 150 / 500-800. (jepsen-lite finding F1, replication stalling
+/// at 20 % packet loss because 0.9 timed appends out after one heartbeat interval, is what
+/// [`APPEND_TIMEOUT`](crate::network::APPEND_TIMEOUT) addresses.)
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 150;
 
 /// Lower bound of the randomized election timeout (ARCHITECTURE.md #10: generous, because three

@@ -1,7 +1,13 @@
 //! The client side: openraft asks the [`NetworkFactory`] for a [`PeerClient`] per target (one
-//! long-lived client per replication stream, a fresh one per election round). Each client
-//! connects lazily, keeps its connection while requests succeed, and drops it on any error or
-//! cancellation (a half-finished exchange leaves the stream in an unknown state).
+//! long-lived client per replication stream and per heartbeat stream, a fresh one per election
+//! round). Each client connects lazily and keeps its connection while it works.
+//!
+//! Timeouts are the network's (openraft 0.10 sets none on appends, see
+//! [`APPEND_TIMEOUT`](super::APPEND_TIMEOUT)). When a caller gives up on a request whose frame
+//! is already written (openraft times heartbeats out after one heartbeat interval), the
+//! connection is kept: the server answers in order, so the next exchange first reads and drops
+//! the answers nobody waits for. Reconnecting instead would cost a TCP handshake, whose lost SYN
+//! waits a whole second on a lossy link. Errors and our own timeouts drop the connection.
 //!
 //! Connection failures back off exponentially per target, from [`BACKOFF_MIN`] to
 //! [`BACKOFF_MAX`], shared by every client of that target, so a dead peer costs one connection
@@ -29,7 +35,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::{
     APPEND_TIMEOUT, BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES,
-    MAX_FRAME_BYTES, NetworkError, RpcRequest, RpcResponse, frame_codec,
+    MAX_FRAME_BYTES, MAX_UNANSWERED_REQUESTS, NetworkError, RpcRequest, RpcResponse, frame_codec,
 };
 use crate::codec;
 use crate::types::{
@@ -37,6 +43,12 @@ use crate::types::{
 };
 
 type Connection = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// An open connection and the requests written on it whose answers have not been read yet.
+struct Link {
+    framed: Connection,
+    unanswered: usize,
+}
 
 /// The delay before the attempt that follows `failures` consecutive failures.
 fn backoff_delay(failures: u32) -> Duration {
@@ -98,7 +110,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    connection: Option<Connection>,
+    connection: Option<Link>,
     health: Arc<Mutex<PeerHealth>>,
     #[cfg(feature = "fault-injection")]
     partition: super::Partition,
@@ -162,6 +174,7 @@ impl PeerClient {
     }
 
     /// Sends one encoded request and reads its response, within `timeout` (connecting included).
+    /// Our own timeout means the link is broken or the peer stuck: the connection is dropped.
     async fn exchange(
         &mut self,
         request: Bytes,
@@ -169,47 +182,78 @@ impl PeerClient {
     ) -> Result<RpcResponse, NetworkError> {
         match tokio::time::timeout(timeout, self.exchange_unbounded(request)).await {
             Ok(result) => result,
-            Err(_) => Err(NetworkError::Timeout {
-                target: self.target,
-                timeout,
-            }),
+            Err(_) => {
+                self.connection = None;
+                Err(NetworkError::Timeout {
+                    target: self.target,
+                    timeout,
+                })
+            }
         }
     }
 
-    /// Sends one encoded request and reads its response. The connection is taken out for the
-    /// exchange and put back only when it completed, so a cancelled or failed exchange never
-    /// leaves a half-read stream behind for the next request.
+    /// Sends one encoded request and reads its response. Cancel-safe: if the caller drops this
+    /// future, the connection stays usable (a frame is either wholly queued or not at all, and
+    /// a queued request is counted as unanswered). Any error drops the connection.
     async fn exchange_unbounded(&mut self, request: Bytes) -> Result<RpcResponse, NetworkError> {
-        let mut connection = match self.connection.take() {
-            Some(connection) => connection,
-            None => self.connect().await?,
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|link| link.unanswered >= MAX_UNANSWERED_REQUESTS)
+        {
+            // The peer has not answered a run of requests: do not queue behind them.
+            self.connection = None;
+        }
+        if self.connection.is_none() {
+            let framed = self.connect().await?;
+            self.connection = Some(Link {
+                framed,
+                unanswered: 0,
+            });
+        }
+        let target = self.target;
+        let result = match self.connection.as_mut() {
+            Some(link) => Self::exchange_on(link, target, request).await,
+            None => Err(NetworkError::Closed { target }),
         };
-        let io = |source| NetworkError::Io {
-            target: self.target,
-            source,
-        };
-        connection.send(request).await.map_err(io)?;
-        let frame = match connection.next().await {
-            Some(frame) => frame.map_err(io)?,
-            None => {
-                return Err(NetworkError::Closed {
-                    target: self.target,
-                });
-            }
-        };
-        let response: RpcResponse =
-            codec::decode(&frame).map_err(|source| NetworkError::Codec {
-                target: self.target,
-                source,
-            })?;
+        if result.is_err() {
+            self.connection = None;
+        }
+        let response = result?;
         if let RpcResponse::BadRequest(reason) = &response {
             return Err(NetworkError::UnexpectedAnswer {
-                target: self.target,
+                target,
                 answer: format!("bad request: {reason}"),
             });
         }
-        self.connection = Some(connection);
         Ok(response)
+    }
+
+    async fn exchange_on(
+        link: &mut Link,
+        target: NodeId,
+        request: Bytes,
+    ) -> Result<RpcResponse, NetworkError> {
+        let io = |source| NetworkError::Io { target, source };
+        // `feed` returns once the whole frame is in the write buffer, and not before: from here
+        // on the server will answer this request.
+        link.framed.feed(request).await.map_err(io)?;
+        link.unanswered += 1;
+        SinkExt::<Bytes>::flush(&mut link.framed)
+            .await
+            .map_err(io)?;
+        loop {
+            let frame = match link.framed.next().await {
+                Some(frame) => frame.map_err(io)?,
+                None => return Err(NetworkError::Closed { target }),
+            };
+            link.unanswered = link.unanswered.saturating_sub(1);
+            if link.unanswered == 0 {
+                return codec::decode(&frame)
+                    .map_err(|source| NetworkError::Codec { target, source });
+            }
+            // The answer to an earlier request whose caller gave up: nobody waits for it.
+        }
     }
 
     fn encode(&mut self, request: &RpcRequest) -> Result<Bytes, NetworkError> {
@@ -444,7 +488,98 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+    use crate::network::TCP_MIN_RTO;
+    use crate::types::log_id;
+
+    /// A stand-in peer: answers Vote and AppendEntries, the first request only after `first_delay`
+    /// (a slow or lossy link). Counts the connections it accepted.
+    async fn fake_peer(
+        first_delay: Duration,
+    ) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut delay = Some(first_delay);
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut framed = Framed::new(stream, frame_codec());
+                while let Some(Ok(frame)) = framed.next().await {
+                    if let Some(delay) = delay.take() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let answer = match codec::decode::<RpcRequest>(&frame) {
+                        Ok(RpcRequest::Vote(vote)) => {
+                            RpcResponse::Vote(VoteResponse::new(vote.vote, None, true))
+                        }
+                        Ok(RpcRequest::AppendEntries(_)) => {
+                            RpcResponse::AppendEntries(AppendEntriesResponse::Success)
+                        }
+                        other => RpcResponse::BadRequest(format!("{other:?}")),
+                    };
+                    let encoded = Bytes::from(codec::encode(&answer).unwrap());
+                    if framed.send(encoded).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (addr, accepted, task)
+    }
+
+    #[tokio::test]
+    async fn an_answer_nobody_waits_for_is_dropped_and_the_connection_kept() {
+        let (addr, accepted, peer) = fake_peer(Duration::from_millis(300)).await;
+        let mut client = NetworkFactory::new()
+            .new_client(9, &Node { addr: addr.clone() })
+            .await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        let first = VoteRequest::new(Vote::new(1, 1), None);
+        // openraft gives up on the first request (as on a heartbeat after one interval).
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.vote(first, option.clone()),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the first answer is late");
+
+        // The next request gets its own answer, on the same connection.
+        let second = VoteRequest::new(Vote::new(2, 1), None);
+        let answer = client.vote(second, option).await.unwrap();
+        assert_eq!(
+            answer.vote,
+            Vote::new(2, 1),
+            "not the stale answer to term 1"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "no reconnect");
+        peer.abort();
+    }
+
+    #[tokio::test]
+    async fn an_append_answered_after_tcp_retransmissions_succeeds() {
+        // Two retransmissions of a lost segment: well above the 150 ms openraft passes as the
+        // RPC option (the heartbeat interval), well within the network's own append timeout.
+        let late = TCP_MIN_RTO * 3;
+        assert!(late < APPEND_TIMEOUT);
+        let (addr, _, peer) = fake_peer(late).await;
+        let mut client = NetworkFactory::new().new_client(9, &Node { addr }).await;
+        let rpc = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(1, 1, 5)),
+            leader_commit: None,
+            entries: Vec::new(),
+        };
+        let answer = client
+            .append_entries(rpc, RPCOption::new(Duration::from_millis(150)))
+            .await
+            .unwrap();
+        assert_eq!(answer, AppendEntriesResponse::Success);
+        peer.abort();
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
