@@ -183,8 +183,8 @@ impl LogStoreError {
         }
     }
 
-    /// The failure that started it all: the first failure behind a [`PreviousFailure`]
-    /// (`Self::PreviousFailure`), else this error itself.
+    /// The failure that started it all: the first failure behind a
+    /// [`PreviousFailure`](Self::PreviousFailure), else this error itself.
     pub fn first_failure(&self) -> &LogStoreError {
         match self {
             LogStoreError::PreviousFailure { first } => first.first_failure(),

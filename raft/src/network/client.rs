@@ -3,7 +3,7 @@
 //! round). Each client connects lazily and keeps its connection while it works.
 //!
 //! Timeouts are the network's (openraft 0.10 sets none on appends, see
-//! [`APPEND_TIMEOUT`](super::APPEND_TIMEOUT)). When a caller gives up on a request whose frame
+//! [`APPEND_TIMEOUT`]). When a caller gives up on a request whose frame
 //! is already written (openraft times heartbeats out after one heartbeat interval), the
 //! connection is kept: the server answers in order, so the next exchange first reads and drops
 //! the answers nobody waits for. Reconnecting instead would cost a TCP handshake, whose lost SYN
