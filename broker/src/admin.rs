@@ -1,8 +1,9 @@
 //! Admin HTTP (axum), bound to loopback by default: health, Raft status, topics, groups,
 //! Prometheus metrics, the membership operations an operator needs (add a learner, change the
-//! voters, move leadership here), and the consumer offset reset (`mq offset reset`), which
-//! goes through Raft on the leader like every other write. The JSON bodies are
-//! `raftmq_protocol::admin`'s types, shared with the admin client (`mq`, jepsen-lite, tests).
+//! voters, hand leadership to a member, campaign here), and the consumer offset reset
+//! (`mq offset reset`), which goes through Raft on the leader like every other write. The JSON
+//! bodies are `raftmq_protocol::admin`'s types, shared with the admin client (`mq`,
+//! jepsen-lite, tests).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,12 +17,12 @@ use openraft::{BasicNode, ChangeMembers};
 use raftmq_protocol::admin::{
     AddLearner, ChangeMembership, ELECTION_STARTED, ElectAnswer, ErrorBody, FollowerStatus,
     GroupQueueStatus, GroupStatus, HEALTHY, MembershipAnswer, RaftStatus, RemoveLearner,
-    ResetAnswer, ResetOffsets, ResetQueue, TopicStatus,
+    ResetAnswer, ResetOffsets, ResetQueue, TopicStatus, TransferLeader, TransferLeaderAnswer,
 };
 
 use crate::command::{Applied, Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
-use raftmq_raft::{LogReader, NodeId, Raft};
+use raftmq_raft::{LogReader, NodeError, NodeId, Raft};
 
 /// What the admin handlers reach.
 #[derive(Clone)]
@@ -43,6 +44,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/raft/change-membership", post(change_membership))
         .route("/raft/remove-learner", post(remove_learner))
         .route("/raft/elect", post(elect))
+        .route("/raft/transfer-leader", post(transfer_leader))
         .route("/offsets/reset", post(reset_offsets))
         .with_state(state)
 }
@@ -283,10 +285,31 @@ async fn remove_learner(
     }
 }
 
-/// `POST /raft/elect`: this member starts an election now (how leadership is moved to it:
-/// openraft 0.9 has no transfer call; an up-to-date member with a higher term wins).
+/// `POST /raft/transfer-leader {"node_id": 2}` on the leader: hands leadership to that voter
+/// with openraft's transfer and answers once it leads (`{"leader": 2}`), within a few seconds.
+async fn transfer_leader(
+    State(state): State<AdminState>,
+    Json(body): Json<TransferLeader>,
+) -> Response {
+    match raftmq_raft::node::transfer_leader(&state.raft, body.node_id).await {
+        Ok(()) => Json(TransferLeaderAnswer {
+            leader: body.node_id,
+        })
+        .into_response(),
+        Err(err @ (NodeError::NotVoter { .. } | NodeError::NotReplicating { .. })) => {
+            failure(StatusCode::BAD_REQUEST, err)
+        }
+        Err(err @ NodeError::NotLeader { .. }) => failure(StatusCode::CONFLICT, err),
+        Err(err @ NodeError::TransferTimedOut { .. }) => failure(StatusCode::GATEWAY_TIMEOUT, err),
+        Err(err) => failure(StatusCode::INTERNAL_SERVER_ERROR, err),
+    }
+}
+
+/// `POST /raft/elect`: this member starts an election now. A campaign, not a hand-over: under
+/// load the leader's lease makes the voters refuse it; `/raft/transfer-leader` on the leader
+/// moves leadership properly.
 async fn elect(State(state): State<AdminState>) -> Response {
-    match state.raft.trigger().elect().await {
+    match state.raft.trigger().elect(false).await {
         Ok(()) => Json(ElectAnswer {
             elect: ELECTION_STARTED.to_owned(),
         })

@@ -11,17 +11,17 @@
 //! request can carry up to a frame of messages. A send waits while either bound is reached; a
 //! single request larger than the byte bound waits for an empty queue and then goes alone.
 //!
-//! Outcomes follow openraft's semantics: `ForwardToLeader` means the entry was refused or
-//! truncated (never committed), so the sender learns a definite failure; a proposal that got no
-//! answer in time has an unknown outcome (it may still commit). On shutdown, every request
-//! still queued or waiting for room is answered `ShuttingDown` (never proposed).
+//! Outcomes follow openraft's semantics: `ForwardToLeader` means the entry was refused before it
+//! was appended (never committed), so the sender learns a definite failure; an entry discarded
+//! on a leader change (`LogEntryDiscarded`) or one that got no answer in time has an unknown
+//! outcome (it may still commit). On shutdown, every request still queued or waiting for room is
+//! answered `ShuttingDown` (never proposed).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use openraft::error::ClientWriteError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,17 +32,17 @@ use crate::command::{
     decode_applied, encode_entry,
 };
 use crate::topic::TopicConfig;
-use raftmq_raft::{AppRequest, NodeId, Raft};
+use raftmq_raft::{AppRequest, ClientWriteError, ClientWriteResult, NodeId, Raft, WriteResponder};
 
 /// Most messages packed into one entry.
 pub const MAX_BATCH_MESSAGES: usize = 8192;
 /// Most message bytes packed into one entry (a single larger message still gets its own entry).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Entries proposed and not yet answered; more waits, so the queue fills and batches grow.
-/// openraft 0.9's leader fsyncs each entry on its own, one after another, so entries beyond a
-/// few in flight only queue inside openraft while staying small. Measured with 256 async sends
-/// in flight (release, 3 members on loopback, busy 2-core box): 64 in flight gave 3.8k msgs/s,
-/// 4 gave 8.7k msgs/s.
+/// Measured with openraft 0.9, whose leader fsynced each entry on its own, one after another, so
+/// entries beyond a few in flight only queued inside openraft while staying small: with 256 async
+/// sends in flight (release, 3 members on loopback, busy 2-core box) 64 in flight gave 3.8k
+/// msgs/s, 4 gave 8.7k msgs/s. 0.10 no longer serializes the leader's fsyncs; not re-measured.
 pub const MAX_IN_FLIGHT_PROPOSALS: usize = 4;
 /// Requests waiting to be packed.
 pub const PROPOSAL_QUEUE_CAPACITY: usize = 16384;
@@ -103,6 +103,13 @@ pub enum UnknownOutcome {
     /// openraft reported a membership error for a data proposal (its message).
     #[error("{0}")]
     MembershipChange(String),
+    /// The entry was appended, then replaced by another leader's log: it may have committed
+    /// there.
+    #[error("the entry was discarded on a leader change (leader now: {leader:?})")]
+    DiscardedOnLeaderChange { leader: Option<u64> },
+    /// openraft reported a failed precondition for a data proposal (which carries none).
+    #[error("{0}")]
+    PreconditionFailed(String),
 }
 
 /// One message to store: its bytes in RocketMQ's stored layout and its tag's hash.
@@ -445,17 +452,19 @@ impl Batcher {
     async fn write(&self, command: &Command, blob: &[u8]) -> Result<WriteReceiver, ProposeError> {
         let payload =
             encode_entry(command, blob).map_err(|err| ProposeError::BadAnswer(err.to_string()))?;
+        let (responder, receiver) = WriteResponder::complete_only();
         self.raft
-            .client_write_ff(AppRequest(payload))
+            .client_write_ff(AppRequest(payload), Some(responder))
             .await
             .map_err(|fatal| {
                 debug!(error = %fatal, "raft stopped before accepting a proposal");
                 ProposeError::ShuttingDown
-            })
+            })?;
+        Ok(receiver)
     }
 }
 
-type WriteReceiver = oneshot::Receiver<openraft::raft::ClientWriteResult<raftmq_raft::TypeConfig>>;
+type WriteReceiver = oneshot::Receiver<ClientWriteResult>;
 
 async fn await_applied(receiver: WriteReceiver) -> Result<Applied, ProposeError> {
     let result = match tokio::time::timeout(PROPOSAL_TIMEOUT, receiver).await {
@@ -471,10 +480,23 @@ async fn await_applied(receiver: WriteReceiver) -> Result<Applied, ProposeError>
         Ok(response) => {
             decode_applied(&response.data.0).map_err(|err| ProposeError::BadAnswer(err.to_string()))
         }
-        // Refused, or truncated by a new leader: never committed.
+        // Refused before it was appended: never committed.
         Err(ClientWriteError::ForwardToLeader(forward)) => Err(ProposeError::NotLeader {
             leader: forward.leader_id,
         }),
+        // Appended, then replaced by another leader's log: it may still have committed there.
+        Err(ClientWriteError::LogEntryDiscarded(forward)) => Err(ProposeError::Unknown(
+            UnknownOutcome::DiscardedOnLeaderChange {
+                leader: forward.leader_id,
+            },
+        )),
+        // Data proposals carry no preconditions.
+        Err(ClientWriteError::PreconditionFailed(err)) => {
+            warn!(error = %err, "a data proposal failed a precondition");
+            Err(ProposeError::Unknown(UnknownOutcome::PreconditionFailed(
+                err.to_string(),
+            )))
+        }
         Err(ClientWriteError::ChangeMembershipError(err)) => {
             warn!(error = %err, "a data proposal met a membership error");
             Err(ProposeError::Unknown(UnknownOutcome::MembershipChange(

@@ -38,7 +38,8 @@ use crate::metrics::BrokerMetrics;
 use crate::processor::BrokerHandler;
 use crate::state_machine::BrokerStateMachine;
 use raftmq_raft::{
-    InitializeOutcome, Node, NodeConfig, NodeError, Raft, RaftNode, StateMachineError,
+    InitializeOutcome, MetricsReceiver, Node, NodeConfig, NodeError, Raft, RaftNode,
+    StateMachineError,
 };
 
 /// How often silent clients are looked for.
@@ -259,7 +260,12 @@ impl Broker {
         let mut metrics = self.node.raft().metrics();
         loop {
             if let Err(fatal) = &metrics.borrow_and_update().running_state {
-                return fatal.to_string();
+                // openraft keeps only the text of a storage error; the node kept its kind, so
+                // the reason says whether the disk is full or a file is corrupt.
+                return match self.node.storage_failure() {
+                    Some(failure) => format!("{}: {failure}", failure.kind()),
+                    None => fatal.to_string(),
+                };
             }
             if metrics.changed().await.is_err() {
                 return "its metrics channel closed".to_string();

@@ -1,9 +1,10 @@
 //! Who leads this broker group, as this member sees it (from openraft's metrics).
 
-use openraft::ServerState;
-use tokio::sync::watch;
+use std::time::Duration;
 
-use raftmq_raft::{NodeId, RaftMetrics};
+use openraft::ServerState;
+
+use raftmq_raft::{MetricsReceiver, MetricsWatch, NodeId, RaftMetrics, since_quorum_ack};
 
 /// A member's view of its group's leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,18 +20,14 @@ pub struct LeadershipView {
 #[derive(Clone)]
 pub struct Leadership {
     node_id: NodeId,
-    metrics: watch::Receiver<RaftMetrics>,
+    metrics: MetricsWatch,
     quorum_lease_ms: u64,
 }
 
 impl Leadership {
     /// `quorum_lease_ms`: how long a leader may go without a quorum acknowledging it and still
     /// take writes (the longest election timeout: after that another leader may exist).
-    pub fn new(
-        node_id: NodeId,
-        metrics: watch::Receiver<RaftMetrics>,
-        quorum_lease_ms: u64,
-    ) -> Self {
+    pub fn new(node_id: NodeId, metrics: MetricsWatch, quorum_lease_ms: u64) -> Self {
         Self {
             node_id,
             metrics,
@@ -39,7 +36,7 @@ impl Leadership {
     }
 
     pub fn view(&self) -> LeadershipView {
-        view_of(self.node_id, &self.metrics.borrow())
+        view_of(self.node_id, &self.metrics.borrow_watched())
     }
 
     /// Whether this member may take writes now: it leads, and a quorum has acknowledged it
@@ -48,11 +45,10 @@ impl Leadership {
     /// definite "not leader" instead of proposing entries that cannot commit and would leave
     /// their senders with timeouts.
     pub fn may_write(&self) -> bool {
-        let metrics = self.metrics.borrow();
+        let metrics = self.metrics.borrow_watched();
         view_of(self.node_id, &metrics).is_leader
-            && metrics
-                .millis_since_quorum_ack
-                .is_some_and(|ms| ms <= self.quorum_lease_ms)
+            && since_quorum_ack(&metrics)
+                .is_some_and(|since| since <= Duration::from_millis(self.quorum_lease_ms))
     }
 
     pub fn is_leader(&self) -> bool {
@@ -60,13 +56,13 @@ impl Leadership {
     }
 
     /// A receiver for waiting on changes (registration re-registers when the view changes).
-    pub fn subscribe(&self) -> watch::Receiver<RaftMetrics> {
+    pub fn subscribe(&self) -> MetricsWatch {
         self.metrics.clone()
     }
 
     /// The metrics as they are now (for admin endpoints).
     pub fn metrics(&self) -> RaftMetrics {
-        self.metrics.borrow().clone()
+        self.metrics.borrow_watched().clone()
     }
 }
 

@@ -15,6 +15,7 @@ use raftmq_protocol::header::namesrv::{
 };
 use raftmq_protocol::route::RegisterBrokerBody;
 use raftmq_protocol::{ExtHeader, RemotingCommand};
+use raftmq_raft::MetricsReceiver;
 use raftmq_remoting::rpc_client::RpcClient;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};

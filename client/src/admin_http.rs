@@ -25,6 +25,7 @@ use std::time::Duration;
 use raftmq_protocol::admin::{
     AddLearner, ChangeMembership, ElectAnswer, ErrorBody, GroupStatus, MembershipAnswer,
     RaftStatus, RegisteredGroup, RemoveLearner, ResetAnswer, ResetOffsets, Routes, TopicStatus,
+    TransferLeader, TransferLeaderAnswer,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
@@ -206,6 +207,17 @@ impl AdminHttpClient {
     /// `POST /raft/elect`: this member starts an election now.
     pub async fn elect(&self, addr: &str) -> Result<ElectAnswer, AdminHttpError> {
         self.post_json(addr, "/raft/elect", &serde_json::Map::new())
+            .await
+    }
+
+    /// `POST /raft/transfer-leader` (on the leader): hands leadership to voter `node_id` and
+    /// answers once it leads (the server gives up after a few seconds).
+    pub async fn transfer_leader(
+        &self,
+        addr: &str,
+        node_id: u64,
+    ) -> Result<TransferLeaderAnswer, AdminHttpError> {
+        self.post_json(addr, "/raft/transfer-leader", &TransferLeader { node_id })
             .await
     }
 

@@ -159,6 +159,18 @@ pub struct ElectAnswer {
     pub elect: String,
 }
 
+/// `POST /raft/transfer-leader`, on the leader: hand leadership to voter `node_id`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TransferLeader {
+    pub node_id: u64,
+}
+
+/// The answer to `POST /raft/transfer-leader` once the named member leads: `{"leader": 2}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TransferLeaderAnswer {
+    pub leader: u64,
+}
+
 /// `POST /offsets/reset`, on the leader: move a consumer group's committed offsets on one
 /// topic (every queue, or `queue`) to `offset` or to the first message stored at or after
 /// `timestamp_ms`; exactly one of the two is given. `force` resets even while the group has

@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use openraft::CommittedLeaderId;
 use raftmq_raft::log_store::{LogStore, LogStoreConfig, LogStoreMetricsSnapshot};
 use raftmq_raft::testing::CounterStateMachine;
 use raftmq_raft::{
-    AppRequest, Entry, EntryPayload, LogId, Node, NodeConfig, NodeId, RaftNode, RaftTimers,
+    AppRequest, Entry, EntryPayload, MetricsReceiver, Node, NodeConfig, NodeId, RaftNode,
+    RaftTimers, log_id,
 };
 use tokio::sync::Semaphore;
 
@@ -250,7 +250,7 @@ async fn log_store_phase(
         let permit = Arc::clone(&permits).acquire_owned().await?;
         let entries: Vec<Entry> = (0..batch as u64)
             .map(|i| Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), next_index + i),
+                log_id: log_id(1, 1, next_index + i),
                 payload: EntryPayload::Normal(AppRequest(payload.clone())),
             })
             .collect();
@@ -348,6 +348,19 @@ async fn wait_leader(node: &RaftNode, not: Option<NodeId>) -> Result<(NodeId, u6
     Ok((leader, metrics.current_term))
 }
 
+/// Waits until `node` leads with a quorum's acknowledgement: openraft 0.10 refuses writes
+/// (forward to leader, lease expired) before that.
+async fn wait_writable(node: &RaftNode) -> Result<()> {
+    node.raft()
+        .wait(Some(WAIT_MAX))
+        .metrics(
+            |m| m.state == openraft::ServerState::Leader && m.last_quorum_acked.is_some(),
+            "the leader takes writes",
+        )
+        .await?;
+    Ok(())
+}
+
 async fn stop_all(members: BTreeMap<NodeId, Member>) -> Result<()> {
     for (_, member) in members {
         tokio::time::timeout(WAIT_MAX, member.node.shutdown())
@@ -404,6 +417,7 @@ async fn fail_over(members: &mut BTreeMap<NodeId, Member>, leader_id: NodeId) ->
     let survivor = &members.values().next().context("a survivor")?.node;
     let (new_leader, _) = wait_leader(survivor, Some(leader_id)).await?;
     let new_leader = &members.get(&new_leader).context("new leader")?.node;
+    wait_writable(new_leader).await?;
     new_leader
         .raft()
         .client_write(AppRequest(Bytes::from_static(b"after failover")))
@@ -421,6 +435,7 @@ async fn failover_bench() -> Result<()> {
         let first = &members.get(&1).context("member 1")?.node;
         let (leader_id, _) = wait_leader(first, None).await?;
         let leader = &members.get(&leader_id).context("leader")?.node;
+        wait_writable(leader).await?;
         leader
             .raft()
             .client_write(AppRequest(Bytes::from_static(b"before failover")))
@@ -448,6 +463,7 @@ async fn cluster_phase(
     let first = &members.get(&1).context("member 1")?.node;
     let (leader_id, _) = wait_leader(first, None).await?;
     let leader = &members.get(&leader_id).context("leader")?.node;
+    wait_writable(leader).await?;
     let follower_id = *members
         .keys()
         .find(|id| **id != leader_id)
@@ -483,7 +499,7 @@ async fn cluster_phase(
     }
     // Counters over the measured window only.
     tokio::time::sleep_until(warm_until.into()).await;
-    let term_before = leader.raft().metrics().borrow().current_term;
+    let term_before = leader.raft().metrics().borrow_watched().current_term;
     let usage = Usage::now();
     let leader_before = leader.log_metrics();
     let follower_before = follower.log_metrics();
@@ -502,7 +518,7 @@ async fn cluster_phase(
     let (disk, cpu) = usage.rates_since(elapsed);
     let leader_m = delta(leader.log_metrics(), leader_before);
     let follower_m = delta(follower.log_metrics(), follower_before);
-    let elections = leader.raft().metrics().borrow().current_term - term_before;
+    let elections = leader.raft().metrics().borrow_watched().current_term - term_before;
 
     let mut members = members;
     let failover_ms = if failover {

@@ -97,7 +97,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
-    use crate::types::{AppRequest, Entry, EntryPayload, LogId, Vote};
+    use crate::types::{AppRequest, Entry, EntryPayload, Vote};
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Sample {
@@ -125,7 +125,7 @@ mod tests {
     }
 
     fn entries() -> Vec<Entry> {
-        let log_id = |term, index| LogId::new(openraft::CommittedLeaderId::new(term, 1), index);
+        let log_id = |term, index| crate::types::log_id(term, 1, index);
         vec![
             Entry {
                 log_id: log_id(1, 1),
@@ -137,7 +137,7 @@ mod tests {
             },
             Entry {
                 log_id: log_id(2, 3),
-                payload: EntryPayload::Membership(openraft::Membership::new(
+                payload: EntryPayload::Membership(crate::types::Membership::new_with_defaults(
                     vec![BTreeSet::from([1, 2, 3])],
                     None,
                 )),

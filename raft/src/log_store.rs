@@ -4,17 +4,23 @@
 //! Data path of a write:
 //!
 //! ```text
-//! openraft append(entries, LogFlushed)
+//! openraft append(entries, IOFlushed)
 //!   -> entries go into the in-memory tail (mem.rs): readable at once
 //!   -> the command is queued to the flusher (flusher.rs, one thread, bounded queue)
+//!   -> append returns; openraft's leader replicates the entries from the tail right away
 //!   -> the flusher drains the queue, writes it all in one redb transaction (one fsync)
-//!   -> then fires LogFlushed for every append in the batch, in order
+//!   -> then fires IOFlushed for every append in the batch, in order
 //! ```
+//!
+//! openraft 0.10 counts the leader toward the commit quorum only when its `IOFlushed` fires, and
+//! followers answer an append only once flushed, so the callback is the durability promise:
+//! it never fires before the fsync that covers its entries (ARCHITECTURE.md decision 3). Appends
+//! that arrive while an fsync runs wait in the queue and share the next one.
 //!
 //! Truncate, purge and vote go through the same queue and return once durable, so every write
 //! reaches disk in the order openraft issued it. The first storage error fails the store for
-//! good: it is returned to openraft as a `StorageError` (which stops the node) and every later
-//! call fails too.
+//! good: it is returned to openraft as an `io::Error` whose source is the [`LogStoreError`]
+//! (which stops the node) and every later call fails too.
 //!
 //! On disk (file [`LOG_FILE_NAME`] in the data directory): table `entries` maps a log index to
 //! the [`codec`]-encoded entry; table `meta` holds the vote, the committed log id
@@ -34,8 +40,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{AnyError, LogIdOptionExt, LogState, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogIdOptionExt, LogState, OptionalSend, RaftLogReader};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,7 +50,8 @@ pub use flusher::{FLUSH_QUEUE_CAPACITY, MAX_COMMANDS_PER_FLUSH};
 use mem::MemLog;
 
 use crate::codec;
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::storage_fault::{FailureKind, RedbFault, is_no_space};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// The redb file of the log inside a node's data directory.
 pub const LOG_FILE_NAME: &str = "raft-log.redb";
@@ -66,35 +73,123 @@ pub(crate) const META_VOTE: &str = "vote";
 pub(crate) const META_COMMITTED: &str = "committed";
 pub(crate) const META_LAST_PURGED: &str = "last_purged";
 
-/// Why the log store failed. Cloneable so that one failed transaction can report the same error
-/// to every command it carried.
+/// Why the log store failed. The storage failures keep their kind apart ([`kind`](Self::kind):
+/// a full disk, an I/O error, corrupt data, an earlier failure) and carry their source. Cloneable
+/// (sources are shared) so that one failed transaction can report the same error to every
+/// command it carried.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum LogStoreError {
-    #[error("cannot open the raft log at {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("raft log storage failed: {0}")]
-    Storage(String),
+    #[error("cannot open the raft log at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<LogStoreError>,
+    },
+    /// The disk is full (ENOSPC): nothing more can be written.
+    #[error("raft log disk is full: {source}")]
+    NoSpace {
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("raft log I/O failed: {source}")]
+    Io {
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// redb found its file damaged.
+    #[error("raft log file is corrupt: {reason}")]
+    Corrupt { reason: String },
     #[error("raft log entry {index} on disk is corrupt: {reason}")]
     CorruptEntry { index: u64, reason: String },
     #[error("raft log record {key:?} on disk is corrupt: {reason}")]
     CorruptMeta { key: &'static str, reason: String },
     #[error("raft log is missing entries {missing:?} that should be on disk")]
     MissingEntries { missing: Range<u64> },
+    /// Any other redb error (the file locked by another process, a value too large, ...).
+    #[error("raft log database failed: {source}")]
+    Database {
+        #[source]
+        source: Arc<redb::Error>,
+    },
+    /// The store failed earlier (in this call's transaction or before): every call fails since,
+    /// and `first` is the failure that stopped it.
+    #[error("raft log stopped after an earlier failure: {first}")]
+    PreviousFailure {
+        #[source]
+        first: Box<LogStoreError>,
+    },
     #[error("cannot encode a raft log record: {0}")]
     Encode(String),
     #[error("append breaks the raft log: {0}")]
     NotConsecutive(String),
-    #[error("raft log stopped after an earlier failure: {0}")]
-    Failed(String),
+    #[error("a raft log read task failed: {0}")]
+    ReadTask(String),
     #[error("raft log is shut down")]
     Closed,
     #[error("cannot start the raft log flusher thread: {0}")]
-    Spawn(String),
+    Spawn(#[source] Arc<std::io::Error>),
 }
 
 impl LogStoreError {
+    /// A redb error (of any redb operation), by kind.
     pub(crate) fn storage(e: impl Into<redb::Error>) -> Self {
-        LogStoreError::Storage(e.into().to_string())
+        match RedbFault::from(e.into()) {
+            RedbFault::NoSpace(source) => LogStoreError::NoSpace {
+                source: Arc::new(source),
+            },
+            RedbFault::Io(source) => LogStoreError::Io {
+                source: Arc::new(source),
+            },
+            RedbFault::Corrupt(reason) => LogStoreError::Corrupt { reason },
+            RedbFault::PreviousIo(source) | RedbFault::Other(source) => LogStoreError::Database {
+                source: Arc::new(source),
+            },
+        }
+    }
+
+    /// An I/O error outside redb (creating the data directory), by kind.
+    pub(crate) fn io(source: std::io::Error) -> Self {
+        if is_no_space(&source) {
+            LogStoreError::NoSpace {
+                source: Arc::new(source),
+            }
+        } else {
+            LogStoreError::Io {
+                source: Arc::new(source),
+            }
+        }
+    }
+
+    /// What kind of failure this is. An error from opening the log has the kind of its cause.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            LogStoreError::Open { source, .. } => source.kind(),
+            LogStoreError::NoSpace { .. } => FailureKind::NoSpace,
+            LogStoreError::Io { .. } => FailureKind::Io,
+            LogStoreError::Corrupt { .. }
+            | LogStoreError::CorruptEntry { .. }
+            | LogStoreError::CorruptMeta { .. }
+            | LogStoreError::MissingEntries { .. } => FailureKind::Corrupt,
+            LogStoreError::Database { source } if matches!(**source, redb::Error::PreviousIo) => {
+                FailureKind::PreviousFailure
+            }
+            LogStoreError::PreviousFailure { .. } => FailureKind::PreviousFailure,
+            LogStoreError::Database { .. }
+            | LogStoreError::Encode(_)
+            | LogStoreError::NotConsecutive(_)
+            | LogStoreError::ReadTask(_)
+            | LogStoreError::Closed
+            | LogStoreError::Spawn(_) => FailureKind::Other,
+        }
+    }
+
+    /// The failure that started it all: the first failure behind a
+    /// [`PreviousFailure`](Self::PreviousFailure), else this error itself.
+    pub fn first_failure(&self) -> &LogStoreError {
+        match self {
+            LogStoreError::PreviousFailure { first } => first.first_failure(),
+            other => other,
+        }
     }
 }
 
@@ -209,7 +304,9 @@ impl Shared {
     pub(crate) fn failure(&self) -> Option<LogStoreError> {
         self.failure
             .get()
-            .map(|first| LogStoreError::Failed(first.to_string()))
+            .map(|first| LogStoreError::PreviousFailure {
+                first: Box::new(first.clone()),
+            })
     }
 
     /// Remembers `error` as the store's failure if it is the first one.
@@ -387,7 +484,7 @@ async fn read_range(
     let shared = Arc::clone(shared);
     tokio::task::spawn_blocking(move || shared.read_range_blocking(start, end))
         .await
-        .map_err(|e| LogStoreError::Storage(format!("log read task failed: {e}")))?
+        .map_err(|e| LogStoreError::ReadTask(e.to_string()))?
 }
 
 /// `[start, end)` of any range bounds over log indexes.
@@ -475,16 +572,16 @@ impl LogStore {
     /// Opens (or creates) the log in `data_dir` and starts its flusher thread.
     pub fn open(data_dir: &Path, config: LogStoreConfig) -> Result<LogStore, LogStoreError> {
         let path = data_dir.join(LOG_FILE_NAME);
-        let open_error = |reason: String| LogStoreError::Open {
+        let open_error = |source: LogStoreError| LogStoreError::Open {
             path: path.clone(),
-            reason,
+            source: Box::new(source),
         };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(LogStoreError::io(e)))?;
         let db = redb::Builder::new()
             .set_cache_size(REDB_CACHE_BYTES)
             .create(&path)
-            .map_err(|e| open_error(e.to_string()))?;
-        LogStore::with_database(db, config)
+            .map_err(|e| open_error(LogStoreError::storage(e)))?;
+        LogStore::with_database(db, config).map_err(open_error)
     }
 
     /// Opens the log in an already opened redb database (tests use this to inject a backend).
@@ -550,7 +647,7 @@ impl LogStore {
         let thread = std::thread::Builder::new()
             .name("raft-log-flusher".to_string())
             .spawn(move || flusher::run(thread_shared, rx))
-            .map_err(|e| LogStoreError::Spawn(e.to_string()))?;
+            .map_err(|e| LogStoreError::Spawn(Arc::new(e)))?;
         let flusher = FlusherHandle {
             tx: tx.clone(),
             thread: Arc::new(Mutex::new(Some(thread))),
@@ -597,7 +694,7 @@ impl LogStore {
 
     /// Appends entries and returns once they are readable and queued for the flusher; `done`
     /// runs on the flusher thread once they are durable (or failed). This is what openraft's
-    /// `append` does with its `LogFlushed` callback; it is public for benchmarks and tools that
+    /// `append` does with its `IOFlushed` callback; it is public for benchmarks and tools that
     /// drive a log store directly (a running node's store belongs to openraft).
     pub async fn append_with_callback(
         &mut self,
@@ -661,31 +758,16 @@ impl LogStore {
     }
 }
 
-fn write_error(e: &LogStoreError) -> StorageError {
-    StorageIOError::write_logs(AnyError::new(e)).into()
-}
-
-fn read_error(e: &LogStoreError) -> StorageError {
-    StorageIOError::read_logs(AnyError::new(e)).into()
-}
-
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
-        let (start, end) = to_start_end(&range);
-        read_range(&self.shared, start, end)
-            .await
-            .map_err(|e| read_error(&e))
-    }
+/// The `io::Error` openraft's storage traits take, with the typed error as its source.
+fn io_error(e: LogStoreError) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        self.shared.check().map_err(|e| read_error(&e))?;
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
+        self.shared.check().map_err(io_error)?;
         let mem = self.shared.mem_read();
         Ok(LogState {
             last_purged_log_id: mem.last_purged(),
@@ -697,56 +779,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.reader()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.save_vote_durably(*vote)
-            .await
-            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
+        self.save_vote_durably(*vote).await.map_err(io_error)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.shared
-            .check()
-            .map_err(|e| StorageIOError::read_vote(AnyError::new(&e)))?;
-        Ok(self.shared.mem_read().vote())
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.shared.check().map_err(|e| write_error(&e))?;
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
+        self.shared.check().map_err(io_error)?;
         self.shared.mem_write().set_committed(committed);
         self.send(FlushCommand::SaveCommitted { committed })
             .await
-            .map_err(|e| write_error(&e))
+            .map_err(io_error)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.shared.check().map_err(|e| read_error(&e))?;
+    async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {
+        self.shared.check().map_err(io_error)?;
         Ok(self.shared.mem_read().committed())
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), std::io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let done: AppendDone = Box::new(move |result| callback.log_io_completed(result));
-        self.append_with(entries, done)
-            .await
-            .map_err(|e| write_error(&e))
+        let done: AppendDone = Box::new(move |result| callback.io_completed(result));
+        self.append_with(entries, done).await.map_err(io_error)
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.truncate_since(log_id.index)
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), std::io::Error> {
+        self.truncate_since(last_log_id.next_index())
             .await
-            .map_err(|e| write_error(&e))
+            .map_err(io_error)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.purge_upto(log_id).await.map_err(|e| write_error(&e))
+    async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
+        self.purge_upto(log_id).await.map_err(io_error)
     }
 }
 
@@ -794,6 +865,11 @@ impl LogReader {
         self.shared.mem_read().last_purged()
     }
 
+    /// The first failure of the store, if it failed (every call fails since).
+    pub fn first_failure(&self) -> Option<LogStoreError> {
+        self.shared.failure.get().cloned()
+    }
+
     /// Entries and bytes held in the in-memory tail right now.
     pub fn cache_usage(&self) -> (usize, usize) {
         let mem = self.shared.mem_read();
@@ -809,10 +885,13 @@ impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, std::io::Error> {
         let (start, end) = to_start_end(&range);
-        read_range(&self.shared, start, end)
-            .await
-            .map_err(|e| read_error(&e))
+        read_range(&self.shared, start, end).await.map_err(io_error)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
+        self.shared.check().map_err(io_error)?;
+        Ok(self.shared.mem_read().vote())
     }
 }

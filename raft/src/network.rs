@@ -5,32 +5,42 @@
 //! frame = [u32 big-endian length][codec-encoded RpcRequest or RpcResponse]
 //! ```
 //!
-//! One request is in flight per connection: the client writes a request frame and reads one
-//! response frame. Frames above [`MAX_FRAME_BYTES`] are refused by the decoder before any buffer
-//! is allocated for them; an append request of several entries that would encode above
-//! [`MAX_APPEND_RPC_BYTES`] answers openraft with `PayloadTooLarge` and a hint of how many
-//! entries would fit, so openraft sends fewer.
+//! The server answers the requests of a connection one at a time, in order; the client waits for
+//! each answer (an answer its caller gave up on is read and dropped before the next one). Frames
+//! above [`MAX_FRAME_BYTES`] are refused by the decoder before any buffer is allocated for them;
+//! of an append request whose entries exceed [`MAX_APPEND_RPC_BYTES`], the client sends the
+//! entries that fit and reports a partial success, so openraft sends the rest next.
 //!
-//! - [`client`]: openraft's `RaftNetworkFactory` / `RaftNetwork`, one lazily connected client per
-//!   target with capped exponential backoff after connection failures.
+//! Timeouts are the network's: [`APPEND_TIMEOUT`] for appends (openraft 0.10 sets none),
+//! [`CONNECT_TIMEOUT`] for a connection, both sized by TCP's retransmission timers
+//! ([`TCP_MIN_RTO`], [`TCP_SYN_RTO`]) so that a lossy link slows replication instead of
+//! stopping it; votes, transfers and snapshots use the deadline openraft passes.
+//!
+//! - [`client`]: openraft's `RaftNetworkFactory` / `RaftNetworkV2`, one lazily connected client
+//!   per target with capped exponential backoff after connection failures.
 //! - [`server`]: the accept loop (bounded by a semaphore) and one task per connection that hands
 //!   each request to the local `Raft`.
+//! - `partition` (feature `fault-injection`, this crate's tests only): a switch that cuts a
+//!   member's RPCs to chosen peers.
 
 pub mod client;
+#[cfg(feature = "fault-injection")]
+pub mod partition;
 pub mod server;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::{Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 pub use client::{NetworkFactory, PeerClient};
+#[cfg(feature = "fault-injection")]
+pub use partition::{Partition, RpcKind};
 pub use server::RaftServer;
 
 use crate::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
@@ -39,11 +49,11 @@ use crate::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
 /// below it: a single entry that does not fit can never be replicated.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
-/// The most bytes one append RPC should carry. openraft times an append RPC out after one
-/// heartbeat interval, and the follower answers only after its fsync, so a request must be small
-/// enough to be written well within that (this disk syncs ~100 MiB/s under load). Larger
-/// requests answer openraft `PayloadTooLarge` with a hint of how many entries fit; a single
-/// entry is always sent if it fits in a frame.
+/// The most bytes one append RPC should carry. The follower answers only after its fsync, so a
+/// request must be small enough to be written well within the append timeout (this disk syncs
+/// ~100 MiB/s under load). The client sends the entries of a larger request that fit and answers
+/// openraft with a partial success, so openraft sends the rest next; a single entry is always
+/// sent if it fits in a frame.
 pub const MAX_APPEND_RPC_BYTES: usize = 8 * 1024 * 1024;
 
 /// Bytes of the frame length prefix.
@@ -53,8 +63,30 @@ const FRAME_LENGTH_FIELD_BYTES: usize = 4;
 /// each holding one replication and a few vote connections).
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// How long establishing a connection may take before the peer counts as unreachable.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Linux's minimum TCP retransmission timeout (`TCP_RTO_MIN`): a lost segment on an otherwise
+/// healthy connection arrives at least this late, and each further loss of it doubles the wait.
+pub const TCP_MIN_RTO: Duration = Duration::from_millis(200);
+
+/// Linux's initial retransmission timeout of a connection's SYN (`TCP_TIMEOUT_INIT`): a lost SYN
+/// or SYN-ACK costs a whole second, the next loss 2 s more.
+pub const TCP_SYN_RTO: Duration = Duration::from_secs(1);
+
+/// How long establishing a connection may take before the peer counts as unreachable: room for
+/// the SYN to be sent three times (at 0, 1 and 3 s), so that a lossy link still connects.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3_500);
+
+/// How long one append RPC (replication or catch-up) may take: the follower's fsync of up to
+/// [`MAX_APPEND_RPC_BYTES`] and its answer, with room for a lost request or answer to be
+/// retransmitted three times (200 + 400 + 800 ms from [`TCP_MIN_RTO`]). openraft 0.10 leaves
+/// this timeout to the network; 0.9 used the heartbeat interval (150 ms), below TCP's minimum
+/// retransmission timeout, so at 20 % packet loss most appends timed out and replication
+/// stalled. Heartbeats keep openraft's own timeout of one heartbeat interval; a heartbeat it
+/// gives up on leaves the connection open (see [`client`]).
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most requests a connection may have written without reading their answers (callers that
+/// gave up waiting); beyond it the peer counts as stuck and the connection is replaced.
+pub const MAX_UNANSWERED_REQUESTS: usize = 16;
 
 /// The frame codec both sides use.
 pub fn frame_codec() -> LengthDelimitedCodec {
@@ -68,26 +100,30 @@ pub fn frame_codec() -> LengthDelimitedCodec {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RpcRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<NodeId>),
-    /// One chunk of a snapshot (openraft's chunked transfer).
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    /// Would the peer vote for this candidate? (Pre-vote: nothing is persisted.)
+    PreVote(VoteRequest<TypeConfig>),
     /// A whole snapshot in one frame.
     FullSnapshot {
         vote: Vote,
         meta: SnapshotMeta,
         data: Bytes,
     },
+    /// The leader hands leadership to `to_node_id` (sent to every voter).
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
 
 /// The answer to an [`RpcRequest`], variant for variant.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RpcResponse {
-    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    InstallSnapshot(
-        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
-    ),
-    FullSnapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
+    AppendEntries(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    PreVote(VoteResponse<TypeConfig>),
+    FullSnapshot(SnapshotResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
+    /// The peer's Raft has stopped (a fatal error or shutdown); the text says why. It is text,
+    /// not openraft's error type, so that peers never depend on each other's error layout.
+    Stopped(String),
     /// The server could not decode the request; it closes the connection after this.
     BadRequest(String),
 }
@@ -185,14 +221,23 @@ mod tests {
     #[test]
     fn requests_and_responses_round_trip_through_the_codec() {
         let vote = Vote::new(3, 1);
-        let request = RpcRequest::Vote(VoteRequest::new(vote, None));
+        let request = RpcRequest::PreVote(VoteRequest::new(vote, None));
         let decoded: RpcRequest =
             crate::codec::decode(&crate::codec::encode(&request).unwrap()).unwrap();
-        assert!(matches!(decoded, RpcRequest::Vote(v) if v.vote == vote));
+        assert!(matches!(decoded, RpcRequest::PreVote(v) if v.vote == vote));
 
-        let response = RpcResponse::Vote(Ok(VoteResponse::new(vote, None, true)));
+        let response = RpcResponse::Vote(VoteResponse::new(vote, None, true));
         let decoded: RpcResponse =
             crate::codec::decode(&crate::codec::encode(&response).unwrap()).unwrap();
-        assert!(matches!(decoded, RpcResponse::Vote(Ok(v)) if v.vote_granted));
+        assert!(matches!(decoded, RpcResponse::Vote(v) if v.vote_granted));
+
+        let transfer = RpcRequest::TransferLeader(TransferLeaderRequest::new(
+            Vote::new_committed(3, 1),
+            2,
+            Some(crate::types::log_id(3, 1, 7)),
+        ));
+        let decoded: RpcRequest =
+            crate::codec::decode(&crate::codec::encode(&transfer).unwrap()).unwrap();
+        assert!(matches!(decoded, RpcRequest::TransferLeader(t) if *t.to_node_id() == 2));
     }
 }

@@ -20,9 +20,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
-use openraft::raft::ClientWriteResponse;
-use openraft::{ChangeMembers, SnapshotPolicy};
+use openraft::errors::{InitializeError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 
 use crate::log_store::{
@@ -32,11 +31,16 @@ use crate::log_store::{
 use crate::network::{NetworkFactory, RaftServer};
 use crate::sm_adapter::{SnapshotFileError, StateMachineReleased, StateMachineStore};
 use crate::state_machine::StateMachine;
-use crate::types::{Node, NodeId, Raft, TypeConfig};
+use crate::storage_fault::{FailureLatch, StorageFailure};
+use crate::types::{
+    ClientWriteError, ClientWriteResponse, Fatal, MetricsReceiver, Node, NodeId, Raft, TypeConfig,
+};
 
-/// Leader heartbeat period. It is also openraft's timeout for one append RPC (which includes the
-/// follower's fsync), so it must stay well above an fsync of
-/// [`MAX_APPEND_RPC_BYTES`](crate::network::MAX_APPEND_RPC_BYTES) under load.
+/// Leader heartbeat period, and openraft's timeout for one heartbeat. Append RPCs have the
+/// network's own, longer timeout ([`APPEND_TIMEOUT`](crate::network::APPEND_TIMEOUT)), suited to
+/// TCP retransmission and to the follower's fsync.
+///
+/// Measured with openraft 0.9 (the figures below predate the move to 0.10):
 ///
 /// Measured on the shared 2-core box with `cargo bench -p raftmq-raft` (three members, one disk,
 /// disk saturated at 150-270 MiB/s): with 150 / 750-1500 ms no election happened under load, and
@@ -48,9 +52,9 @@ use crate::types::{Node, NodeId, Raft, TypeConfig};
 /// Then, end to end through the broker (`bench/failover.sh`, 10 kills of the leader under
 /// load, RESULTS.md): 150 / 750-1500 ms gave a 3.05 s median failover; 150 / 500-800 ms gave
 /// 1.85-1.90 s (max 2.07 s) with no election in two 12-minute loaded comparisons; 400-700 ms
-/// split a vote (3.3-3.7 s). Hence 150 / 500-800. Known cost (jepsen-lite finding F1):
-/// openraft times an AppendEntries out after one heartbeat interval, below Linux's 200 ms
-/// minimum TCP retransmission timeout, so heavy packet loss stalls replication until it ends.
+/// split a vote (3.3-3.7 s). Hence 150 / 500-800. (jepsen-lite finding F1, replication stalling
+/// at 20 % packet loss because 0.9 timed appends out after one heartbeat interval, is what
+/// [`APPEND_TIMEOUT`](crate::network::APPEND_TIMEOUT) addresses.)
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 150;
 
 /// Lower bound of the randomized election timeout (ARCHITECTURE.md #10: generous, because three
@@ -69,6 +73,17 @@ pub const SHUTDOWN_WAIT_MAX: std::time::Duration = std::time::Duration::from_sec
 
 /// How long sending and installing a whole snapshot may take.
 pub const DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
+
+/// How long [`transfer_leader`] waits for the named member to lead. openraft's target first
+/// waits until it has flushed the leader's log (at most one minimum election timeout), then wins
+/// one election; 5 s covers that with room on a loaded machine.
+pub const TRANSFER_LEADER_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often [`transfer_leader`] repeats the hand-over while the target does not lead yet: a
+/// target still catching up ignores the first request, and the leader resends the request with
+/// its current last log id.
+pub const TRANSFER_LEADER_RETRY_INTERVAL: std::time::Duration =
+    std::time::Duration::from_millis(500);
 
 /// The openraft timers of a member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +142,10 @@ impl NodeConfig {
             election_timeout_max: self.timers.election_timeout_max_ms,
             install_snapshot_timeout: self.install_snapshot_timeout_ms,
             max_payload_entries: self.max_payload_entries,
+            // A member cut off from its group and healed must not depose a healthy leader: it
+            // asks whether it could win (pre-vote) before it raises its term, and only a
+            // member that would win campaigns for real.
+            enable_pre_vote: Some(true),
             // The log is the commit log: never snapshot on our own, never purge.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: u64::MAX,
@@ -151,23 +170,103 @@ pub enum NodeError {
     #[error("the raft RPC listener: {0}")]
     Listener(#[source] std::io::Error),
     #[error("raft stopped: {0}")]
-    Fatal(#[source] Box<Fatal<NodeId>>),
+    Fatal(#[source] Box<Fatal>),
     #[error("cannot initialize the group: {0}")]
-    Initialize(#[source] Box<RaftError<NodeId, InitializeError<NodeId, Node>>>),
+    Initialize(#[source] Box<RaftError<TypeConfig, InitializeError<TypeConfig>>>),
     #[error("membership change failed: {0}")]
-    Membership(#[source] Box<RaftError<NodeId, ClientWriteError<NodeId, Node>>>),
+    Membership(#[source] Box<RaftError<TypeConfig, ClientWriteError>>),
     #[error("raft did not shut down cleanly: {0}")]
     Shutdown(String),
+    #[error("member {node_id} does not lead (leader: {leader:?}); transfer on the leader")]
+    NotLeader {
+        node_id: NodeId,
+        leader: Option<NodeId>,
+    },
+    #[error("member {to} is not a voter of the group; only voters can lead")]
+    NotVoter { to: NodeId },
+    #[error("member {to} does not replicate from this leader; it cannot take over")]
+    NotReplicating { to: NodeId },
+    #[error(
+        "member {to} did not take over within {waited:?} (this leader stops proposing while it hands over)"
+    )]
+    TransferTimedOut {
+        to: NodeId,
+        waited: std::time::Duration,
+    },
 }
 
-impl From<Fatal<NodeId>> for NodeError {
-    fn from(fatal: Fatal<NodeId>) -> Self {
+impl From<Fatal> for NodeError {
+    fn from(fatal: Fatal) -> Self {
         NodeError::Fatal(Box::new(fatal))
     }
 }
 
-fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> NodeError {
+fn membership_error(e: RaftError<TypeConfig, ClientWriteError>) -> NodeError {
     NodeError::Membership(Box::new(e))
+}
+
+/// Hands leadership from this member (the leader) to the voter `to` with openraft's transfer:
+/// the leader stops proposing, `to` catches up with the leader's log and wins an election that
+/// the other voters grant at once (no election timeout passes). Returns once this member sees
+/// `to` lead, or fails after [`TRANSFER_LEADER_WAIT_MAX`].
+///
+/// Refused up front unless this member leads and `to` is a voter that replicates from it: once
+/// a transfer starts, openraft's leader takes no new proposal until someone else leads.
+pub async fn transfer_leader(raft: &Raft, to: NodeId) -> Result<(), NodeError> {
+    let metrics = raft.metrics().borrow_watched().clone();
+    if metrics.current_leader == Some(to) {
+        return Ok(());
+    }
+    if metrics.state != ServerState::Leader || metrics.current_leader != Some(metrics.id) {
+        return Err(NodeError::NotLeader {
+            node_id: metrics.id,
+            leader: metrics.current_leader,
+        });
+    }
+    let membership = metrics.membership_config.membership();
+    if !membership.voter_ids().any(|id| id == to) {
+        return Err(NodeError::NotVoter { to });
+    }
+    let replicating = metrics
+        .replication
+        .as_ref()
+        .and_then(|replication| replication.get(&to))
+        .is_some_and(|matched| matched.is_some());
+    if !replicating {
+        return Err(NodeError::NotReplicating { to });
+    }
+
+    let deadline = tokio::time::Instant::now() + TRANSFER_LEADER_WAIT_MAX;
+    let mut leads = raft.metrics();
+    loop {
+        raft.trigger().transfer_leader(to).await?;
+        let retry_at = (tokio::time::Instant::now() + TRANSFER_LEADER_RETRY_INTERVAL).min(deadline);
+        loop {
+            if leads.borrow_watched().current_leader == Some(to) {
+                tracing::info!(to, "leadership transferred");
+                return Ok(());
+            }
+            match tokio::time::timeout_at(retry_at, leads.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(NodeError::Fatal(Box::new(Fatal::Stopped))),
+                Err(_) => break,
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NodeError::TransferTimedOut {
+                to,
+                waited: TRANSFER_LEADER_WAIT_MAX,
+            });
+        }
+    }
+}
+
+/// What a starting node keeps beside openraft's handle.
+struct NodeHooks {
+    released: Option<StateMachineReleased>,
+    failure: FailureLatch,
+    #[cfg(feature = "fault-injection")]
+    partition: crate::network::Partition,
 }
 
 /// What [`RaftNode::initialize`] did.
@@ -188,6 +287,9 @@ pub struct RaftNode {
     flusher: FlusherHandle,
     log_reader: LogReader,
     state_machine_released: Option<StateMachineReleased>,
+    state_machine_failure: FailureLatch,
+    #[cfg(feature = "fault-injection")]
+    partition: crate::network::Partition,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -221,16 +323,19 @@ impl RaftNode {
         let started = async {
             let mut sm_store = StateMachineStore::open(&config.data_dir, state_machine)?;
             let released = sm_store.released();
-            let raft = Raft::new(
-                config.node_id,
-                raft_config,
-                NetworkFactory::new(),
-                log_store,
-                sm_store,
-            )
-            .await?;
+            let failure = sm_store.failure_latch();
+            let network = NetworkFactory::new();
+            #[cfg(feature = "fault-injection")]
+            let partition = network.partition();
+            let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store).await?;
+            let hooks = NodeHooks {
+                released,
+                failure,
+                #[cfg(feature = "fault-injection")]
+                partition,
+            };
             match RaftServer::start(listener, raft.clone()) {
-                Ok(server) => Ok((raft, server, released)),
+                Ok(server) => Ok((raft, server, hooks)),
                 Err(source) => {
                     let _ = raft.shutdown().await;
                     Err(NodeError::Listener(source))
@@ -238,7 +343,7 @@ impl RaftNode {
             }
         };
         match started.await {
-            Ok((raft, server, state_machine_released)) => {
+            Ok((raft, server, hooks)) => {
                 tracing::info!(
                     node_id = config.node_id,
                     raft_addr = %server.local_addr(),
@@ -250,7 +355,10 @@ impl RaftNode {
                     server,
                     flusher,
                     log_reader,
-                    state_machine_released,
+                    state_machine_released: hooks.released,
+                    state_machine_failure: hooks.failure,
+                    #[cfg(feature = "fault-injection")]
+                    partition: hooks.partition,
                 })
             }
             Err(e) => {
@@ -282,7 +390,7 @@ impl RaftNode {
         &self,
         id: NodeId,
         node: Node,
-    ) -> Result<ClientWriteResponse<TypeConfig>, NodeError> {
+    ) -> Result<ClientWriteResponse, NodeError> {
         self.raft
             .add_learner(id, node, true)
             .await
@@ -295,7 +403,7 @@ impl RaftNode {
         &self,
         voters: BTreeSet<NodeId>,
         retain: bool,
-    ) -> Result<ClientWriteResponse<TypeConfig>, NodeError> {
+    ) -> Result<ClientWriteResponse, NodeError> {
         self.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(voters), retain)
             .await
@@ -308,9 +416,30 @@ impl RaftNode {
         &self.raft
     }
 
+    /// Hands leadership to the voter `to` (call on the leader); see [`transfer_leader`].
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
+        transfer_leader(&self.raft, to).await
+    }
+
     /// A reader of the log (the commit log), for serving messages.
     pub fn log_reader(&self) -> LogReader {
         self.log_reader.clone()
+    }
+
+    /// The first storage failure of this member (its log, its state machine or its snapshot
+    /// file), if one happened: openraft stops on it and keeps only its text, this keeps its kind
+    /// ([`StorageFailure::kind`]: disk full, corrupt data, I/O error) and source.
+    pub fn storage_failure(&self) -> Option<StorageFailure> {
+        self.log_reader
+            .first_failure()
+            .map(StorageFailure::Log)
+            .or_else(|| self.state_machine_failure.get())
+    }
+
+    /// Test hook: cuts this member's RPCs to chosen peers (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub fn partition(&self) -> crate::network::Partition {
+        self.partition.clone()
     }
 
     /// Counters of the log store (appends, transactions, fsyncs, ...).
@@ -339,6 +468,7 @@ impl RaftNode {
             flusher,
             log_reader,
             state_machine_released,
+            ..
         } = self;
         server.shutdown().await;
         let raft_result = raft.shutdown().await;

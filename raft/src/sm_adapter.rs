@@ -1,6 +1,12 @@
 //! The adapter that lets openraft drive any [`StateMachine`]: it implements openraft's
-//! `RaftStateMachine` and `RaftSnapshotBuilder` over an `S: StateMachine`, and keeps the current
-//! snapshot in a file in the data directory so that it survives a restart.
+//! `RaftStateMachine` and `RaftSnapshotBuilder` over a boxed `dyn StateMachine` (so the `Raft`
+//! type is one concrete type whatever the application), and keeps the current snapshot in a file
+//! in the data directory so that it survives a restart.
+//!
+//! openraft 0.10 hands `apply` a stream of committed entries, each with the responder of the
+//! client that proposed it (on the leader). The adapter collects the stream (openraft reads the
+//! whole committed range from the log before it starts), applies the batch in one call, then
+//! answers each responder with its entry's response.
 //!
 //! `StateMachine::apply` is synchronous and does disk I/O (one durable transaction per batch).
 //! The adapter runs it with `tokio::task::spawn_blocking` rather than `block_in_place`:
@@ -9,19 +15,21 @@
 //! microseconds. The state machine sits behind a `std::sync::Mutex` that is only ever locked on
 //! blocking-pool threads, never across an `.await`.
 
-use std::io::{Cursor, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{AnyError, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::codec::{self, CodecError};
 use crate::state_machine::{StateMachine, StateMachineError};
+use crate::storage_fault::{FailureKind, FailureLatch, StorageFailure, is_no_space};
 use crate::types::{
-    AppResponse, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
 
 /// The folder, inside the data directory, that holds the current snapshot.
@@ -29,30 +37,42 @@ pub const SNAPSHOT_DIR_NAME: &str = "snapshot";
 const SNAPSHOT_FILE_NAME: &str = "current.snap";
 const SNAPSHOT_TEMP_FILE_NAME: &str = "current.snap.tmp";
 
-/// Why the snapshot file could not be written or read back.
-#[derive(Debug, thiserror::Error)]
+/// Why the snapshot file could not be written or read back. Cloneable (sources are shared) so
+/// that the node can remember the first failure.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SnapshotFileError {
     #[error("snapshot file {path} I/O failed: {source}")]
     Io {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     #[error("snapshot file {path} is corrupt: {source}")]
     Corrupt {
         path: PathBuf,
         #[source]
-        source: CodecError,
+        source: Arc<CodecError>,
     },
     #[error("cannot encode the snapshot: {0}")]
-    Encode(#[source] CodecError),
+    Encode(#[source] Arc<CodecError>),
+}
+
+impl SnapshotFileError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            SnapshotFileError::Io { source, .. } if is_no_space(source) => FailureKind::NoSpace,
+            SnapshotFileError::Io { .. } => FailureKind::Io,
+            SnapshotFileError::Corrupt { .. } => FailureKind::Corrupt,
+            SnapshotFileError::Encode(_) => FailureKind::Other,
+        }
+    }
 }
 
 /// What the snapshot file holds.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta,
-    data: bytes::Bytes,
+    data: SnapshotData,
 }
 
 /// The current snapshot on disk: written to a temporary file, fsynced, renamed over the old one,
@@ -69,7 +89,7 @@ impl SnapshotFiles {
         let dir = data_dir.join(SNAPSHOT_DIR_NAME);
         std::fs::create_dir_all(&dir).map_err(|source| SnapshotFileError::Io {
             path: dir.clone(),
-            source,
+            source: Arc::new(source),
         })?;
         Ok(SnapshotFiles {
             dir,
@@ -77,12 +97,12 @@ impl SnapshotFiles {
         })
     }
 
-    fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), SnapshotFileError> {
+    fn save(&self, meta: &SnapshotMeta, data: &SnapshotData) -> Result<(), SnapshotFileError> {
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: bytes::Bytes::copy_from_slice(data),
+            data: data.clone(),
         };
-        let encoded = codec::encode(&stored).map_err(SnapshotFileError::Encode)?;
+        let encoded = codec::encode(&stored).map_err(|e| SnapshotFileError::Encode(Arc::new(e)))?;
         let _writer = self
             .write_lock
             .lock()
@@ -91,7 +111,10 @@ impl SnapshotFiles {
         let path = self.dir.join(SNAPSHOT_FILE_NAME);
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| SnapshotFileError::Io { path, source }
+            move |source| SnapshotFileError::Io {
+                path,
+                source: Arc::new(source),
+            }
         };
         {
             let mut file = std::fs::File::create(&temp).map_err(io(&temp))?;
@@ -110,11 +133,19 @@ impl SnapshotFiles {
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(SnapshotFileError::Io { path, source }),
+            Err(source) => {
+                return Err(SnapshotFileError::Io {
+                    path,
+                    source: Arc::new(source),
+                });
+            }
         };
         codec::decode(&bytes)
             .map(Some)
-            .map_err(|source| SnapshotFileError::Corrupt { path, source })
+            .map_err(|source| SnapshotFileError::Corrupt {
+                path,
+                source: Arc::new(source),
+            })
     }
 }
 
@@ -133,8 +164,8 @@ impl Drop for ReleaseSignal {
 }
 
 /// The state machine and the signal that fires when it is dropped.
-struct Shared<S> {
-    state_machine: Mutex<S>,
+struct Shared {
+    state_machine: Mutex<Box<dyn StateMachine>>,
     _release: ReleaseSignal,
 }
 
@@ -152,13 +183,14 @@ impl StateMachineReleased {
 }
 
 /// openraft's view of an application [`StateMachine`].
-pub struct StateMachineStore<S: StateMachine> {
-    shared: Arc<Shared<S>>,
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
     snapshots: Arc<SnapshotFiles>,
     released: Option<oneshot::Receiver<()>>,
+    failure: FailureLatch,
 }
 
-impl<S: StateMachine> std::fmt::Debug for StateMachineStore<S> {
+impl std::fmt::Debug for StateMachineStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateMachineStore")
             .field("snapshot_dir", &self.snapshots.dir)
@@ -166,7 +198,7 @@ impl<S: StateMachine> std::fmt::Debug for StateMachineStore<S> {
     }
 }
 
-fn lock<S>(state_machine: &Mutex<S>) -> MutexGuard<'_, S> {
+fn lock(state_machine: &Mutex<Box<dyn StateMachine>>) -> MutexGuard<'_, Box<dyn StateMachine>> {
     // A panic inside apply poisons the lock; the join error already stopped the node, and a
     // later reader only needs the applied state, which the state machine keeps consistent on disk.
     state_machine
@@ -174,47 +206,48 @@ fn lock<S>(state_machine: &Mutex<S>) -> MutexGuard<'_, S> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Runs `work` on the blocking pool; a panic in it becomes a storage error. (The error is boxed
-/// inside the closure only to keep the closure's result small.)
+/// Records a failure as the node's first storage failure (if it is), and returns the
+/// `io::Error` openraft's storage traits take, with the typed error as its source (callers
+/// recover it with `get_ref()` / `downcast`).
+fn failed<E>(latch: &FailureLatch, error: E) -> io::Error
+where
+    E: Into<StorageFailure> + std::error::Error + Send + Sync + Clone + 'static,
+{
+    latch.record(error.clone());
+    io::Error::other(error)
+}
+
+/// Runs `work` on the blocking pool; a panic in it becomes an I/O error.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Box<StorageError>> + Send + 'static,
-) -> Result<T, StorageError> {
+    work: impl FnOnce() -> Result<T, io::Error> + Send + 'static,
+) -> Result<T, io::Error> {
     match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(|e| *e),
-        Err(e) => Err(StorageIOError::write_state_machine(AnyError::error(format!(
-            "state machine task failed: {e}"
-        )))
-        .into()),
+        Ok(result) => result,
+        Err(e) => Err(io::Error::other(format!("state machine task failed: {e}"))),
     }
 }
 
-fn sm_write_error(e: &StateMachineError) -> Box<StorageError> {
-    Box::new(StorageIOError::write_state_machine(AnyError::new(e)).into())
-}
-
-fn snapshot_read_error(e: &SnapshotFileError) -> Box<StorageError> {
-    Box::new(StorageIOError::read_snapshot(None, AnyError::new(e)).into())
-}
-
-fn snapshot_write_error(
-    meta: &SnapshotMeta,
-    e: &(impl std::error::Error + 'static),
-) -> Box<StorageError> {
-    Box::new(StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(e)).into())
-}
-
-impl<S: StateMachine> StateMachineStore<S> {
+impl StateMachineStore {
     /// Wraps `state_machine`; the current snapshot lives under `data_dir`/[`SNAPSHOT_DIR_NAME`].
-    pub fn open(data_dir: &Path, state_machine: S) -> Result<Self, SnapshotFileError> {
+    pub fn open(
+        data_dir: &Path,
+        state_machine: impl StateMachine,
+    ) -> Result<Self, SnapshotFileError> {
         let (release, released) = oneshot::channel();
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
-                state_machine: Mutex::new(state_machine),
+                state_machine: Mutex::new(Box::new(state_machine)),
                 _release: ReleaseSignal(Some(release)),
             }),
             snapshots: Arc::new(SnapshotFiles::open(data_dir)?),
             released: Some(released),
+            failure: FailureLatch::default(),
         })
+    }
+
+    /// The latch that remembers this state machine's first storage failure.
+    pub(crate) fn failure_latch(&self) -> FailureLatch {
+        self.failure.clone()
     }
 
     /// A future-like handle that resolves when the wrapped state machine is dropped (once; later
@@ -225,136 +258,182 @@ impl<S: StateMachine> StateMachineStore<S> {
 }
 
 /// Builds a snapshot from the state machine's current state and stores it as the current one.
-pub struct SnapshotBuilder<S: StateMachine> {
-    shared: Arc<Shared<S>>,
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
     snapshots: Arc<SnapshotFiles>,
+    failure: FailureLatch,
 }
 
-impl<S: StateMachine> std::fmt::Debug for SnapshotBuilder<S> {
+impl std::fmt::Debug for SnapshotBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotBuilder").finish_non_exhaustive()
     }
 }
 
-/// A snapshot id unique enough to tell two snapshots of the same log id apart.
-fn snapshot_id(last_log_id: Option<&LogId>) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    match last_log_id {
-        Some(id) => format!("{}-{}-{nanos}", id.leader_id, id.index),
-        None => format!("empty-{nanos}"),
-    }
-}
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
 
-impl<S: StateMachine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<S> {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
+        let latch = self.failure.clone();
         blocking(move || {
             let (last_log_id, last_membership, data) = {
                 let mut sm = lock(&shared.state_machine);
                 let (applied, membership) = sm.applied_state();
-                let data = sm.snapshot().map_err(|e| {
-                    Box::new(StorageError::from(StorageIOError::read_state_machine(
-                        AnyError::new(&e),
-                    )))
-                })?;
+                let data = sm.snapshot().map_err(|e| failed(&latch, e))?;
                 (applied, membership, data)
             };
             let meta = SnapshotMeta {
-                snapshot_id: snapshot_id(last_log_id.as_ref()),
                 last_log_id,
                 last_membership,
             };
+            let data = SnapshotData::from(data);
             snapshots
                 .save(&meta, &data)
-                .map_err(|e| snapshot_write_error(&meta, &e))?;
+                .map_err(|e| failed(&latch, e))?;
             Ok(Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(data)),
+                snapshot: data,
             })
         })
         .await
     }
 }
 
-impl<S: StateMachine> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
-    type SnapshotBuilder = SnapshotBuilder<S>;
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let shared = Arc::clone(&self.shared);
         blocking(move || Ok(lock(&shared.state_machine).applied_state())).await
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<AppResponse>, StorageError>
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
+        let (entries, responders): (Vec<Entry>, Vec<_>) = entries.try_collect().await?;
         if entries.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let count = entries.len();
         let shared = Arc::clone(&self.shared);
+        let latch = self.failure.clone();
         let responses = blocking(move || {
             lock(&shared.state_machine)
                 .apply(entries)
-                .map_err(|e| sm_write_error(&e))
+                .map_err(|e| failed(&latch, e))
         })
         .await?;
         if responses.len() != count {
-            let e = StateMachineError::Invariant {
-                index: 0,
-                reason: format!(
-                    "apply returned {} responses for {count} entries",
-                    responses.len()
-                ),
-            };
-            return Err(*sm_write_error(&e));
+            return Err(failed(
+                &self.failure,
+                StateMachineError::Invariant {
+                    index: 0,
+                    reason: format!(
+                        "apply returned {} responses for {count} entries",
+                        responses.len()
+                    ),
+                },
+            ));
         }
-        Ok(responses)
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             shared: Arc::clone(&self.shared),
             snapshots: Arc::clone(&self.snapshots),
+            failure: self.failure.clone(),
         }
-    }
-
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let meta = meta.clone();
         let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
+        let latch = self.failure.clone();
         blocking(move || {
             lock(&shared.state_machine)
-                .install_snapshot(&meta, &data)
-                .map_err(|e| snapshot_write_error(&meta, &e))?;
+                .install_snapshot(&meta, &snapshot)
+                .map_err(|e| failed(&latch, e))?;
             snapshots
-                .save(&meta, &data)
-                .map_err(|e| snapshot_write_error(&meta, &e))
+                .save(&meta, &snapshot)
+                .map_err(|e| failed(&latch, e))
         })
         .await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let snapshots = Arc::clone(&self.snapshots);
-        let stored =
-            blocking(move || snapshots.load().map_err(|e| snapshot_read_error(&e))).await?;
+        let latch = self.failure.clone();
+        let stored = blocking(move || snapshots.load().map_err(|e| failed(&latch, e))).await?;
         Ok(stored.map(|stored| Snapshot {
             meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data.to_vec())),
+            snapshot: stored.data,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{AppRequest, AppResponse, EntryPayload, log_id};
+
+    /// A state machine whose disk is full.
+    struct FullDisk;
+
+    impl StateMachine for FullDisk {
+        fn apply(&mut self, _entries: Vec<Entry>) -> Result<Vec<AppResponse>, StateMachineError> {
+            Err(StateMachineError::from_io(io::Error::from_raw_os_error(28)))
+        }
+
+        fn applied_state(&self) -> (Option<LogId>, StoredMembership) {
+            (None, StoredMembership::default())
+        }
+
+        fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
+            Ok(Vec::new())
+        }
+
+        fn install_snapshot(
+            &mut self,
+            _meta: &SnapshotMeta,
+            _data: &[u8],
+        ) -> Result<(), StateMachineError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_reaches_openraft_typed_and_is_remembered_as_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateMachineStore::open(dir.path(), FullDisk).unwrap();
+        let latch = store.failure_latch();
+        let entry = Entry {
+            log_id: log_id(1, 1, 1),
+            payload: EntryPayload::Normal(AppRequest(bytes::Bytes::from_static(b"x"))),
+        };
+        let stream = futures::stream::iter([Ok((entry, None))]);
+        let error = store.apply(stream).await.unwrap_err();
+        let typed = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<StateMachineError>())
+            .expect("the typed error is the io::Error's source");
+        assert_eq!(typed.kind(), FailureKind::NoSpace);
+        assert!(error.to_string().contains("No space left on device"));
+        let first = latch.get().expect("the failure is remembered");
+        assert_eq!(first.kind(), FailureKind::NoSpace);
     }
 }

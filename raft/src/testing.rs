@@ -62,7 +62,7 @@ struct KvSnapshot {
 }
 
 fn storage(e: impl Into<redb::Error>) -> StateMachineError {
-    StateMachineError::Storage(e.into().to_string())
+    StateMachineError::from_redb(e)
 }
 
 /// A handle on the test state machine; clones share the same database, so a test can keep one
@@ -127,7 +127,9 @@ impl KvStateMachine {
         };
         codec::decode(value.value())
             .map(Some)
-            .map_err(|e| StateMachineError::Storage(format!("meta {key:?} is corrupt: {e}")))
+            .map_err(|e| StateMachineError::Corrupt {
+                reason: format!("meta {key:?}: {e}"),
+            })
     }
 
     fn try_applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StateMachineError> {
@@ -140,7 +142,7 @@ impl KvStateMachine {
 }
 
 fn encoded(value: &impl Serialize) -> Result<Vec<u8>, StateMachineError> {
-    codec::encode(value).map_err(|e| StateMachineError::Storage(e.to_string()))
+    codec::encode(value).map_err(|e| StateMachineError::Encode(e.to_string()))
 }
 
 impl StateMachine for KvStateMachine {
@@ -307,7 +309,9 @@ impl CounterStateMachine {
         let get = |key: &'static str| -> Result<Option<Vec<u8>>, StateMachineError> {
             Ok(table.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
         };
-        let decode_err = |e: codec::CodecError| StateMachineError::Storage(e.to_string());
+        let decode_err = |e: codec::CodecError| StateMachineError::Corrupt {
+            reason: e.to_string(),
+        };
         let applied = match get(META_APPLIED)? {
             Some(bytes) => codec::decode::<Option<LogId>>(&bytes).map_err(decode_err)?,
             None => None,
@@ -414,11 +418,10 @@ impl StateMachine for CounterStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::LogId;
 
     fn entry(index: u64, payload: EntryPayload) -> Entry {
         Entry {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            log_id: crate::types::log_id(1, 1, index),
             payload,
         }
     }
@@ -458,7 +461,6 @@ mod tests {
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
-            snapshot_id: "s".into(),
         };
         let mut other = KvStateMachine::open(&dir.path().join("b.redb")).unwrap();
         other.install_snapshot(&meta, &data).unwrap();

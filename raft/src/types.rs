@@ -2,11 +2,13 @@
 //!
 //! The raft crate knows nothing about messages: an entry's application payload is opaque bytes
 //! (`AppRequest`), encoded and decoded by the state machine that owns them (the broker's).
-
-use std::io::Cursor;
+//! Everything else in this workspace names these aliases, never `C: RaftTypeConfig`.
 
 use bytes::Bytes;
+use openraft::type_config::alias;
 use serde::{Deserialize, Serialize};
+
+use crate::sm_adapter::StateMachineStore;
 
 /// A member of a Raft group. RaftMQ uses small integers (`--node-id`).
 pub type NodeId = u64;
@@ -26,22 +28,73 @@ pub struct AppRequest(pub Bytes);
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppResponse(pub Bytes);
 
+/// openraft logs entries with `Display`: the length, never the (possibly large) bytes.
+impl std::fmt::Display for AppRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AppRequest({} bytes)", self.0.len())
+    }
+}
+
+impl std::fmt::Display for AppResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AppResponse({} bytes)", self.0.len())
+    }
+}
+
 openraft::declare_raft_types!(
-    /// The one openraft type config of RaftMQ.
+    /// The one openraft type config of RaftMQ. Everything not named here is openraft's default:
+    /// `u64` terms, leader ids that allow several leaders per term (`leader_id_adv`, the same
+    /// layout 0.9 wrote to disk), tokio.
     pub TypeConfig:
         D = AppRequest,
         R = AppResponse,
         NodeId = NodeId,
         Node = Node,
-        SnapshotData = Cursor<Vec<u8>>,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type EntryPayload = openraft::EntryPayload<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
-pub type RaftMetrics = openraft::RaftMetrics<NodeId, Node>;
-pub type StorageError = openraft::StorageError<NodeId>;
+/// The bytes of a snapshot as the state machine built them (see [`crate::sm_adapter`]).
+pub type SnapshotData = Bytes;
+
+/// The openraft handle of a member, over the one state machine adapter.
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+pub type Entry = alias::EntryOf<TypeConfig>;
+pub type EntryPayload = alias::EntryPayloadOf<TypeConfig>;
+pub type LogId = alias::LogIdOf<TypeConfig>;
+/// The leader id that a log id carries (term and node id).
+pub type CommittedLeaderId = alias::CommittedLeaderIdOf<TypeConfig>;
+pub type Vote = alias::VoteOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, Node>;
+pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = alias::SnapshotOf<TypeConfig, SnapshotData>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+/// A receiver of [`RaftMetrics`] updates (`Raft::metrics()`); read it through
+/// [`MetricsReceiver`]'s methods (`borrow_watched`, `changed`).
+pub type MetricsWatch = alias::WatchReceiverOf<TypeConfig, RaftMetrics>;
+pub use openraft::async_runtime::WatchReceiver as MetricsReceiver;
+pub type StorageError = openraft::StorageError<TypeConfig>;
+pub type Fatal = openraft::errors::Fatal<TypeConfig>;
+pub type ClientWriteError = openraft::errors::ClientWriteError<TypeConfig>;
+pub type ClientWriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
+pub type ClientWriteResult = openraft::raft::ClientWriteResult<TypeConfig>;
+/// What `Raft::client_write_ff` answers through once the entry is applied (or refused).
+pub type WriteResponder = alias::WriteResponderOf<TypeConfig>;
+
+/// How long ago a quorum last acknowledged this member as leader, as of now; `None` when it
+/// does not lead or no quorum has acknowledged it yet. The only voter of a group is its own
+/// quorum (openraft records no acknowledgement then): zero.
+pub fn since_quorum_ack(metrics: &RaftMetrics) -> Option<std::time::Duration> {
+    use openraft::Instant as _;
+    let leads = metrics.state == openraft::ServerState::Leader;
+    let mut voters = metrics.membership_config.membership().voter_ids();
+    let only_voter = voters.next() == Some(metrics.id) && voters.next().is_none();
+    if leads && only_voter {
+        return Some(std::time::Duration::ZERO);
+    }
+    metrics.last_quorum_acked.as_ref().map(|at| at.elapsed())
+}
+
+/// A log id of term `term` written by leader `node_id` at `index`.
+pub fn log_id(term: u64, node_id: NodeId, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId { term, node_id }, index)
+}

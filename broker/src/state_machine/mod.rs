@@ -39,7 +39,7 @@ pub struct BrokerStateMachine {
     shared: Arc<BrokerState>,
     applies_since_durable: u32,
     /// Set at the first failure: a state machine that failed half-way never applies again.
-    failed: Option<String>,
+    failed: Option<StateMachineError>,
 }
 
 /// What a snapshot holds: the small state and every queue index row.
@@ -49,22 +49,27 @@ struct SnapshotImage {
     index_rows: Vec<(String, u32, IndexRow)>,
 }
 
-fn storage(err: impl std::fmt::Display) -> StateMachineError {
-    StateMachineError::Storage(err.to_string())
+/// A redb error, by kind (full disk, I/O, corrupt file, ...).
+fn storage(err: impl Into<redb::Error>) -> StateMachineError {
+    StateMachineError::from_redb(err)
 }
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StateMachineError {
-    StateMachineError::Storage(format!("{what} is corrupt: {err}"))
+    StateMachineError::Corrupt {
+        reason: format!("{what}: {err}"),
+    }
 }
 
 impl BrokerStateMachine {
     /// Opens (or creates) the state machine database at `path` and loads its small state.
     pub fn open(path: &Path) -> Result<Self, StateMachineError> {
-        let db = Database::create(path).map_err(|err| {
-            StateMachineError::Storage(format!("cannot open {}: {err}", path.display()))
-        })?;
-        create_tables(&db)?;
-        let private = load(&db)?;
+        let open_error = |source: StateMachineError| StateMachineError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        };
+        let db = Database::create(path).map_err(|err| open_error(storage(err)))?;
+        create_tables(&db).map_err(open_error)?;
+        let private = load(&db).map_err(open_error)?;
         let db = Arc::new(db);
         let shared = Arc::new(BrokerState::new(db.clone(), private.clone()));
         Ok(Self {
@@ -83,9 +88,9 @@ impl BrokerStateMachine {
 
     fn check_not_failed(&self) -> Result<(), StateMachineError> {
         match &self.failed {
-            Some(reason) => Err(StateMachineError::Storage(format!(
-                "state machine stopped after an earlier failure: {reason}"
-            ))),
+            Some(first) => Err(StateMachineError::PreviousFailure {
+                first: Box::new(first.clone()),
+            }),
             None => Ok(()),
         }
     }
@@ -286,8 +291,8 @@ impl StateMachine for BrokerStateMachine {
         self.check_not_failed()?;
         let result = self.apply_entries(entries);
         if let Err(err) = &result {
-            tracing::error!(error = %err, "broker state machine failed; it applies nothing more");
-            self.failed = Some(err.to_string());
+            tracing::error!(error = %err, kind = %err.kind(), "broker state machine failed; it applies nothing more");
+            self.failed = Some(err.clone());
         }
         result
     }
@@ -302,7 +307,7 @@ impl StateMachine for BrokerStateMachine {
             mem: self.private.clone(),
             index_rows: self.read_all_index_rows()?,
         };
-        raftmq_raft::codec::encode(&image).map_err(storage)
+        raftmq_raft::codec::encode(&image).map_err(|err| StateMachineError::Encode(err.to_string()))
     }
 
     fn install_snapshot(
@@ -318,7 +323,7 @@ impl StateMachine for BrokerStateMachine {
         image.mem.membership = meta.last_membership.clone();
         let result = self.replace_all(image);
         if let Err(err) = &result {
-            self.failed = Some(err.to_string());
+            self.failed = Some(err.clone());
         }
         result
     }
@@ -342,7 +347,7 @@ impl Drop for BrokerStateMachine {
 }
 
 fn encode_meta<T: Serialize>(value: &T) -> Result<Vec<u8>, StateMachineError> {
-    raftmq_raft::codec::encode(value).map_err(storage)
+    raftmq_raft::codec::encode(value).map_err(|err| StateMachineError::Encode(err.to_string()))
 }
 
 fn copy_keys<K: Ord + Clone, V: Clone>(

@@ -2,7 +2,6 @@
 //! restart, snapshots, determinism, and corruption stopping the machine.
 
 use bytes::Bytes;
-use openraft::{CommittedLeaderId, Membership};
 
 use super::*;
 use crate::command::{
@@ -10,10 +9,10 @@ use crate::command::{
     SendUnit, decode_applied, encode_entry,
 };
 use crate::topic::TopicConfig;
-use raftmq_raft::AppRequest;
+use raftmq_raft::{AppRequest, FailureKind, Membership};
 
 fn log_id(index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(1, 1), index)
+    raftmq_raft::log_id(1, 1, index)
 }
 
 fn normal(index: u64, command: &Command, blob: &[u8]) -> Entry {
@@ -239,7 +238,7 @@ fn snapshot_restores_the_same_state_elsewhere() {
         apply_one(&mut sm, normal(index, &command, &blob));
     }
     let members = std::collections::BTreeSet::from([1u64, 2, 3]);
-    let membership = Membership::new(vec![members], None);
+    let membership = Membership::new_with_defaults(vec![members], []);
     sm.apply(vec![Entry {
         log_id: log_id(7),
         payload: EntryPayload::Membership(membership),
@@ -256,7 +255,6 @@ fn snapshot_restores_the_same_state_elsewhere() {
     let meta = SnapshotMeta {
         last_log_id,
         last_membership,
-        snapshot_id: "s1".into(),
     };
     other.install_snapshot(&meta, &data).unwrap();
 
@@ -286,7 +284,6 @@ fn a_corrupt_snapshot_is_refused() {
     let meta = SnapshotMeta {
         last_log_id: Some(log_id(3)),
         last_membership: StoredMembership::default(),
-        snapshot_id: "bad".into(),
     };
     let err = sm.install_snapshot(&meta, b"\x01garbage").unwrap_err();
     assert!(
@@ -324,8 +321,13 @@ fn an_entry_applied_twice_or_corrupt_stops_the_machine() {
         matches!(err, StateMachineError::Invariant { index: 1, .. }),
         "{err}"
     );
-    // After a failure nothing more is applied.
-    assert!(sm.apply(vec![normal(2, &command, &blob)]).is_err());
+    // After a failure nothing more is applied, and the refusal names the first failure.
+    let later = sm.apply(vec![normal(2, &command, &blob)]).unwrap_err();
+    assert_eq!(later.kind(), FailureKind::PreviousFailure);
+    assert!(matches!(
+        later.first_failure(),
+        StateMachineError::Invariant { index: 1, .. }
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     let mut sm = open(&dir);
@@ -337,6 +339,22 @@ fn an_entry_applied_twice_or_corrupt_stops_the_machine() {
         sm.apply(vec![corrupt]),
         Err(StateMachineError::Invariant { .. })
     ));
+}
+
+#[test]
+fn a_corrupt_state_file_is_refused_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    drop(BrokerStateMachine::open(&path).unwrap());
+    std::fs::write(&path, vec![0xA5u8; 64 * 1024]).unwrap();
+    let err = BrokerStateMachine::open(&path)
+        .err()
+        .expect("a garbage file must not open");
+    assert!(
+        matches!(err, StateMachineError::Open { .. }),
+        "the error names the file: {err}"
+    );
+    assert_eq!(err.kind(), FailureKind::Corrupt, "{err:?}");
 }
 
 #[test]

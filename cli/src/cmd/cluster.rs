@@ -10,8 +10,9 @@
 //!
 //!   both are `raftmq_client::admin_http::membership` (shared with jepsen-lite), given the
 //!   leader as the NameServer and the members' runtime info show it ([`NameServerLeader`]);
-//! - transfer-leader: `POST /raft/elect` on the target (openraft 0.9 has no transfer call: an
-//!   up-to-date member that campaigns wins), until it leads.
+//! - transfer-leader: `POST /raft/transfer-leader` on the leader (openraft's transfer: the
+//!   leader stops proposing, the target catches up and wins an election the voters grant at
+//!   once), which answers once the target leads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -30,9 +31,6 @@ use serde::Serialize;
 use crate::context::{Ctx, GroupView, MemberInfo};
 use crate::output::{Table, opt, print_json};
 
-/// How often a transfer asks the target to campaign again while it does not lead. A transfer
-/// may take [`SETTLE_TIMEOUT`], polling every [`POLL_INTERVAL`] (as a membership change).
-pub const ELECT_RETRY_INTERVAL: Duration = Duration::from_secs(3);
 /// Default bound of `mq cluster wait`.
 pub const DEFAULT_WAIT_TIMEOUT_MS: u64 = 60_000;
 
@@ -574,19 +572,27 @@ async fn unregister(ctx: &Ctx, view: &GroupView, addr: &str, node_id: u64) -> an
     Ok(())
 }
 
-/// Makes `target` campaign until it leads (bounded); returns its view as the leader.
-async fn elect(ctx: &Ctx, broker_name: &str, target: &MemberInfo) -> anyhow::Result<MemberInfo> {
+/// Asks the leader to hand leadership to `target`, then waits (bounded) until `target` reports
+/// itself leader; returns its view as the leader.
+/// Asks the leader to hand leadership to `target` (openraft's transfer), then waits (bounded)
+/// until `target` reports itself leader; returns its view.
+async fn hand_over(
+    ctx: &Ctx,
+    broker_name: &str,
+    leader: &MemberInfo,
+    target: &MemberInfo,
+) -> anyhow::Result<MemberInfo> {
+    ctx.admin
+        .transfer_leader(&leader.admin_addr, target.node_id)
+        .await
+        .with_context(|| {
+            format!(
+                "asking leader {} to hand over to node {}",
+                leader.node_id, target.node_id
+            )
+        })?;
     let deadline = Instant::now() + SETTLE_TIMEOUT;
-    let mut last_elect: Option<Instant> = None;
     loop {
-        if last_elect.is_none_or(|at| at.elapsed() >= ELECT_RETRY_INTERVAL) {
-            ctx.admin
-                .elect(&target.admin_addr)
-                .await
-                .with_context(|| format!("asking node {} to campaign", target.node_id))?;
-            last_elect = Some(Instant::now());
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
         if let Ok(info) = ctx.runtime_info(&target.remoting_addr).await
             && info.is_leader()
         {
@@ -594,10 +600,11 @@ async fn elect(ctx: &Ctx, broker_name: &str, target: &MemberInfo) -> anyhow::Res
         }
         if Instant::now() >= deadline {
             bail!(
-                "node {} of {broker_name} did not become leader within {SETTLE_TIMEOUT:?}",
+                "node {} of {broker_name} did not report itself leader within {SETTLE_TIMEOUT:?}",
                 target.node_id
             );
         }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -616,7 +623,8 @@ async fn transfer_leader(ctx: &Ctx, broker_name: &str, node_id: u64) -> anyhow::
     let leader = if target.is_leader() {
         target.clone()
     } else {
-        elect(ctx, broker_name, target).await?
+        let current = view.require_leader()?;
+        hand_over(ctx, broker_name, current, target).await?
     };
     // The new leader registers in slot 0 at once; wait for it so routes already follow.
     let registered = settle_registration(ctx, broker_name, &leader.remoting_addr).await;

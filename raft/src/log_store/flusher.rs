@@ -28,7 +28,8 @@ pub const FLUSH_QUEUE_CAPACITY: usize = 1024;
 pub const MAX_COMMANDS_PER_FLUSH: usize = 4096;
 
 /// Called once with the outcome when an append is durable (or failed). For openraft this wraps
-/// its `LogFlushed` callback.
+/// its `IOFlushed` callback: the leader counts itself toward the commit quorum only when it
+/// fires, so it must never fire before the fsync that covers the entries.
 pub(crate) type AppendDone = Box<dyn FnOnce(Result<(), io::Error>) + Send>;
 
 /// A completion for commands whose caller waits for durability.
@@ -63,7 +64,7 @@ impl FlushCommand {
     fn complete(self, result: Result<(), LogStoreError>) {
         match self {
             FlushCommand::Append { done, .. } => {
-                done(result.map_err(|e| io::Error::other(e.to_string())));
+                done(result.map_err(io::Error::other));
             }
             FlushCommand::Truncate { done, .. }
             | FlushCommand::Purge { done, .. }

@@ -290,7 +290,7 @@ mod tests {
     use crate::types::AppRequest;
 
     fn log_id(term: u64, index: u64) -> LogId {
-        LogId::new(openraft::CommittedLeaderId::new(term, 1), index)
+        crate::types::log_id(term, 1, index)
     }
 
     fn entry(term: u64, index: u64, payload_bytes: usize) -> Entry {

@@ -1,6 +1,7 @@
 //! A redb storage backend for tests: a real file backend whose `sync_data` can be made to fail
-//! (to prove the store stops on its first I/O error) or to wait at a gate (to hold the flusher
-//! inside an fsync while more appends queue up, to prove group commit deterministically).
+//! (to prove the store stops on its first I/O error), whose writes can fail as on a full disk
+//! (ENOSPC), or whose `sync_data` waits at a gate (to hold the flusher inside an fsync while more
+//! appends queue up, to prove group commit deterministically).
 
 use std::fs::OpenOptions;
 use std::ops::Bound;
@@ -16,6 +17,9 @@ use redb::{BackendError, StorageBackend};
 /// broken test cannot hang.
 const GATE_WAIT_MAX: Duration = Duration::from_secs(30);
 
+/// Linux's errno for "No space left on device".
+const ENOSPC: i32 = 28;
+
 #[derive(Debug, Default)]
 struct Gate {
     armed: bool,
@@ -27,6 +31,7 @@ struct Gate {
 #[derive(Debug, Default)]
 pub(crate) struct Controls {
     fail_sync: AtomicBool,
+    disk_full: AtomicBool,
     gate: Mutex<Gate>,
     changed: Condvar,
 }
@@ -35,6 +40,18 @@ impl Controls {
     /// Every later `sync_data` fails with an I/O error.
     pub(crate) fn fail_syncs(&self) {
         self.fail_sync.store(true, Ordering::SeqCst);
+    }
+
+    /// Every later write or file growth fails with ENOSPC, as on a full disk.
+    pub(crate) fn fill_disk(&self) {
+        self.disk_full.store(true, Ordering::SeqCst);
+    }
+
+    fn check_space(&self) -> std::io::Result<()> {
+        if self.disk_full.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(ENOSPC));
+        }
+        Ok(())
     }
 
     /// The next `sync_data` calls wait until [`open_gate`](Self::open_gate).
@@ -111,6 +128,9 @@ impl StorageBackend for ControlledBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        if len > self.inner.len()? {
+            self.controls.check_space()?;
+        }
         self.inner.set_len(len)
     }
 
@@ -123,6 +143,7 @@ impl StorageBackend for ControlledBackend {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.controls.check_space()?;
         self.inner.write(offset, data)
     }
 

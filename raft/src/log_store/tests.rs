@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::storage::RaftLogStorage;
-use openraft::{CommittedLeaderId, RaftLogReader};
+use openraft::RaftLogReader;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::type_config::TypeConfigExt;
 use tokio::sync::oneshot;
 
 use super::test_backend::{ControlledBackend, Controls};
@@ -18,7 +19,7 @@ use crate::types::{AppRequest, EntryPayload};
 const WAIT_MAX: Duration = Duration::from_secs(20);
 
 fn log_id(term: u64, index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
+    crate::types::log_id(term, 1, index)
 }
 
 fn entry(term: u64, index: u64) -> Entry {
@@ -91,9 +92,12 @@ async fn appended_entries_are_readable_at_once_and_survive_reopen() {
     let state = store.get_log_state().await.unwrap();
     assert_eq!(state.last_log_id, Some(log_id(1, 5)));
     assert_eq!(state.last_purged_log_id, None);
-    assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+    assert_eq!(
+        store.reader().read_vote().await.unwrap(),
+        Some(Vote::new(3, 2))
+    );
     assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 4)));
-    let entries = store.try_get_log_entries(2..=4).await.unwrap();
+    let entries = store.reader().try_get_log_entries(2..=4).await.unwrap();
     assert_eq!(entries, (2..=4).map(|i| entry(1, i)).collect::<Vec<_>>());
     assert_eq!(store.metrics().entries_read_from_disk, 3);
     close(store).await;
@@ -165,6 +169,57 @@ async fn group_commit_flushes_pending_appends_together_and_acks_only_after_commi
     close(store).await;
 }
 
+/// openraft 0.10's leader replicates what `append` submitted before its own flush, and counts
+/// itself toward the quorum only on the flush callback. Through openraft's own trait: entries
+/// are readable by the log reader the moment `append` returns while their fsync is still
+/// running, `IOFlushed` fires only after that fsync, and appends arriving meanwhile share the
+/// next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_openraft_appends_are_readable_at_once_and_flushed_only_after_the_fsync() {
+    const APPENDS: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, controls) = open_controlled(dir.path());
+    let mut reader = store.get_log_reader().await;
+    let fsyncs_before = store.metrics().fsyncs;
+
+    controls.arm_gate();
+    let mut flushed = Vec::new();
+    for index in 0..APPENDS {
+        let (tx, rx) = TypeConfig::oneshot();
+        RaftLogStorage::append(&mut store, [entry(1, index)], IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        flushed.push(rx);
+        if index == 0 {
+            // The first append's transaction now waits inside its fsync.
+            assert!(controls.wait_until_blocked(WAIT_MAX));
+        }
+        // Readable as soon as append returned, although nothing after the gate is on disk.
+        let read = reader.try_get_log_entries(index..=index).await.unwrap();
+        assert_eq!(read, vec![entry(1, index)]);
+    }
+    assert_eq!(
+        store.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(1, APPENDS - 1))
+    );
+    for rx in &mut flushed {
+        assert!(
+            matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "IOFlushed fired before its fsync"
+        );
+    }
+
+    controls.open_gate();
+    for rx in flushed {
+        let result = tokio::time::timeout(WAIT_MAX, rx).await.unwrap().unwrap();
+        assert!(result.is_ok(), "flush failed: {result:?}");
+    }
+    // The first append alone, then the other 49 together in the next transaction.
+    assert_eq!(store.metrics().fsyncs - fsyncs_before, 2);
+    drop(reader);
+    close(store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_is_ordered_with_pending_appends() {
     let dir = tempfile::tempdir().unwrap();
@@ -177,7 +232,7 @@ async fn truncate_is_ordered_with_pending_appends() {
     // Queued behind the blocked transaction: old entries, a truncate, their replacements.
     let old = append(&mut store, (3..=6).map(|i| entry(1, i)).collect()).await;
     let reader = store.reader();
-    let (truncated, ()) = tokio::join!(store.truncate(log_id(1, 4)), async {
+    let (truncated, ()) = tokio::join!(store.truncate_after(Some(log_id(1, 3))), async {
         // While the truncate waits for its transaction, the memory tail already shows the
         // shortened log; then let the flusher go.
         let deadline = tokio::time::Instant::now() + WAIT_MAX;
@@ -198,8 +253,8 @@ async fn truncate_is_ordered_with_pending_appends() {
     drop(reader);
     close(store).await;
 
-    let mut store = open(dir.path(), LogStoreConfig::default());
-    let on_disk = store.try_get_log_entries(0..100).await.unwrap();
+    let store = open(dir.path(), LogStoreConfig::default());
+    let on_disk = store.reader().try_get_log_entries(0..100).await.unwrap();
     assert_eq!(
         ids(&on_disk),
         vec![
@@ -214,6 +269,32 @@ async fn truncate_is_ordered_with_pending_appends() {
     close(store).await;
 }
 
+/// Appends and returns a receiver of the outcome its callback reports to openraft.
+async fn append_reporting(
+    store: &mut LogStore,
+    entries: Vec<Entry>,
+) -> oneshot::Receiver<Result<(), std::io::Error>> {
+    let (tx, rx) = oneshot::channel();
+    store
+        .append_with(
+            entries,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        )
+        .await
+        .unwrap();
+    rx
+}
+
+/// The typed error inside an `io::Error` the store handed to openraft.
+fn typed(error: &std::io::Error) -> &LogStoreError {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<LogStoreError>())
+        .unwrap_or_else(|| panic!("no LogStoreError inside {error:?}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_io_error_fails_every_later_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,27 +302,62 @@ async fn the_first_io_error_fails_every_later_call() {
     assert!(durable(append(&mut store, vec![entry(1, 0), entry(1, 1)]).await).await);
 
     controls.fail_syncs();
-    let failed = append(&mut store, vec![entry(1, 2)]).await;
-    assert!(
-        !durable(failed).await,
-        "the append whose fsync failed reports failure"
-    );
+    let failed = append_reporting(&mut store, vec![entry(1, 2)]).await;
+    let error = tokio::time::timeout(WAIT_MAX, failed)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect_err("the append whose fsync failed reports failure");
+    assert_eq!(typed(&error).kind(), FailureKind::Io, "{error}");
 
-    // Everything afterwards fails, without touching the disk again.
+    // Everything afterwards fails, without touching the disk again, as a previous failure
+    // that names the first one.
     let flushes = store.metrics().transactions;
-    assert!(
-        store
-            .append_with(vec![entry(1, 3)], Box::new(|_| {}))
-            .await
-            .is_err()
-    );
-    assert!(store.save_vote(&Vote::new(2, 1)).await.is_err());
-    assert!(store.read_vote().await.is_err());
+    let later = store
+        .append_with(vec![entry(1, 3)], Box::new(|_| {}))
+        .await
+        .unwrap_err();
+    assert_eq!(later.kind(), FailureKind::PreviousFailure);
+    assert_eq!(later.first_failure().kind(), FailureKind::Io);
+    let vote_error = store.save_vote(&Vote::new(2, 1)).await.unwrap_err();
+    assert_eq!(typed(&vote_error).kind(), FailureKind::PreviousFailure);
+    assert!(store.reader().read_vote().await.is_err());
     assert!(store.get_log_state().await.is_err());
-    assert!(store.try_get_log_entries(0..10).await.is_err());
-    assert!(store.truncate(log_id(1, 1)).await.is_err());
+    assert!(store.reader().try_get_log_entries(0..10).await.is_err());
+    assert!(store.truncate_after(Some(log_id(1, 0))).await.is_err());
     assert!(store.reader().read_entries(0..10).await.is_err());
     assert_eq!(store.metrics().transactions, flushes);
+    let first = store.reader().first_failure().expect("the store failed");
+    assert_eq!(first.kind(), FailureKind::Io);
+    close(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_reported_as_no_space_not_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, controls) = open_controlled(dir.path());
+    assert!(durable(append(&mut store, vec![entry(1, 0)]).await).await);
+
+    controls.fill_disk();
+    // Enough bytes that the transaction must write (and grow) the file.
+    let big = Entry {
+        log_id: log_id(1, 1),
+        payload: EntryPayload::Normal(AppRequest(Bytes::from(vec![0x11; 1 << 20]))),
+    };
+    let failed = append_reporting(&mut store, vec![big]).await;
+    let error = tokio::time::timeout(WAIT_MAX, failed)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect_err("a write to a full disk fails");
+    let typed = typed(&error);
+    assert_eq!(typed.kind(), FailureKind::NoSpace, "{typed:?}");
+    assert!(
+        error.to_string().contains("No space left on device"),
+        "the operator sees why: {error}"
+    );
+    let first = store.reader().first_failure().expect("the store failed");
+    assert_eq!(first.kind(), FailureKind::NoSpace);
     close(store).await;
 }
 
@@ -262,14 +378,15 @@ async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let mut store = open(dir.path(), LogStoreConfig::default());
+    let store = open(dir.path(), LogStoreConfig::default());
     let result = store.reader().read_entries(1..4).await;
     assert!(
         matches!(result, Err(LogStoreError::CorruptEntry { index: 2, .. })),
         "got {result:?}"
     );
+    assert_eq!(result.unwrap_err().kind(), FailureKind::Corrupt);
     // The store is failed from now on.
-    assert!(store.try_get_log_entries(3..4).await.is_err());
+    assert!(store.reader().try_get_log_entries(3..4).await.is_err());
     close(store).await;
 
     // A corrupt last entry stops the open itself.
@@ -282,10 +399,18 @@ async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
             .unwrap();
         txn.commit().unwrap();
     }
-    assert!(matches!(
-        LogStore::open(dir.path(), LogStoreConfig::default()),
-        Err(LogStoreError::CorruptEntry { index: 3, .. })
-    ));
+    let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
+    assert!(
+        matches!(&error, LogStoreError::Open { source, .. }
+            if matches!(**source, LogStoreError::CorruptEntry { index: 3, .. })),
+        "got {error:?}"
+    );
+    assert_eq!(error.kind(), FailureKind::Corrupt);
+
+    // A file that is not a redb database at all is corrupt too, not an I/O error.
+    std::fs::write(dir.path().join(LOG_FILE_NAME), vec![0xA5u8; 64 * 1024]).unwrap();
+    let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
+    assert_eq!(error.kind(), FailureKind::Corrupt, "{error:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,7 +452,7 @@ async fn a_read_racing_a_truncate_returns_what_is_left_and_does_not_fail_the_sto
     let mut store = open(dir.path(), LogStoreConfig { cache_bytes: 0 });
     assert!(durable(append(&mut store, (0..10).map(|i| entry(1, i)).collect()).await).await);
     // A reader planned [0, 10) from disk; before it reads, entries 5.. are truncated.
-    store.truncate(log_id(1, 5)).await.unwrap();
+    store.truncate_after(Some(log_id(1, 4))).await.unwrap();
     let shared = Arc::clone(&store.shared);
     let found = shared.read_durable(0..10, None).unwrap();
     assert_eq!(

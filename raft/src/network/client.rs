@@ -1,7 +1,13 @@
 //! The client side: openraft asks the [`NetworkFactory`] for a [`PeerClient`] per target (one
-//! long-lived client per replication stream, a fresh one per election round). Each client
-//! connects lazily, keeps its connection while requests succeed, and drops it on any error or
-//! cancellation (a half-finished exchange leaves the stream in an unknown state).
+//! long-lived client per replication stream and per heartbeat stream, a fresh one per election
+//! round). Each client connects lazily and keeps its connection while it works.
+//!
+//! Timeouts are the network's (openraft 0.10 sets none on appends, see
+//! [`APPEND_TIMEOUT`]). When a caller gives up on a request whose frame
+//! is already written (openraft times heartbeats out after one heartbeat interval), the
+//! connection is kept: the server answers in order, so the next exchange first reads and drops
+//! the answers nobody waits for. Reconnecting instead would cost a TCP handshake, whose lost SYN
+//! waits a whole second on a lossy link. Errors and our own timeouts drop the connection.
 //!
 //! Connection failures back off per target by the shared [`BackoffPolicy::RAFT_RECONNECT`]
 //! (doubling, capped, jittered), shared by every client of that target, so a dead peer costs
@@ -9,22 +15,20 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError as OpenraftNetworkError, PayloadTooLarge, RPCError,
-    RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+use openraft::OptionalSend;
+use openraft::errors::{
+    NetworkError as OpenraftNetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable,
 };
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{OptionalSend, Snapshot};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -32,13 +36,21 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use raftmq_protocol::backoff::BackoffPolicy;
 
 use super::{
-    CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES, MAX_FRAME_BYTES, NetworkError, RpcRequest, RpcResponse,
-    frame_codec,
+    APPEND_TIMEOUT, CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES, MAX_FRAME_BYTES,
+    MAX_UNANSWERED_REQUESTS, NetworkError, RpcRequest, RpcResponse, frame_codec,
 };
 use crate::codec;
-use crate::types::{Node, NodeId, TypeConfig, Vote};
+use crate::types::{
+    Entry, EntryPayload, LogId, Node, NodeId, Snapshot, SnapshotData, TypeConfig, Vote,
+};
 
 type Connection = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// An open connection and the requests written on it whose answers have not been read yet.
+struct Link {
+    framed: Connection,
+    unanswered: usize,
+}
 
 /// The delay before the attempt that follows `failures` consecutive failures.
 fn backoff_delay(failures: u32) -> Duration {
@@ -56,11 +68,19 @@ struct PeerHealth {
 #[derive(Clone, Debug, Default)]
 pub struct NetworkFactory {
     health: Arc<Mutex<HashMap<NodeId, Arc<Mutex<PeerHealth>>>>>,
+    #[cfg(feature = "fault-injection")]
+    partition: super::Partition,
 }
 
 impl NetworkFactory {
     pub fn new() -> Self {
         NetworkFactory::default()
+    }
+
+    /// The test hook that cuts this member off from chosen peers.
+    #[cfg(feature = "fault-injection")]
+    pub fn partition(&self) -> super::Partition {
+        self.partition.clone()
     }
 
     fn health_of(&self, target: NodeId) -> Arc<Mutex<PeerHealth>> {
@@ -81,6 +101,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             connection: None,
             health: self.health_of(target),
+            #[cfg(feature = "fault-injection")]
+            partition: self.partition.clone(),
         }
     }
 }
@@ -89,8 +111,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    connection: Option<Connection>,
+    connection: Option<Link>,
     health: Arc<Mutex<PeerHealth>>,
+    #[cfg(feature = "fault-injection")]
+    partition: super::Partition,
 }
 
 impl std::fmt::Debug for PeerClient {
@@ -150,43 +174,100 @@ impl PeerClient {
         error
     }
 
-    /// Sends one encoded request and reads its response. The connection is taken out for the
-    /// exchange and put back only when it completed, so a cancelled or failed exchange never
-    /// leaves a half-read stream behind for the next request.
-    async fn exchange(&mut self, request: Bytes) -> Result<RpcResponse, NetworkError> {
-        let mut connection = match self.connection.take() {
-            Some(connection) => connection,
-            None => self.connect().await?,
-        };
-        let io = |source| NetworkError::Io {
-            target: self.target,
-            source,
-        };
-        connection.send(request).await.map_err(io)?;
-        let frame = match connection.next().await {
-            Some(frame) => frame.map_err(io)?,
-            None => {
-                return Err(NetworkError::Closed {
+    /// Sends one encoded request and reads its response, within `timeout` (connecting included).
+    /// Our own timeout means the link is broken or the peer stuck: the connection is dropped.
+    async fn exchange(
+        &mut self,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<RpcResponse, NetworkError> {
+        match tokio::time::timeout(timeout, self.exchange_unbounded(request)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.connection = None;
+                Err(NetworkError::Timeout {
                     target: self.target,
-                });
+                    timeout,
+                })
             }
+        }
+    }
+
+    /// Sends one encoded request and reads its response. Cancel-safe: if the caller drops this
+    /// future, the connection stays usable (a frame is either wholly queued or not at all, and
+    /// a queued request is counted as unanswered). Any error drops the connection.
+    async fn exchange_unbounded(&mut self, request: Bytes) -> Result<RpcResponse, NetworkError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|link| link.unanswered >= MAX_UNANSWERED_REQUESTS)
+        {
+            // The peer has not answered a run of requests: do not queue behind them.
+            self.connection = None;
+        }
+        if self.connection.is_none() {
+            let framed = self.connect().await?;
+            self.connection = Some(Link {
+                framed,
+                unanswered: 0,
+            });
+        }
+        let target = self.target;
+        let result = match self.connection.as_mut() {
+            Some(link) => Self::exchange_on(link, target, request).await,
+            None => Err(NetworkError::Closed { target }),
         };
-        let response: RpcResponse =
-            codec::decode(&frame).map_err(|source| NetworkError::Codec {
-                target: self.target,
-                source,
-            })?;
+        if result.is_err() {
+            self.connection = None;
+        }
+        let response = result?;
         if let RpcResponse::BadRequest(reason) = &response {
             return Err(NetworkError::UnexpectedAnswer {
-                target: self.target,
+                target,
                 answer: format!("bad request: {reason}"),
             });
         }
-        self.connection = Some(connection);
         Ok(response)
     }
 
-    fn encode(&self, request: &RpcRequest) -> Result<Bytes, NetworkError> {
+    async fn exchange_on(
+        link: &mut Link,
+        target: NodeId,
+        request: Bytes,
+    ) -> Result<RpcResponse, NetworkError> {
+        let io = |source| NetworkError::Io { target, source };
+        // `feed` returns once the whole frame is in the write buffer, and not before: from here
+        // on the server will answer this request.
+        link.framed.feed(request).await.map_err(io)?;
+        link.unanswered += 1;
+        SinkExt::<Bytes>::flush(&mut link.framed)
+            .await
+            .map_err(io)?;
+        loop {
+            let frame = match link.framed.next().await {
+                Some(frame) => frame.map_err(io)?,
+                None => return Err(NetworkError::Closed { target }),
+            };
+            link.unanswered = link.unanswered.saturating_sub(1);
+            if link.unanswered == 0 {
+                return codec::decode(&frame)
+                    .map_err(|source| NetworkError::Codec { target, source });
+            }
+            // The answer to an earlier request whose caller gave up: nobody waits for it.
+        }
+    }
+
+    fn encode(&mut self, request: &RpcRequest) -> Result<Bytes, NetworkError> {
+        #[cfg(feature = "fault-injection")]
+        if !self.partition.allows(self.target, request) {
+            // As if the link were down: the connection in hand is not used again.
+            self.connection = None;
+            return Err(NetworkError::Unreachable {
+                target: self.target,
+                addr: self.addr.clone(),
+                reason: "cut off by a test partition".to_string(),
+            });
+        }
         let encoded = codec::encode(request).map_err(|source| NetworkError::Codec {
             target: self.target,
             source,
@@ -209,45 +290,84 @@ impl PeerClient {
 }
 
 /// openraft's view of a transport failure: unreachable peers make it back off, other failures
-/// make it retry on its next tick.
-fn to_rpc_error<E: std::error::Error>(error: NetworkError) -> RPCError<NodeId, Node, E> {
+/// make it retry soon.
+fn to_rpc_error(error: NetworkError) -> RPCError<TypeConfig> {
     match error {
         NetworkError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&error)),
         _ => RPCError::Network(OpenraftNetworkError::new(&error)),
     }
 }
 
-fn remote<E: std::error::Error>(target: NodeId, error: E) -> RPCError<NodeId, Node, E> {
-    RPCError::RemoteError(RemoteError::new(target, error))
+/// A rough upper bound of the bytes an entry takes on the wire beyond its payload (log id,
+/// enum tags, length prefixes), used only to split append requests.
+const ENTRY_WIRE_OVERHEAD_BYTES: usize = 64;
+
+fn entry_wire_bytes(entry: &Entry) -> usize {
+    let payload = match &entry.payload {
+        EntryPayload::Normal(request) => request.0.len(),
+        EntryPayload::Blank | EntryPayload::Membership(_) => 0,
+    };
+    ENTRY_WIRE_OVERHEAD_BYTES + payload
 }
 
-/// How many of `sent` entries would fit in three quarters of [`MAX_APPEND_RPC_BYTES`] (room for
-/// entries larger than the average), when they took `bytes`.
-fn entries_hint(sent: usize, bytes: usize) -> u64 {
-    let budget = MAX_APPEND_RPC_BYTES as u128 * 3 / 4;
-    let fitting = sent as u128 * budget / (bytes.max(1) as u128);
-    u64::try_from(fitting).unwrap_or(u64::MAX).max(1)
+/// How many leading entries fit in [`MAX_APPEND_RPC_BYTES`]: at least one (a single entry is
+/// sent whenever it fits in a frame).
+fn entries_within_budget(entries: &[Entry]) -> usize {
+    let mut bytes = 0usize;
+    let fitting = entries
+        .iter()
+        .take_while(|entry| {
+            bytes = bytes.saturating_add(entry_wire_bytes(entry));
+            bytes <= MAX_APPEND_RPC_BYTES
+        })
+        .count();
+    fitting.max(1)
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
+impl PeerClient {
+    /// Sends a request that openraft may time out itself, and maps the answer.
+    async fn call<T>(
+        &mut self,
+        request: RpcRequest,
+        timeout: Duration,
+        answer: impl FnOnce(RpcResponse) -> Result<T, RpcResponse>,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        let request = self.encode(&request).map_err(to_rpc_error)?;
+        let response = self
+            .exchange(request, timeout)
+            .await
+            .map_err(to_rpc_error)?;
+        match answer(response) {
+            Ok(value) => Ok(value),
+            // The peer is up but its Raft stopped: nothing to retry soon.
+            Err(RpcResponse::Stopped(reason)) => Err(RPCError::Unreachable(
+                Unreachable::from_string(format!("peer {}: raft stopped: {reason}", self.target)),
+            )),
+            Err(other) => Err(to_rpc_error(self.unexpected(&other))),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    /// Sends the entries that fit in [`MAX_APPEND_RPC_BYTES`]; when some were left out, a success
+    /// is reported to openraft as a partial success up to the last entry sent, and openraft sends
+    /// the rest next.
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let sent = rpc.entries.len();
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let fitting = entries_within_budget(&rpc.entries);
+        let partial: Option<LogId> = if fitting < rpc.entries.len() {
+            rpc.entries.truncate(fitting);
+            rpc.entries.last().map(|entry| entry.log_id)
+        } else {
+            None
+        };
         let request = match self.encode(&RpcRequest::AppendEntries(rpc)) {
-            Ok(request) if request.len() > MAX_APPEND_RPC_BYTES && sent > 1 => {
-                return Err(RPCError::PayloadTooLarge(
-                    PayloadTooLarge::new_entries_hint(entries_hint(sent, request.len())),
-                ));
-            }
             Ok(request) => request,
-            Err(NetworkError::TooLarge { bytes, .. }) if sent > 1 => {
-                return Err(RPCError::PayloadTooLarge(
-                    PayloadTooLarge::new_entries_hint(entries_hint(sent, bytes)),
-                ));
-            }
             // A single entry over the cap can never be sent: report it as unreachable so that
             // openraft backs off instead of retrying at once, forever.
             Err(error @ NetworkError::TooLarge { .. }) => {
@@ -256,42 +376,68 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
             Err(error) => return Err(to_rpc_error(error)),
         };
-        match self.exchange(request).await.map_err(to_rpc_error)? {
-            RpcResponse::AppendEntries(Ok(response)) => Ok(response),
-            RpcResponse::AppendEntries(Err(error)) => Err(remote(self.target, error)),
+        let response = self
+            .exchange(request, APPEND_TIMEOUT)
+            .await
+            .map_err(to_rpc_error)?;
+        match response {
+            RpcResponse::AppendEntries(AppendEntriesResponse::Success) if partial.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(partial))
+            }
+            RpcResponse::AppendEntries(response) => Ok(response),
+            RpcResponse::Stopped(reason) => Err(RPCError::Unreachable(Unreachable::from_string(
+                format!("peer {}: raft stopped: {reason}", self.target),
+            ))),
             other => Err(to_rpc_error(self.unexpected(&other))),
         }
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let request = self.encode(&RpcRequest::Vote(rpc)).map_err(to_rpc_error)?;
-        match self.exchange(request).await.map_err(to_rpc_error)? {
-            RpcResponse::Vote(Ok(response)) => Ok(response),
-            RpcResponse::Vote(Err(error)) => Err(remote(self.target, error)),
-            other => Err(to_rpc_error(self.unexpected(&other))),
-        }
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            RpcRequest::Vote(rpc),
+            option.hard_ttl(),
+            |answer| match answer {
+                RpcResponse::Vote(response) => Ok(response),
+                other => Err(other),
+            },
+        )
+        .await
     }
 
-    async fn install_snapshot(
+    async fn pre_vote(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        let request = self
-            .encode(&RpcRequest::InstallSnapshot(rpc))
-            .map_err(to_rpc_error)?;
-        match self.exchange(request).await.map_err(to_rpc_error)? {
-            RpcResponse::InstallSnapshot(Ok(response)) => Ok(response),
-            RpcResponse::InstallSnapshot(Err(error)) => Err(remote(self.target, error)),
-            other => Err(to_rpc_error(self.unexpected(&other))),
-        }
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            RpcRequest::PreVote(rpc),
+            option.hard_ttl(),
+            |answer| match answer {
+                RpcResponse::PreVote(response) => Ok(response),
+                other => Err(other),
+            },
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            RpcRequest::TransferLeader(rpc),
+            option.hard_ttl(),
+            |answer| match answer {
+                RpcResponse::TransferLeader(response) => Ok(response),
+                other => Err(other),
+            },
+        )
+        .await
     }
 
     /// Sends the whole snapshot in one frame (ours are the state machine's small state; the log,
@@ -299,15 +445,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     async fn full_snapshot(
         &mut self,
         vote: Vote,
-        snapshot: Snapshot<TypeConfig>,
+        snapshot: Snapshot,
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
-    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let data = Bytes::from(Cursor::into_inner(*snapshot.snapshot));
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let request = RpcRequest::FullSnapshot {
             vote,
             meta: snapshot.meta,
-            data,
+            data: snapshot.snapshot,
         };
         let request = match self.encode(&request) {
             Ok(request) => request,
@@ -316,48 +461,126 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 return Err(StreamingError::Unreachable(Unreachable::new(&error)));
             }
         };
-        let timeout = option.hard_ttl();
         let answer = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            answer = tokio::time::timeout(timeout, self.exchange(request)) => answer,
+            answer = self.exchange(request, option.hard_ttl()) => answer,
         };
-        let response = match answer {
-            Ok(Ok(response)) => response,
-            Ok(Err(error @ NetworkError::Unreachable { .. })) => {
-                return Err(StreamingError::Unreachable(Unreachable::new(&error)));
-            }
-            Ok(Err(error)) => {
-                return Err(StreamingError::Network(OpenraftNetworkError::new(&error)));
-            }
-            Err(_) => {
-                let error = NetworkError::Timeout {
-                    target: self.target,
-                    timeout,
-                };
-                return Err(StreamingError::Network(OpenraftNetworkError::new(&error)));
-            }
-        };
-        match response {
-            RpcResponse::FullSnapshot(Ok(response)) => Ok(response),
-            RpcResponse::FullSnapshot(Err(fatal)) => Err(StreamingError::RemoteError(
-                RemoteError::new(self.target, fatal),
+        match answer {
+            Ok(RpcResponse::FullSnapshot(response)) => Ok(response),
+            Ok(RpcResponse::Stopped(reason)) => Err(StreamingError::Unreachable(
+                Unreachable::from_string(format!("peer {}: raft stopped: {reason}", self.target)),
             )),
-            other => Err(StreamingError::Network(OpenraftNetworkError::new(
+            Ok(other) => Err(StreamingError::Network(OpenraftNetworkError::new(
                 &self.unexpected(&other),
             ))),
+            Err(error @ NetworkError::Unreachable { .. }) => {
+                Err(StreamingError::Unreachable(Unreachable::new(&error)))
+            }
+            Err(error) => Err(StreamingError::Network(OpenraftNetworkError::new(&error))),
         }
     }
 
     /// How long openraft's replication waits after an `Unreachable`: the same policy as the
     /// connection backoff.
-    fn backoff(&self) -> Backoff {
-        Backoff::new(BackoffPolicy::RAFT_RECONNECT.delays())
+    fn backoff(&self) -> Option<Backoff> {
+        Some(Backoff::new(BackoffPolicy::RAFT_RECONNECT.delays()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+    use crate::network::TCP_MIN_RTO;
+    use crate::types::log_id;
+
+    /// A stand-in peer: answers Vote and AppendEntries, the first request only after `first_delay`
+    /// (a slow or lossy link). Counts the connections it accepted.
+    async fn fake_peer(
+        first_delay: Duration,
+    ) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut delay = Some(first_delay);
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut framed = Framed::new(stream, frame_codec());
+                while let Some(Ok(frame)) = framed.next().await {
+                    if let Some(delay) = delay.take() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let answer = match codec::decode::<RpcRequest>(&frame) {
+                        Ok(RpcRequest::Vote(vote)) => {
+                            RpcResponse::Vote(VoteResponse::new(vote.vote, None, true))
+                        }
+                        Ok(RpcRequest::AppendEntries(_)) => {
+                            RpcResponse::AppendEntries(AppendEntriesResponse::Success)
+                        }
+                        other => RpcResponse::BadRequest(format!("{other:?}")),
+                    };
+                    let encoded = Bytes::from(codec::encode(&answer).unwrap());
+                    if framed.send(encoded).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (addr, accepted, task)
+    }
+
+    #[tokio::test]
+    async fn an_answer_nobody_waits_for_is_dropped_and_the_connection_kept() {
+        let (addr, accepted, peer) = fake_peer(Duration::from_millis(300)).await;
+        let mut client = NetworkFactory::new()
+            .new_client(9, &Node { addr: addr.clone() })
+            .await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        let first = VoteRequest::new(Vote::new(1, 1), None);
+        // openraft gives up on the first request (as on a heartbeat after one interval).
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.vote(first, option.clone()),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the first answer is late");
+
+        // The next request gets its own answer, on the same connection.
+        let second = VoteRequest::new(Vote::new(2, 1), None);
+        let answer = client.vote(second, option).await.unwrap();
+        assert_eq!(
+            answer.vote,
+            Vote::new(2, 1),
+            "not the stale answer to term 1"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "no reconnect");
+        peer.abort();
+    }
+
+    #[tokio::test]
+    async fn an_append_answered_after_tcp_retransmissions_succeeds() {
+        // Two retransmissions of a lost segment: well above the 150 ms openraft passes as the
+        // RPC option (the heartbeat interval), well within the network's own append timeout.
+        let late = TCP_MIN_RTO * 3;
+        assert!(late < APPEND_TIMEOUT);
+        let (addr, _, peer) = fake_peer(late).await;
+        let mut client = NetworkFactory::new().new_client(9, &Node { addr }).await;
+        let rpc = AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(1, 1, 5)),
+            leader_commit: None,
+            entries: Vec::new(),
+        };
+        let answer = client
+            .append_entries(rpc, RPCOption::new(Duration::from_millis(150)))
+            .await
+            .unwrap();
+        assert_eq!(answer, AppendEntriesResponse::Success);
+        peer.abort();
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
@@ -374,11 +597,21 @@ mod tests {
     }
 
     #[test]
-    fn the_entries_hint_fits_with_room_to_spare() {
-        // 1000 entries encoded to twice the budget: three eighths of them fit.
-        assert_eq!(entries_hint(1000, 2 * MAX_APPEND_RPC_BYTES), 375);
-        assert_eq!(entries_hint(2, usize::MAX), 1);
-        assert!(entries_hint(10, MAX_FRAME_BYTES + 1) >= 1);
+    fn append_requests_are_cut_at_the_byte_budget_but_always_carry_one_entry() {
+        let entry = |index: u64, bytes: usize| Entry {
+            log_id: crate::types::log_id(1, 1, index),
+            payload: EntryPayload::Normal(crate::types::AppRequest(Bytes::from(vec![0u8; bytes]))),
+        };
+        let sixth = MAX_APPEND_RPC_BYTES / 6;
+        let entries: Vec<Entry> = (0..9).map(|i| entry(i, sixth)).collect();
+        // Five sixths plus overhead fit; the sixth entry would pass the budget.
+        assert_eq!(entries_within_budget(&entries), 5);
+        assert_eq!(entries_within_budget(&entries[..3]), 3);
+        assert_eq!(
+            entries_within_budget(&[entry(0, MAX_APPEND_RPC_BYTES * 2)]),
+            1
+        );
+        assert_eq!(entries_within_budget(&[]), 1);
     }
 
     #[tokio::test]
@@ -394,12 +627,18 @@ mod tests {
         let mut second = factory.new_client(9, &node).await;
         let ping = Bytes::from_static(b"ping");
 
-        let error = first.exchange(ping.clone()).await.unwrap_err();
+        let error = first
+            .exchange(ping.clone(), APPEND_TIMEOUT)
+            .await
+            .unwrap_err();
         assert!(
             matches!(error, NetworkError::Unreachable { ref reason, .. } if !reason.contains("backing off"))
         );
         // Any client of the same target now backs off without trying to connect.
-        let error = second.exchange(ping.clone()).await.unwrap_err();
+        let error = second
+            .exchange(ping.clone(), APPEND_TIMEOUT)
+            .await
+            .unwrap_err();
         assert!(
             matches!(error, NetworkError::Unreachable { ref reason, .. } if reason.contains("backing off"))
         );

@@ -3,14 +3,12 @@
 //! writes the answer. Every task is tracked; on shutdown the accept loop stops, each connection
 //! finishes the request in hand, and [`RaftServer::shutdown`] waits for all of them.
 
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use openraft::Snapshot;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::Framed;
@@ -19,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{MAX_CONNECTIONS, RpcRequest, RpcResponse, frame_codec};
 use crate::codec;
-use crate::types::Raft;
+use crate::types::{Raft, Snapshot};
 
 /// How long the accept loop pauses after an accept error (for example, out of file
 /// descriptors) before trying again.
@@ -151,22 +149,35 @@ async fn serve_connection(
     }
 }
 
-/// Hands one request to the local Raft node.
+/// Hands one request to the local Raft node. A stopped Raft answers with why it stopped.
 async fn handle(raft: &Raft, request: RpcRequest) -> RpcResponse {
+    let stopped = |error: &dyn std::fmt::Display| RpcResponse::Stopped(error.to_string());
     match request {
-        RpcRequest::AppendEntries(rpc) => {
-            RpcResponse::AppendEntries(raft.append_entries(rpc).await)
-        }
-        RpcRequest::Vote(rpc) => RpcResponse::Vote(raft.vote(rpc).await),
-        RpcRequest::InstallSnapshot(rpc) => {
-            RpcResponse::InstallSnapshot(raft.install_snapshot(rpc).await)
-        }
+        RpcRequest::AppendEntries(rpc) => match raft.append_entries(rpc).await {
+            Ok(response) => RpcResponse::AppendEntries(response),
+            Err(error) => stopped(&error),
+        },
+        RpcRequest::Vote(rpc) => match raft.vote(rpc).await {
+            Ok(response) => RpcResponse::Vote(response),
+            Err(error) => stopped(&error),
+        },
+        RpcRequest::PreVote(rpc) => match raft.pre_vote(rpc).await {
+            Ok(response) => RpcResponse::PreVote(response),
+            Err(error) => stopped(&error),
+        },
         RpcRequest::FullSnapshot { vote, meta, data } => {
             let snapshot = Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(data.to_vec())),
+                snapshot: data,
             };
-            RpcResponse::FullSnapshot(raft.install_full_snapshot(vote, snapshot).await)
+            match raft.install_full_snapshot(vote, snapshot).await {
+                Ok(response) => RpcResponse::FullSnapshot(response),
+                Err(error) => stopped(&error),
+            }
         }
+        RpcRequest::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {
+            Ok(response) => RpcResponse::TransferLeader(response),
+            Err(error) => stopped(&error),
+        },
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
+use openraft::ServerState;
 use raftmq_raft::testing::{KvCommand, KvStateMachine};
 use raftmq_raft::{InitializeOutcome, Node, NodeConfig, NodeId, Raft, RaftNode};
 
@@ -116,7 +117,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until every running member names the same leader, one of the running members.
+    /// Waits until every running member names the same leader, one of the running members, and
+    /// the leader takes writes (a quorum has acknowledged it: openraft refuses writes before).
     pub async fn leader(&self) -> Result<NodeId> {
         let running = self.running();
         let first = *running.first().context("no member running")?;
@@ -137,6 +139,7 @@ impl Cluster {
                 .current_leader(leader, "every member agrees on the leader")
                 .await?;
         }
+        wait_writable(self.node(leader)?.raft()).await?;
         Ok(leader)
     }
 
@@ -178,6 +181,32 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// How often [`wait_for`] looks at its condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Waits until `condition` holds, looking every [`POLL_INTERVAL`], for at most [`WAIT_MAX`].
+pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT_MAX;
+    while !condition() {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {WAIT_MAX:?} waiting until {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    Ok(())
+}
+
+/// Waits until `raft` leads with a quorum's acknowledgement, i.e. takes writes.
+pub async fn wait_writable(raft: &Raft) -> Result<()> {
+    raft.wait(Some(WAIT_MAX))
+        .metrics(
+            |m| m.state == ServerState::Leader && m.last_quorum_acked.is_some(),
+            "the leader has a quorum's acknowledgement",
+        )
+        .await?;
+    Ok(())
 }
 
 /// Proposes `key = value` and returns the log index it was committed at and its apply sequence

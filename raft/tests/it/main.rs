@@ -3,7 +3,9 @@
 mod cluster;
 mod crash;
 mod failover;
+mod prevote;
 mod replication;
 mod snapshot;
 mod storage_suite;
+mod transfer;
 mod transport;

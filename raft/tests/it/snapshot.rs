@@ -3,7 +3,7 @@
 //! snapshot sent in one frame, then the log after it; and the snapshot survives a restart.
 
 use anyhow::{Context, Result};
-use raftmq_raft::Node;
+use raftmq_raft::{MetricsReceiver, Node};
 
 use crate::cluster::{Cluster, Member, WAIT_MAX, any_port, put, put_many, start_member};
 
@@ -55,7 +55,7 @@ async fn a_learner_catches_up_from_a_snapshot_after_a_purge() -> Result<()> {
     let reference = cluster.kv(leader)?.history()?;
     assert_eq!(reference.len(), 51);
     assert_eq!(cluster.kv(4)?.history()?, reference);
-    let learner_metrics = cluster.node(4)?.raft().metrics().borrow().clone();
+    let learner_metrics = cluster.node(4)?.raft().metrics().borrow_watched().clone();
     assert_eq!(
         learner_metrics.snapshot,
         Some(snapshot_at),

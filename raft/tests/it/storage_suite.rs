@@ -1,7 +1,8 @@
 //! openraft's own storage test suite against the redb log store plus the state-machine adapter
 //! over the test key-value state machine, each build in a fresh temp directory.
 
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::errors::ErrorSource;
+use openraft::testing::log::{StoreBuilder, Suite};
 use raftmq_raft::log_store::{LogStore, LogStoreConfig};
 use raftmq_raft::sm_adapter::StateMachineStore;
 use raftmq_raft::testing::KvStateMachine;
@@ -15,15 +16,11 @@ struct Guard {
 struct RedbStoreBuilder;
 
 fn setup_error(e: impl std::error::Error + 'static) -> StorageError {
-    openraft::StorageIOError::write(openraft::AnyError::new(&e)).into()
+    StorageError::write(openraft::impls::BoxedErrorSource::from_error(&e))
 }
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore<KvStateMachine>, Guard>
-    for RedbStoreBuilder
-{
-    async fn build(
-        &self,
-    ) -> Result<(Guard, LogStore, StateMachineStore<KvStateMachine>), StorageError> {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Guard> for RedbStoreBuilder {
+    async fn build(&self) -> Result<(Guard, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().map_err(setup_error)?;
         let log_store =
             LogStore::open(dir.path(), LogStoreConfig::default()).map_err(setup_error)?;
@@ -33,9 +30,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore<KvStateMachine>, Guard
     }
 }
 
-#[test]
-fn openraft_storage_suite_passes() {
-    if let Err(e) = Suite::test_all(RedbStoreBuilder) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_passes() {
+    if let Err(e) = Suite::test_all(RedbStoreBuilder).await {
         panic!("openraft storage suite failed: {e}");
     }
 }

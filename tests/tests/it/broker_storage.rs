@@ -74,8 +74,8 @@ async fn corrupt_files_stop_a_member_with_a_clear_error() -> anyhow::Result<()> 
     );
     assert!(!log.contains("panicked"), "no panic:\n{log}");
     assert!(
-        log.contains("mqbroker:") && log.contains("broker state"),
-        "a clear error:\n{log}"
+        log.contains("mqbroker:") && log.contains("broker state") && log.contains("corrupt"),
+        "a clear error that says the file is corrupt:\n{log}"
     );
     std::fs::write(&state, saved_state)?;
 
@@ -85,7 +85,10 @@ async fn corrupt_files_stop_a_member_with_a_clear_error() -> anyhow::Result<()> 
     let (success, log) = start_expecting_failure(&cluster, victim)?;
     assert!(!success, "a member with a corrupt log must not start");
     assert!(!log.contains("panicked"), "no panic:\n{log}");
-    assert!(log.contains("mqbroker:"), "a clear error:\n{log}");
+    assert!(
+        log.contains("mqbroker:") && log.contains("raft log") && log.contains("corrupt"),
+        "a clear error that says the log is corrupt:\n{log}"
+    );
 
     // The other two carry on.
     let result = producer
@@ -188,7 +191,12 @@ async fn a_full_disk_stops_one_member_and_loses_nothing() -> anyhow::Result<()> 
     let log = victim_process.log_tail();
     assert!(!status.success(), "it exits with an error");
     assert!(!log.contains("panicked"), "no panic:\n{log}");
-    assert!(log.contains("mqbroker:"), "a clear error line:\n{log}");
+    assert!(
+        log.contains("mqbroker:")
+            && log.contains("disk full")
+            && log.contains("No space left on device"),
+        "a clear error line that says the disk is full:\n{log}"
+    );
 
     // The group carries on, and everything acknowledged is there, at its offset.
     let after = producer
