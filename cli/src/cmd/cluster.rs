@@ -1,4 +1,5 @@
-//! `mq cluster status|wait|add-member|remove-member|transfer-leader`: each broker group's Raft
+//! `mq cluster status|health|wait|add-member|remove-member|transfer-leader` (health: see
+//! `health.rs`): each broker group's Raft
 //! cluster as its members report it (GET_BROKER_RUNTIME_INFO) next to the NameServer's view,
 //! and membership changes through the leader's admin HTTP:
 //!
@@ -45,6 +46,9 @@ pub enum ClusterCommand {
         #[arg(short = 'b', long)]
         broker_name: Option<String>,
     },
+    /// Healthy when every group has a writable leader, every member answers and none lags;
+    /// exit 0 healthy, 3 degraded, 4 no leader, 5 NameServer unreachable.
+    Health(super::health::HealthArgs),
     /// Wait until `--groups` broker groups have a leader the NameServer lists in slot 0.
     Wait {
         #[arg(long, default_value_t = 1)]
@@ -89,6 +93,7 @@ pub enum ClusterCommand {
 pub async fn run(ctx: &Ctx, command: ClusterCommand) -> anyhow::Result<ExitCode> {
     match command {
         ClusterCommand::Status { broker_name } => status(ctx, broker_name.as_deref()).await,
+        ClusterCommand::Health(args) => super::health::run(ctx, args).await,
         ClusterCommand::Wait { groups, timeout_ms } => {
             wait(ctx, groups, Duration::from_millis(timeout_ms)).await
         }
