@@ -1,4 +1,5 @@
-//! Admin HTTP (axum), bound to loopback by default: health, Raft status, topics, groups,
+//! Admin HTTP (axum), bound to loopback by default: the dashboard under `/ui`
+//! (`raftmq_dashboard`), health, Raft status, topics, groups,
 //! Prometheus metrics, the membership operations an operator needs (add a learner, change the
 //! voters, move leadership here), and the consumer offset reset (`mq offset reset`), which
 //! goes through Raft on the leader like every other write. The JSON bodies are
@@ -45,7 +46,25 @@ pub fn router(state: AdminState) -> Router {
         .route("/raft/remove-learner", post(remove_learner))
         .route("/raft/elect", post(elect))
         .route("/offsets/reset", post(reset_offsets))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(dashboard(&state.ctx))
+}
+
+/// The dashboard under `/ui`, reaching the cluster through this member's NameServers.
+fn dashboard(ctx: &BrokerContext) -> Router {
+    let config = &ctx.config;
+    let served_by = format!(
+        "{} node {} ({})",
+        config.broker_name, config.node_id, config.advertise
+    );
+    let dashboard = if config.namesrv.is_empty() {
+        Err(raftmq_dashboard::SetupError(
+            "no NameServer is configured (-n / NAMESRV_ADDR)".to_owned(),
+        ))
+    } else {
+        raftmq_dashboard::Dashboard::new(served_by, &config.namesrv)
+    };
+    raftmq_dashboard::router_or_unavailable(dashboard)
 }
 
 async fn healthz() -> &'static str {
