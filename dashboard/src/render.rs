@@ -134,7 +134,7 @@ fn action_button(action: &str, label: &str, fields: &[(&str, String)]) -> Markup
 
 fn verdict_banner(health: &Health) -> Markup {
     html! {
-        div #health .banner class=(health.verdict.as_str()) data-verdict=(health.verdict.as_str()) {
+        div #health class={ "banner " (health.verdict.as_str()) } data-verdict=(health.verdict.as_str()) {
             @match health.verdict {
                 Verdict::Healthy => {
                     strong { "Healthy" }
@@ -217,7 +217,7 @@ fn member_row(group: &GroupView, member: &MemberView) -> Markup {
     let is_leader = status.is_some_and(|s| s.is_leader());
     let role = node.and_then(|id| group.role_of(id));
     html! {
-        tr.member data-node=(opt(node)) class=[is_leader.then_some("leader")] {
+        tr class=(if is_leader { "member leader" } else { "member" }) data-node=(opt(node)) {
             td.num { (opt(node)) }
             td.state { @match status { Some(s) => (s.state), None => "-" } }
             td { (role.unwrap_or("-")) }
@@ -322,7 +322,7 @@ pub fn topic(
 ) -> Markup {
     let verdict = serde_verdict(explanation.verdict);
     let live = html! {
-        div #route .banner class=(if explanation.verdict == RouteVerdict::Routable { "healthy" } else { "degraded" }) data-verdict=(verdict) {
+        div #route class=(if explanation.verdict == RouteVerdict::Routable { "banner healthy" } else { "banner degraded" }) data-verdict=(verdict) {
             strong { "Route: " (verdict.replace('_', " ")) }
             ul { @for reason in &explanation.reasons { li { (reason) } } }
         }
@@ -661,17 +661,7 @@ pub fn outcome(served_by: &str, result: &Result<String, String>, back: &str) -> 
 }
 
 /// Percent-encodes a query value (topic names may hold `%` and `|`).
-pub fn url_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+pub use raftmq_client::admin_http::form_encode as url_encode;
 
 #[cfg(test)]
 mod tests {

@@ -129,7 +129,7 @@ fn print_health(report: &HealthJson) {
         verdict => {
             outln!(
                 "{} (exit {}):",
-                verdict.as_str().to_uppercase(),
+                verdict.as_str().replace('_', " ").to_uppercase(),
                 report.exit_code
             );
             for problem in &report.problems {
