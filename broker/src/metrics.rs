@@ -29,6 +29,9 @@
 //!   leader's last contact with a quorum, and per follower (`follower`) its matched index and
 //!   lag. Per-follower last contact is not available from openraft 0.9.
 //!
+//! The consumer lag gauges are exported by each group's leader only (the offsets are
+//! replicated, so every member would report the same lag).
+//!
 //! Series of a deleted topic (and of a consumer group that has neither offsets nor clients any
 //! more) disappear at the next scrape: gauges are rebuilt from the state at every scrape, and
 //! the counters and histograms labelled by topic drop the series of topics that no longer exist.
@@ -510,7 +513,7 @@ impl BrokerMetrics {
             self.disk_used_bytes.set(clamp_i64(bytes));
         }
         self.drop_deleted_topics(scrape.state);
-        self.refresh_consumers(scrape.state, scrape.clients);
+        self.refresh_consumers(scrape.state, scrape.clients, scrape.raft.is_leader());
         let mut text = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             text = format!("# metrics could not be encoded: {err}\n");
@@ -590,13 +593,20 @@ impl BrokerMetrics {
     }
 
     /// Rebuilds lag, in-flight and connection gauges from the applied state and the clients.
-    fn refresh_consumers(&self, state: &BrokerState, clients: &ClientRegistry) {
+    /// Lag gauges come from the leader only: every member holds the same replicated offsets,
+    /// and a sum over members would count each group's lag once per member.
+    fn refresh_consumers(&self, state: &BrokerState, clients: &ClientRegistry, leads: bool) {
         self.consumer_lag_messages.clear();
         self.consumer_lag_latency.clear();
         self.consumer_inflight_messages.clear();
         let now = Instant::now();
         let now_ms = now_ms();
-        for group in state.groups_with_offsets() {
+        let groups = if leads {
+            state.groups_with_offsets()
+        } else {
+            Vec::new()
+        };
+        for group in groups {
             if group == SCHEDULE_PROGRESS_GROUP {
                 continue; // the delay scheduler's progress, not a consumer
             }
@@ -761,6 +771,37 @@ mod tests {
             .and_then(|line| line.rsplit(' ').next()?.parse().ok())
     }
 
+    /// Every metric the example Grafana dashboard (`deploy/grafana/raftmq.json`) queries is one
+    /// a member exports.
+    fn assert_grafana_queries_exported_metrics(text: &str) {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/raftmq.json");
+        let board = std::fs::read_to_string(&path).unwrap();
+        let mut names = BTreeSet::new();
+        for start in board
+            .match_indices("rocketmq_")
+            .chain(board.match_indices("raftmq_"))
+            .map(|(at, _)| at)
+        {
+            let name: String = board[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+        assert!(names.len() > 15, "{names:?}");
+        for name in names {
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "the Grafana board queries {name}, which is not exported:\n{text}"
+            );
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rocketmq_series_count_sends_and_pulls_and_go_with_their_topic() -> Result<()> {
         let group = TestGroup::start(1).await?;
@@ -790,6 +831,7 @@ mod tests {
         ensure!(pulled.code == response::SUCCESS);
 
         let text = scrape(leader);
+        assert_grafana_queries_exported_metrics(&text);
         let topic = format!("topic=\"{TOPIC}\"");
         let common = [
             "cluster=\"DefaultCluster\"",
