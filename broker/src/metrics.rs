@@ -512,7 +512,7 @@ impl BrokerMetrics {
         if let Some(bytes) = scrape.disk_used_bytes {
             self.disk_used_bytes.set(clamp_i64(bytes));
         }
-        self.drop_deleted_topics(scrape.state);
+        self.drop_deleted_series(scrape.state, scrape.clients);
         self.refresh_consumers(scrape.state, scrape.clients, scrape.raft.is_leader());
         let mut text = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
@@ -561,10 +561,20 @@ impl BrokerMetrics {
         *last = log;
     }
 
-    /// Removes the counter and histogram series of topics that no longer exist.
-    fn drop_deleted_topics(&self, state: &BrokerState) {
+    /// Removes the counter and histogram series of topics that no longer exist, and of consumer
+    /// groups that have no config, no committed offset and no live client any more.
+    fn drop_deleted_series(&self, state: &BrokerState, clients: &ClientRegistry) {
         let mut series = self.lock_series();
         let exists = |topic: &str| state.topic(topic).is_some();
+        let with_offsets: BTreeSet<String> = state.groups_with_offsets().into_iter().collect();
+        let live: BTreeSet<String> = clients
+            .consumer_groups()
+            .into_iter()
+            .map(|members| members.group)
+            .collect();
+        let group_exists = |group: &str| {
+            state.group(group).is_some() || with_offsets.contains(group) || live.contains(group)
+        };
         series.messages_in.retain(|labels| {
             let keep = exists(&labels.topic);
             if !keep {
@@ -575,7 +585,7 @@ impl BrokerMetrics {
             keep
         });
         series.messages_out.retain(|labels| {
-            let keep = exists(&labels.topic);
+            let keep = exists(&labels.topic) && group_exists(&labels.consumer_group);
             if !keep {
                 self.messages_out.remove(labels);
                 self.throughput_out.remove(labels);
@@ -583,8 +593,9 @@ impl BrokerMetrics {
             keep
         });
         series.dlq.retain(|labels| {
-            let keep = exists(&labels.topic)
-                || exists(&raftmq_protocol::names::dlq_topic(&labels.consumer_group));
+            let keep = (exists(&labels.topic)
+                || exists(&raftmq_protocol::names::dlq_topic(&labels.consumer_group)))
+                && group_exists(&labels.consumer_group);
             if !keep {
                 self.send_to_dlq.remove(labels);
             }
@@ -825,6 +836,14 @@ mod tests {
             (leader.ctx.state.queue(TOPIC, 0).next_offset == 2).then_some(())
         })
         .await?;
+        // The pulling group exists (as a heartbeat makes it): its series stay.
+        leader
+            .ctx
+            .proposer
+            .propose(crate::command::Command::UpsertGroup(
+                crate::topic::GroupConfig::new("test-consumer"),
+            ))
+            .await?;
         let pulled = rpc
             .invoke(&leader.remoting, pull_request(TOPIC, 0, 0, 32), RPC_TIMEOUT)
             .await?;
