@@ -191,7 +191,8 @@ async fn perform(dashboard: &Dashboard, fields: &Fields) -> Result<String, Strin
         "add_member" => {
             let (group, node) = (field(fields, "group")?, number::<u64>(fields, "node")?);
             let raft_addr = field(fields, "raft_addr")?;
-            let leader = membership(dashboard, group)
+            let finder = ViewLeader { dashboard, group };
+            let leader = membership(dashboard, &finder)
                 .add_member(node, raft_addr, false)
                 .await
                 .map_err(|err| err.to_string())?;
@@ -202,7 +203,8 @@ async fn perform(dashboard: &Dashboard, fields: &Fields) -> Result<String, Strin
         }
         "remove_member" => {
             let (group, node) = (field(fields, "group")?, number::<u64>(fields, "node")?);
-            let leader = membership(dashboard, group)
+            let finder = ViewLeader { dashboard, group };
+            let leader = membership(dashboard, &finder)
                 .remove_member(node)
                 .await
                 .map_err(|err| err.to_string())?;
@@ -390,43 +392,16 @@ impl FindLeader for ViewLeader<'_> {
     }
 }
 
-fn membership<'a>(dashboard: &'a Dashboard, group: &'a str) -> MembershipRun<'a> {
-    MembershipRun {
-        finder: ViewLeader { dashboard, group },
-    }
-}
-
-/// A membership change with the dashboard's way to the leader (and `mq`'s bounds).
-struct MembershipRun<'a> {
-    finder: ViewLeader<'a>,
-}
-
-impl MembershipRun<'_> {
-    fn changes(&self) -> Membership<'_, ViewLeader<'_>> {
-        Membership {
-            group: self.finder.group,
-            leaders: &self.finder,
-            admin: self.finder.dashboard.http(),
-            waits: MembershipWaits::default(),
-        }
-    }
-
-    async fn add_member(
-        &self,
-        node: u64,
-        raft_addr: &str,
-        learner_only: bool,
-    ) -> Result<LeaderView, raftmq_client::admin_http::membership::MembershipError> {
-        self.changes()
-            .add_member(node, raft_addr, learner_only)
-            .await
-    }
-
-    async fn remove_member(
-        &self,
-        node: u64,
-    ) -> Result<LeaderView, raftmq_client::admin_http::membership::MembershipError> {
-        self.changes().remove_member(node).await
+/// `mq`'s membership changes, with the dashboard's way to the leader and `mq`'s bounds.
+fn membership<'a>(
+    dashboard: &'a Dashboard,
+    finder: &'a ViewLeader<'a>,
+) -> Membership<'a, ViewLeader<'a>> {
+    Membership {
+        group: finder.group,
+        leaders: finder,
+        admin: dashboard.http(),
+        waits: MembershipWaits::default(),
     }
 }
 

@@ -120,7 +120,14 @@ impl Dashboard {
             },
         };
         if !rates.contains_key(&key) && rates.len() >= MAX_RATE_ENTRIES {
-            return None;
+            // Full: forget the sample looked at longest ago (a deleted topic's, most likely).
+            if let Some(stalest) = rates
+                .iter()
+                .min_by_key(|(_, sample)| sample.at)
+                .map(|(key, _)| key.clone())
+            {
+                rates.remove(&stalest);
+            }
         }
         rates.insert(key, sample);
         sample.per_second

@@ -210,9 +210,20 @@ pub async fn find_message(dashboard: &Dashboard, query: &MessageQuery) -> Lookup
         return match dashboard.admin.broker().view_message(id).await {
             Ok(Some(stored)) => {
                 let topic = stored.topic.clone();
-                let broker = raftmq_protocol::message::parse_offset_msg_id(id)
+                // The id names the member that stored it; the page names its broker group.
+                let addr = raftmq_protocol::message::parse_offset_msg_id(id)
                     .map(|(addr, _)| addr.to_string())
                     .unwrap_or_default();
+                let view = dashboard.viewer.view().await;
+                let broker =
+                    view.groups
+                        .iter()
+                        .find(|group| {
+                            group.members.iter().any(|member| {
+                                member.remoting_addr.as_deref() == Some(addr.as_str())
+                            })
+                        })
+                        .map_or(addr.clone(), |group| group.broker_name.clone());
                 Lookup::Found(Box::new(ReceivedMessage::from_stored(
                     &topic, &broker, stored,
                 )))

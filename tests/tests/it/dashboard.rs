@@ -231,6 +231,8 @@ async fn every_page_shows_the_live_cluster_and_every_action_confirms_first() -> 
                 "&lt;b&gt;key&lt;/b&gt;",
                 r#"id="properties""#,
                 "TagA",
+                // The resend form names the broker group, found from the id's address too.
+                r#"name="broker" value="broker-a""#,
             ],
         )?;
         assert!(
