@@ -248,6 +248,79 @@ async fn every_page_shows_the_live_cluster_and_every_action_confirms_first() -> 
     )?;
     page_with(&cluster, ui, "/ui/dlq", &["No dead-letter topic"])?;
 
+    // A message the group gives up on (sent back with delay level -1) lands in its DLQ, which
+    // lists it; resent from there, the group consumes it again.
+    let given_up = received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|m| m.body.as_ref() == b"plain one")
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("plain one was not consumed"))?;
+    admin
+        .broker()
+        .send_message_back(
+            &cluster.member(leader)?.remoting().to_string(),
+            GROUP,
+            &given_up,
+            -1,
+            16,
+        )
+        .await?;
+    page_with(
+        &cluster,
+        ui,
+        "/ui/dlq",
+        &["%DLQ%dash_group", r#"<td class="num">1</td>"#],
+    )?;
+    let dlq = page_with(
+        &cluster,
+        ui,
+        "/ui/dlq?topic=%25DLQ%25dash_group",
+        &[
+            r#"id="dlq-messages""#,
+            "plain one",
+            r#"data-action="resend""#,
+        ],
+    )?;
+    // The resend button's hidden fields name the message.
+    let hidden = |name: &str| -> anyhow::Result<String> {
+        let marker = format!(r#"name="{name}" value=""#);
+        let start = dlq
+            .find(&marker)
+            .ok_or_else(|| anyhow::anyhow!("no {name} in {dlq}"))?
+            + marker.len();
+        Ok(dlq[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect())
+    };
+    let dlq_offset = hidden("offset")?;
+    let dlq_queue = hidden("queue")?;
+    let before = received.lock().unwrap().len();
+    let resent = confirmed_action(
+        &cluster,
+        ui,
+        &[
+            ("action", "resend"),
+            ("group", GROUP),
+            ("topic", "%DLQ%dash_group"),
+            ("broker", "broker-a"),
+            ("queue", &dlq_queue),
+            ("offset", &dlq_offset),
+        ],
+    )?;
+    assert!(
+        resent.contains("sent a copy to %RETRY%dash_group"),
+        "{resent}"
+    );
+    wait_for("the DLQ message consumed again", || {
+        received.lock().unwrap()[before..]
+            .iter()
+            .any(|m| m.body.as_ref() == b"plain one" && m.topic == TOPIC)
+    })
+    .await?;
+
     // A topic name with HTML: refused, and shown as text.
     let refused = confirmed_action(
         &cluster,
@@ -355,6 +428,7 @@ async fn every_page_shows_the_live_cluster_and_every_action_confirms_first() -> 
         "rocketmq_messages_out_total{",
         "rocketmq_consumer_lag_messages{",
         "rocketmq_rpc_latency_bucket{",
+        "rocketmq_send_to_dlq_messages_total{",
         "raftmq_raft_commit_index{",
     ] {
         assert!(metrics.contains(series), "no {series} in:\n{metrics}");
