@@ -35,7 +35,6 @@ pub struct Ctx {
     pub namesrv_list: String,
     pub namesrv: NameServerClient,
     pub broker: BrokerClient,
-    pub rpc: RpcClient,
     /// Admin HTTP calls (each names the member it asks).
     pub admin: AdminHttpClient,
 }
@@ -50,8 +49,7 @@ impl Ctx {
             json,
             namesrv_list,
             namesrv,
-            broker: BrokerClient::new(rpc.clone()).with_timeout(RPC_TIMEOUT),
-            rpc,
+            broker: BrokerClient::new(rpc).with_timeout(RPC_TIMEOUT),
             admin: AdminHttpClient::new()?.with_timeout(ADMIN_TIMEOUT),
         })
     }

@@ -10,7 +10,7 @@
 //! | `reset_offset` | `group`, `topic`, `time`, `force` | `POST /offsets/reset` on the leader of each group of the topic |
 //! | `resend` | `group`, and `topic`, `broker`, `queue`, `offset` | a copy sent to `%RETRY%<group>` (only that group consumes it) |
 //! | `transfer_leader` | `group`, `node` | `POST /raft/elect` on that member |
-//! | `add_member` / `remove_member` | `group`, `node` (and `raft_addr`) | `admin_http::membership`, as `mq cluster add-member/remove-member` |
+//! | `add_member` / `remove_member` | `group`, `node` (and `raft_addr`) | `admin_http::membership`, then (remove) UNREGISTER_BROKER on every NameServer, as `mq cluster add-member/remove-member` |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use maud::Markup;
 use raftmq_client::admin_http::membership::{FindLeader, LeaderView, Membership, MembershipWaits};
 use raftmq_client::{Message, Producer};
 use raftmq_protocol::admin::ResetOffsets;
+use raftmq_protocol::header::UnregisterBrokerRequestHeader;
 use raftmq_protocol::message::property;
 use raftmq_protocol::names::retry_topic;
 use raftmq_protocol::route::TopicConfig;
@@ -203,11 +204,42 @@ async fn perform(dashboard: &Dashboard, fields: &Fields) -> Result<String, Strin
         }
         "remove_member" => {
             let (group, node) = (field(fields, "group")?, number::<u64>(fields, "node")?);
+            // Its addresses as listed now: they are unregistered below, as `mq` does.
+            let view = dashboard.viewer.view().await;
+            let listed: Vec<(String, String)> = view
+                .groups
+                .iter()
+                .filter(|g| g.broker_name == group)
+                .flat_map(|g| {
+                    g.members
+                        .iter()
+                        .filter(|m| m.node_id == Some(node))
+                        .filter_map(|m| Some((m.remoting_addr.clone()?, g.cluster.clone())))
+                })
+                .collect();
             let finder = ViewLeader { dashboard, group };
             let leader = membership(dashboard, &finder)
                 .remove_member(node)
                 .await
                 .map_err(|err| err.to_string())?;
+            // A removed member may never learn it was (the leader stops replicating to it), so
+            // routes would list it until it expires: unregister it now.
+            for (addr, cluster) in &listed {
+                let header = UnregisterBrokerRequestHeader {
+                    broker_name: group.to_owned(),
+                    broker_addr: addr.clone(),
+                    cluster_name: cluster.clone(),
+                    broker_id: i64::try_from(node).unwrap_or(i64::MAX),
+                };
+                dashboard
+                    .admin
+                    .namesrv()
+                    .unregister_broker(&header)
+                    .await
+                    .map_err(|err| {
+                        format!("node {node} left {group}, but unregistering {addr}: {err}")
+                    })?;
+            }
             Ok(format!(
                 "node {node} left {group}; voters {:?}; stop its process now",
                 leader.voters

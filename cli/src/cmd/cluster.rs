@@ -23,8 +23,6 @@ use clap::Subcommand;
 use raftmq_client::admin_http::membership::{
     FindLeader, LeaderView, Membership, MembershipWaits, POLL_INTERVAL, SETTLE_TIMEOUT,
 };
-use raftmq_protocol::RemotingCommand;
-use raftmq_protocol::code::{request, response};
 use raftmq_protocol::header::UnregisterBrokerRequestHeader;
 use serde::Serialize;
 
@@ -562,21 +560,10 @@ async fn unregister(ctx: &Ctx, view: &GroupView, addr: &str, node_id: u64) -> an
         cluster_name: view.cluster.clone(),
         broker_id: i64::try_from(node_id).unwrap_or(i64::MAX),
     };
-    let command = RemotingCommand::new_request(request::UNREGISTER_BROKER).with_header(&header);
-    for namesrv in ctx.namesrv.addrs() {
-        let answer = ctx
-            .rpc
-            .invoke(namesrv, command.clone(), crate::context::RPC_TIMEOUT)
-            .await
-            .with_context(|| format!("unregistering {addr} from {namesrv}"))?;
-        if answer.code != response::SUCCESS {
-            bail!(
-                "{namesrv} refused to unregister {addr}: {}",
-                answer.remark.unwrap_or_default()
-            );
-        }
-    }
-    Ok(())
+    ctx.namesrv
+        .unregister_broker(&header)
+        .await
+        .with_context(|| format!("unregistering {addr} from the NameServers"))
 }
 
 /// Makes `target` campaign until it leads (bounded); returns its view as the leader.

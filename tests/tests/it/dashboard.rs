@@ -474,3 +474,92 @@ async fn every_page_shows_the_live_cluster_and_every_action_confirms_first() -> 
     admin.shutdown().await;
     Ok(())
 }
+
+#[test]
+fn a_member_is_added_and_removed_from_the_cluster_page() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3, &[])?;
+    // A fourth member on the group's next loopback address, started to join.
+    let [a, b, c, _] = cluster.member(1)?.ip.octets();
+    let ip = std::net::Ipv4Addr::new(a, b, c, 4);
+    let dir = tempfile::tempdir()?;
+    let (remoting, raft, admin) = (
+        format!("{ip}:{}", raftmq_tests::cluster::REMOTING_PORT),
+        format!("{ip}:{}", raftmq_tests::cluster::RAFT_PORT),
+        format!("{ip}:{}", raftmq_tests::cluster::ADMIN_PORT),
+    );
+    let mqbroker = raftmq_tests::workspace_binary("raftmq-broker", "mqbroker")?;
+    let namesrv = cluster.namesrv_addr.to_string();
+    let data_dir = dir.path().display().to_string();
+    let mut joiner = raftmq_tests::Process::spawn(
+        &mqbroker,
+        &[
+            "-n",
+            &namesrv,
+            "--broker-name",
+            "broker-a",
+            "--node-id",
+            "4",
+            "--join",
+            "--listen",
+            &remoting,
+            "--raft-listen",
+            &raft,
+            "--admin-listen",
+            &admin,
+            "--data-dir",
+            &data_dir,
+        ],
+    )?;
+    joiner.wait_for_stdout_line(|line| line.starts_with("mqbroker listening"), START_TIMEOUT)?;
+
+    let ui = cluster.namesrv_admin;
+    let added = confirmed_action(
+        &cluster,
+        ui,
+        &[
+            ("action", "add_member"),
+            ("group", "broker-a"),
+            ("node", "4"),
+            ("raft_addr", &raft),
+        ],
+    )?;
+    assert!(added.contains("node 4 is a voter of broker-a"), "{added}");
+    // The new member registers once it is a member; then the page lists it as a voter.
+    wait_until(STEP, || {
+        let html = cluster.admin.page(ui, "/ui/cluster")?;
+        Ok(html.contains(r#"data-node="4""#) && html.contains(&remoting))
+    })?;
+    let status = cluster.admin.raft_status(cluster.member(1)?.admin())?;
+    assert!(status.voters.contains(&4), "{status:?}");
+
+    let removed = confirmed_action(
+        &cluster,
+        ui,
+        &[
+            ("action", "remove_member"),
+            ("group", "broker-a"),
+            ("node", "4"),
+        ],
+    )?;
+    assert!(removed.contains("node 4 left broker-a"), "{removed}");
+    // The action unregistered it from the NameServer (as `mq cluster remove-member` does), so
+    // routes and the page no longer list it, even while its process still runs.
+    let listed = cluster.admin.brokers(cluster.namesrv_admin)?;
+    assert!(
+        listed
+            .iter()
+            .flat_map(|group| &group.members)
+            .all(|member| member.addr != remoting),
+        "{listed:?}"
+    );
+    assert!(
+        !cluster
+            .admin
+            .page(ui, "/ui/cluster")?
+            .contains(r#"data-node="4""#)
+    );
+    let status = cluster.admin.raft_status(cluster.member(1)?.admin())?;
+    assert!(!status.voters.contains(&4), "{status:?}");
+    joiner.terminate()?;
+    Ok(())
+}
