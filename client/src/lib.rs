@@ -20,6 +20,7 @@
 //!   typed call per endpoint; [`admin_http::membership`] adds and removes group members.
 //! - [`cluster_view`]: [`cluster_view::ClusterView`] — every group and member with its Raft
 //!   status, and the one health judgement `mq cluster health` and the dashboard share.
+//! - [`route_explain`]: why a topic has a usable route or not (`mq topic route --explain`).
 //! - [`namesrv`]: [`NameServerClient`] — NameServer requests with failover between NameServers.
 //! - [`error`]: [`ClientError`] and `is_unknown_outcome()`.
 //! - [`message`]: [`Message`] (what you send) and [`ReceivedMessage`] (what a pull returns).

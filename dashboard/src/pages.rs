@@ -2,6 +2,7 @@
 //! `GET /groups` on each group's leader, or a pull), then render it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -9,7 +10,7 @@ use axum::http::Uri;
 use maud::Markup;
 use raftmq_client::cluster_view::{ClusterView, DEFAULT_MAX_LAG_ENTRIES};
 use raftmq_client::route_explain::explain_route;
-use raftmq_client::{MessageQueue, PullStatus, ReceivedMessage};
+use raftmq_client::{AdminHttpError, MessageQueue, PullStatus, ReceivedMessage};
 use raftmq_protocol::admin::{GroupStatus, TopicStatus};
 use raftmq_protocol::names::DLQ_GROUP_TOPIC_PREFIX;
 use serde::Deserialize;
@@ -33,11 +34,12 @@ pub async fn cluster(State(dashboard): Dash, uri: Uri) -> Markup {
     render::cluster(&dashboard.served_by, &uri_text(&uri), &view, &health)
 }
 
-/// `GET /topics` on every group's leader, by broker name; what could not be had, as problems.
-async fn topics_by_group(
-    dashboard: &Dashboard,
-    view: &ClusterView,
-) -> (Vec<(String, Vec<TopicStatus>)>, Vec<String>) {
+/// One admin call on every group's leader, by broker name; what could not be had, as problems.
+async fn ask_leaders<T, F, Fut>(view: &ClusterView, ask: F) -> (Vec<(String, T)>, Vec<String>)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<T, AdminHttpError>>,
+{
     let mut problems: Vec<String> = view.namesrv_error.iter().cloned().collect();
     let mut found = Vec::new();
     for group in &view.groups {
@@ -45,12 +47,21 @@ async fn topics_by_group(
             problems.push(format!("{} has no leader to ask", group.broker_name));
             continue;
         };
-        match dashboard.http().topics(&admin).await {
-            Ok(topics) => found.push((group.broker_name.clone(), topics)),
+        match ask(admin).await {
+            Ok(answer) => found.push((group.broker_name.clone(), answer)),
             Err(err) => problems.push(err.to_string()),
         }
     }
     (found, problems)
+}
+
+/// `GET /topics` on every group's leader.
+async fn topics_by_group(
+    dashboard: &Dashboard,
+    view: &ClusterView,
+) -> (Vec<(String, Vec<TopicStatus>)>, Vec<String>) {
+    let http = dashboard.http();
+    ask_leaders(view, |admin| async move { http.topics(&admin).await }).await
 }
 
 /// The topics merged over groups, each with its counts and rate.
@@ -118,22 +129,11 @@ pub async fn topic(State(dashboard): Dash, uri: Uri, Query(query): Query<NameQue
     )
 }
 
-/// `GET /groups` on every group's leader, by broker name.
+/// `GET /groups` on every group's leader.
 async fn groups_by_broker(dashboard: &Dashboard) -> (Vec<(String, Vec<GroupStatus>)>, Vec<String>) {
     let view = dashboard.viewer.view().await;
-    let mut problems: Vec<String> = view.namesrv_error.iter().cloned().collect();
-    let mut found = Vec::new();
-    for group in &view.groups {
-        let Some(admin) = group.leader_member().and_then(|m| m.admin_addr.clone()) else {
-            problems.push(format!("{} has no leader to ask", group.broker_name));
-            continue;
-        };
-        match dashboard.http().groups(&admin).await {
-            Ok(groups) => found.push((group.broker_name.clone(), groups)),
-            Err(err) => problems.push(err.to_string()),
-        }
-    }
-    (found, problems)
+    let http = dashboard.http();
+    ask_leaders(&view, |admin| async move { http.groups(&admin).await }).await
 }
 
 pub async fn groups(State(dashboard): Dash, uri: Uri) -> Markup {

@@ -13,10 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftmq_client::admin::TopicConfig;
-use raftmq_client::{
-    Admin, ConsumeFrom, ConsumeStatus, Consumer, Message, Producer, ReceivedMessage,
-};
+use raftmq_client::{ConsumeFrom, ConsumeStatus, Consumer, Message, Producer, ReceivedMessage};
 use raftmq_tests::cluster::TestCluster;
 use raftmq_tests::script_cluster::run_bounded;
 use raftmq_tests::{wait_until, workspace_root};
@@ -101,19 +98,7 @@ async fn chromium_shows_the_cluster_and_a_consumer_group() -> anyhow::Result<()>
     chromium()?;
     let cluster = TestCluster::start(3, &[])?;
     let namesrv = cluster.namesrv_addr.to_string();
-    let admin = Admin::new(Some(&namesrv))?;
-    let config = TopicConfig {
-        topic_name: TOPIC.into(),
-        read_queue_nums: 4,
-        write_queue_nums: 4,
-        ..Default::default()
-    };
-    admin.create_topic(&config, None).await?;
-    let deadline = Instant::now() + STEP;
-    while admin.route(TOPIC).await.ok().flatten().is_none() {
-        anyhow::ensure!(Instant::now() < deadline, "{TOPIC} never got a route");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let admin = cluster.create_routed_topic(TOPIC, 4).await?;
     let producer = Producer::builder()
         .namesrv(namesrv.clone())
         .group("browser_producer")

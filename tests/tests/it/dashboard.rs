@@ -9,10 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftmq_client::admin::TopicConfig;
-use raftmq_client::{
-    Admin, ConsumeFrom, ConsumeStatus, Consumer, Message, Producer, ReceivedMessage,
-};
+use raftmq_client::{ConsumeFrom, ConsumeStatus, Consumer, Message, Producer, ReceivedMessage};
 use raftmq_tests::cluster::{START_TIMEOUT, TestCluster};
 use raftmq_tests::wait_until;
 
@@ -70,19 +67,7 @@ fn confirmed_action(
 async fn every_page_shows_the_live_cluster_and_every_action_confirms_first() -> anyhow::Result<()> {
     let cluster = TestCluster::start(3, &[])?;
     let namesrv = cluster.namesrv_addr.to_string();
-    let admin = Admin::new(Some(&namesrv))?;
-    let config = TopicConfig {
-        topic_name: TOPIC.into(),
-        read_queue_nums: QUEUES,
-        write_queue_nums: QUEUES,
-        ..Default::default()
-    };
-    admin.create_topic(&config, None).await?;
-    let deadline = Instant::now() + STEP;
-    while admin.route(TOPIC).await.ok().flatten().is_none() {
-        anyhow::ensure!(Instant::now() < deadline, "{TOPIC} never got a route");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let admin = cluster.create_routed_topic(TOPIC, QUEUES).await?;
 
     // Three messages, one with HTML in its body and key.
     let producer = Producer::builder()
