@@ -10,9 +10,11 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== system tools the fault-injection tests use (ip, nft)"
+echo "== system tools the tests use (ip, nft, fuse, chromium)"
 jepsen-lite/scripts/install-net-tools.sh
 jepsen-lite/scripts/install-fuse.sh
+echo "== headless Chromium for the dashboard's browser test"
+scripts/install-chromium.sh
 
 echo "== cargo test"
 cargo test --workspace --all-targets

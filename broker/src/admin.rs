@@ -1,11 +1,12 @@
-//! Admin HTTP (axum), bound to loopback by default: health, Raft status, topics, groups,
+//! Admin HTTP (axum), bound to loopback by default: the dashboard under `/ui`
+//! (`raftmq_dashboard`), health, Raft status, topics, groups,
 //! Prometheus metrics, the membership operations an operator needs (add a learner, change the
 //! voters, hand leadership to a member, campaign here), and the consumer offset reset
 //! (`mq offset reset`), which goes through Raft on the leader like every other write. The JSON
 //! bodies are `raftmq_protocol::admin`'s types, shared with the admin client (`mq`,
 //! jepsen-lite, tests).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -22,6 +23,7 @@ use raftmq_protocol::admin::{
 
 use crate::command::{Applied, Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
+use crate::processor::get_broker_runtime_info::majority_index;
 use raftmq_raft::{LogReader, NodeError, NodeId, Raft};
 
 /// What the admin handlers reach.
@@ -46,7 +48,25 @@ pub fn router(state: AdminState) -> Router {
         .route("/raft/elect", post(elect))
         .route("/raft/transfer-leader", post(transfer_leader))
         .route("/offsets/reset", post(reset_offsets))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(dashboard(&state.ctx))
+}
+
+/// The dashboard under `/ui`, reaching the cluster through this member's NameServers.
+fn dashboard(ctx: &BrokerContext) -> Router {
+    let config = &ctx.config;
+    let served_by = format!(
+        "{} node {} ({})",
+        config.broker_name, config.node_id, config.advertise
+    );
+    let dashboard = if config.namesrv.is_empty() {
+        Err(raftmq_dashboard::SetupError(
+            "no NameServer is configured (-n / NAMESRV_ADDR)".to_owned(),
+        ))
+    } else {
+        raftmq_dashboard::Dashboard::new(served_by, &config.namesrv)
+    };
+    raftmq_dashboard::router_or_unavailable(dashboard)
 }
 
 async fn healthz() -> &'static str {
@@ -69,7 +89,15 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn raft_status(State(state): State<AdminState>) -> Json<RaftStatus> {
-    let metrics = state.ctx.leadership.metrics();
+    let mut status = member_status(&state.ctx, &state.log);
+    status.disk_used_bytes = disk_used_bytes(&state.ctx).await;
+    Json(status)
+}
+
+/// This member's Raft view, as `GET /raft` answers it (without the disk usage, which reads the
+/// data directory): what the dashboard and the metrics show too.
+pub fn member_status(ctx: &BrokerContext, log: &LogReader) -> RaftStatus {
+    let metrics = ctx.leadership.metrics();
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
@@ -78,7 +106,7 @@ async fn raft_status(State(state): State<AdminState>) -> Json<RaftStatus> {
         .map(|(id, node)| (*id, node.addr.clone()))
         .collect();
     let last = metrics.last_log_index.unwrap_or(0);
-    let followers = metrics
+    let followers: BTreeMap<NodeId, FollowerStatus> = metrics
         .replication
         .as_ref()
         .map(|replication| {
@@ -98,9 +126,18 @@ async fn raft_status(State(state): State<AdminState>) -> Json<RaftStatus> {
                 .collect()
         })
         .unwrap_or_default();
-    let log = state.log.metrics();
-    Json(RaftStatus {
-        broker_name: state.ctx.config.broker_name.clone(),
+    let commit_index = metrics.replication.as_ref().map(|_| {
+        let voter_ids: Vec<NodeId> = voters.iter().copied().collect();
+        let matched = followers
+            .iter()
+            .map(|(id, follower)| (*id, follower.matched_index))
+            .collect();
+        majority_index(&voter_ids, &matched, metrics.id, last)
+    });
+    let is_leader = metrics.state == openraft::ServerState::Leader;
+    let log = log.metrics();
+    RaftStatus {
+        broker_name: ctx.config.broker_name.clone(),
         node_id: metrics.id,
         state: format!("{:?}", metrics.state),
         term: metrics.current_term,
@@ -111,10 +148,26 @@ async fn raft_status(State(state): State<AdminState>) -> Json<RaftStatus> {
         learners,
         nodes,
         followers,
-        remoting_addr: state.ctx.config.advertise.to_string(),
+        remoting_addr: ctx.config.advertise.to_string(),
         log_fsyncs: log.fsyncs,
         log_entries_flushed: log.entries_flushed,
-    })
+        writable: ctx.leadership.may_write(),
+        commit_index,
+        quorum_ack_age_ms: raftmq_raft::since_quorum_ack(&metrics)
+            .filter(|_| is_leader)
+            .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        disk_used_bytes: None,
+    }
+}
+
+/// Bytes under the member's data directory, read off the async threads; `None` if it cannot be
+/// read.
+pub async fn disk_used_bytes(ctx: &BrokerContext) -> Option<u64> {
+    let dir = ctx.config.data_dir.clone();
+    tokio::task::spawn_blocking(move || crate::metrics::dir_bytes(&dir).ok())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// `GET /topics`: each topic with its queues' offsets.
@@ -149,6 +202,7 @@ async fn groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>> {
     let mut names: BTreeSet<String> = ctx.state.groups().into_iter().map(|g| g.name).collect();
     names.extend(ctx.state.groups_with_offsets());
     names.extend(ctx.clients.consumer_groups().into_iter().map(|g| g.group));
+    let now = std::time::Instant::now();
     let statuses = names
         .into_iter()
         .map(|group| {
@@ -158,12 +212,17 @@ async fn groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>> {
                 .into_iter()
                 .map(|((topic, queue), committed)| {
                     let max_offset = ctx.state.queue(&topic, queue).next_offset;
+                    let client = ctx
+                        .clients
+                        .queue_puller(&group, (&topic, queue), now)
+                        .and_then(|puller| puller.client_id);
                     GroupQueueStatus {
                         lag: max_offset.saturating_sub(committed),
                         topic,
                         queue,
                         committed,
                         max_offset,
+                        client,
                     }
                 })
                 .collect();
@@ -179,11 +238,15 @@ async fn groups(State(state): State<AdminState>) -> Json<Vec<GroupStatus>> {
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let text = state.ctx.metrics.render(
-        &state.ctx.leadership.metrics(),
-        state.log.metrics(),
-        &state.ctx.state,
-    );
+    let ctx = &state.ctx;
+    let raft = member_status(ctx, &state.log);
+    let text = ctx.metrics.render(&crate::metrics::Scrape {
+        raft: &raft,
+        log: state.log.metrics(),
+        state: &ctx.state,
+        clients: &ctx.clients,
+        disk_used_bytes: disk_used_bytes(ctx).await,
+    });
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -154,7 +154,11 @@ impl Broker {
             proposer,
             MessageReader::new(node.log_reader()),
             leadership,
-            Arc::new(BrokerMetrics::default()),
+            Arc::new(BrokerMetrics::new(
+                &config.cluster_name,
+                &config.broker_name,
+                config.node_id,
+            )),
             shutdown.clone(),
             tasks.clone(),
         ));
@@ -186,6 +190,7 @@ impl Broker {
             shutdown.clone(),
         ));
         tasks.spawn(expire_clients(ctx.clone(), shutdown.clone()));
+        tasks.spawn(count_leader_changes(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::schedule::run(ctx.clone(), shutdown.clone()));
 
         info!(
@@ -281,6 +286,31 @@ impl Broker {
         self.node.shutdown().await?;
         info!("broker stopped");
         Ok(())
+    }
+}
+
+/// Counts every change of the leader this member knows (`raftmq_raft_leader_changes_total`),
+/// as it happens rather than at scrape time, so that a change between two scrapes is not
+/// missed.
+async fn count_leader_changes(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
+    let mut metrics = ctx.leadership.subscribe();
+    let mut known = metrics.borrow_and_update().current_leader;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return; // Raft stopped
+                }
+                let leader = metrics.borrow_and_update().current_leader;
+                if leader != known {
+                    if leader.is_some() {
+                        ctx.metrics.raft_leader_changes.inc();
+                    }
+                    known = leader;
+                }
+            }
+        }
     }
 }
 

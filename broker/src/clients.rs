@@ -16,6 +16,9 @@ pub const CLIENT_EXPIRY: Duration = Duration::from_secs(120);
 /// Bounds what one member remembers, so a misbehaving client cannot grow it without end.
 pub const MAX_CLIENTS_PER_GROUP: usize = 4096;
 pub const MAX_GROUPS: usize = 16384;
+/// Most `(group, topic, queue)` pull records kept (which client pulled a queue last); past it
+/// the oldest record is dropped.
+pub const MAX_PULL_RECORDS: usize = 65_536;
 
 /// One consumer client of a group.
 #[derive(Debug, Clone)]
@@ -41,6 +44,35 @@ struct Registry {
     producers: BTreeMap<String, BTreeMap<String, ProducerClient>>,
     /// How to reach each connection that has heartbeated (to notify consumers of changes).
     handles: BTreeMap<u64, ConnectionHandle>,
+    /// The last pull of each `(group, topic, queue)` served here.
+    pulls: BTreeMap<(String, String, u32), LastPull>,
+}
+
+/// The last pull of one queue by one group, served by this member.
+#[derive(Debug, Clone, Copy)]
+struct LastPull {
+    connection_id: u64,
+    at: Instant,
+    /// The offset after the last message returned.
+    next_offset: u64,
+}
+
+/// Which client of a group pulled one of its queues last, and how far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePuller {
+    /// `None` when the connection's client no longer heartbeats.
+    pub client_id: Option<String>,
+    /// The offset after the last message this member returned to the group.
+    pub next_offset: u64,
+}
+
+/// Live connections of one consumer group and consume type (for the connection gauges).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerCount {
+    pub group: String,
+    /// RocketMQ's `CONSUME_PASSIVELY` (push) or `CONSUME_ACTIVELY` (pull).
+    pub consume_type: String,
+    pub clients: usize,
 }
 
 /// A consumer group's membership as seen by this member.
@@ -235,6 +267,101 @@ impl ClientRegistry {
             .collect()
     }
 
+    /// Records a pull of `group` on a queue that returned messages up to `next_offset`.
+    pub fn pulled(
+        &self,
+        group: &str,
+        queue: (&str, u32),
+        connection_id: u64,
+        next_offset: u64,
+        now: Instant,
+    ) {
+        let mut registry = self.lock();
+        let key = (group.to_string(), queue.0.to_string(), queue.1);
+        if !registry.pulls.contains_key(&key) && registry.pulls.len() >= MAX_PULL_RECORDS {
+            // Full: forget the stalest record (a bounded scan, only when the table is full).
+            if let Some(stalest) = registry
+                .pulls
+                .iter()
+                .min_by_key(|(_, pull)| pull.at)
+                .map(|(key, _)| key.clone())
+            {
+                registry.pulls.remove(&stalest);
+            }
+        }
+        registry.pulls.insert(
+            key,
+            LastPull {
+                connection_id,
+                at: now,
+                next_offset,
+            },
+        );
+    }
+
+    /// Who pulled `group`'s queue last within [`CLIENT_EXPIRY`], and how far.
+    pub fn queue_puller(
+        &self,
+        group: &str,
+        queue: (&str, u32),
+        now: Instant,
+    ) -> Option<QueuePuller> {
+        let registry = self.lock();
+        let pull = registry
+            .pulls
+            .get(&(group.to_string(), queue.0.to_string(), queue.1))
+            .filter(|pull| now.saturating_duration_since(pull.at) < CLIENT_EXPIRY)?;
+        let client_id = registry.consumers.get(group).and_then(|clients| {
+            clients
+                .iter()
+                .find(|(_, client)| client.connection_id == pull.connection_id)
+                .map(|(id, _)| id.clone())
+        });
+        Some(QueuePuller {
+            client_id,
+            next_offset: pull.next_offset,
+        })
+    }
+
+    /// Drops the pull records of a topic (it was deleted) or of stale pulls.
+    pub fn forget_pulls(&self, keep: impl Fn(&str, &str) -> bool, now: Instant) {
+        self.lock().pulls.retain(|(group, topic, _), pull| {
+            keep(group, topic) && now.saturating_duration_since(pull.at) < CLIENT_EXPIRY
+        });
+    }
+
+    /// Live consumer clients by group and consume type.
+    pub fn consumer_counts(&self) -> Vec<ConsumerCount> {
+        let registry = self.lock();
+        let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for (group, clients) in &registry.consumers {
+            for client in clients.values() {
+                *counts
+                    .entry((group.clone(), client.consume_type.clone()))
+                    .or_default() += 1;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((group, consume_type), clients)| ConsumerCount {
+                group,
+                consume_type,
+                clients,
+            })
+            .collect()
+    }
+
+    /// Live producer clients (each client id once, whatever its groups).
+    pub fn producer_count(&self) -> usize {
+        let registry = self.lock();
+        let ids: std::collections::BTreeSet<&String> = registry
+            .producers
+            .values()
+            .flat_map(|clients| clients.keys())
+            .collect();
+        ids.len()
+    }
+
     /// A group's subscription to a topic, as its most recent heartbeating client sent it.
     pub fn subscription(&self, group: &str, topic: &str) -> Option<SubscriptionData> {
         let registry = self.lock();
@@ -289,6 +416,43 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    #[test]
+    fn the_last_puller_of_a_queue_is_known_until_it_expires() {
+        let registry = ClientRegistry::default();
+        let now = Instant::now();
+        registry
+            .heartbeat(7, None, &heartbeat("c@7", "g"), now)
+            .unwrap();
+        registry.pulled("g", ("T", 1), 7, 42, now);
+        registry.pulled("g", ("T", 2), 99, 5, now);
+        assert_eq!(
+            registry.queue_puller("g", ("T", 1), now),
+            Some(QueuePuller {
+                client_id: Some("c@7".into()),
+                next_offset: 42
+            })
+        );
+        // A connection without a heartbeating client: the offset, no client.
+        assert_eq!(
+            registry.queue_puller("g", ("T", 2), now).unwrap().client_id,
+            None
+        );
+        assert_eq!(registry.queue_puller("g", ("T", 3), now), None);
+        let later = now + CLIENT_EXPIRY;
+        assert_eq!(registry.queue_puller("g", ("T", 1), later), None);
+        registry.forget_pulls(|_, topic| topic != "T", now);
+        assert_eq!(registry.queue_puller("g", ("T", 1), now), None);
+        assert_eq!(registry.producer_count(), 1);
+        assert_eq!(
+            registry.consumer_counts(),
+            vec![ConsumerCount {
+                group: "g".into(),
+                consume_type: String::new(),
+                clients: 1
+            }]
+        );
     }
 
     #[test]

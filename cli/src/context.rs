@@ -10,16 +10,13 @@
 //! this way.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use raftmq_client::admin_http::membership::LeaderView;
+use raftmq_client::cluster_view::{ADMIN_ADDR_KEY, ClusterViewer, reachable_admin};
 use raftmq_client::namesrv::namesrv_list_or_env;
 use raftmq_client::{AdminHttpClient, BrokerClient, NameServerClient};
-use raftmq_protocol::RemotingCommand;
-use raftmq_protocol::body::KvTable;
-use raftmq_protocol::code::{request, response};
 use raftmq_protocol::route::ClusterInfo;
 use raftmq_remoting::RpcClient;
 
@@ -38,7 +35,6 @@ pub struct Ctx {
     pub namesrv_list: String,
     pub namesrv: NameServerClient,
     pub broker: BrokerClient,
-    pub rpc: RpcClient,
     /// Admin HTTP calls (each names the member it asks).
     pub admin: AdminHttpClient,
 }
@@ -53,10 +49,19 @@ impl Ctx {
             json,
             namesrv_list,
             namesrv,
-            broker: BrokerClient::new(rpc.clone()).with_timeout(RPC_TIMEOUT),
-            rpc,
+            broker: BrokerClient::new(rpc).with_timeout(RPC_TIMEOUT),
             admin: AdminHttpClient::new()?.with_timeout(ADMIN_TIMEOUT),
         })
+    }
+
+    /// The cluster view (`GET /raft` of every member) that `mq cluster health`, `mq topic route
+    /// --explain` and the dashboard share.
+    pub fn viewer(&self) -> anyhow::Result<ClusterViewer> {
+        Ok(ClusterViewer::new(
+            self.namesrv.clone(),
+            self.broker.clone().with_timeout(RUNTIME_INFO_TIMEOUT),
+            self.admin.with_timeout(RUNTIME_INFO_TIMEOUT),
+        ))
     }
 
     pub async fn cluster_info(&self) -> anyhow::Result<ClusterInfo> {
@@ -76,25 +81,13 @@ impl Ctx {
 
     /// GET_BROKER_RUNTIME_INFO on one member.
     pub async fn runtime_info(&self, addr: &str) -> anyhow::Result<MemberInfo> {
-        let answer = self
-            .rpc
-            .invoke(
-                addr,
-                RemotingCommand::new_request(request::GET_BROKER_RUNTIME_INFO),
-                RUNTIME_INFO_TIMEOUT,
-            )
+        let table = self
+            .broker
+            .clone()
+            .with_timeout(RUNTIME_INFO_TIMEOUT)
+            .runtime_info(addr)
             .await
-            .with_context(|| format!("{addr} did not answer"))?;
-        if answer.code != response::SUCCESS {
-            bail!(
-                "{addr} refused GET_BROKER_RUNTIME_INFO ({}): {}",
-                answer.code,
-                answer.remark.unwrap_or_default()
-            );
-        }
-        let table = KvTable::decode(&answer.body)
-            .with_context(|| format!("{addr} sent an unreadable runtime info"))?
-            .table;
+            .with_context(|| format!("asking {addr} for its runtime info"))?;
         MemberInfo::from_table(addr, &table)
     }
 
@@ -248,7 +241,7 @@ impl MemberInfo {
             learners: ids("raftLearners")?,
             nodes: pairs("raftNodes")?,
             followers,
-            admin_addr: reachable_admin(&text("adminAddr")?, addr),
+            admin_addr: reachable_admin(&text(ADMIN_ADDR_KEY)?, addr),
             raft_addr: text("raftAddr")?,
             remoting_addr,
             writable: table.get("raftWritable").is_some_and(|v| v == "true"),
@@ -276,16 +269,6 @@ impl MemberInfo {
     pub fn lag_of(&self, follower: u64) -> Option<u64> {
         let matched = (*self.followers.as_ref()?.get(&follower)?)?;
         Some(self.last_log_index.saturating_sub(matched))
-    }
-}
-
-/// A member bound to `0.0.0.0` or `[::]` for admin HTTP is reached at its remoting host.
-fn reachable_admin(admin: &str, remoting: &str) -> String {
-    match (admin.parse::<SocketAddr>(), remoting.parse::<SocketAddr>()) {
-        (Ok(admin), Ok(remoting)) if admin.ip().is_unspecified() => {
-            SocketAddr::new(remoting.ip(), admin.port()).to_string()
-        }
-        _ => admin.to_owned(),
     }
 }
 
@@ -381,18 +364,6 @@ mod tests {
         );
         assert!(parse_pairs("1").is_err());
         assert!(parse_pairs("x=1").is_err());
-    }
-
-    #[test]
-    fn an_unspecified_admin_host_becomes_the_remoting_host() {
-        assert_eq!(
-            reachable_admin("0.0.0.0:10913", "127.0.0.2:10911"),
-            "127.0.0.2:10913"
-        );
-        assert_eq!(
-            reachable_admin("127.0.0.1:10913", "10.0.0.1:10911"),
-            "127.0.0.1:10913"
-        );
     }
 
     #[test]

@@ -44,16 +44,16 @@ pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminCall {
     pub method: &'static str,
-    pub path: &'static str,
+    pub path: String,
     /// The server's admin address, `host:port`.
     pub addr: String,
 }
 
 impl AdminCall {
-    fn new(method: &'static str, path: &'static str, addr: &str) -> AdminCall {
+    fn new(method: &'static str, path: &str, addr: &str) -> AdminCall {
         AdminCall {
             method,
-            path,
+            path: path.to_owned(),
             addr: addr.to_owned(),
         }
     }
@@ -242,6 +242,44 @@ impl AdminHttpClient {
         self.get_json(addr, "/brokers").await
     }
 
+    // ---- the dashboard (`/ui`) ----
+
+    /// `GET` of a dashboard page, `path_and_query` as `/ui/topic?name=T`: its HTML.
+    pub async fn page(&self, addr: &str, path_and_query: &str) -> Result<String, AdminHttpError> {
+        let call = AdminCall::new("GET", path_and_query, addr);
+        let request = self
+            .http
+            .get(format!("http://{}{}", call.addr, call.path))
+            .header(reqwest::header::ACCEPT, "text/html");
+        let body = self.exchange(&call, request).await?;
+        String::from_utf8(body).map_err(|_| AdminHttpError::NotText { call })
+    }
+
+    /// `POST` of a dashboard form (`application/x-www-form-urlencoded`): the answer's HTML.
+    pub async fn post_form(
+        &self,
+        addr: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<String, AdminHttpError> {
+        let call = AdminCall::new("POST", path, addr);
+        let body = fields
+            .iter()
+            .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let request = self
+            .http
+            .post(format!("http://{}{}", call.addr, call.path))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        let body = self.exchange(&call, request).await?;
+        String::from_utf8(body).map_err(|_| AdminHttpError::NotText { call })
+    }
+
     // ---- one exchange ----
 
     fn request(&self, method: Method, call: &AdminCall) -> RequestBuilder {
@@ -332,6 +370,19 @@ impl AdminHttpClient {
                 timeout: self.timeout,
             })?
     }
+}
+
+/// Percent-encodes a URL query or form value (every byte but `A-Z a-z 0-9 - _ . ~`).
+pub fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn decode<T: DeserializeOwned>(call: AdminCall, body: &[u8]) -> Result<T, AdminHttpError> {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use raftmq_protocol::body::{ConsumerListBody, HeartbeatData};
+use raftmq_protocol::body::{ConsumerListBody, HeartbeatData, KvTable};
 use raftmq_protocol::code::{request, response};
 use raftmq_protocol::header::pull::pull_sys_flag;
 use raftmq_protocol::header::{
@@ -164,6 +164,53 @@ impl BrokerClient {
         let code = command.code;
         let answer = self.rpc.invoke(addr, command, timeout).await?;
         check_response(addr, code, answer, accepted)
+    }
+
+    /// GET_BROKER_RUNTIME_INFO: RocketMQ's key/value table of a broker's runtime figures, to
+    /// which a RaftMQ member adds its Raft view and addresses (`adminAddr`, `raftAddr`, ...).
+    pub async fn runtime_info(
+        &self,
+        addr: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ClientError> {
+        let command = RemotingCommand::new_request(request::GET_BROKER_RUNTIME_INFO);
+        let answer = self
+            .call(addr, command, self.timeout, &[response::SUCCESS])
+            .await?;
+        KvTable::decode(&answer.body)
+            .map(|kv| kv.table)
+            .map_err(|error| ClientError::bad_response(addr, error))
+    }
+
+    /// VIEW_MESSAGE_BY_ID: the message of an offset message id, asked of the member at the
+    /// id's store address (`None`: that member has no message there).
+    pub async fn view_message(
+        &self,
+        offset_msg_id: &str,
+    ) -> Result<Option<raftmq_protocol::message::StoredMessage>, ClientError> {
+        let (addr, physical_offset) = raftmq_protocol::message::parse_offset_msg_id(offset_msg_id)
+            .map_err(|error| ClientError::InvalidMessage(error.to_string()))?;
+        let addr = addr.to_string();
+        let header = raftmq_protocol::header::client::ViewMessageRequestHeader {
+            offset: physical_offset,
+            topic: None,
+        };
+        let command =
+            RemotingCommand::new_request(request::VIEW_MESSAGE_BY_ID).with_header(&header);
+        let answer = self
+            .call(
+                &addr,
+                command,
+                self.timeout,
+                &[response::SUCCESS, response::SYSTEM_ERROR],
+            )
+            .await?;
+        if answer.code != response::SUCCESS {
+            return Ok(None);
+        }
+        Ok(decode_stored(&answer.body)
+            .map_err(|error| ClientError::bad_response(&addr, error))?
+            .into_iter()
+            .next())
     }
 
     /// SEND_MESSAGE_V2 (one message, `body` as it is) or SEND_BATCH_MESSAGE (when

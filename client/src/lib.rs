@@ -18,6 +18,9 @@
 //!   offsets, raw pulls from the leader or a named member (what `mq` and jepsen-lite use).
 //! - [`admin_http`]: [`AdminHttpClient`] — the brokers' and NameServers' admin HTTP API, one
 //!   typed call per endpoint; [`admin_http::membership`] adds and removes group members.
+//! - [`cluster_view`]: [`cluster_view::ClusterView`] — every group and member with its Raft
+//!   status, and the one health judgement `mq cluster health` and the dashboard share.
+//! - [`route_explain`]: why a topic has a usable route or not (`mq topic route --explain`).
 //! - [`namesrv`]: [`NameServerClient`] — NameServer requests with failover between NameServers.
 //! - [`error`]: [`ClientError`] and `is_unknown_outcome()`.
 //! - [`message`]: [`Message`] (what you send) and [`ReceivedMessage`] (what a pull returns).
@@ -29,6 +32,7 @@ pub mod admin;
 pub mod admin_http;
 pub mod broker_client;
 pub mod client_id;
+pub mod cluster_view;
 pub mod consumer;
 pub mod error;
 mod instance;
@@ -36,6 +40,7 @@ pub mod message;
 pub mod namesrv;
 pub mod producer;
 pub mod route;
+pub mod route_explain;
 
 pub use admin::Admin;
 pub use admin_http::{AdminHttpClient, AdminHttpError};

@@ -182,6 +182,25 @@ impl NameServerClient {
         TopicList::decode(&answer.body).map_err(|error| ClientError::bad_response(&addr, error))
     }
 
+    /// UNREGISTER_BROKER on every NameServer: routes stop listing the member at once (a member
+    /// removed from its group may not learn it was, and would stay listed until it expires).
+    pub async fn unregister_broker(
+        &self,
+        header: &raftmq_protocol::header::UnregisterBrokerRequestHeader,
+    ) -> Result<(), ClientError> {
+        let command = RemotingCommand::new_request(request::UNREGISTER_BROKER).with_header(header);
+        for addr in self.addrs.iter() {
+            let answer = self.rpc.invoke(addr, command.clone(), self.timeout).await?;
+            check_response(
+                addr,
+                request::UNREGISTER_BROKER,
+                answer,
+                &[response::SUCCESS],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Removes `topic` from every NameServer (each keeps its own table, so all are asked);
     /// succeeds when every one answered SUCCESS.
     pub async fn delete_topic(

@@ -1,5 +1,6 @@
 //! The admin HTTP endpoints, on their own port:
 //!
+//! - `/ui`: the dashboard (`raftmq_dashboard`) of the whole cluster;
 //! - `GET /healthz`: `ok`.
 //! - `GET /routes`: every topic's route, `{topic: TopicRouteData}` (the JSON clients get).
 //! - `GET /brokers`: per group its cluster, leader (slot 0), highest leadership term, topic
@@ -29,7 +30,23 @@ pub struct AdminState {
     pub server_stats: Arc<ServerStats>,
 }
 
-pub fn router(admin: AdminState) -> Router {
+/// The JSON endpoints and, under `/ui`, the dashboard of the cluster this NameServer (at
+/// `remoting_addr`) serves.
+pub fn router(admin: AdminState, remoting_addr: std::net::SocketAddr) -> Router {
+    // Bound to every interface: the dashboard asks this NameServer on loopback.
+    let reachable = if remoting_addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], remoting_addr.port()))
+    } else {
+        remoting_addr
+    };
+    let dashboard = raftmq_dashboard::Dashboard::new(
+        format!("NameServer {remoting_addr}"),
+        &[reachable.to_string()],
+    );
+    json_router(admin).merge(raftmq_dashboard::router_or_unavailable(dashboard))
+}
+
+fn json_router(admin: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/routes", get(routes))

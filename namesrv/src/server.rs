@@ -79,10 +79,11 @@ impl NameServer {
             state: state.clone(),
             server_stats: remoting.stats(),
         };
+        let remoting_addr = remoting.local_addr()?;
         tracker.spawn(remoting.run(stop.clone().cancelled_owned()));
         tracker.spawn(expiry_loop(state, stop.clone()));
         let mut admin_task = tracker.spawn(
-            axum::serve(admin, admin::router(admin_state))
+            axum::serve(admin, admin::router(admin_state, remoting_addr))
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .into_future(),
         );

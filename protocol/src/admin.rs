@@ -82,6 +82,20 @@ pub struct RaftStatus {
     pub remoting_addr: String,
     pub log_fsyncs: u64,
     pub log_entries_flushed: u64,
+    /// It leads and a quorum acknowledged it recently: it takes writes now (a leader cut off
+    /// from its group, or restarted with an old term, does not).
+    #[serde(default)]
+    pub writable: bool,
+    /// On the leader: the highest log index a majority of the voters holds.
+    #[serde(default)]
+    pub commit_index: Option<u64>,
+    /// On the leader: milliseconds since a quorum last acknowledged it (its last contact with
+    /// the group).
+    #[serde(default)]
+    pub quorum_ack_age_ms: Option<u64>,
+    /// Bytes of the files under the member's data directory (Raft log, snapshots, state).
+    #[serde(default)]
+    pub disk_used_bytes: Option<u64>,
 }
 
 impl RaftStatus {
@@ -121,6 +135,10 @@ pub struct GroupQueueStatus {
     pub committed: u64,
     pub max_offset: u64,
     pub lag: u64,
+    /// The consumer client that pulled this queue most recently from this member (within the
+    /// client expiry): which client holds the queue.
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 /// `POST /raft/add-learner`, on the leader: add a non-voting member and wait until it has
@@ -287,10 +305,14 @@ mod tests {
             remoting_addr: "127.0.0.1:10911".into(),
             log_fsyncs: 7,
             log_entries_flushed: 42,
+            writable: true,
+            commit_index: Some(40),
+            quorum_ack_age_ms: Some(12),
+            disk_used_bytes: Some(4096),
         };
         pins(
             &status,
-            r#"{"broker_name":"broker-a","node_id":1,"state":"Leader","term":3,"leader":1,"last_log_index":42,"applied_index":41,"voters":[1,2,3],"learners":[4],"nodes":{"1":"127.0.0.1:10912","2":"127.0.0.2:10912"},"followers":{"2":{"matched_index":40,"lag_entries":2},"3":{"matched_index":null,"lag_entries":42}},"remoting_addr":"127.0.0.1:10911","log_fsyncs":7,"log_entries_flushed":42}"#,
+            r#"{"broker_name":"broker-a","node_id":1,"state":"Leader","term":3,"leader":1,"last_log_index":42,"applied_index":41,"voters":[1,2,3],"learners":[4],"nodes":{"1":"127.0.0.1:10912","2":"127.0.0.2:10912"},"followers":{"2":{"matched_index":40,"lag_entries":2},"3":{"matched_index":null,"lag_entries":42}},"remoting_addr":"127.0.0.1:10911","log_fsyncs":7,"log_entries_flushed":42,"writable":true,"commit_index":40,"quorum_ack_age_ms":12,"disk_used_bytes":4096}"#,
         );
         assert!(status.is_leader());
     }
@@ -312,10 +334,14 @@ mod tests {
             remoting_addr: "127.0.0.4:10911".into(),
             log_fsyncs: 0,
             log_entries_flushed: 0,
+            writable: false,
+            commit_index: None,
+            quorum_ack_age_ms: None,
+            disk_used_bytes: None,
         };
         pins(
             &status,
-            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0}"#,
+            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0,"writable":false,"commit_index":null,"quorum_ack_age_ms":null,"disk_used_bytes":null}"#,
         );
         assert!(!status.is_leader());
     }
@@ -328,6 +354,7 @@ mod tests {
         .unwrap();
         assert_eq!((status.node_id, status.leader), (2, None));
         assert!(status.voters.is_empty() && status.followers.is_empty());
+        assert!(!status.writable && status.commit_index.is_none());
     }
 
     #[test]
@@ -352,10 +379,11 @@ mod tests {
                     committed: 3,
                     max_offset: 5,
                     lag: 2,
+                    client: Some("10.0.0.1@1".into()),
                 }],
                 total_lag: 2,
             }],
-            r#"[{"group":"g","clients":["10.0.0.1@1"],"queues":[{"topic":"TopicA","queue":1,"committed":3,"max_offset":5,"lag":2}],"total_lag":2}]"#,
+            r#"[{"group":"g","clients":["10.0.0.1@1"],"queues":[{"topic":"TopicA","queue":1,"committed":3,"max_offset":5,"lag":2,"client":"10.0.0.1@1"}],"total_lag":2}]"#,
         );
     }
 

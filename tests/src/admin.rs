@@ -91,6 +91,35 @@ impl AdminHttp {
         )
     }
 
+    /// `GET` of a dashboard page (`/ui/...` with its query), as HTML.
+    pub fn page(&self, addr: SocketAddr, path_and_query: &str) -> anyhow::Result<String> {
+        let path = path_and_query.to_owned();
+        self.call(addr, move |client, addr| async move {
+            client.page(&addr, &path).await
+        })
+    }
+
+    /// `POST` of a dashboard form; the answer's HTML.
+    pub fn post_form(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        let path = path.to_owned();
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        self.call(addr, move |client, addr| async move {
+            let fields: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            client.post_form(&addr, &path, &fields).await
+        })
+    }
+
     /// Runs `request(client, addr)` on the admin runtime and waits for its answer.
     fn call<T, F>(
         &self,

@@ -281,6 +281,32 @@ impl TestCluster {
             .and_then(|g| g.leader))
     }
 
+    /// Creates `topic` with `queues` queues on the group's leader and waits (up to
+    /// [`START_TIMEOUT`]) until the NameServer routes it; returns the admin client it used.
+    pub async fn create_routed_topic(
+        &self,
+        topic: &str,
+        queues: u32,
+    ) -> anyhow::Result<raftmq_client::Admin> {
+        let admin = raftmq_client::Admin::new(Some(&self.namesrv_addr.to_string()))?;
+        let config = raftmq_client::admin::TopicConfig {
+            topic_name: topic.into(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            ..Default::default()
+        };
+        admin.create_topic(&config, None).await?;
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        while admin.route(topic).await.ok().flatten().is_none() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "topic {topic} never got a route"
+            );
+            tokio::time::sleep(crate::POLL_INTERVAL).await;
+        }
+        Ok(admin)
+    }
+
     /// Waits until every running member has applied at least `index`.
     pub fn wait_for_applied(&self, index: u64, timeout: Duration) -> anyhow::Result<()> {
         wait_until(timeout, || {

@@ -61,6 +61,10 @@ pub(super) async fn handle(
                 .clone()
                 .unwrap_or_else(|| original.topic.clone())
         });
+    let origin_topic = properties
+        .get(property::RETRY_TOPIC)
+        .cloned()
+        .unwrap_or_else(|| original.topic.clone());
     let origin_id = header
         .origin_msg_id
         .clone()
@@ -110,5 +114,8 @@ pub(super) async fn handle(
         messages: vec![message],
     };
     store(ctx, send, started).await?;
+    if dead {
+        ctx.metrics.sent_to_dlq(&origin_topic, &header.group);
+    }
     Ok(request.new_response(response::SUCCESS, None))
 }

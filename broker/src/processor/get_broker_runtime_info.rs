@@ -145,7 +145,7 @@ fn runtime_table(ctx: &BrokerContext) -> BTreeMap<String, String> {
 }
 
 /// The highest log index held by a majority of `voters` (the leader counts its own log).
-fn majority_index(
+pub(crate) fn majority_index(
     voters: &[u64],
     matched: &BTreeMap<u64, Option<u64>>,
     leader: u64,

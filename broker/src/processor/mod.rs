@@ -4,7 +4,7 @@
 mod consumer_send_msg_back;
 mod delete_topic_in_broker;
 pub(crate) mod get_all_topic_config;
-mod get_broker_runtime_info;
+pub(crate) mod get_broker_runtime_info;
 mod get_consumer_list_by_group;
 mod get_earliest_msg_storetime;
 mod get_max_offset;
@@ -87,12 +87,20 @@ impl RequestHandler for BrokerHandler {
         connection: ConnectionInfo,
         request: RemotingCommand,
     ) -> Option<RemotingCommand> {
+        let started = std::time::Instant::now();
         let result = dispatch(&self.ctx, &connection, &request).await;
-        Some(result.unwrap_or_else(|err| {
+        let answer = result.unwrap_or_else(|err| {
             let (code, remark) = error_code(&err);
             debug!(code, %remark, "request failed");
             request.new_response(code, Some(remark))
-        }))
+        });
+        self.ctx.metrics.observe_rpc(
+            request.code,
+            answer.code,
+            is_long_polling(&request),
+            started.elapsed(),
+        );
+        Some(answer)
     }
 
     async fn connection_closed(&self, connection: ConnectionInfo) {
@@ -144,6 +152,16 @@ async fn dispatch(
             "request code {other} is routed but has no processor"
         ))),
     }
+}
+
+/// A pull that may be suspended (RocketMQ's `is_long_polling` label of `rpc_latency`).
+fn is_long_polling(request: &RemotingCommand) -> bool {
+    request.code == request::PULL_MESSAGE
+        && request
+            .ext_fields
+            .get("sysFlag")
+            .and_then(|flag| flag.parse::<i32>().ok())
+            .is_some_and(|flag| flag & raftmq_protocol::header::pull_sys_flag::SUSPEND != 0)
 }
 
 /// A queue id from a header: it must be in `0..queue_nums`.

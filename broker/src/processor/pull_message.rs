@@ -99,11 +99,20 @@ pub(super) async fn handle(
                     None,
                 ));
             }
-            ctx.metrics.pull_requests.inc();
-            ctx.metrics
-                .messages_pulled
-                .inc_by(read.messages.len() as u64);
             let total: usize = read.messages.iter().map(|m| m.len()).sum();
+            ctx.metrics.messages_out(
+                &header.topic,
+                &header.consumer_group,
+                read.messages.len() as u64,
+                total as u64,
+            );
+            ctx.clients.pulled(
+                &header.consumer_group,
+                (&header.topic, queue_id),
+                connection.id.0,
+                read.next_offset,
+                std::time::Instant::now(),
+            );
             let mut body = BytesMut::with_capacity(total);
             for message in &read.messages {
                 body.extend_from_slice(message);

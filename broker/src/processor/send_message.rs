@@ -240,6 +240,7 @@ pub(crate) async fn store(
     started: Instant,
 ) -> Result<Stored, RequestError> {
     let creates_topic = send.create_topic.is_some();
+    let topic = send.topic.clone();
     let count = send.messages.len() as u64;
     let bytes: usize = send.messages.iter().map(|m| m.bytes.len()).sum();
     if ctx.config.unsafe_ack_before_commit {
@@ -260,8 +261,7 @@ pub(crate) async fn store(
             ctx.metrics
                 .commit_latency_seconds
                 .observe(elapsed.as_secs_f64());
-            ctx.metrics.messages_stored.inc_by(count);
-            ctx.metrics.message_bytes_stored.inc_by(bytes as u64);
+            ctx.metrics.messages_in(&topic, count, bytes as u64);
             Ok(Stored {
                 first_offset,
                 log_index,

@@ -1,4 +1,5 @@
-//! `mq cluster status|wait|add-member|remove-member|transfer-leader`: each broker group's Raft
+//! `mq cluster status|health|wait|add-member|remove-member|transfer-leader` (health: see
+//! `health.rs`): each broker group's Raft
 //! cluster as its members report it (GET_BROKER_RUNTIME_INFO) next to the NameServer's view,
 //! and membership changes through the leader's admin HTTP:
 //!
@@ -23,8 +24,6 @@ use clap::Subcommand;
 use raftmq_client::admin_http::membership::{
     FindLeader, LeaderView, Membership, MembershipWaits, POLL_INTERVAL, SETTLE_TIMEOUT,
 };
-use raftmq_protocol::RemotingCommand;
-use raftmq_protocol::code::{request, response};
 use raftmq_protocol::header::UnregisterBrokerRequestHeader;
 use serde::Serialize;
 
@@ -43,6 +42,9 @@ pub enum ClusterCommand {
         #[arg(short = 'b', long)]
         broker_name: Option<String>,
     },
+    /// Healthy when every group has a writable leader, every member answers and none lags;
+    /// exit 0 healthy, 3 degraded, 4 no leader, 5 NameServer unreachable.
+    Health(super::health::HealthArgs),
     /// Wait until `--groups` broker groups have a leader the NameServer lists in slot 0.
     Wait {
         #[arg(long, default_value_t = 1)]
@@ -87,6 +89,7 @@ pub enum ClusterCommand {
 pub async fn run(ctx: &Ctx, command: ClusterCommand) -> anyhow::Result<ExitCode> {
     match command {
         ClusterCommand::Status { broker_name } => status(ctx, broker_name.as_deref()).await,
+        ClusterCommand::Health(args) => super::health::run(ctx, args).await,
         ClusterCommand::Wait { groups, timeout_ms } => {
             wait(ctx, groups, Duration::from_millis(timeout_ms)).await
         }
@@ -555,21 +558,10 @@ async fn unregister(ctx: &Ctx, view: &GroupView, addr: &str, node_id: u64) -> an
         cluster_name: view.cluster.clone(),
         broker_id: i64::try_from(node_id).unwrap_or(i64::MAX),
     };
-    let command = RemotingCommand::new_request(request::UNREGISTER_BROKER).with_header(&header);
-    for namesrv in ctx.namesrv.addrs() {
-        let answer = ctx
-            .rpc
-            .invoke(namesrv, command.clone(), crate::context::RPC_TIMEOUT)
-            .await
-            .with_context(|| format!("unregistering {addr} from {namesrv}"))?;
-        if answer.code != response::SUCCESS {
-            bail!(
-                "{namesrv} refused to unregister {addr}: {}",
-                answer.remark.unwrap_or_default()
-            );
-        }
-    }
-    Ok(())
+    ctx.namesrv
+        .unregister_broker(&header)
+        .await
+        .with_context(|| format!("unregistering {addr} from the NameServers"))
 }
 
 /// Asks the leader to hand leadership to `target`, then waits (bounded) until `target` reports

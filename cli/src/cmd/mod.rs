@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod consume;
 pub mod group;
+pub mod health;
 pub mod message;
 pub mod offset;
 pub mod produce;

@@ -1,4 +1,5 @@
-//! `mq topic create|list|describe|delete`. Topic changes go to each broker group's leader
+//! `mq topic create|list|describe|route|delete`. `route --explain` says why a topic has no
+//! usable route (`raftmq_client::route_explain`). Topic changes go to each broker group's leader
 //! (they are replicated through Raft there); the NameServer learns them from the brokers'
 //! registrations, which a topic change triggers at once.
 
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, anyhow, bail};
 use clap::Subcommand;
 use raftmq_client::route::ReadFrom;
+use raftmq_client::route_explain::{RouteVerdict, explain_route};
 use raftmq_client::{MessageQueue, TopicRoute};
 use raftmq_protocol::route::{TopicConfig, perm};
 use serde::Serialize;
@@ -39,6 +41,15 @@ pub enum TopicCommand {
     Describe {
         #[arg(short = 't', long)]
         topic: String,
+    },
+    /// A topic's route as the NameServer gives it to clients; with --explain, why it is
+    /// usable or not (NameServer unreachable, topic unknown, no leader, read-only).
+    Route {
+        #[arg(short = 't', long)]
+        topic: String,
+        /// Say why the route is usable or not; exit 1 when it is not.
+        #[arg(long)]
+        explain: bool,
     },
     /// Delete a topic from every broker group that has it, then from the NameServers.
     Delete {
@@ -100,6 +111,7 @@ pub async fn run(ctx: &Ctx, command: TopicCommand) -> anyhow::Result<ExitCode> {
         TopicCommand::List => list(ctx).await,
         TopicCommand::Describe { topic } => describe(ctx, &topic).await,
         TopicCommand::Delete { topic } => delete(ctx, &topic).await,
+        TopicCommand::Route { topic, explain } => route(ctx, &topic, explain).await,
     }
 }
 
@@ -242,6 +254,73 @@ async fn describe(ctx: &Ctx, topic: &str) -> anyhow::Result<ExitCode> {
     outln!("topic {topic}");
     table.print();
     Ok(ExitCode::SUCCESS)
+}
+
+async fn route(ctx: &Ctx, topic: &str, explain: bool) -> anyhow::Result<ExitCode> {
+    if !explain {
+        raftmq_client::message::validate_topic(topic)?;
+        let data = ctx.namesrv.topic_route(topic).await?.ok_or_else(|| {
+            anyhow!("no route for topic {topic} (ask why: mq topic route -t {topic} --explain)")
+        })?;
+        if ctx.json {
+            print_json(&data)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        print_route(topic, &data);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let explanation = explain_route(&ctx.viewer()?, topic).await;
+    let routable = explanation.verdict == RouteVerdict::Routable;
+    if ctx.json {
+        print_json(&explanation)?;
+    } else {
+        outln!(
+            "topic {topic}: {}",
+            serde_json::to_value(explanation.verdict)?
+                .as_str()
+                .unwrap_or("unknown")
+                .replace('_', " ")
+        );
+        for reason in &explanation.reasons {
+            outln!("  - {reason}");
+        }
+        if let Some(data) = &explanation.route {
+            print_route(topic, data);
+        }
+    }
+    Ok(if routable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_route(topic: &str, data: &raftmq_protocol::route::TopicRouteData) {
+    outln!("route of {topic}:");
+    let mut table = Table::new(&["BROKER", "READ_QUEUES", "WRITE_QUEUES", "PERM", "MEMBERS"]);
+    for queue in &data.queue_datas {
+        let members = data
+            .broker_datas
+            .iter()
+            .find(|broker| broker.broker_name == queue.broker_name)
+            .map(|broker| {
+                broker
+                    .broker_addrs
+                    .iter()
+                    .map(|(id, addr)| format!("{id}={addr}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        table.row(vec![
+            queue.broker_name.clone(),
+            queue.read_queue_nums.to_string(),
+            queue.write_queue_nums.to_string(),
+            queue.perm.to_string(),
+            members,
+        ]);
+    }
+    table.print();
 }
 
 async fn delete(ctx: &Ctx, topic: &str) -> anyhow::Result<ExitCode> {

@@ -3,8 +3,11 @@
 
 mod broker_raw;
 mod broker_storage;
+mod browser;
 mod cli;
+mod dashboard;
 mod data_plane;
 mod delay;
+mod health;
 mod membership;
 mod namesrv;
