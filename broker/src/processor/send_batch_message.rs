@@ -9,7 +9,8 @@ use raftmq_protocol::message::decode_batch;
 use raftmq_remoting::server::ConnectionInfo;
 
 use super::send_message::{
-    MessageFields, check_body, choose_queue, encode_message, resolve_topic, send_response, store,
+    MessageFields, check_body, choose_queue, encode_message, is_transaction_half, resolve_topic,
+    send_response, store,
 };
 use crate::batcher::{MAX_BATCH_MESSAGES, SendRequest};
 use crate::context::BrokerContext;
@@ -42,6 +43,12 @@ pub(super) async fn handle(
     for message in batch {
         // RocketMQ's clients refuse to batch delayed messages; one that arrives anyway is
         // refused rather than delivered early.
+        if is_transaction_half(header.sys_flag, &message.properties) {
+            return Err(RequestError::MessageIllegal(
+                "a batch cannot hold transactional messages (TRAN_MSG); send them one by one"
+                    .into(),
+            ));
+        }
         if schedule::requested_level(&message.properties) > 0 {
             return Err(RequestError::MessageIllegal(
                 "a batch cannot hold delayed messages (DELAY property); send them one by one"

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use raftmq_protocol::header::send::{SendMessageRequestHeader, SendMessageResponseHeader};
-use raftmq_protocol::message::{StoredMessage, offset_msg_id, properties, property};
+use raftmq_protocol::message::{StoredMessage, offset_msg_id, properties, property, sys_flag};
 use raftmq_protocol::names::{
     DEFAULT_MAX_RECONSUME_TIMES, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX, dlq_topic,
     tags_code,
@@ -46,6 +46,7 @@ pub(super) async fn handle(
             props.remove(property::DELAY);
         }
     }
+    refuse_transaction_half(header.sys_flag, &props)?;
     let (config, create_topic) = resolve_topic(ctx, &topic)?;
     let queue_id = choose_queue(ctx, &config, queue_id)?;
     check_body(ctx, request.body.len())?;
@@ -75,6 +76,36 @@ pub(super) async fn handle(
     };
     let outcome = store(ctx, send, started).await?;
     Ok(send_response(ctx, request, queue_id, outcome, 1))
+}
+
+/// Whether a message is a transaction's half message (RocketMQ's `TRAN_MSG` property, or the
+/// prepared bit of its sys flag): it must stay invisible until its producer commits it.
+pub(crate) fn is_transaction_half(
+    sys_flag: i32,
+    properties: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let prepared = sys_flag & TRANSACTION_TYPE_MASK == sys_flag::TRANSACTION_PREPARED_TYPE;
+    let tran_msg = properties
+        .get(property::TRAN_MSG)
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
+    prepared || tran_msg
+}
+
+/// The two sys-flag bits that say a message's transaction type.
+const TRANSACTION_TYPE_MASK: i32 = 0x3 << 2;
+
+/// Refuses a transaction's half message: storing it as a plain message would deliver what its
+/// producer may still roll back.
+fn refuse_transaction_half(
+    sys_flag: i32,
+    properties: &std::collections::BTreeMap<String, String>,
+) -> Result<(), RequestError> {
+    if is_transaction_half(sys_flag, properties) {
+        return Err(RequestError::NoPermission(
+            "transactional messages (TRAN_MSG) are not supported by this broker yet; the half message was not stored".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Where a send is stored once its delay level is considered (`schedule::divert`), and the

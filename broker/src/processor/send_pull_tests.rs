@@ -154,3 +154,41 @@ async fn a_follower_refuses_a_send_and_stores_nothing() -> Result<()> {
     rpc.shutdown().await;
     group.shutdown().await
 }
+
+/// A transaction's half message must never become visible as a plain message: until the broker
+/// keeps half messages apart, such a send is refused with a clear error and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_half_message_is_refused_and_never_stored() -> Result<()> {
+    let group = TestGroup::start(1).await?;
+    let leader = group.member(group.wait_for_leader().await?);
+    let rpc = RpcClient::default();
+
+    let by_property = {
+        let mut request = send_request(TOPIC, QUEUE, "half", b"rolled back later");
+        let properties = request.ext_fields.get_mut("i").expect("V2 properties");
+        properties.push_str("TRAN_MSG\u{1}true\u{2}PGROUP\u{1}tx-group\u{2}");
+        request
+    };
+    let by_sys_flag = {
+        let mut request = send_request(TOPIC, QUEUE, "half", b"rolled back later");
+        request.ext_fields.insert(
+            "f".into(),
+            raftmq_protocol::message::sys_flag::TRANSACTION_PREPARED_TYPE.to_string(),
+        );
+        request
+    };
+    for (what, request) in [("TRAN_MSG", by_property), ("sys flag", by_sys_flag)] {
+        let answer = rpc.invoke(&leader.remoting, request, RPC_TIMEOUT).await?;
+        assert_eq!(answer.code, response::NO_PERMISSION, "{what}");
+        let remark = remark_of(&answer)?;
+        assert!(remark.contains("transactional"), "{what}: {remark}");
+    }
+    assert_eq!(leader.ctx.state.queue(TOPIC, QUEUE as u32).next_offset, 0);
+    assert!(leader.ctx.state.topic(TOPIC).is_none(), "nothing created");
+
+    // A plain send still works.
+    let plain = send(&rpc, leader, "plain", b"plain").await?;
+    assert_eq!(plain.code, response::SUCCESS, "{:?}", plain.remark);
+    rpc.shutdown().await;
+    group.shutdown().await
+}
