@@ -138,6 +138,8 @@ enum Proposal {
     Send(QueuedSend),
     Command {
         command: Command,
+        /// The message bytes the command's slots point into (empty for most commands).
+        blob: Bytes,
         reply: oneshot::Sender<Result<Applied, ProposeError>>,
     },
 }
@@ -154,8 +156,15 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the batcher task on `tracker` with the default [`QueueLimits`]; it stops when
     /// `shutdown` fires or every `Proposer` is dropped, after answering what is in flight.
-    pub fn start(raft: Raft, tracker: &TaskTracker, shutdown: CancellationToken) -> Self {
-        let (proposer, batcher) = Self::new(raft, QueueLimits::default(), tracker);
+    /// Every send entry carries `dedup_window` (see [`SendBatch::dedup_window_ms`]).
+    pub fn start(
+        raft: Raft,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+        dedup_window: Duration,
+    ) -> Self {
+        let (proposer, mut batcher) = Self::new(raft, QueueLimits::default(), tracker);
+        batcher.dedup_window_ms = dedup_window.as_millis() as u64;
         tracker.spawn(batcher.run(shutdown));
         proposer
     }
@@ -171,6 +180,7 @@ impl Proposer {
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_PROPOSALS)),
             tracker: tracker.clone(),
             last_store_timestamp_ms: 0,
+            dedup_window_ms: 0,
             carried: None,
         };
         let proposer = Self {
@@ -212,9 +222,23 @@ impl Proposer {
 
     /// Proposes one non-send command in an entry of its own.
     pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        self.propose_with_messages(command, Bytes::new()).await
+    }
+
+    /// Proposes a command whose message slots point into `blob` (a release) in an entry of its
+    /// own.
+    pub async fn propose_with_messages(
+        &self,
+        command: Command,
+        blob: Bytes,
+    ) -> Result<Applied, ProposeError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Proposal::Command { command, reply })
+            .send(Proposal::Command {
+                command,
+                blob,
+                reply,
+            })
             .await
             .map_err(|_| ProposeError::ShuttingDown)?;
         answer
@@ -247,6 +271,8 @@ struct Batcher {
     tracker: TaskTracker,
     /// Store timestamps never go back, even if the clock does.
     last_store_timestamp_ms: i64,
+    /// Carried in every send entry: [`SendBatch::dedup_window_ms`].
+    dedup_window_ms: u64,
     /// A proposal taken from the queue that did not fit the previous batch.
     carried: Option<Proposal>,
 }
@@ -276,8 +302,12 @@ impl Batcher {
                 },
             };
             match first {
-                Proposal::Command { command, reply } => {
-                    self.propose_command(command, reply, permit).await;
+                Proposal::Command {
+                    command,
+                    blob,
+                    reply,
+                } => {
+                    self.propose_command(command, &blob, reply, permit).await;
                 }
                 Proposal::Send(send) => {
                     let batch = self.collect_sends(send);
@@ -387,6 +417,7 @@ impl Batcher {
         }
         let command = Command::Send(SendBatch {
             store_timestamp_ms: self.next_store_timestamp_ms(),
+            dedup_window_ms: self.dedup_window_ms,
             units,
         });
         let unit_count = unit_of_queue.len();
@@ -407,19 +438,7 @@ impl Batcher {
             match outcomes {
                 Ok(outcomes) => {
                     for (reply, unit_index, start) in replies {
-                        let outcome = match &outcomes[unit_index] {
-                            SendOutcome::Stored {
-                                first_offset,
-                                log_index,
-                                first_ordinal,
-                            } => SendOutcome::Stored {
-                                first_offset: first_offset + u64::from(start),
-                                log_index: *log_index,
-                                first_ordinal: first_ordinal + start,
-                            },
-                            refused @ SendOutcome::Refused(_) => refused.clone(),
-                        };
-                        let _ = reply.send(Ok(outcome));
+                        let _ = reply.send(Ok(outcomes[unit_index].for_request(start)));
                     }
                 }
                 Err(err) => {
@@ -434,10 +453,11 @@ impl Batcher {
     async fn propose_command(
         &mut self,
         command: Command,
+        blob: &[u8],
         reply: oneshot::Sender<Result<Applied, ProposeError>>,
         permit: OwnedSemaphorePermit,
     ) {
-        let answer = self.write(&command, &[]).await;
+        let answer = self.write(&command, blob).await;
         self.tracker.spawn(async move {
             let result = match answer {
                 Err(err) => Err(err),

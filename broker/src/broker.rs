@@ -142,7 +142,12 @@ impl Broker {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let raft = node.raft().clone();
-        let proposer = Proposer::start(raft.clone(), &tasks, shutdown.child_token());
+        let proposer = Proposer::start(
+            raft.clone(),
+            &tasks,
+            shutdown.child_token(),
+            config.dedup_window,
+        );
         let leadership = Leadership::new(
             config.node_id,
             raft.metrics(),
@@ -192,6 +197,8 @@ impl Broker {
         tasks.spawn(expire_clients(ctx.clone(), shutdown.clone()));
         tasks.spawn(count_leader_changes(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::schedule::run(ctx.clone(), shutdown.clone()));
+        tasks.spawn(crate::timer::run(ctx.clone(), shutdown.clone()));
+        tasks.spawn(crate::transaction::run(ctx.clone(), shutdown.clone()));
 
         info!(
             broker = %config.broker_name,

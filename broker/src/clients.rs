@@ -255,6 +255,20 @@ impl ClientRegistry {
             .collect()
     }
 
+    /// Handles to the live connections of a producer group's clients, by client id (to ask
+    /// one of them about a pending transaction).
+    pub fn producer_handles(&self, group: &str) -> Vec<ConnectionHandle> {
+        let registry = self.lock();
+        registry
+            .producers
+            .get(group)
+            .into_iter()
+            .flat_map(|clients| clients.values())
+            .filter_map(|client| registry.handles.get(&client.connection_id).cloned())
+            .filter(|handle| !handle.is_closed())
+            .collect()
+    }
+
     /// Every consumer group with its members.
     pub fn consumer_groups(&self) -> Vec<GroupMembers> {
         self.lock()

@@ -42,6 +42,113 @@ pub enum Command {
     /// Create a topic unless it exists (a send's auto-creation when the send itself is stored
     /// elsewhere: a delayed message waits in the schedule topic). Never changes an existing one.
     CreateTopicIfMissing(TopicConfig),
+    /// Messages leaving a pending state for their real queue (a due timer, a committed
+    /// transaction), or dropped from it (a rolled-back transaction): each exactly once.
+    Release(Release),
+    /// The leader asked a producer about a pending transaction: count the check and wait a
+    /// check interval before the next one.
+    TransactionChecked { half: u64, checked_at_ms: i64 },
+}
+
+impl Command {
+    /// The messages an entry stores, if it stores any: a send, or a release.
+    pub fn send_batch(&self) -> Option<&SendBatch> {
+        match self {
+            Command::Send(batch) => Some(batch),
+            Command::Release(release) => Some(&release.batch),
+            _ => None,
+        }
+    }
+}
+
+/// Messages released from pending state: unit `i` of `batch` is stored only if `claims[i]` is
+/// still pending when this applies, and the claim is consumed with it, so a release proposed
+/// twice (by an old and a new leader) takes effect once. A unit without messages only consumes
+/// its claim (a rollback).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub batch: SendBatch,
+    pub claims: Vec<Claim>,
+}
+
+/// Assembles a [`Release`] and the blob its slots point into: one unit per claim.
+#[derive(Debug, Default)]
+pub struct ReleaseBuilder {
+    units: Vec<SendUnit>,
+    claims: Vec<Claim>,
+    blob: BytesMut,
+}
+
+impl ReleaseBuilder {
+    /// Stores `message` (stored layout) in `topic`'s queue if `claim` is still pending.
+    pub fn deliver(
+        &mut self,
+        claim: Claim,
+        destination: (String, u32),
+        create_topic: Option<TopicConfig>,
+        message: &[u8],
+        tags_code: i64,
+    ) {
+        let slot = MessageSlot {
+            start: self.blob.len() as u32,
+            len: message.len() as u32,
+            tags_code,
+        };
+        self.blob.put_slice(message);
+        self.units.push(SendUnit {
+            topic: destination.0,
+            queue_id: destination.1,
+            create_topic,
+            messages: vec![slot],
+        });
+        self.claims.push(claim);
+    }
+
+    /// Consumes `claim` without storing anything (a rollback, a message retention removed).
+    pub fn drop_claim(&mut self, claim: Claim, topic: String) {
+        self.units.push(SendUnit {
+            topic,
+            queue_id: 0,
+            create_topic: None,
+            messages: Vec::new(),
+        });
+        self.claims.push(claim);
+    }
+
+    pub fn len(&self) -> usize {
+        self.claims.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty()
+    }
+
+    /// Message bytes so far.
+    pub fn blob_len(&self) -> usize {
+        self.blob.len()
+    }
+
+    /// The command and its blob, stamped with the leader's `store_timestamp_ms`.
+    pub fn build(self, store_timestamp_ms: i64) -> (Command, Bytes) {
+        let release = Release {
+            batch: SendBatch {
+                store_timestamp_ms,
+                dedup_window_ms: 0,
+                units: self.units,
+            },
+            claims: self.claims,
+        };
+        (Command::Release(release), self.blob.freeze())
+    }
+}
+
+/// A pending record a release consumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Claim {
+    /// A timer message, by its due time and the physical offset of its copy in the timer topic.
+    Timer { due_ms: i64, physical: u64 },
+    /// A transaction, by the physical offset of its half message.
+    Transaction { half: u64 },
 }
 
 /// Sends packed into one entry by the leader's proposal batcher: one `SendUnit` per client
@@ -51,7 +158,23 @@ pub struct SendBatch {
     /// The leader's clock when it packed the batch: the store timestamp of every message in it.
     /// It travels in the command so that apply reads no clock (STYLE.md rule 8).
     pub store_timestamp_ms: i64,
+    /// How far back a message's `UNIQ_KEY` is looked for before storing it (0: not at all): a
+    /// send retried after an unknown outcome finds its first attempt instead of being stored
+    /// twice. In the command, so every member decides alike whatever its own configuration.
+    pub dedup_window_ms: u64,
     pub units: Vec<SendUnit>,
+}
+
+impl SendBatch {
+    /// The entry-wide ordinal of the first message slot of unit `unit_index`: ordinals count
+    /// every slot of the entry in order, stored or not.
+    pub fn first_ordinal_of(&self, unit_index: usize) -> u32 {
+        self.units
+            .iter()
+            .take(unit_index)
+            .map(|unit| unit.messages.len() as u32)
+            .sum()
+    }
 }
 
 /// The messages of one send request, all for one queue.
@@ -103,7 +226,7 @@ pub enum Applied {
     Refused(Refusal),
 }
 
-/// What became of one send request inside a batch.
+/// What became of one send request (or one unit) inside a batch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SendOutcome {
     /// Stored at `first_offset .. first_offset + count` of its queue.
@@ -112,7 +235,71 @@ pub enum SendOutcome {
         log_index: u64,
         first_ordinal: u32,
     },
+    /// A unit some of whose messages were stored before (their `UNIQ_KEY` was found within the
+    /// dedup window): the others are stored from `first_offset` on, in slot order, and the
+    /// duplicates, by slot position in the unit, point at their first copy. Only a unit's
+    /// outcome; [`SendOutcome::for_request`] turns it into a request's.
+    Placed {
+        first_offset: u64,
+        log_index: u64,
+        first_ordinal: u32,
+        duplicates: Vec<Duplicate>,
+    },
+    /// The request's first message was stored before: where.
+    Duplicate(Location),
     Refused(Refusal),
+}
+
+/// A message not stored again, and where its first copy is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Duplicate {
+    pub position: u32,
+    pub first: Location,
+}
+
+/// Where a message is: its queue, its offset there, its physical offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub queue_id: u32,
+    pub queue_offset: u64,
+    pub physical: u64,
+}
+
+impl SendOutcome {
+    /// The outcome of the request whose messages sit at slots `start ..` of a unit with this
+    /// outcome. A request whose first message is a duplicate is answered with its first
+    /// copy; otherwise with where its first new message went (a batch request of which only
+    /// later messages were stored before is answered by its first message).
+    pub fn for_request(&self, start: u32) -> SendOutcome {
+        match self {
+            SendOutcome::Stored {
+                first_offset,
+                log_index,
+                first_ordinal,
+            } => SendOutcome::Stored {
+                first_offset: first_offset + u64::from(start),
+                log_index: *log_index,
+                first_ordinal: first_ordinal + start,
+            },
+            SendOutcome::Placed {
+                first_offset,
+                log_index,
+                first_ordinal,
+                duplicates,
+            } => {
+                if let Some(first) = duplicates.iter().find(|d| d.position == start) {
+                    return SendOutcome::Duplicate(first.first);
+                }
+                let skipped_before = duplicates.iter().filter(|d| d.position < start).count();
+                SendOutcome::Stored {
+                    first_offset: first_offset + u64::from(start) - skipped_before as u64,
+                    log_index: *log_index,
+                    first_ordinal: first_ordinal + start,
+                }
+            }
+            other => other.clone(),
+        }
+    }
 }
 
 /// Why the state machine refused a command, deterministically.
@@ -126,6 +313,10 @@ pub enum Refusal {
     TopicNotWritable(String),
     #[error("subscription group {0} does not exist")]
     GroupMissing(String),
+    /// A release whose timer or transaction is no longer pending: it was released before (by
+    /// this leader or an earlier one), or dropped.
+    #[error("nothing pending to release: {0:?}")]
+    NotPending(Claim),
 }
 
 /// An entry payload that is not a well-formed command: corruption, since only a leader of this
@@ -146,6 +337,8 @@ pub enum CommandError {
     },
     #[error("entry holds {0} messages, over the cap of {MAX_MESSAGES_PER_ENTRY}")]
     TooManyMessages(usize),
+    #[error("a release has {claims} claims for {units} units")]
+    ClaimsMismatch { claims: usize, units: usize },
 }
 
 /// A decoded entry: its command and the blob its message slots point into.
@@ -193,7 +386,15 @@ pub fn decode_entry(payload: &Bytes) -> Result<DecodedEntry, CommandError> {
     };
     let command: Command = raftmq_raft::codec::decode(header)?;
     let blob = payload.slice(header_end..);
-    if let Command::Send(batch) = &command {
+    if let Command::Release(release) = &command
+        && release.claims.len() != release.batch.units.len()
+    {
+        return Err(CommandError::ClaimsMismatch {
+            claims: release.claims.len(),
+            units: release.batch.units.len(),
+        });
+    }
+    if let Some(batch) = command.send_batch() {
         let mut count = 0usize;
         for unit in &batch.units {
             count += unit.messages.len();
@@ -248,6 +449,7 @@ mod tests {
         let blob = b"first-messagesecond".to_vec();
         let command = Command::Send(SendBatch {
             store_timestamp_ms: 1_700_000_000_000,
+            dedup_window_ms: 120_000,
             units: vec![SendUnit {
                 topic: "orders".into(),
                 queue_id: 3,

@@ -33,6 +33,22 @@ pub const DEFAULT_AUTO_CREATE_TOPIC: bool = true;
 pub const DEFAULT_REGISTER_INTERVAL: Duration = Duration::from_secs(30);
 /// RocketMQ's cap on one message body (4 MiB).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// How long the broker remembers each message's `UNIQ_KEY` to store a retried send once (the
+/// idempotent producer); 0 turns it off.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(120);
+/// The longest dedup window: each message looks through one key index bucket per minute of it.
+pub const MAX_DEDUP_WINDOW: Duration = Duration::from_secs(3600);
+/// A half message this old with no commit or rollback is checked with its producer
+/// (RocketMQ's `transactionTimeOut`).
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(6);
+/// How often the leader looks for transactions to check, and how long it waits between two
+/// checks of one transaction (RocketMQ's `transactionCheckInterval`).
+pub const DEFAULT_TRANSACTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Checks of one transaction before its half message is discarded (RocketMQ's
+/// `transactionCheckMax`).
+pub const DEFAULT_TRANSACTION_CHECK_MAX: u32 = 15;
+/// The furthest ahead a timer message may be due (RocketMQ's `timerMaxDelaySec`: 3 days).
+pub const DEFAULT_TIMER_MAX_DELAY: Duration = Duration::from_secs(3 * 24 * 3600);
 /// The most members a group may list in `--peers`.
 pub const MAX_PEERS: usize = 9;
 
@@ -159,6 +175,46 @@ pub struct BrokerOptions {
         )
     )]
     pub message_delay_level: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "Idempotent producer: how long each message's UNIQ_KEY is remembered so that a retried send is stored once, ms (0: off)",
+            DEFAULT_DEDUP_WINDOW.as_millis()
+        )
+    )]
+    pub dedup_window_ms: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "A half message older than this is checked with its producer (RocketMQ's transactionTimeOut), ms",
+            DEFAULT_TRANSACTION_TIMEOUT.as_millis()
+        )
+    )]
+    pub transaction_timeout_ms: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Time between two checks of one transaction (RocketMQ's transactionCheckInterval), ms",
+            DEFAULT_TRANSACTION_CHECK_INTERVAL.as_millis()
+        )
+    )]
+    pub transaction_check_interval_ms: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Checks of one transaction before it is discarded (RocketMQ's transactionCheckMax)",
+            DEFAULT_TRANSACTION_CHECK_MAX
+        )
+    )]
+    pub transaction_check_max: Option<u32>,
+    #[arg(
+        long,
+        help = with_default(
+            "The furthest ahead a timer message may be due (RocketMQ's timerMaxDelaySec), s",
+            DEFAULT_TIMER_MAX_DELAY.as_secs()
+        )
+    )]
+    pub timer_max_delay_sec: Option<u64>,
     /// Join an existing group later (as a learner) instead of forming one from --peers.
     // A flag without a value, as before; `None` when absent so that a file's `join = true`
     // stands.
@@ -211,8 +267,29 @@ pub struct BrokerConfig {
     pub max_message_bytes: usize,
     pub raft_timers: RaftTimers,
     pub delay_levels: DelayLevels,
+    pub dedup_window: Duration,
+    pub transactions: TransactionConfig,
+    pub timer_max_delay: Duration,
     pub join: bool,
     pub unsafe_ack_before_commit: bool,
+}
+
+/// How pending transactions are checked with their producers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionConfig {
+    pub timeout: Duration,
+    pub check_interval: Duration,
+    pub check_max: u32,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TRANSACTION_TIMEOUT,
+            check_interval: DEFAULT_TRANSACTION_CHECK_INTERVAL,
+            check_max: DEFAULT_TRANSACTION_CHECK_MAX,
+        }
+    }
 }
 
 /// A configuration that cannot run, with what is wrong.
@@ -242,6 +319,8 @@ pub enum ConfigError {
     BadTimers(String),
     #[error(transparent)]
     BadDelayLevels(#[from] DelayLevelError),
+    #[error("{flag}: {reason}")]
+    OutOfRange { flag: &'static str, reason: String },
 }
 
 fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -366,7 +445,39 @@ impl BrokerConfig {
                 "need 0 < heartbeat < election min < election max, got {timers:?}"
             )));
         }
+        let dedup_window = options
+            .dedup_window_ms
+            .map_or(DEFAULT_DEDUP_WINDOW, Duration::from_millis);
+        if dedup_window > MAX_DEDUP_WINDOW {
+            return Err(ConfigError::OutOfRange {
+                flag: "--dedup-window-ms",
+                reason: format!("at most {} ms", MAX_DEDUP_WINDOW.as_millis()),
+            });
+        }
+        let transactions = TransactionConfig {
+            timeout: options
+                .transaction_timeout_ms
+                .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis),
+            check_interval: options
+                .transaction_check_interval_ms
+                .map_or(DEFAULT_TRANSACTION_CHECK_INTERVAL, Duration::from_millis),
+            check_max: options
+                .transaction_check_max
+                .unwrap_or(DEFAULT_TRANSACTION_CHECK_MAX),
+        };
+        if transactions.timeout.is_zero() || transactions.check_interval.is_zero() {
+            return Err(ConfigError::OutOfRange {
+                flag: "--transaction-timeout-ms / --transaction-check-interval-ms",
+                reason: "must be positive".into(),
+            });
+        }
+        let timer_max_delay = options
+            .timer_max_delay_sec
+            .map_or(DEFAULT_TIMER_MAX_DELAY, Duration::from_secs);
         Ok(Self {
+            dedup_window,
+            transactions,
+            timer_max_delay,
             namesrv: parse_namesrv_list(options.namesrv.as_deref().unwrap_or("")),
             cluster_name: options
                 .cluster_name

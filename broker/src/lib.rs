@@ -39,4 +39,6 @@ pub mod schedule;
 pub mod state_machine;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod timer;
 pub mod topic;
+pub mod transaction;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::command::{Command, DecodedEntry, decode_entry, physical_offset, split_physical_offset};
+use crate::command::{DecodedEntry, decode_entry, physical_offset, split_physical_offset};
 use crate::state_machine::{BrokerState, IndexRow};
 use raftmq_protocol::message::sys_flag;
 use raftmq_protocol::names::tags_code;
@@ -152,7 +152,7 @@ impl MessageReader {
         let mut bytes = 0usize;
         'rows: for row in rows {
             let entry = self.entry(row.log_index).await?;
-            let unit = unit_of(&entry, &row)?;
+            let slots = slots_of(&entry, &row)?;
             let start = read.next_offset.max(row.first_offset) - row.first_offset;
             for index in start..u64::from(row.count) {
                 if read.messages.len() >= max_messages
@@ -160,7 +160,7 @@ impl MessageReader {
                 {
                     break 'rows;
                 }
-                let slot = &unit.messages[index as usize];
+                let slot = &slots[index as usize];
                 let queue_offset = row.first_offset + index;
                 read.next_offset = queue_offset + 1;
                 if !filter.matches(slot.tags_code) {
@@ -201,7 +201,7 @@ impl MessageReader {
         let Ok(entry) = self.entry(log_index).await else {
             return Ok(None);
         };
-        let Command::Send(batch) = &entry.command else {
+        let Some(batch) = entry.command.send_batch() else {
             return Ok(None);
         };
         let mut first_ordinal = 0u32;
@@ -209,13 +209,12 @@ impl MessageReader {
             let count = unit.messages.len() as u32;
             if ordinal < first_ordinal + count {
                 let index = ordinal - first_ordinal;
-                // Which queue offset it got: find its index row.
-                let Some(row) =
-                    state.find_row(&unit.topic, unit.queue_id, log_index, first_ordinal)?
+                // Which queue offset it got: find the index row holding it.
+                let Some(row) = state.find_row(&unit.topic, unit.queue_id, log_index, ordinal)?
                 else {
-                    return Ok(None); // refused at apply: never stored
+                    return Ok(None); // refused or a duplicate at apply: never stored
                 };
-                let queue_offset = row.first_offset + u64::from(index);
+                let queue_offset = row.first_offset + u64::from(ordinal - row.first_ordinal);
                 let slot = &unit.messages[index as usize];
                 let bytes = patched(
                     &entry.message_bytes(slot),
@@ -278,25 +277,33 @@ impl MessageReader {
     }
 }
 
-fn unit_of<'a>(
+/// The message slots an index row covers: a run of its unit's slots (all of them, unless some
+/// were duplicates not stored again).
+fn slots_of<'a>(
     entry: &'a DecodedEntry,
     row: &IndexRow,
-) -> Result<&'a crate::command::SendUnit, ReadError> {
+) -> Result<&'a [crate::command::MessageSlot], ReadError> {
     let corrupt = |reason: &str| ReadError::Corrupt {
         index: row.log_index,
         reason: reason.to_string(),
     };
-    let Command::Send(batch) = &entry.command else {
-        return Err(corrupt("the index points at an entry that is not a send"));
+    let Some(batch) = entry.command.send_batch() else {
+        return Err(corrupt(
+            "the index points at an entry that stores no messages",
+        ));
     };
+    let unit_index = row.unit_index as usize;
     let unit = batch
         .units
-        .get(row.unit_index as usize)
+        .get(unit_index)
         .ok_or_else(|| corrupt("unit index out of range"))?;
-    if unit.messages.len() != row.count as usize {
-        return Err(corrupt("index row count differs from the entry"));
-    }
-    Ok(unit)
+    let start = row
+        .first_ordinal
+        .checked_sub(batch.first_ordinal_of(unit_index))
+        .ok_or_else(|| corrupt("index row starts before its unit"))? as usize;
+    unit.messages
+        .get(start..start + row.count as usize)
+        .ok_or_else(|| corrupt("index row runs past its unit"))
 }
 
 /// A copy of a stored message with its queue offset, physical offset and store time filled in.

@@ -163,6 +163,10 @@ pub struct BrokerMetrics {
     pub send_latency_seconds: Histogram,
     pub commit_latency_seconds: Histogram,
     pub pull_requests: Counter,
+    /// Timer messages the leader moved to their real topic.
+    pub timers_delivered: Counter,
+    /// Transactions ended by END_TRANSACTION, by `result` (`commit`, `rollback`).
+    pub transactions_ended: Family<ResultLabel, Counter>,
     /// Totals for GET_BROKER_RUNTIME_INFO (`msgPutTotalTodayNow`, `msgGetTotalTodayNow`); not
     /// exported (the per-topic RocketMQ counters are).
     pub messages_stored: Counter,
@@ -214,6 +218,8 @@ impl BrokerMetrics {
             send_latency_seconds: Histogram::new(latency_buckets()),
             commit_latency_seconds: Histogram::new(latency_buckets()),
             pull_requests: Counter::default(),
+            timers_delivered: Counter::default(),
+            transactions_ended: Family::default(),
             messages_stored: Counter::default(),
             messages_pulled: Counter::default(),
             messages_in: Family::default(),
@@ -343,6 +349,16 @@ impl BrokerMetrics {
             "pull_requests",
             "Pull requests served",
             self.pull_requests.clone(),
+        );
+        raftmq.register(
+            "timers_delivered",
+            "Timer messages moved to their real topic when due",
+            self.timers_delivered.clone(),
+        );
+        raftmq.register(
+            "transactions_ended",
+            "Transactions ended by their producer (result: commit, rollback)",
+            self.transactions_ended.clone(),
         );
         raftmq.register(
             "raft_log_fsyncs",

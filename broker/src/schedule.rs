@@ -187,19 +187,31 @@ pub fn schedule_topic_config(levels: &DelayLevels) -> TopicConfig {
     TopicConfig::new(SCHEDULE_TOPIC, levels.count())
 }
 
-/// A delayed message made ready for its real topic: `DELAY` dropped, topic and queue restored,
-/// everything else (body, keys, born time and host, reconsume count, `UNIQ_KEY`) kept.
-pub fn delivered(mut message: StoredMessage) -> Result<(Destination, StoredMessage), String> {
+/// Where a message waiting in a broker topic (delayed, timer, half) really goes: its
+/// `REAL_TOPIC` and `REAL_QID` properties.
+pub fn real_destination(message: &StoredMessage) -> Result<Destination, String> {
     let topic = message
         .properties
         .get(property::REAL_TOPIC)
         .cloned()
-        .ok_or("a scheduled message has no REAL_TOPIC property")?;
+        .ok_or_else(|| format!("a message in {} has no REAL_TOPIC property", message.topic))?;
     let queue_id: u32 = message
         .properties
         .get(property::REAL_QID)
         .and_then(|qid| qid.parse().ok())
-        .ok_or("a scheduled message has no usable REAL_QID property")?;
+        .ok_or_else(|| {
+            format!(
+                "a message in {} has no usable REAL_QID property",
+                message.topic
+            )
+        })?;
+    Ok(Destination { topic, queue_id })
+}
+
+/// A delayed message made ready for its real topic: `DELAY` dropped, topic and queue restored,
+/// everything else (body, keys, born time and host, reconsume count, `UNIQ_KEY`) kept.
+pub fn delivered(mut message: StoredMessage) -> Result<(Destination, StoredMessage), String> {
+    let Destination { topic, queue_id } = real_destination(&message)?;
     message.properties.remove(property::DELAY);
     message.topic = topic.clone();
     message.queue_id = queue_id as i32;

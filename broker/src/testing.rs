@@ -64,6 +64,12 @@ async fn bind_any() -> Result<TcpListener> {
 impl TestGroup {
     /// Starts members `1..=size` of group `broker-a`; member 1 forms the group. No NameServer.
     pub async fn start(size: u64) -> Result<Self> {
+        Self::start_with(size, |_| {}).await
+    }
+
+    /// [`TestGroup::start`] with options of the test's own (`configure` sets them on every
+    /// member's options before they are resolved).
+    pub async fn start_with(size: u64, configure: impl Fn(&mut BrokerOptions)) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut bound = BTreeMap::new();
         for id in 1..=size {
@@ -85,7 +91,7 @@ impl TestGroup {
                 Ok(Some(listener.local_addr()?.to_string()))
             };
             // The same resolution as mqbroker's flags, with this member's bound addresses.
-            let options = BrokerOptions {
+            let mut options = BrokerOptions {
                 node_id: Some(id),
                 data_dir: Some(dir.path().join(format!("member-{id}"))),
                 peers: Some(peers.clone()),
@@ -94,6 +100,7 @@ impl TestGroup {
                 admin_listen: addr(&listeners.admin)?,
                 ..BrokerOptions::default()
             };
+            configure(&mut options);
             let config = BrokerConfig::from_options(options)?;
             let broker = Broker::start(config, listeners)
                 .await

@@ -96,7 +96,14 @@ pub mod property {
     pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
     pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
     pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
+    /// The absolute due time (ms) the broker gives a timer message while it waits.
+    pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
+    /// When the broker moved a timer message to its real topic (ms).
+    pub const TIMER_DEQUEUE_MS: &str = "TIMER_DEQUEUE_MS";
 }
+
+/// What separates the keys of one message in its `KEYS` property (Java's `KEY_SEPARATOR`).
+pub const KEY_SEPARATOR: char = ' ';
 
 /// The `name\x01value\x02` properties string.
 pub mod properties {
@@ -116,6 +123,15 @@ pub mod properties {
                 (!name.is_empty()).then(|| (name.to_owned(), value.to_owned()))
             })
             .collect()
+    }
+
+    /// The value of one property in a properties string, without parsing the rest (the last
+    /// value wins when a name repeats, as in [`parse`]).
+    pub fn find<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        text.rsplit(PROPERTY_SEPARATOR)
+            .filter_map(|entry| entry.split_once(NAME_VALUE_SEPARATOR))
+            .find(|(entry_name, _)| *entry_name == name)
+            .map(|(_, value)| value)
     }
 
     /// Renders properties; names must be non-empty and neither names nor values may contain
@@ -378,6 +394,43 @@ impl StoredMessage {
     }
 }
 
+/// The properties string of a stored message, found by walking its fixed fields without
+/// copying or checking its body (the broker reads keys this way where it only needs them).
+pub fn stored_properties(buf: &[u8]) -> Result<&str, WireError> {
+    let mut reader = Reader::new(buf);
+    let total = reader.i32("message total size")?;
+    let total_len = usize::try_from(total)
+        .ok()
+        .filter(|len| *len >= 4 && *len <= buf.len())
+        .ok_or_else(|| WireError::bad_length("message total size", total, buf.len()))?;
+    let mut reader = Reader::new(&buf[..total_len]);
+    reader.take(4, "message total size")?;
+    let v2 = match reader.u32("magic code")? {
+        MAGIC_CODE_V1 => false,
+        MAGIC_CODE_V2 => true,
+        other => return Err(WireError::BadMagic(other)),
+    };
+    // body CRC, queue id, flag, queue offset, physical offset
+    reader.take(4 + 4 + 4 + 8 + 8, "fixed fields")?;
+    let sys_flag = reader.i32("sys flag")?;
+    let host = |v6: bool| if v6 { 16 + 4 } else { 4 + 4 };
+    reader.take(8, "born timestamp")?;
+    reader.take(host(sys_flag & sys_flag::BORNHOST_V6 != 0), "born host")?;
+    reader.take(8, "store timestamp")?;
+    reader.take(host(sys_flag & sys_flag::STOREHOST_V6 != 0), "store host")?;
+    reader.take(4 + 8, "reconsume times and prepared transaction offset")?;
+    let body_len = reader.i32("body length")?;
+    reader.sized(i64::from(body_len), "body")?;
+    let topic_len = if v2 {
+        i64::from(reader.i16("topic length")?)
+    } else {
+        i64::from(reader.u8("topic length")?)
+    };
+    reader.sized(topic_len, "topic")?;
+    let properties_len = reader.i16("properties length")?;
+    reader.utf8(i64::from(properties_len), "properties")
+}
+
 /// Decodes a pull response body: stored messages back to back.
 pub fn decode_stored(mut buf: &[u8]) -> Result<Vec<StoredMessage>, WireError> {
     let mut messages = Vec::new();
@@ -587,6 +640,30 @@ mod tests {
             StoredMessage::decode(&expected).unwrap(),
             (sample(), expected.len())
         );
+    }
+
+    #[test]
+    fn stored_properties_are_found_without_decoding_for_both_host_families_and_topic_lengths() {
+        let mut message = sample();
+        message
+            .properties
+            .insert(property::UNIQ_KEY.into(), "U1".into());
+        for (born, topic) in [
+            ("127.0.0.1:1", "t".to_string()),
+            ("[::1]:1", "x".repeat(MAX_V1_TOPIC_BYTES + 1)),
+        ] {
+            message.born_host = born.parse().unwrap();
+            message.store_host = born.parse().unwrap();
+            message.topic = topic;
+            let bytes = encoded(&message);
+            let text = stored_properties(&bytes).unwrap();
+            assert_eq!(properties::find(text, property::UNIQ_KEY), Some("U1"));
+            assert_eq!(properties::find(text, "k"), Some("value"));
+            assert_eq!(properties::find(text, "absent"), None);
+            for len in 0..bytes.len() {
+                assert!(stored_properties(&bytes[..len]).is_err(), "prefix {len}");
+            }
+        }
     }
 
     #[test]

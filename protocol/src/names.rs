@@ -13,6 +13,15 @@ pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
 pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
 /// How many times a message is re-consumed before it goes to the dead-letter topic.
 pub const DEFAULT_MAX_RECONSUME_TIMES: u32 = 16;
+/// Where transactions' half messages wait, invisible to consumers, until their producer commits
+/// or rolls them back (RocketMQ's `RMQ_SYS_TRANS_HALF_TOPIC`).
+pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+/// Where a half message goes when its producer never answered `transaction-check-max` checks
+/// (RocketMQ's `TRANS_CHECK_MAX_TIME_TOPIC`): kept for an operator, never delivered.
+pub const TRANS_CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+/// Where timer messages (`TIMER_DELIVER_MS`, `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`) wait for their
+/// due time (RocketMQ 5's `rmq_sys_wheel_timer`).
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 /// The longest topic name RocketMQ accepts (`TopicValidator`), so names fit the stored layout.
 pub const MAX_TOPIC_NAME_BYTES: usize = 127;
 

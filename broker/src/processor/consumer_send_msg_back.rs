@@ -91,8 +91,16 @@ pub(super) async fn handle(
     }
 
     let (_, create_topic) = resolve_topic(ctx, &topic)?;
-    let (destination, create_topic) =
-        destination_of(ctx, &topic, 0, create_topic, &mut properties).await?;
+    let (destination, create_topic) = destination_of(
+        ctx,
+        crate::schedule::Destination {
+            topic: topic.clone(),
+            queue_id: 0,
+        },
+        create_topic,
+        &mut properties,
+    )
+    .await?;
     let message = encode_message(
         ctx,
         connection,

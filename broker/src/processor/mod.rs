@@ -3,6 +3,7 @@
 
 mod consumer_send_msg_back;
 mod delete_topic_in_broker;
+mod end_transaction;
 pub(crate) mod get_all_topic_config;
 pub(crate) mod get_broker_runtime_info;
 mod get_consumer_list_by_group;
@@ -14,6 +15,7 @@ pub(crate) use heart_beat::notify_consumer_ids_changed;
 mod lock_batch_mq;
 mod pull_message;
 mod query_consumer_offset;
+mod query_message;
 mod search_offset_by_timestamp;
 mod send_batch_message;
 pub mod send_message;
@@ -56,8 +58,10 @@ pub fn route_of(code: i32) -> Option<Route> {
         | CONSUMER_SEND_MSG_BACK
         | UPDATE_CONSUMER_OFFSET
         | UPDATE_AND_CREATE_TOPIC
-        | DELETE_TOPIC_IN_BROKER => Route::Replicated,
+        | DELETE_TOPIC_IN_BROKER
+        | END_TRANSACTION => Route::Replicated,
         PULL_MESSAGE
+        | QUERY_MESSAGE
         | QUERY_CONSUMER_OFFSET
         | GET_MAX_OFFSET
         | GET_MIN_OFFSET
@@ -132,6 +136,8 @@ async fn dispatch(
         SEND_BATCH_MESSAGE => send_batch_message::handle(ctx, connection, request).await,
         CONSUMER_SEND_MSG_BACK => consumer_send_msg_back::handle(ctx, connection, request).await,
         UPDATE_CONSUMER_OFFSET => update_consumer_offset::handle(ctx, request).await,
+        END_TRANSACTION => end_transaction::handle(ctx, request).await,
+        QUERY_MESSAGE => query_message::handle(ctx, request).await,
         UPDATE_AND_CREATE_TOPIC => update_and_create_topic::handle(ctx, request).await,
         DELETE_TOPIC_IN_BROKER => delete_topic_in_broker::handle(ctx, request).await,
         PULL_MESSAGE => pull_message::handle(ctx, connection, request).await,
@@ -198,6 +204,7 @@ mod tests {
             request::UPDATE_AND_CREATE_TOPIC,
             request::DELETE_TOPIC_IN_BROKER,
             request::CONSUMER_SEND_MSG_BACK,
+            request::END_TRANSACTION,
         ] {
             assert_eq!(route_of(code), Some(Route::Replicated), "code {code}");
         }

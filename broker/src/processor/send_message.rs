@@ -10,18 +10,19 @@ use bytes::{Bytes, BytesMut};
 use raftmq_protocol::header::send::{SendMessageRequestHeader, SendMessageResponseHeader};
 use raftmq_protocol::message::{StoredMessage, offset_msg_id, properties, property, sys_flag};
 use raftmq_protocol::names::{
-    DEFAULT_MAX_RECONSUME_TIMES, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX, dlq_topic,
-    tags_code,
+    DEFAULT_MAX_RECONSUME_TIMES, DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX, TIMER_TOPIC,
+    TRANS_HALF_TOPIC, dlq_topic, now_ms, tags_code,
 };
 use raftmq_protocol::{ExtHeader, RemotingCommand, WireError, code::response};
 use raftmq_remoting::server::ConnectionInfo;
 
 use crate::batcher::{PendingMessage, SendRequest};
-use crate::command::{Command, SendOutcome, physical_offset};
+use crate::command::{Command, SendOutcome, physical_offset, split_physical_offset};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
 use crate::schedule;
 use crate::topic::{AUTO_CREATE_QUEUE_NUMS, TopicConfig, validate_topic_name};
+use crate::{timer, transaction};
 
 pub(super) async fn handle(
     ctx: &BrokerContext,
@@ -46,14 +47,29 @@ pub(super) async fn handle(
             props.remove(property::DELAY);
         }
     }
-    refuse_transaction_half(header.sys_flag, &props)?;
     let (config, create_topic) = resolve_topic(ctx, &topic)?;
     let queue_id = choose_queue(ctx, &config, queue_id)?;
     check_body(ctx, request.body.len())?;
-    // A message with a delay level waits in the schedule topic; the answer still names the
-    // queue it will be delivered to, as RocketMQ's does.
-    let (destination, create_topic) =
-        destination_of(ctx, &topic, queue_id, create_topic, &mut props).await?;
+    // A transaction's half message waits in the half topic, a message with a delay level in
+    // the schedule topic, a timer message in the timer topic; the answer still names the queue
+    // it will be delivered to, as RocketMQ's does.
+    let real = schedule::Destination {
+        topic: topic.clone(),
+        queue_id,
+    };
+    let (destination, create_topic, sys_flag) = if is_transaction_half(header.sys_flag, &props) {
+        let (destination, create_topic) =
+            transaction::divert_half(ctx, real, create_topic, &header.producer_group, &mut props)
+                .await?;
+        // Stored as RocketMQ stores half messages: without the prepared type.
+        let stored_flag =
+            transaction::with_transaction_type(header.sys_flag, sys_flag::TRANSACTION_NOT_TYPE);
+        (destination, create_topic, stored_flag)
+    } else {
+        let (destination, create_topic) =
+            destination_of(ctx, real, create_topic, &mut props).await?;
+        (destination, create_topic, header.sys_flag)
+    };
     let message = encode_message(
         ctx,
         connection,
@@ -61,7 +77,7 @@ pub(super) async fn handle(
             topic: &destination.topic,
             queue_id: destination.queue_id,
             flag: header.flag,
-            sys_flag: header.sys_flag,
+            sys_flag,
             born_timestamp: header.born_timestamp,
             reconsume_times,
             body: request.body.clone(),
@@ -84,44 +100,55 @@ pub(crate) fn is_transaction_half(
     sys_flag: i32,
     properties: &std::collections::BTreeMap<String, String>,
 ) -> bool {
-    let prepared = sys_flag & TRANSACTION_TYPE_MASK == sys_flag::TRANSACTION_PREPARED_TYPE;
+    let prepared =
+        sys_flag & transaction::TRANSACTION_TYPE_MASK == sys_flag::TRANSACTION_PREPARED_TYPE;
     let tran_msg = properties
         .get(property::TRAN_MSG)
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
     prepared || tran_msg
 }
 
-/// The two sys-flag bits that say a message's transaction type.
-const TRANSACTION_TYPE_MASK: i32 = 0x3 << 2;
-
-/// Refuses a transaction's half message: storing it as a plain message would deliver what its
-/// producer may still roll back.
-fn refuse_transaction_half(
-    sys_flag: i32,
-    properties: &std::collections::BTreeMap<String, String>,
-) -> Result<(), RequestError> {
-    if is_transaction_half(sys_flag, properties) {
-        return Err(RequestError::NoPermission(
-            "transactional messages (TRAN_MSG) are not supported by this broker yet; the half message was not stored".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Where a send is stored once its delay level is considered (`schedule::divert`), and the
-/// topic to create with it. A delayed message to a topic that does not exist yet creates that
-/// topic now, as RocketMQ's broker does at send time, so that consumers find its route while
-/// the message waits; the first delayed message creates the schedule topic (one queue per
-/// configured delay level).
+/// Where a send is stored once its delay level (`schedule::divert`) or, without one, its timer
+/// properties (`timer::divert`) are considered, and the topic to create with it. A delayed or
+/// timer message to a topic that does not exist yet creates that topic now, as RocketMQ's
+/// broker does at send time, so that consumers find its route while the message waits; the
+/// first delayed message creates the schedule topic (one queue per configured delay level), the
+/// first timer message the timer topic.
 pub(crate) async fn destination_of(
     ctx: &BrokerContext,
-    topic: &str,
-    queue_id: u32,
+    real: schedule::Destination,
     create_topic: Option<TopicConfig>,
     properties: &mut std::collections::BTreeMap<String, String>,
 ) -> Result<(schedule::Destination, Option<TopicConfig>), RequestError> {
-    let destination = schedule::divert(&ctx.config.delay_levels, topic, queue_id, properties);
-    if destination.topic == topic {
+    let delayed = schedule::divert(
+        &ctx.config.delay_levels,
+        &real.topic,
+        real.queue_id,
+        properties,
+    );
+    let (destination, waiting_topic) = if delayed.topic != real.topic {
+        // A delay level wins over timer properties, as in RocketMQ 5.
+        for name in [
+            property::TIMER_DELIVER_MS,
+            property::TIMER_DELAY_SEC,
+            property::TIMER_DELAY_MS,
+        ] {
+            properties.remove(name);
+        }
+        (
+            delayed,
+            schedule::schedule_topic_config(&ctx.config.delay_levels),
+        )
+    } else {
+        let timed = timer::divert(
+            real.clone(),
+            properties,
+            now_ms(),
+            ctx.config.timer_max_delay,
+        )?;
+        (timed, timer::timer_topic_config())
+    };
+    if destination == real {
         return Ok((destination, create_topic));
     }
     if let Some(config) = create_topic {
@@ -130,11 +157,12 @@ pub(crate) async fn destination_of(
             .await?;
         ctx.register_now.notify_one();
     }
-    let schedule_topic = match ctx.state.topic(schedule::SCHEDULE_TOPIC) {
-        Some(_) => None,
-        None => Some(schedule::schedule_topic_config(&ctx.config.delay_levels)),
-    };
-    Ok((destination, schedule_topic))
+    let create_waiting_topic = ctx
+        .state
+        .topic(&waiting_topic.name)
+        .is_none()
+        .then_some(waiting_topic);
+    Ok((destination, create_waiting_topic))
 }
 
 /// The topic a send goes to: an existing writable one, or one created by this send where that
@@ -144,9 +172,9 @@ pub(crate) fn resolve_topic(
     topic: &str,
 ) -> Result<(TopicConfig, Option<TopicConfig>), RequestError> {
     validate_topic_name(topic).map_err(|err| RequestError::MessageIllegal(err.to_string()))?;
-    if topic == schedule::SCHEDULE_TOPIC {
+    if topic == schedule::SCHEDULE_TOPIC || topic == TIMER_TOPIC || topic == TRANS_HALF_TOPIC {
         return Err(RequestError::NoPermission(format!(
-            "topic {topic} holds the broker's delayed messages; send with a delay level (the DELAY property) instead"
+            "topic {topic} holds the broker's waiting messages; send with a delay level (DELAY), timer properties (TIMER_DELIVER_MS, TIMER_DELAY_SEC, TIMER_DELAY_MS) or as a transaction (TRAN_MSG) instead"
         )));
     }
     if let Some(config) = ctx.state.topic(topic) {
@@ -256,6 +284,9 @@ pub(crate) fn pending_message(message: &StoredMessage) -> Result<PendingMessage,
 /// Where the messages of one send request were stored.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stored {
+    /// Set when the send was a retry of one stored before (its `UNIQ_KEY` was found): the queue
+    /// the first attempt went to, which the answer names instead of the one chosen now.
+    pub first_attempt_queue: Option<u32>,
     pub first_offset: u64,
     pub log_index: u64,
     pub first_ordinal: u32,
@@ -294,11 +325,26 @@ pub(crate) async fn store(
                 .observe(elapsed.as_secs_f64());
             ctx.metrics.messages_in(&topic, count, bytes as u64);
             Ok(Stored {
+                first_attempt_queue: None,
                 first_offset,
                 log_index,
                 first_ordinal,
             })
         }
+        Ok(SendOutcome::Duplicate(first)) => {
+            // Stored before: answer as the first attempt was answered, store nothing.
+            ctx.metrics.observe_send("duplicate", elapsed);
+            let (log_index, first_ordinal) = split_physical_offset(first.physical);
+            Ok(Stored {
+                first_attempt_queue: Some(first.queue_id),
+                first_offset: first.queue_offset,
+                log_index,
+                first_ordinal,
+            })
+        }
+        Ok(SendOutcome::Placed { .. }) => Err(RequestError::Internal(
+            "the batcher answered a request with a unit's outcome".into(),
+        )),
         Ok(SendOutcome::Refused(refusal)) => {
             ctx.metrics.observe_send("refused", elapsed);
             Err(refusal.into())
@@ -323,6 +369,7 @@ fn unsafe_ack_before_commit(ctx: &BrokerContext, send: SendRequest) -> Stored {
         let _ = proposer.send(send).await;
     });
     Stored {
+        first_attempt_queue: None,
         first_offset,
         log_index: 0,
         first_ordinal: 0,
@@ -348,7 +395,7 @@ pub(crate) fn send_response(
         .join(",");
     let header = SendMessageResponseHeader {
         msg_id,
-        queue_id: queue_id as i32,
+        queue_id: stored.first_attempt_queue.unwrap_or(queue_id) as i32,
         queue_offset: stored.first_offset as i64,
         transaction_id: None,
         batch_uniq_id: None,

@@ -155,40 +155,170 @@ async fn a_follower_refuses_a_send_and_stores_nothing() -> Result<()> {
     group.shutdown().await
 }
 
-/// A transaction's half message must never become visible as a plain message: until the broker
-/// keeps half messages apart, such a send is refused with a clear error and nothing is stored.
+/// A transaction's half message and what becomes of it: invisible in its topic until its
+/// producer commits it (then visible once, however often the commit is repeated), never visible
+/// once rolled back; left pending, the leader asks a producer of its group about it (with
+/// CHECK_TRANSACTION_STATE on the producer's own connection) and applies the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transactional_half_message_is_refused_and_never_stored() -> Result<()> {
-    let group = TestGroup::start(1).await?;
+async fn transactions_commit_once_roll_back_to_nothing_and_are_checked_when_left_pending()
+-> Result<()> {
+    use raftmq_protocol::body::{HeartbeatData, ProducerData};
+    use raftmq_protocol::code::request;
+    use raftmq_protocol::header::transaction::{
+        CheckTransactionStateRequestHeader, EndTransactionRequestHeader,
+    };
+    use raftmq_protocol::message::{parse_offset_msg_id, sys_flag};
+    use raftmq_remoting::InboundRequestHandler;
+    use std::sync::{Arc, Mutex};
+
+    const GROUP: &str = "tx-group";
+    // Checks come quickly in this test.
+    let group = TestGroup::start_with(1, |options| {
+        options.transaction_timeout_ms = Some(500);
+    })
+    .await?;
     let leader = group.member(group.wait_for_leader().await?);
-    let rpc = RpcClient::default();
 
-    let by_property = {
-        let mut request = send_request(TOPIC, QUEUE, "half", b"rolled back later");
-        let properties = request.ext_fields.get_mut("i").expect("V2 properties");
-        properties.push_str("TRAN_MSG\u{1}true\u{2}PGROUP\u{1}tx-group\u{2}");
-        request
-    };
-    let by_sys_flag = {
-        let mut request = send_request(TOPIC, QUEUE, "half", b"rolled back later");
-        request.ext_fields.insert(
-            "f".into(),
-            raftmq_protocol::message::sys_flag::TRANSACTION_PREPARED_TYPE.to_string(),
-        );
-        request
-    };
-    for (what, request) in [("TRAN_MSG", by_property), ("sys flag", by_sys_flag)] {
-        let answer = rpc.invoke(&leader.remoting, request, RPC_TIMEOUT).await?;
-        assert_eq!(answer.code, response::NO_PERMISSION, "{what}");
-        let remark = remark_of(&answer)?;
-        assert!(remark.contains("transactional"), "{what}: {remark}");
+    /// Records the checks the broker sends this "producer".
+    #[derive(Default)]
+    struct Checks(Mutex<Vec<(CheckTransactionStateRequestHeader, StoredMessage)>>);
+    impl InboundRequestHandler for Checks {
+        fn on_request(&self, _addr: &str, request: RemotingCommand) -> Option<RemotingCommand> {
+            if request.code == request::CHECK_TRANSACTION_STATE {
+                let header =
+                    CheckTransactionStateRequestHeader::from_ext_fields(&request.ext_fields)
+                        .expect("a well-formed check");
+                let (message, _) = StoredMessage::decode(&request.body).expect("a message body");
+                self.0.lock().unwrap().push((header, message));
+            }
+            None
+        }
     }
-    assert_eq!(leader.ctx.state.queue(TOPIC, QUEUE as u32).next_offset, 0);
-    assert!(leader.ctx.state.topic(TOPIC).is_none(), "nothing created");
+    let checks = Arc::new(Checks::default());
+    let rpc = RpcClient::with_inbound_handler(Default::default(), checks.clone());
+    let heartbeat = HeartbeatData {
+        client_id: "tx-producer@1".into(),
+        producer_data_set: vec![ProducerData {
+            group_name: GROUP.into(),
+        }],
+        consumer_data_set: Vec::new(),
+    };
+    let answer = rpc
+        .invoke(
+            &leader.remoting,
+            RemotingCommand::new_request(request::HEART_BEAT).with_body(heartbeat.encode()?),
+            RPC_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(answer.code, response::SUCCESS);
 
-    // A plain send still works.
-    let plain = send(&rpc, leader, "plain", b"plain").await?;
-    assert_eq!(plain.code, response::SUCCESS, "{:?}", plain.remark);
+    let send_half = |uniq: &str| {
+        let mut request = send_request(TOPIC, QUEUE, uniq, uniq.as_bytes());
+        request.ext_fields.insert("a".into(), GROUP.into());
+        let properties = request.ext_fields.get_mut("i").expect("V2 properties");
+        properties.push_str(&format!(
+            "TRAN_MSG\u{1}true\u{2}PGROUP\u{1}{GROUP}\u{2}UNIQ_KEY\u{1}{uniq}\u{2}"
+        ));
+        request
+    };
+    let end = |half: &SendMessageResponseHeader, decision: i32, from_check: bool| {
+        let (_, physical) = parse_offset_msg_id(&half.msg_id).unwrap();
+        let header = EndTransactionRequestHeader {
+            topic: Some(TOPIC.into()),
+            producer_group: GROUP.into(),
+            tran_state_table_offset: half.queue_offset,
+            commit_log_offset: physical,
+            commit_or_rollback: decision,
+            from_transaction_check: Some(from_check),
+            msg_id: "-".into(),
+            transaction_id: None,
+            broker_name: None,
+        };
+        RemotingCommand::new_request(request::END_TRANSACTION).with_header(&header)
+    };
+    let mut halves = Vec::new();
+    for uniq in ["commit-me", "roll-me-back", "ask-me"] {
+        let answer = rpc
+            .invoke(&leader.remoting, send_half(uniq), RPC_TIMEOUT)
+            .await?;
+        assert_eq!(answer.code, response::SUCCESS, "{:?}", answer.remark);
+        let header = SendMessageResponseHeader::from_ext_fields(&answer.ext_fields)?;
+        assert_eq!(header.queue_id, QUEUE, "the answer names the real queue");
+        halves.push(header);
+    }
+    // Nothing is visible yet; the real topic exists (created by the first half message).
+    assert!(leader.ctx.state.topic(TOPIC).is_some());
+    assert_eq!(leader.ctx.state.queue(TOPIC, QUEUE as u32).next_offset, 0);
+    assert_eq!(leader.ctx.state.pending_transactions()?, 3);
+
+    // Commit twice (a retried END_TRANSACTION), roll back once.
+    let commit = sys_flag::TRANSACTION_COMMIT_TYPE;
+    let rollback = sys_flag::TRANSACTION_ROLLBACK_TYPE;
+    let first = rpc
+        .invoke(
+            &leader.remoting,
+            end(&halves[0], commit, false),
+            RPC_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(first.code, response::SUCCESS, "{:?}", first.remark);
+    let again = rpc
+        .invoke(
+            &leader.remoting,
+            end(&halves[0], commit, false),
+            RPC_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(
+        again.code,
+        response::SYSTEM_ERROR,
+        "the second commit finds nothing pending"
+    );
+    let undone = rpc
+        .invoke(
+            &leader.remoting,
+            end(&halves[1], rollback, false),
+            RPC_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(undone.code, response::SUCCESS, "{:?}", undone.remark);
+    let (_, messages) = pull_all(&rpc, leader, 1).await?;
+    assert_eq!(messages.len(), 1);
+    let committed = &messages[0];
+    assert_eq!(committed.body.as_ref(), b"commit-me");
+    assert_eq!(committed.topic, TOPIC);
+    assert_eq!(committed.properties.get(property::TRAN_MSG), None);
+    assert_eq!(committed.properties[property::UNIQ_KEY], "commit-me");
+
+    // The third is left pending: after the transaction timeout the leader asks this producer.
+    let (check, checked_message) = wait_until("a transaction check", || {
+        checks.0.lock().unwrap().first().cloned()
+    })
+    .await?;
+    let (_, ask_physical) = parse_offset_msg_id(&halves[2].msg_id)?;
+    assert_eq!(check.commit_log_offset, ask_physical);
+    assert_eq!(check.msg_id.as_deref(), Some("ask-me"));
+    assert_eq!(
+        checked_message.topic, TOPIC,
+        "the body names the real topic"
+    );
+    assert_eq!(checked_message.body.as_ref(), b"ask-me");
+    assert_eq!(
+        leader
+            .ctx
+            .state
+            .pending_half(ask_physical as u64)?
+            .map(|h| h.checks),
+        Some(1)
+    );
+    let answer = rpc
+        .invoke(&leader.remoting, end(&halves[2], commit, true), RPC_TIMEOUT)
+        .await?;
+    assert_eq!(answer.code, response::SUCCESS, "{:?}", answer.remark);
+    let (_, messages) = pull_all(&rpc, leader, 2).await?;
+    let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
+    assert_eq!(bodies, vec![b"commit-me".as_slice(), b"ask-me".as_slice()]);
+    assert_eq!(leader.ctx.state.pending_transactions()?, 0);
     rpc.shutdown().await;
     group.shutdown().await
 }

@@ -5,8 +5,19 @@
 
 use std::collections::BTreeSet;
 
+use raftmq_protocol::message::{KEY_SEPARATOR, properties, property, stored_properties};
+use raftmq_protocol::names::{
+    DLQ_GROUP_TOPIC_PREFIX, RETRY_GROUP_TOPIC_PREFIX, TIMER_TOPIC, TRANS_HALF_TOPIC,
+};
+use raftmq_raft::StateMachineError;
+
+use super::indexes::{Indexes, KeyKind, MAX_KEYS_PER_MESSAGE};
 use super::state::{IndexRow, MemState, OffsetKey, QueueKey};
-use crate::command::{Applied, Command, OffsetCommit, Refusal, SendBatch, SendOutcome, SendUnit};
+use crate::command::{
+    Applied, Claim, Command, DecodedEntry, Duplicate, Location, OffsetCommit, Refusal, SendBatch,
+    SendOutcome, SendUnit, physical_offset,
+};
+use crate::schedule::SCHEDULE_TOPIC;
 use crate::topic::TopicConfig;
 
 /// The keys an apply changed (present = written, absent from the state = deleted), and the
@@ -23,15 +34,38 @@ pub struct Touched {
     pub deleted_topics: BTreeSet<String>,
 }
 
-/// Applies `command` from the entry at `log_index`.
+/// Applies the command of the entry at `log_index`. Errors are storage errors of the indexes
+/// (the state machine stops on them); refusals are answers.
 pub fn apply_command(
     state: &mut MemState,
     touched: &mut Touched,
+    indexes: &mut Indexes<'_>,
     log_index: u64,
-    command: &Command,
-) -> Applied {
-    match command {
-        Command::Send(batch) => Applied::Sent(apply_send(state, touched, log_index, batch)),
+    entry: &DecodedEntry,
+) -> Result<Applied, StateMachineError> {
+    let at = EntryRef { log_index, entry };
+    Ok(match &entry.command {
+        Command::Send(batch) => {
+            Applied::Sent(apply_send(state, touched, indexes, at, batch, None)?)
+        }
+        Command::Release(release) => Applied::Sent(apply_send(
+            state,
+            touched,
+            indexes,
+            at,
+            &release.batch,
+            Some(&release.claims),
+        )?),
+        Command::TransactionChecked {
+            half,
+            checked_at_ms,
+        } => {
+            if indexes.touch_half(*half, *checked_at_ms)? {
+                Applied::Done
+            } else {
+                Applied::Refused(Refusal::NotPending(Claim::Transaction { half: *half }))
+            }
+        }
         Command::CommitOffsets(commit) => apply_commit(state, touched, commit),
         Command::UpsertTopic(config) => {
             upsert_topic(state, touched, config.clone());
@@ -54,7 +88,7 @@ pub fn apply_command(
         }
         Command::DeleteGroup { group } => {
             if state.groups.remove(group).is_none() {
-                return Applied::Refused(Refusal::GroupMissing(group.clone()));
+                return Ok(Applied::Refused(Refusal::GroupMissing(group.clone())));
             }
             touched.groups.insert(group.clone());
             let keys: Vec<OffsetKey> = state
@@ -69,15 +103,36 @@ pub fn apply_command(
             }
             Applied::Done
         }
-    }
+    })
 }
 
+/// The entry being applied: where its messages' physical offsets come from.
+#[derive(Clone, Copy)]
+struct EntryRef<'a> {
+    log_index: u64,
+    entry: &'a DecodedEntry,
+}
+
+/// Whether a send to `topic` is checked against the dedup window. Messages the broker moves
+/// between its own topics keep their `UNIQ_KEY` (a retry sent back twice, a delayed message),
+/// so those topics are not: only what producers send to their topics, and the half and timer
+/// topics where a producer's transactional and timer sends wait.
+fn deduplicated(topic: &str) -> bool {
+    !(topic == SCHEDULE_TOPIC
+        || topic.starts_with(RETRY_GROUP_TOPIC_PREFIX)
+        || topic.starts_with(DLQ_GROUP_TOPIC_PREFIX))
+}
+
+/// Stores a batch's units. With `claims` (a release), unit `i` is stored only if `claims[i]` is
+/// still pending, and consumes it.
 fn apply_send(
     state: &mut MemState,
     touched: &mut Touched,
-    log_index: u64,
+    indexes: &mut Indexes<'_>,
+    at: EntryRef<'_>,
     batch: &SendBatch,
-) -> Vec<SendOutcome> {
+    claims: Option<&[Claim]>,
+) -> Result<Vec<SendOutcome>, StateMachineError> {
     let store_timestamp_ms = batch.store_timestamp_ms.max(state.last_store_timestamp_ms);
     state.last_store_timestamp_ms = store_timestamp_ms;
     let mut ordinal: u32 = 0;
@@ -87,37 +142,175 @@ fn apply_send(
         // Ordinals count every message slot of the entry, stored or not, so a message's
         // physical offset is fixed by the entry alone.
         ordinal = ordinal.saturating_add(unit.messages.len() as u32);
-        match check_unit(state, touched, unit) {
-            Err(refusal) => outcomes.push(SendOutcome::Refused(refusal)),
-            Ok(()) => {
-                let key = (unit.topic.clone(), unit.queue_id);
-                let queue = state.queues.entry(key.clone()).or_default();
-                let first_offset = queue.next_offset;
-                queue.next_offset += unit.messages.len() as u64;
-                touched.queues.insert(key);
-                if !unit.messages.is_empty() {
-                    touched.index_rows.push((
-                        unit.topic.clone(),
-                        unit.queue_id,
-                        IndexRow {
-                            first_offset,
-                            log_index,
-                            unit_index: unit_index as u32,
-                            first_ordinal,
-                            count: unit.messages.len() as u32,
-                            store_timestamp_ms,
-                        },
-                    ));
-                }
+        if let Some(claim) = claims.and_then(|claims| claims.get(unit_index)) {
+            let pending = match *claim {
+                Claim::Timer { due_ms, physical } => indexes.take_timer(due_ms, physical)?,
+                Claim::Transaction { half } => indexes.take_half(half)?,
+            };
+            if !pending {
+                outcomes.push(SendOutcome::Refused(Refusal::NotPending(*claim)));
+                continue;
+            }
+            if unit.messages.is_empty() {
+                // A rollback: the claim alone.
                 outcomes.push(SendOutcome::Stored {
-                    first_offset,
-                    log_index,
+                    first_offset: 0,
+                    log_index: at.log_index,
                     first_ordinal,
                 });
+                continue;
             }
         }
+        if let Err(refusal) = check_unit(state, touched, unit) {
+            outcomes.push(SendOutcome::Refused(refusal));
+            continue;
+        }
+        let dedup_since =
+            (claims.is_none() && batch.dedup_window_ms > 0 && deduplicated(&unit.topic))
+                .then(|| store_timestamp_ms.saturating_sub(batch.dedup_window_ms as i64));
+        let placed = place_unit(
+            state,
+            touched,
+            indexes,
+            at,
+            UnitAt {
+                unit,
+                unit_index: unit_index as u32,
+                first_ordinal,
+                store_timestamp_ms,
+                dedup_since,
+            },
+        )?;
+        outcomes.push(placed);
     }
-    outcomes
+    Ok(outcomes)
+}
+
+/// One unit of an entry, about to be stored.
+struct UnitAt<'a> {
+    unit: &'a SendUnit,
+    unit_index: u32,
+    first_ordinal: u32,
+    store_timestamp_ms: i64,
+    /// Look for each message's `UNIQ_KEY` among messages stored since then.
+    dedup_since: Option<i64>,
+}
+
+/// Assigns queue offsets to the messages of a unit that may be stored, skipping duplicates;
+/// writes an index row per run of stored messages, and the key, timer and transaction indexes.
+fn place_unit(
+    state: &mut MemState,
+    touched: &mut Touched,
+    indexes: &mut Indexes<'_>,
+    at: EntryRef<'_>,
+    placing: UnitAt<'_>,
+) -> Result<SendOutcome, StateMachineError> {
+    let UnitAt {
+        unit,
+        unit_index,
+        first_ordinal,
+        store_timestamp_ms,
+        dedup_since,
+    } = placing;
+    let key = (unit.topic.clone(), unit.queue_id);
+    let first_offset = state.queues.entry(key.clone()).or_default().next_offset;
+    touched.queues.insert(key.clone());
+    let mut next_offset = first_offset;
+    let mut duplicates = Vec::new();
+    let mut run: Option<IndexRow> = None;
+    for (position, slot) in unit.messages.iter().enumerate() {
+        let ordinal = first_ordinal + position as u32;
+        let physical = physical_offset(at.log_index, ordinal);
+        let bytes = at.entry.message_bytes(slot);
+        // A message whose properties cannot be read has no keys: it is stored all the same
+        // (the leader encoded it; reads will report any damage).
+        let props = stored_properties(&bytes).ok();
+        let uniq = props
+            .and_then(|text| properties::find(text, property::UNIQ_KEY))
+            .filter(|uniq| !uniq.is_empty());
+        if let (Some(since), Some(uniq)) = (dedup_since, uniq)
+            && let Some(first) =
+                indexes.find_unique(&unit.topic, uniq, since, store_timestamp_ms)?
+        {
+            touched.index_rows.extend(
+                run.take()
+                    .map(|row| (unit.topic.clone(), unit.queue_id, row)),
+            );
+            duplicates.push(Duplicate {
+                position: position as u32,
+                first,
+            });
+            continue;
+        }
+        let queue_offset = next_offset;
+        next_offset += 1;
+        match &mut run {
+            Some(row) => row.count += 1,
+            None => {
+                run = Some(IndexRow {
+                    first_offset: queue_offset,
+                    log_index: at.log_index,
+                    unit_index,
+                    first_ordinal: ordinal,
+                    count: 1,
+                    store_timestamp_ms,
+                })
+            }
+        }
+        let location = Location {
+            queue_id: unit.queue_id,
+            queue_offset,
+            physical,
+        };
+        if let Some(uniq) = uniq {
+            indexes.add_key(
+                &unit.topic,
+                KeyKind::Unique,
+                uniq,
+                store_timestamp_ms,
+                location,
+            )?;
+        }
+        if let Some(keys) = props.and_then(|text| properties::find(text, property::KEYS)) {
+            for key in keys
+                .split(KEY_SEPARATOR)
+                .filter(|key| !key.is_empty())
+                .take(MAX_KEYS_PER_MESSAGE)
+            {
+                indexes.add_key(&unit.topic, KeyKind::Key, key, store_timestamp_ms, location)?;
+            }
+        }
+        if unit.topic == TIMER_TOPIC {
+            // The leader wrote the due time; without one the message is due at once.
+            let due_ms = props
+                .and_then(|text| properties::find(text, property::TIMER_OUT_MS))
+                .and_then(|due| due.parse::<i64>().ok())
+                .unwrap_or(store_timestamp_ms);
+            indexes.add_timer(due_ms, physical)?;
+        } else if unit.topic == TRANS_HALF_TOPIC {
+            indexes.add_half(physical, store_timestamp_ms)?;
+        }
+    }
+    touched
+        .index_rows
+        .extend(run.map(|row| (unit.topic.clone(), unit.queue_id, row)));
+    if let Some(queue) = state.queues.get_mut(&key) {
+        queue.next_offset = next_offset;
+    }
+    Ok(if duplicates.is_empty() {
+        SendOutcome::Stored {
+            first_offset,
+            log_index: at.log_index,
+            first_ordinal,
+        }
+    } else {
+        SendOutcome::Placed {
+            first_offset,
+            log_index: at.log_index,
+            first_ordinal,
+            duplicates,
+        }
+    })
 }
 
 /// Whether a unit may be stored, creating its topic first where the leader allowed that.

@@ -8,17 +8,21 @@
 //! (one transaction per batch, then publish to readers), then [`state`] (what processors read).
 
 mod apply;
+pub mod indexes;
 pub mod state;
 mod tables;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{decode_entry, encode_applied};
 use apply::{Touched, apply_command};
+use indexes::Indexes;
 use raftmq_raft::{
     AppResponse, Entry, EntryPayload, LogId, SnapshotMeta, StateMachine, StateMachineError,
     StoredMembership,
@@ -42,11 +46,13 @@ pub struct BrokerStateMachine {
     failed: Option<StateMachineError>,
 }
 
-/// What a snapshot holds: the small state and every queue index row.
+/// What a snapshot holds: the small state, every queue index row, and the pending timers,
+/// pending transactions and key index rows.
 #[derive(Serialize, Deserialize)]
 struct SnapshotImage {
     mem: MemState,
     index_rows: Vec<(String, u32, IndexRow)>,
+    indexes: indexes::IndexImage,
 }
 
 /// A redb error, by kind (full disk, I/O, corrupt file, ...).
@@ -99,8 +105,10 @@ impl BrokerStateMachine {
         &mut self,
         entries: Vec<Entry>,
     ) -> Result<Vec<AppResponse>, StateMachineError> {
+        let txn = self.begin_write()?;
         let mut touched = Touched::default();
         let mut responses = Vec::with_capacity(entries.len());
+        let mut indexes = Indexes::open(&txn)?;
         for entry in entries {
             let log_id = entry.log_id;
             if let Some(applied) = self.private.applied
@@ -126,9 +134,10 @@ impl BrokerStateMachine {
                     let applied = apply_command(
                         &mut self.private,
                         &mut touched,
+                        &mut indexes,
                         log_id.index,
-                        &decoded.command,
-                    );
+                        &decoded,
+                    )?;
                     let bytes =
                         encode_applied(&applied).map_err(|err| StateMachineError::Invariant {
                             index: log_id.index,
@@ -140,22 +149,34 @@ impl BrokerStateMachine {
             self.private.applied = Some(log_id);
             responses.push(response);
         }
-        self.persist(&touched)?;
+        drop(indexes);
+        self.persist(txn, &touched)?;
         self.publish(&touched);
         Ok(responses)
     }
 
-    /// Writes what `touched` names, with the applied log id and membership, in one transaction.
-    fn persist(&mut self, touched: &Touched) -> Result<(), StateMachineError> {
+    /// The write transaction of one apply: durable (fsynced) every
+    /// [`APPLIES_PER_DURABLE_COMMIT`] applies.
+    fn begin_write(&mut self) -> Result<WriteTransaction, StateMachineError> {
         let mut txn = self.db.begin_write().map_err(storage)?;
         self.applies_since_durable += 1;
-        let durable = self.applies_since_durable >= APPLIES_PER_DURABLE_COMMIT;
-        let durability = if durable {
+        let durability = if self.applies_since_durable >= APPLIES_PER_DURABLE_COMMIT {
             Durability::Immediate
         } else {
             Durability::None
         };
         txn.set_durability(durability).map_err(storage)?;
+        Ok(txn)
+    }
+
+    /// Writes what `touched` names, with the applied log id and membership, into `txn` (which
+    /// holds the apply's index changes already) and commits it.
+    fn persist(
+        &mut self,
+        txn: WriteTransaction,
+        touched: &Touched,
+    ) -> Result<(), StateMachineError> {
+        let durable = self.applies_since_durable >= APPLIES_PER_DURABLE_COMMIT;
         {
             let state = &self.private;
             write_configs(&txn, TOPICS, touched.topics.iter(), |t| state.topics.get(t))?;
@@ -261,7 +282,10 @@ impl BrokerStateMachine {
             "queues",
             "consumer_offsets",
             "queue_index",
-        ] {
+        ]
+        .into_iter()
+        .chain(indexes::TABLE_NAMES)
+        {
             txn.delete_table(TableDefinition::<&str, &[u8]>::new(name))
                 .map_err(storage)?;
         }
@@ -278,8 +302,10 @@ impl BrokerStateMachine {
             deleted_topics: Default::default(),
         };
         // The next commit is durable: a restored snapshot must not be lost in a crash.
-        self.applies_since_durable = APPLIES_PER_DURABLE_COMMIT;
-        self.persist(&touched)?;
+        self.applies_since_durable = APPLIES_PER_DURABLE_COMMIT - 1;
+        let txn = self.begin_write()?;
+        indexes::restore(&txn, &image.indexes)?;
+        self.persist(txn, &touched)?;
         let whole = self.private.clone();
         self.shared.publish(|shared| *shared = whole);
         Ok(())
@@ -306,6 +332,7 @@ impl StateMachine for BrokerStateMachine {
         let image = SnapshotImage {
             mem: self.private.clone(),
             index_rows: self.read_all_index_rows()?,
+            indexes: indexes::image(&self.db)?,
         };
         raftmq_raft::codec::encode(&image).map_err(|err| StateMachineError::Encode(err.to_string()))
     }
@@ -388,6 +415,7 @@ fn create_tables(db: &Database) -> Result<(), StateMachineError> {
     txn.open_table(QUEUES).map_err(storage)?;
     txn.open_table(CONSUMER_OFFSETS).map_err(storage)?;
     txn.open_table(QUEUE_INDEX).map_err(storage)?;
+    indexes::create_tables(&txn)?;
     txn.commit().map_err(storage)
 }
 
@@ -465,5 +493,7 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
     Ok(mem)
 }
 
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod tests;

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::indexes::{self, KeyKind};
 use super::tables::QUEUE_INDEX;
 use crate::topic::{GroupConfig, TopicConfig};
 use raftmq_raft::{LogId, StoredMembership};
@@ -266,17 +267,18 @@ impl BrokerState {
         Ok(low)
     }
 
-    /// The index row of the run of messages stored by unit `(log_index, first_ordinal)` of a
-    /// send entry. Rows of a queue are in log order as well as offset order, so this bisects.
+    /// The index row holding the message at `(log_index, ordinal)` of an entry, if it was
+    /// stored in this queue. Rows of a queue are in log order as well as offset order (and runs
+    /// of one entry in ordinal order), so this bisects.
     pub fn find_row(
         &self,
         topic: &str,
         queue_id: u32,
         log_index: u64,
-        first_ordinal: u32,
+        ordinal: u32,
     ) -> Result<Option<IndexRow>, StateReadError> {
         let queue = self.queue(topic, queue_id);
-        let target = (log_index, first_ordinal);
+        let target = (log_index, ordinal);
         let txn = self.db.begin_read().map_err(read_error)?;
         let table = txn.open_table(QUEUE_INDEX).map_err(read_error)?;
         let (mut low, mut high) = (queue.min_offset, queue.next_offset);
@@ -295,10 +297,13 @@ impl BrokerState {
             };
             let (key, value) = found.map_err(read_error)?;
             let row = to_row(key.value().2, value.value());
-            match (row.log_index, row.first_ordinal).cmp(&target) {
-                std::cmp::Ordering::Equal => return Ok(Some(row)),
-                std::cmp::Ordering::Less => low = row.end_offset().max(middle + 1),
-                std::cmp::Ordering::Greater => high = row.first_offset,
+            let last_ordinal = row.first_ordinal + row.count.saturating_sub(1);
+            if (row.log_index, row.first_ordinal) > target {
+                high = row.first_offset;
+            } else if (row.log_index, last_ordinal) < target {
+                low = row.end_offset().max(middle + 1);
+            } else {
+                return Ok(Some(row));
             }
         }
         Ok(None)
@@ -316,6 +321,157 @@ impl BrokerState {
             .first()
             .filter(|row| row.first_offset <= offset)
             .map(|row| row.store_timestamp_ms))
+    }
+}
+
+/// A pending transaction, as the check task sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingHalf {
+    /// The half message's physical offset.
+    pub physical: u64,
+    /// Its store time until its first check, then the time of its last check.
+    pub last_touch_ms: i64,
+    pub checks: u32,
+}
+
+/// A message found in the key index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyHit {
+    pub physical: u64,
+    pub store_ms: i64,
+    pub queue_id: u32,
+    pub queue_offset: u64,
+}
+
+impl BrokerState {
+    /// Pending timers due at or before `now_ms`, soonest first, at most `limit`:
+    /// `(due ms, physical)`.
+    pub fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, u64)>, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(indexes::TIMERS).map_err(read_error)?;
+        let mut due = Vec::new();
+        for found in table
+            .range(..=(now_ms, u64::MAX))
+            .map_err(read_error)?
+            .take(limit)
+        {
+            due.push(found.map_err(read_error)?.0.value());
+        }
+        Ok(due)
+    }
+
+    /// When the soonest pending timer is due.
+    pub fn next_timer_due_ms(&self) -> Result<Option<i64>, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(indexes::TIMERS).map_err(read_error)?;
+        Ok(table
+            .first()
+            .map_err(read_error)?
+            .map(|(key, _)| key.value().0))
+    }
+
+    /// How many timers are pending.
+    pub fn pending_timers(&self) -> Result<u64, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(indexes::TIMERS).map_err(read_error)?;
+        table.len().map_err(read_error)
+    }
+
+    /// How many transactions are pending.
+    pub fn pending_transactions(&self) -> Result<u64, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(indexes::HALF_MESSAGES).map_err(read_error)?;
+        table.len().map_err(read_error)
+    }
+
+    /// The pending transaction whose half message is at `physical`, if it is pending.
+    pub fn pending_half(&self, physical: u64) -> Result<Option<PendingHalf>, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(indexes::HALF_MESSAGES).map_err(read_error)?;
+        Ok(table.get(physical).map_err(read_error)?.map(|value| {
+            let (last_touch_ms, checks) = value.value();
+            PendingHalf {
+                physical,
+                last_touch_ms,
+                checks,
+            }
+        }))
+    }
+
+    /// Pending transactions last touched at or before `before_ms`, oldest first, at most
+    /// `limit`.
+    pub fn halves_touched_before(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingHalf>, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let checks = txn.open_table(indexes::HALF_CHECKS).map_err(read_error)?;
+        let halves = txn.open_table(indexes::HALF_MESSAGES).map_err(read_error)?;
+        let mut found_halves = Vec::new();
+        for found in checks
+            .range(..=(before_ms, u64::MAX))
+            .map_err(read_error)?
+            .take(limit)
+        {
+            let (last_touch_ms, physical) = found.map_err(read_error)?.0.value();
+            let checks = halves
+                .get(physical)
+                .map_err(read_error)?
+                .map_or(0, |value| value.value().1);
+            found_halves.push(PendingHalf {
+                physical,
+                last_touch_ms,
+                checks,
+            });
+        }
+        Ok(found_halves)
+    }
+
+    /// Messages of `topic` indexed under `key` (of `kind`) and stored within
+    /// `begin_ms ..= end_ms`, oldest bucket first, at most `max`.
+    pub fn query_keys(
+        &self,
+        topic: &str,
+        kind: KeyKind,
+        key: &str,
+        begin_ms: i64,
+        end_ms: i64,
+        max: usize,
+    ) -> Result<Vec<KeyHit>, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(indexes::KEY_INDEX).map_err(read_error)?;
+        let kind = kind as u8;
+        let mut hits = Vec::new();
+        // Only the buckets the table holds: a query over all time costs what is retained.
+        let (Some(oldest), Some(newest)) = (
+            table.first().map_err(read_error)?,
+            table.last().map_err(read_error)?,
+        ) else {
+            return Ok(hits);
+        };
+        let first_bucket = indexes::key_bucket(begin_ms).max(oldest.0.value().0);
+        let last_bucket = indexes::key_bucket(end_ms).min(newest.0.value().0);
+        for bucket in first_bucket..=last_bucket {
+            let range = (bucket, topic, kind, key, 0)..=(bucket, topic, kind, key, u64::MAX);
+            for found in table.range(range).map_err(read_error)? {
+                let (row_key, value) = found.map_err(read_error)?;
+                let (store_ms, queue_id, queue_offset) = value.value();
+                if store_ms < begin_ms || store_ms > end_ms {
+                    continue;
+                }
+                hits.push(KeyHit {
+                    physical: row_key.value().4,
+                    store_ms,
+                    queue_id,
+                    queue_offset,
+                });
+                if hits.len() >= max {
+                    return Ok(hits);
+                }
+            }
+        }
+        Ok(hits)
     }
 }
 

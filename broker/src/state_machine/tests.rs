@@ -34,6 +34,7 @@ fn send(topic: &str, queue_id: u32, count: u32, store_ms: i64) -> (Command, Vec<
         .collect::<Vec<_>>();
     let command = Command::Send(SendBatch {
         store_timestamp_ms: store_ms,
+        dedup_window_ms: 0,
         units: vec![SendUnit {
             topic: topic.into(),
             queue_id,
@@ -114,6 +115,7 @@ fn units_in_one_entry_get_ordinals_and_refusals_are_per_unit() {
     };
     let command = Command::Send(SendBatch {
         store_timestamp_ms: 5,
+        dedup_window_ms: 0,
         units: vec![
             SendUnit {
                 topic: "t".into(),

@@ -150,6 +150,7 @@ pub mod offset;
 pub mod pull;
 pub mod send;
 pub mod topic;
+pub mod transaction;
 
 pub use client::*;
 pub use namesrv::*;
