@@ -46,6 +46,9 @@ pub enum RequestError {
     GroupNotExist(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// A subscription's filter expression that cannot be used.
+    #[error("{0}")]
+    SubscriptionParse(String),
     #[error(transparent)]
     StateRead(#[from] StateReadError),
     #[error(transparent)]
@@ -99,6 +102,7 @@ pub fn error_code(error: &RequestError) -> (i32, String) {
         RequestError::InvalidParameter(_) => response::INVALID_PARAMETER,
         RequestError::GroupNotExist(_) => response::SUBSCRIPTION_GROUP_NOT_EXIST,
         RequestError::NotFound(_) => response::QUERY_NOT_FOUND,
+        RequestError::SubscriptionParse(_) => response::SUBSCRIPTION_PARSE_FAILED,
         RequestError::StateRead(_) | RequestError::Read(_) | RequestError::Internal(_) => {
             response::SYSTEM_ERROR
         }

@@ -29,6 +29,7 @@ pub mod command;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod filter;
 pub mod leadership;
 pub mod message_reader;
 pub mod metrics;

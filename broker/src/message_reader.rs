@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::command::{DecodedEntry, decode_entry, physical_offset, split_physical_offset};
+use crate::filter::MessageFilter;
 use crate::state_machine::{BrokerState, IndexRow};
-use raftmq_protocol::message::sys_flag;
+use raftmq_protocol::message::{stored_properties, sys_flag};
 use raftmq_protocol::names::tags_code;
 use raftmq_raft::{EntryPayload, LogReader};
 
@@ -87,7 +88,7 @@ pub struct QueueReadRequest<'a> {
     pub max_messages: usize,
     /// About the most bytes to return (a single larger message is still returned whole).
     pub max_bytes: usize,
-    pub filter: &'a TagFilter,
+    pub filter: &'a MessageFilter,
 }
 
 /// Messages read from one queue.
@@ -163,12 +164,13 @@ impl MessageReader {
                 let slot = &slots[index as usize];
                 let queue_offset = row.first_offset + index;
                 read.next_offset = queue_offset + 1;
-                if !filter.matches(slot.tags_code) {
+                let stored = entry.message_bytes(slot);
+                if !filter.matches(slot.tags_code, || stored_properties(&stored).ok()) {
                     continue;
                 }
                 let ordinal = row.first_ordinal + index as u32;
                 let message = patched(
-                    &entry.message_bytes(slot),
+                    &stored,
                     queue_offset,
                     physical_offset(row.log_index, ordinal),
                     row.store_timestamp_ms,

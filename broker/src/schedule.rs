@@ -31,7 +31,8 @@ use crate::batcher::{MAX_BATCH_BYTES, SendRequest};
 use crate::command::{Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
-use crate::message_reader::{QueueReadRequest, TagFilter};
+use crate::filter::MessageFilter;
+use crate::message_reader::QueueReadRequest;
 use crate::processor::send_message::{pending_message, resolve_topic, store};
 use crate::topic::TopicConfig;
 
@@ -307,7 +308,7 @@ async fn deliver_due(
                 offset: progress,
                 max_messages: DELIVERIES_PER_ROUND,
                 max_bytes: MAX_BATCH_BYTES,
-                filter: &TagFilter::All,
+                filter: &MessageFilter::all(),
             },
         )
         .await?;

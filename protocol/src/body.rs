@@ -52,6 +52,16 @@ pub struct SubscriptionData {
     pub expression_type: String,
 }
 
+/// The body of CHECK_CLIENT_CONFIG: a consumer asks whether the broker can serve a
+/// subscription (an SQL92 filter that does not parse is refused here, before it consumes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CheckClientRequestBody {
+    pub client_id: String,
+    pub group: String,
+    pub subscription_data: SubscriptionData,
+}
+
 /// The answer to GET_CONSUMER_LIST_BY_GROUP: the client ids of a group's live consumers.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -98,6 +108,7 @@ json_body! {
     LockBatchRequestBody => "lock batch request",
     LockBatchResponseBody => "lock batch response",
     KvTable => "KV table",
+    CheckClientRequestBody => "check client request",
 }
 
 #[cfg(test)]

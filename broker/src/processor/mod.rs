@@ -1,6 +1,7 @@
 //! Request dispatch: one table decides how each request code is served, and one file per code
 //! holds its header parsing, handling and response. This file only dispatches.
 
+mod check_client_config;
 mod consumer_send_msg_back;
 mod delete_topic_in_broker;
 mod end_transaction;
@@ -69,7 +70,8 @@ pub fn route_of(code: i32) -> Option<Route> {
         | GET_EARLIEST_MSG_STORETIME
         | VIEW_MESSAGE_BY_ID
         | GET_ALL_TOPIC_CONFIG
-        | GET_BROKER_RUNTIME_INFO => Route::Read,
+        | GET_BROKER_RUNTIME_INFO
+        | CHECK_CLIENT_CONFIG => Route::Read,
         HEART_BEAT
         | UNREGISTER_CLIENT
         | GET_CONSUMER_LIST_BY_GROUP
@@ -149,6 +151,7 @@ async fn dispatch(
         VIEW_MESSAGE_BY_ID => view_message_by_id::handle(ctx, request).await,
         GET_ALL_TOPIC_CONFIG => get_all_topic_config::handle(ctx, request),
         GET_BROKER_RUNTIME_INFO => get_broker_runtime_info::handle(ctx, request),
+        CHECK_CLIENT_CONFIG => check_client_config::handle(request),
         HEART_BEAT => heart_beat::handle(ctx, connection, request),
         UNREGISTER_CLIENT => unregister_client::handle(ctx, request),
         GET_CONSUMER_LIST_BY_GROUP => get_consumer_list_by_group::handle(ctx, request),

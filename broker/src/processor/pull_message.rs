@@ -22,7 +22,8 @@ use raftmq_remoting::server::ConnectionInfo;
 use super::{checked_queue_id, existing_topic};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
-use crate::message_reader::{QueueReadRequest, TagFilter};
+use crate::filter::{FilterError, MessageFilter};
+use crate::message_reader::QueueReadRequest;
 
 /// RocketMQ's long-poll limit (brokerSuspendMaxTimeMillis 15 s).
 pub const MAX_SUSPEND: Duration = Duration::from_secs(15);
@@ -50,7 +51,8 @@ pub(super) async fn handle(
     })?;
     // The piggybacked commit offset is ignored on purpose: consumers also commit every 5 s with
     // UPDATE_CONSUMER_OFFSET, and proposing on every pull would flood the log.
-    let filter = subscription_filter(ctx, &header);
+    let filter = subscription_filter(ctx, &header)
+        .map_err(|err| RequestError::SubscriptionParse(err.to_string()))?;
     let max_messages = usize::try_from(header.max_msg_nums)
         .unwrap_or(1)
         .clamp(1, MAX_PULL_MESSAGES);
@@ -155,19 +157,26 @@ pub(super) async fn handle(
     }
 }
 
-/// The tag filter: the expression sent with the pull, else the group's registered subscription.
-fn subscription_filter(ctx: &BrokerContext, header: &PullMessageRequestHeader) -> TagFilter {
+/// The filter (by tag, or SQL92): the expression sent with the pull, else the group's
+/// registered subscription.
+fn subscription_filter(
+    ctx: &BrokerContext,
+    header: &PullMessageRequestHeader,
+) -> Result<MessageFilter, FilterError> {
     if header.sys_flag & pull_sys_flag::SUBSCRIPTION != 0
         && let Some(expression) = &header.subscription
     {
-        return TagFilter::parse(expression);
+        return MessageFilter::parse(header.expression_type.as_deref(), expression);
     }
     match ctx
         .clients
         .subscription(&header.consumer_group, &header.topic)
     {
-        Some(subscription) => TagFilter::parse(&subscription.sub_string),
-        None => TagFilter::All,
+        Some(subscription) => MessageFilter::parse(
+            Some(subscription.expression_type.as_str()).filter(|kind| !kind.is_empty()),
+            &subscription.sub_string,
+        ),
+        None => Ok(MessageFilter::all()),
     }
 }
 

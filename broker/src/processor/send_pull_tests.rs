@@ -322,3 +322,138 @@ async fn transactions_commit_once_roll_back_to_nothing_and_are_checked_when_left
     rpc.shutdown().await;
     group.shutdown().await
 }
+
+/// The idempotent producer, query by key and SQL92 filters through the remoting requests: a send
+/// retried with the same UNIQ_KEY is answered with the first copy's queue and offset and stored
+/// once; QUERY_MESSAGE finds messages by key and by unique key; a pull with an SQL92
+/// subscription returns only the messages whose properties match, and a bad expression is
+/// refused at CHECK_CLIENT_CONFIG and at the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_sends_are_stored_once_keys_are_queried_and_sql92_filters_pulls() -> Result<()> {
+    use raftmq_protocol::body::{CheckClientRequestBody, SubscriptionData};
+    use raftmq_protocol::code::request;
+    use raftmq_protocol::header::transaction::QueryMessageRequestHeader;
+
+    let group = TestGroup::start(1).await?;
+    let leader = group.member(group.wait_for_leader().await?);
+    let rpc = RpcClient::default();
+    let send_with = |queue: i32, uniq: &str, level: u32| {
+        let mut request = send_request(TOPIC, queue, &format!("order-{level}"), uniq.as_bytes());
+        let properties = request.ext_fields.get_mut("i").expect("V2 properties");
+        properties.push_str(&format!("UNIQ_KEY\u{1}{uniq}\u{2}level\u{1}{level}\u{2}"));
+        request
+    };
+    let mut answers = Vec::new();
+    for level in 1..=5u32 {
+        let uniq = format!("U{level}");
+        let answer = rpc
+            .invoke(
+                &leader.remoting,
+                send_with(QUEUE, &uniq, level),
+                RPC_TIMEOUT,
+            )
+            .await?;
+        assert_eq!(answer.code, response::SUCCESS, "{:?}", answer.remark);
+        answers.push(SendMessageResponseHeader::from_ext_fields(
+            &answer.ext_fields,
+        )?);
+    }
+    // A retry of U3 (its first answer was "lost"), even to another queue: the first copy.
+    let retry = rpc
+        .invoke(&leader.remoting, send_with(QUEUE + 1, "U3", 3), RPC_TIMEOUT)
+        .await?;
+    assert_eq!(retry.code, response::SUCCESS, "{:?}", retry.remark);
+    let retry = SendMessageResponseHeader::from_ext_fields(&retry.ext_fields)?;
+    assert_eq!(retry, answers[2], "the same queue, offset and message id");
+    assert_eq!(leader.ctx.state.queue(TOPIC, QUEUE as u32).next_offset, 5);
+    assert_eq!(
+        leader.ctx.state.queue(TOPIC, QUEUE as u32 + 1).next_offset,
+        0
+    );
+
+    // Query by key and by unique key.
+    let query = |key: &str, unique: bool| {
+        RemotingCommand::new_request(request::QUERY_MESSAGE).with_header(
+            &QueryMessageRequestHeader {
+                topic: TOPIC.into(),
+                key: key.into(),
+                max_num: 32,
+                begin_timestamp: 0,
+                end_timestamp: i64::MAX,
+                unique_key_query: Some(unique),
+                broker_name: None,
+            },
+        )
+    };
+    let found = rpc
+        .invoke(&leader.remoting, query("order-4", false), RPC_TIMEOUT)
+        .await?;
+    assert_eq!(found.code, response::SUCCESS, "{:?}", found.remark);
+    let messages = decode_stored(&found.body)?;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].body.as_ref(), b"U4");
+    assert_eq!(messages[0].queue_offset, 3);
+    let found = rpc
+        .invoke(&leader.remoting, query("U2", true), RPC_TIMEOUT)
+        .await?;
+    assert_eq!(decode_stored(&found.body)?[0].body.as_ref(), b"U2");
+    let missing = rpc
+        .invoke(&leader.remoting, query("order-9", false), RPC_TIMEOUT)
+        .await?;
+    assert_eq!(missing.code, response::QUERY_NOT_FOUND);
+
+    // SQL92: only the messages whose `level` property matches.
+    let sql_pull = |expression: &str| {
+        let mut pull = pull_request(TOPIC, QUEUE, 0, 32);
+        pull.ext_fields
+            .insert("subscription".into(), expression.into());
+        pull.ext_fields
+            .insert("expressionType".into(), "SQL92".into());
+        pull
+    };
+    let pulled = rpc
+        .invoke(
+            &leader.remoting,
+            sql_pull("level > 2 AND level <> 4"),
+            RPC_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(pulled.code, response::SUCCESS, "{:?}", pulled.remark);
+    let bodies: Vec<Vec<u8>> = decode_stored(&pulled.body)?
+        .into_iter()
+        .map(|m| m.body.to_vec())
+        .collect();
+    assert_eq!(bodies, vec![b"U3".to_vec(), b"U5".to_vec()]);
+    let bad = rpc
+        .invoke(&leader.remoting, sql_pull("level >"), RPC_TIMEOUT)
+        .await?;
+    assert_eq!(bad.code, response::SUBSCRIPTION_PARSE_FAILED);
+    let check = |expression: &str| -> Result<RemotingCommand> {
+        let body = CheckClientRequestBody {
+            client_id: "c".into(),
+            group: "g".into(),
+            subscription_data: SubscriptionData {
+                topic: TOPIC.into(),
+                sub_string: expression.into(),
+                expression_type: "SQL92".into(),
+                ..SubscriptionData::default()
+            },
+        };
+        Ok(RemotingCommand::new_request(request::CHECK_CLIENT_CONFIG).with_body(body.encode()?))
+    };
+    let refused = rpc
+        .invoke(&leader.remoting, check("level LIKE 'x'")?, RPC_TIMEOUT)
+        .await?;
+    assert_eq!(refused.code, response::SUBSCRIPTION_PARSE_FAILED);
+    assert!(
+        remark_of(&refused)?.contains("not supported"),
+        "{:?}",
+        refused.remark
+    );
+    let accepted = rpc
+        .invoke(&leader.remoting, check("level IN (1, 2)")?, RPC_TIMEOUT)
+        .await?;
+    assert_eq!(accepted.code, response::SUCCESS);
+    rpc.shutdown().await;
+    group.shutdown().await
+}
