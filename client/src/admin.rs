@@ -302,6 +302,32 @@ impl Admin {
         Ok(messages)
     }
 
+    /// QUERY_MESSAGE on every broker group of `topic` (its leader): the messages with `key`
+    /// (one of their `KEYS`, or with `unique` their `UNIQ_KEY`, the id clients show) stored
+    /// within `begin_ms ..= end_ms`, at most `max` from each group, oldest first.
+    pub async fn query_messages(
+        &self,
+        topic: &str,
+        key: &str,
+        unique: bool,
+        range_ms: (i64, i64),
+        max: i32,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let route = self.existing_route(topic).await?;
+        let mut found = Vec::new();
+        for (broker_name, addr) in route.leaders() {
+            for stored in self
+                .broker
+                .query_message(addr, topic, key, unique, range_ms, max)
+                .await?
+            {
+                found.push(ReceivedMessage::from_stored(topic, broker_name, stored));
+            }
+        }
+        found.sort_by_key(|message| message.store_timestamp);
+        Ok(found)
+    }
+
     /// Closes the connections.
     pub async fn shutdown(&self) {
         self.rpc.shutdown().await;

@@ -80,8 +80,11 @@ pub struct PullRequest {
     pub queue: MessageQueue,
     pub offset: i64,
     pub max_messages: i32,
-    /// The tag expression (`*`, `a || b`), sent with the pull.
+    /// The filter expression sent with the pull: tags (`*`, `a || b`), or with
+    /// `sql92` an SQL92 expression on message properties.
     pub subscription: String,
+    /// `subscription` is an SQL92 expression (RocketMQ's `expressionType=SQL92`).
+    pub sql92: bool,
     /// `Some(t)`: the broker may hold the pull up to `t` waiting for messages.
     pub suspend: Option<Duration>,
 }
@@ -95,6 +98,7 @@ impl PullRequest {
             offset,
             max_messages,
             subscription: "*".to_owned(),
+            sql92: false,
             suspend: None,
         }
     }
@@ -265,7 +269,7 @@ impl BrokerClient {
             suspend_timeout_millis: suspend_ms,
             subscription: Some(pull.subscription.clone()),
             sub_version: 0,
-            expression_type: Some("TAG".to_owned()),
+            expression_type: Some(if pull.sql92 { "SQL92" } else { "TAG" }.to_owned()),
             max_msg_bytes: None,
             broker_name: Some(pull.queue.broker_name.clone()),
         };
@@ -511,6 +515,88 @@ impl BrokerClient {
         self.call(
             addr,
             RemotingCommand::new_request(request::CONSUMER_SEND_MSG_BACK).with_header(&header),
+            self.timeout,
+            &[response::SUCCESS],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// END_TRANSACTION: commits or rolls back the half message at `header.commit_log_offset`
+    /// (a request with an answer, not RocketMQ's oneway: the caller learns whether it took
+    /// effect). A broker that finds the transaction no longer pending (ended before, or given
+    /// up) answers SYSTEM_ERROR.
+    pub async fn end_transaction(
+        &self,
+        addr: &str,
+        header: &raftmq_protocol::header::transaction::EndTransactionRequestHeader,
+    ) -> Result<(), ClientError> {
+        self.call(
+            addr,
+            RemotingCommand::new_request(request::END_TRANSACTION).with_header(header),
+            self.timeout,
+            &[response::SUCCESS],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// QUERY_MESSAGE on one member: messages of `topic` with `key` (a `KEYS` key, or with
+    /// `unique` a `UNIQ_KEY`) stored within `begin_ms ..= end_ms`, at most `max`. A member
+    /// with none answers QUERY_NOT_FOUND, returned as an empty list.
+    pub async fn query_message(
+        &self,
+        addr: &str,
+        topic: &str,
+        key: &str,
+        unique: bool,
+        (begin_ms, end_ms): (i64, i64),
+        max: i32,
+    ) -> Result<Vec<raftmq_protocol::message::StoredMessage>, ClientError> {
+        let header = raftmq_protocol::header::transaction::QueryMessageRequestHeader {
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            max_num: max,
+            begin_timestamp: begin_ms,
+            end_timestamp: end_ms,
+            unique_key_query: Some(unique),
+            broker_name: None,
+        };
+        let answer = self
+            .call(
+                addr,
+                RemotingCommand::new_request(request::QUERY_MESSAGE).with_header(&header),
+                self.timeout,
+                &[response::SUCCESS, response::QUERY_NOT_FOUND],
+            )
+            .await?;
+        if answer.code == response::QUERY_NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        raftmq_protocol::message::decode_stored(&answer.body)
+            .map_err(|error| ClientError::bad_response(addr, error))
+    }
+
+    /// CHECK_CLIENT_CONFIG: whether the broker can serve `subscription` (an SQL92 expression
+    /// that does not parse is refused with SUBSCRIPTION_PARSE_FAILED and the reason).
+    pub async fn check_client_config(
+        &self,
+        addr: &str,
+        client_id: &str,
+        group: &str,
+        subscription: &raftmq_protocol::body::SubscriptionData,
+    ) -> Result<(), ClientError> {
+        let body = raftmq_protocol::body::CheckClientRequestBody {
+            client_id: client_id.to_owned(),
+            group: group.to_owned(),
+            subscription_data: subscription.clone(),
+        };
+        let body = body.encode().map_err(|error| {
+            ClientError::Config(format!("the subscription cannot be encoded: {error}"))
+        })?;
+        self.call(
+            addr,
+            RemotingCommand::new_request(request::CHECK_CLIENT_CONFIG).with_body(body),
             self.timeout,
             &[response::SUCCESS],
         )

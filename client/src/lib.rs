@@ -49,5 +49,8 @@ pub use consumer::{ConsumeFrom, ConsumeStatus, Consumer, ConsumerBuilder, Delive
 pub use error::ClientError;
 pub use message::{Message, MessageQueue, ReceivedMessage};
 pub use namesrv::NameServerClient;
-pub use producer::{Producer, ProducerBuilder, SendError, SendHandle, SendOutcome, SendResult};
+pub use producer::{
+    Producer, ProducerBuilder, SendError, SendHandle, SendOutcome, SendResult, TransactionResult,
+    TransactionState,
+};
 pub use route::{ReadFrom, RouteCache, TopicRoute};

@@ -84,6 +84,19 @@ impl Message {
         self.with_property(property::DELAY, level.to_string())
     }
 
+    /// Delivers the message at `deliver_at_ms` (ms since the epoch; RocketMQ 5's
+    /// `setDeliverTimeMs`, the `TIMER_DELIVER_MS` property), up to the broker's
+    /// `timer-max-delay` ahead. A time already past delivers at once.
+    pub fn with_deliver_time_ms(self, deliver_at_ms: i64) -> Self {
+        self.with_property(property::TIMER_DELIVER_MS, deliver_at_ms.to_string())
+    }
+
+    /// Delivers the message `delay` after the broker stores it (the `TIMER_DELAY_MS` property;
+    /// RocketMQ 5's timer messages, any delay, not a level).
+    pub fn with_delay(self, delay: std::time::Duration) -> Self {
+        self.with_property(property::TIMER_DELAY_MS, delay.as_millis().to_string())
+    }
+
     pub fn with_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(name.into(), value.into());
         self

@@ -191,6 +191,7 @@ pub async fn run(ctx: &Ctx, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
             ctx.broker.clone(),
             ctx.namesrv.clone(),
             PullRequest {
+                sql92: false,
                 subscription: args.tag.clone(),
                 suspend: Some(PULL_SUSPEND),
                 ..PullRequest::new(&args.group, queue.clone(), *offset, PULL_BATCH)

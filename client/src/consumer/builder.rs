@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::delivery::{BoxedHandler, ConsumeStatus, Delivery, boxed_handler, channel_handler};
 use super::handle::{Consumer, ConsumerInner};
+use super::local_offsets::LocalOffsets;
 use super::offset_store::{DEFAULT_COMMIT_INTERVAL, OffsetStore};
 use super::rebalance::{DEFAULT_REBALANCE_INTERVAL, NotifyHandler, rebalance_loop};
 use super::subscription::{ConsumeFrom, Subscription};
@@ -65,6 +67,8 @@ pub(crate) struct ConsumerConfig {
     pub(crate) reconsume_backoff: Duration,
     pub(crate) consume_retry_topic: bool,
     pub(crate) handler_drain_timeout: Duration,
+    /// Broadcasting mode, with the file its offsets are kept in (if any).
+    pub(crate) broadcasting: Option<Option<PathBuf>>,
 }
 
 /// Configures and starts a [`Consumer`].
@@ -72,7 +76,8 @@ pub(crate) struct ConsumerConfig {
 pub struct ConsumerBuilder {
     namesrv: Option<String>,
     group: String,
-    subscriptions: Vec<(String, String)>,
+    /// `(topic, expression, sql92)`
+    subscriptions: Vec<(String, String, bool)>,
     consume_from: ConsumeFrom,
     read_from: ReadFrom,
     client_id: Option<String>,
@@ -88,6 +93,7 @@ pub struct ConsumerBuilder {
     reconsume_backoff: Duration,
     consume_retry_topic: bool,
     handler_drain_timeout: Duration,
+    broadcasting: Option<Option<PathBuf>>,
 }
 
 impl Default for ConsumerBuilder {
@@ -111,6 +117,7 @@ impl Default for ConsumerBuilder {
             reconsume_backoff: DEFAULT_RECONSUME_BACKOFF,
             consume_retry_topic: true,
             handler_drain_timeout: HANDLER_DRAIN_TIMEOUT,
+            broadcasting: None,
         }
     }
 }
@@ -130,7 +137,31 @@ impl ConsumerBuilder {
 
     /// Consumes `topic`, messages whose tag matches `expression` (`*`, or `a || b`).
     pub fn subscribe(mut self, topic: impl Into<String>, expression: impl Into<String>) -> Self {
-        self.subscriptions.push((topic.into(), expression.into()));
+        self.subscriptions
+            .push((topic.into(), expression.into(), false));
+        self
+    }
+
+    /// Consumes `topic`, messages whose properties make the SQL92 `expression` true
+    /// (RocketMQ's `MessageSelector.bySql`: comparisons, `BETWEEN`, `IN`, `IS [NOT] NULL`,
+    /// `AND`/`OR`/`NOT`). The broker filters; one that cannot parse the expression makes
+    /// [`ConsumerBuilder::start`] fail with its reason.
+    pub fn subscribe_sql92(
+        mut self,
+        topic: impl Into<String>,
+        expression: impl Into<String>,
+    ) -> Self {
+        self.subscriptions
+            .push((topic.into(), expression.into(), true));
+        self
+    }
+
+    /// Broadcasting mode (RocketMQ's `MessageModel.BROADCASTING`): every consumer of the group
+    /// gets every message of every queue, and keeps its own offsets: in `offsets_file` (read
+    /// at start, written at each commit) or, without one, in memory only. Failed messages are
+    /// redelivered locally up to `max_reconsume_times`, then skipped (never sent back).
+    pub fn broadcasting(mut self, offsets_file: Option<PathBuf>) -> Self {
+        self.broadcasting = Some(offsets_file);
         self
     }
 
@@ -265,13 +296,17 @@ impl ConsumerBuilder {
         }
         let mut subscriptions = Vec::new();
         let mut topics = BTreeSet::new();
-        for (topic, expression) in &self.subscriptions {
+        for (topic, expression, sql92) in &self.subscriptions {
             if !topics.insert(topic.clone()) {
                 return Err(ClientError::Config(format!(
                     "topic {topic} subscribed twice"
                 )));
             }
-            subscriptions.push(Subscription::new(topic, expression)?);
+            subscriptions.push(if *sql92 {
+                Subscription::sql92(topic, expression)?
+            } else {
+                Subscription::new(topic, expression)?
+            });
         }
         if !(1..=MAX_PULL_BATCH).contains(&self.pull_batch_size) {
             return Err(ClientError::Config(format!(
@@ -316,11 +351,16 @@ impl ConsumerBuilder {
             reconsume_backoff: self.reconsume_backoff,
             consume_retry_topic: self.consume_retry_topic,
             handler_drain_timeout: self.handler_drain_timeout,
+            broadcasting: self.broadcasting.clone(),
         })
     }
 
     async fn start_boxed(self, handler: BoxedHandler) -> Result<Consumer, ClientError> {
         let config = self.config()?;
+        let local_offsets = match &config.broadcasting {
+            Some(file) => Some(LocalOffsets::open(file.clone())?),
+            None => None,
+        };
         let rebalance_now = Arc::new(Notify::new());
         // Cancelled when the last handle is dropped without a shutdown: everything stops.
         let alive = CancellationToken::new();
@@ -345,6 +385,7 @@ impl ConsumerBuilder {
             instance,
             handler,
             offsets: OffsetStore::default(),
+            local_offsets,
             workers: tokio::sync::Mutex::new(BTreeMap::new()),
             assigned: Mutex::new(Vec::new()),
             rebalance_now,
@@ -360,6 +401,12 @@ impl ConsumerBuilder {
         // Known to the brokers first, so that the first rebalance finds this member listed.
         for subscription in inner.config.all_subscriptions() {
             let _ = inner.instance.routes().route(&subscription.topic).await;
+        }
+        // An SQL92 expression the brokers cannot use is refused now, not at every pull.
+        if let Err(error) = inner.check_sql92_subscriptions().await {
+            inner.instance.stop().await;
+            inner.instance.close().await;
+            return Err(error);
         }
         inner.instance.heartbeat_all().await;
         let complete = inner.rebalance().await;

@@ -16,6 +16,10 @@ impl ConsumerInner {
     /// failed because the route is wrong refreshes it; the offset stays changed for the next
     /// round.
     pub(super) async fn commit(&self, queue: &MessageQueue, offset: i64) -> bool {
+        // A broadcasting consumer keeps its own offsets.
+        if let Some(local) = &self.local_offsets {
+            return local.store(queue, offset);
+        }
         let result = async {
             let addr = self.leader_addr(queue).await?;
             self.instance

@@ -81,8 +81,19 @@ async fn consume(
             return true;
         }
         failures = failures.saturating_add(1);
-        if failures > inner.config.max_reconsume_times && inner.send_to_dead_letters(chunk).await {
-            return true;
+        if failures > inner.config.max_reconsume_times {
+            if inner.config.broadcasting.is_some() {
+                // A broadcast message is not sent back (the group's other consumers have it
+                // too): after its local retries it is skipped, as RocketMQ does.
+                tracing::warn!(
+                    count = chunk.len(),
+                    "broadcast messages failed {failures} times; skipped"
+                );
+                return true;
+            }
+            if inner.send_to_dead_letters(chunk).await {
+                return true;
+            }
         }
         if !pause(soft, inner.config.reconsume_backoff).await {
             return false;

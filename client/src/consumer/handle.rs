@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::builder::{ConsumerBuilder, ConsumerConfig};
 use super::delivery::BoxedHandler;
+use super::local_offsets::LocalOffsets;
 use super::offset_store::{OffsetStore, QueueOffset};
 use super::queue_worker::QueueWorker;
 use crate::error::ClientError;
@@ -42,6 +43,8 @@ pub(crate) struct ConsumerInner {
     pub(super) instance: Arc<ClientInstance>,
     pub(super) handler: BoxedHandler,
     pub(super) offsets: OffsetStore,
+    /// A broadcasting consumer's own offsets (clustering consumers commit to the brokers).
+    pub(super) local_offsets: Option<LocalOffsets>,
     /// The queues held, each with its tasks; locked for a whole rebalance.
     pub(super) workers: tokio::sync::Mutex<BTreeMap<MessageQueue, QueueWorker>>,
     /// A copy of the held queues for synchronous readers.
@@ -56,6 +59,35 @@ pub(crate) struct ConsumerInner {
     pub(super) background: TaskTracker,
     pub(super) queue_tasks: TaskTracker,
     pub(super) shutdown_done: tokio::sync::Mutex<bool>,
+}
+
+impl ConsumerInner {
+    /// Asks the leader of each SQL92 subscription's topic whether it can use the expression
+    /// (CHECK_CLIENT_CONFIG); its refusal, with the reason, is the error. A topic without a
+    /// route yet is not checked (its first pull is).
+    pub(super) async fn check_sql92_subscriptions(&self) -> Result<(), ClientError> {
+        for subscription in &self.config.subscriptions {
+            if !subscription.is_sql92() {
+                continue;
+            }
+            let Ok(route) = self.instance.routes().route(&subscription.topic).await else {
+                continue;
+            };
+            let Some((_, addr)) = route.leaders().into_iter().next() else {
+                continue;
+            };
+            self.instance
+                .broker()
+                .check_client_config(
+                    addr,
+                    self.instance.client_id(),
+                    &self.config.group,
+                    &subscription.data(0),
+                )
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 impl ConsumerInner {

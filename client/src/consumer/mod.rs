@@ -1,4 +1,8 @@
-//! The push-style consumer, clustering mode: [`Consumer::builder`] ... `.start(handler)`.
+//! The push-style consumer: [`Consumer::builder`] ... `.start(handler)`. Clustering mode (the
+//! group shares the queues) by default; with [`ConsumerBuilder::broadcasting`] every consumer of
+//! the group reads every queue and keeps its own offsets (`local_offsets.rs`). Subscriptions
+//! filter by tag, or by an SQL92 expression the broker evaluates
+//! ([`ConsumerBuilder::subscribe_sql92`]).
 //!
 //! - Membership: HEART_BEAT to every member of every subscribed topic's groups at start and
 //!   every 30 s; UNREGISTER_CLIENT at shutdown (the client instance's, `crate::instance`).
@@ -36,6 +40,7 @@
 //! | `consume.rs` | the processor of one queue: handler calls, redelivery, dead letters |
 //! | `offset_store.rs` | the offsets of held queues and what changed ([`OffsetStore`]) |
 //! | `commit.rs` | offset commits to the leader: periodic, on drop, at shutdown |
+//! | `local_offsets.rs` | a broadcasting consumer's own offsets, in a file |
 //!
 //! [`ReadFrom::Follower`]: crate::route::ReadFrom::Follower
 
@@ -45,6 +50,7 @@ mod commit;
 mod consume;
 mod delivery;
 mod handle;
+mod local_offsets;
 mod offset_store;
 mod pull;
 mod queue_worker;

@@ -54,6 +54,7 @@ pub(super) async fn pull_loop(
             offset,
             max_messages: inner.config.pull_batch_size,
             subscription: subscription.expression.clone(),
+            sql92: subscription.is_sql92(),
             suspend: Some(inner.config.long_poll),
         };
         let started = Instant::now();

@@ -115,6 +115,12 @@ impl ConsumerInner {
                     continue;
                 }
             };
+            if self.config.broadcasting.is_some() {
+                // Every consumer of the group reads every queue.
+                allocation.wanted.extend(route.read_queues.iter().cloned());
+                allocation.decided_topics.insert(topic.clone());
+                continue;
+            }
             let ids = match self.consumer_ids(&route).await {
                 Ok(ids) => ids,
                 Err(error) => {
@@ -146,10 +152,15 @@ impl ConsumerInner {
     ) -> Result<(i64, Option<i64>), ClientError> {
         let addr = self.leader_addr(queue).await?;
         let broker = self.instance.broker();
-        let committed = broker
-            .query_consumer_offset(&addr, &self.config.group, queue)
-            .await?
-            .filter(|offset| *offset >= 0);
+        let committed = match &self.local_offsets {
+            Some(local) => local.get(queue),
+            None => {
+                broker
+                    .query_consumer_offset(&addr, &self.config.group, queue)
+                    .await?
+            }
+        }
+        .filter(|offset| *offset >= 0);
         if let Some(offset) = committed {
             return Ok((offset, Some(offset)));
         }

@@ -33,16 +33,40 @@ impl ConsumeFrom {
     }
 }
 
-/// A topic and its tag filter (`*`, or `TagA || TagB`).
+/// A topic and its filter: tags (`*`, or `TagA || TagB`), or an SQL92 expression on message
+/// properties that the broker evaluates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
     pub topic: String,
     pub expression: String,
-    /// `None`: every tag.
+    /// `None`: every tag (or an SQL92 filter, which the broker applies).
     tags: Option<BTreeSet<String>>,
+    sql92: bool,
 }
 
 impl Subscription {
+    /// An SQL92 subscription (RocketMQ's `MessageSelector.bySql`): the broker delivers only
+    /// messages whose properties make `expression` true, and refuses an expression it cannot
+    /// parse when the consumer starts.
+    pub fn sql92(topic: &str, expression: &str) -> Result<Self, ClientError> {
+        validate_topic(topic)?;
+        if expression.trim().is_empty() {
+            return Err(ClientError::Config(
+                "an SQL92 subscription needs an expression".to_owned(),
+            ));
+        }
+        Ok(Subscription {
+            topic: topic.to_owned(),
+            expression: expression.trim().to_owned(),
+            tags: None,
+            sql92: true,
+        })
+    }
+
+    pub fn is_sql92(&self) -> bool {
+        self.sql92
+    }
+
     pub fn new(topic: &str, expression: &str) -> Result<Self, ClientError> {
         validate_topic(topic)?;
         let trimmed = expression.trim();
@@ -70,10 +94,11 @@ impl Subscription {
                 trimmed.to_owned()
             },
             tags,
+            sql92: false,
         })
     }
 
-    /// Whether a message with `tags` passes the filter.
+    /// Whether a message with `tags` passes the filter (SQL92 filters are the broker's).
     pub fn matches(&self, tags: Option<&str>) -> bool {
         match (&self.tags, tags) {
             (None, _) => true,
@@ -82,7 +107,7 @@ impl Subscription {
         }
     }
 
-    fn data(&self, sub_version: i64) -> SubscriptionData {
+    pub(super) fn data(&self, sub_version: i64) -> SubscriptionData {
         let tags_set = self.tags.clone().unwrap_or_default();
         SubscriptionData {
             class_filter_mode: false,
@@ -91,16 +116,17 @@ impl Subscription {
             code_set: tags_set.iter().map(|tag| java_string_hash(tag)).collect(),
             tags_set,
             sub_version,
-            expression_type: "TAG".to_owned(),
+            expression_type: if self.sql92 { "SQL92" } else { "TAG" }.to_owned(),
         }
     }
 }
 
 impl ConsumerConfig {
-    /// The subscriptions, plus the retry topic when it is consumed.
+    /// The subscriptions, plus the retry topic when it is consumed (never when broadcasting:
+    /// a broadcast message is not sent back for a retry).
     pub(super) fn all_subscriptions(&self) -> Vec<Subscription> {
         let mut all = self.subscriptions.clone();
-        if self.consume_retry_topic {
+        if self.consume_retry_topic && self.broadcasting.is_none() {
             let retry = retry_topic(&self.group);
             if !all.iter().any(|subscription| subscription.topic == retry)
                 && let Ok(subscription) = Subscription::new(&retry, "*")
@@ -124,6 +150,7 @@ impl ConsumerConfig {
                 topic: topic.to_owned(),
                 expression: "*".to_owned(),
                 tags: None,
+                sql92: false,
             })
     }
 
@@ -132,7 +159,12 @@ impl ConsumerConfig {
         ConsumerData {
             group_name: self.group.clone(),
             consume_type: "CONSUME_PASSIVELY".to_owned(),
-            message_model: "CLUSTERING".to_owned(),
+            message_model: if self.broadcasting.is_some() {
+                "BROADCASTING"
+            } else {
+                "CLUSTERING"
+            }
+            .to_owned(),
             consume_from_where: self.consume_from.wire_name().to_owned(),
             subscription_data_set: self
                 .all_subscriptions()

@@ -2,10 +2,12 @@
 //! and checks; [`ProducerBuilder::build`] starts the producer's client instance (connections,
 //! route refresh, heartbeats; `crate::instance`).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use raftmq_protocol::body::ProducerData;
+use raftmq_remoting::InboundRequestHandler;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,9 +16,11 @@ use super::fault::FaultTracker;
 use super::handle::{Producer, ProducerInner};
 use super::retry::DEFAULT_RETRY_BACKOFF;
 use super::send::SendSettings;
+use super::transaction::{CheckHandler, TransactionChecker, TransactionState};
 use crate::broker_client::DEFAULT_RPC_TIMEOUT;
 use crate::error::ClientError;
 use crate::instance::{ClientInstance, InstanceConfig, Membership};
+use crate::message::ReceivedMessage;
 use crate::route::{DEFAULT_TOPIC_QUEUE_NUMS, ROUTE_REFRESH_INTERVAL};
 
 pub use crate::instance::HEARTBEAT_INTERVAL as PRODUCER_HEARTBEAT_INTERVAL;
@@ -44,7 +48,7 @@ pub const DEFAULT_ASYNC_WINDOW: usize = 256;
 pub const MAX_ASYNC_WINDOW: usize = 65_536;
 
 /// Configures and starts a [`Producer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ProducerBuilder {
     namesrv: Option<String>,
     group: String,
@@ -58,6 +62,17 @@ pub struct ProducerBuilder {
     default_topic_queue_nums: u32,
     rpc_timeout: Duration,
     route_refresh_interval: Duration,
+    transaction_checker: Option<TransactionChecker>,
+}
+
+impl std::fmt::Debug for ProducerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerBuilder")
+            .field("group", &self.group)
+            .field("namesrv", &self.namesrv)
+            .field("transactional", &self.transaction_checker.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ProducerBuilder {
@@ -75,6 +90,7 @@ impl Default for ProducerBuilder {
             default_topic_queue_nums: DEFAULT_TOPIC_QUEUE_NUMS,
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             route_refresh_interval: ROUTE_REFRESH_INTERVAL,
+            transaction_checker: None,
         }
     }
 }
@@ -156,6 +172,17 @@ impl ProducerBuilder {
         self
     }
 
+    /// Makes this a transaction producer: brokers ask `checker` about this group's
+    /// transactions whose end they did not get (RocketMQ's `checkLocalTransaction`), and the
+    /// producer answers with its decision. See [`Producer::send_in_transaction`].
+    pub fn transaction_checker(
+        mut self,
+        checker: impl Fn(&ReceivedMessage) -> TransactionState + Send + Sync + 'static,
+    ) -> Self {
+        self.transaction_checker = Some(Arc::new(checker));
+        self
+    }
+
     /// Checks the configuration and starts the producer's client instance (route refresh
     /// and heartbeats). Routes are fetched on first use.
     pub async fn build(self) -> Result<Producer, ClientError> {
@@ -187,6 +214,16 @@ impl ProducerBuilder {
         // Cancelled when the last handle is dropped without a shutdown: background work stops.
         let alive = CancellationToken::new();
         let stop_background = alive.child_token();
+        let send_tasks = TaskTracker::new();
+        let check_handler = self.transaction_checker.map(|checker| {
+            Arc::new(CheckHandler {
+                group: self.group.clone(),
+                checker,
+                broker: OnceLock::new(),
+                tasks: send_tasks.clone(),
+                stop: stop_background.clone(),
+            })
+        });
         let instance = ClientInstance::start(
             InstanceConfig {
                 namesrv: self.namesrv,
@@ -195,13 +232,19 @@ impl ProducerBuilder {
                 route_refresh_interval: self.route_refresh_interval,
                 heartbeat_interval: PRODUCER_HEARTBEAT_INTERVAL,
                 auto_create_queue_nums: Some(self.default_topic_queue_nums),
-                inbound: None,
+                inbound: check_handler
+                    .clone()
+                    .map(|handler| handler as Arc<dyn InboundRequestHandler>),
             },
             Membership::Producer(ProducerData {
                 group_name: self.group.clone(),
             }),
             stop_background.child_token(),
         )?;
+        if let Some(handler) = &check_handler {
+            // The handler answers checks through the instance's own connections.
+            let _ = handler.broker.set(instance.broker().clone());
+        }
         let inner = Arc::new(ProducerInner {
             instance,
             settings: SendSettings {
@@ -218,7 +261,8 @@ impl ProducerBuilder {
             faults: FaultTracker::default(),
             closing: alive.child_token(),
             stop_background,
-            send_tasks: TaskTracker::new(),
+            send_tasks,
+            announced: std::sync::Mutex::new(BTreeSet::new()),
             shutdown_done: tokio::sync::Mutex::new(false),
         });
         Ok(Producer {

@@ -50,6 +50,8 @@ pub(super) struct ProducerInner {
     /// Set once sends in flight have finished: background work and backoffs stop.
     pub(super) stop_background: CancellationToken,
     pub(super) send_tasks: TaskTracker,
+    /// Members this producer has heartbeated to since it started sending transactions there.
+    pub(super) announced: std::sync::Mutex<std::collections::BTreeSet<String>>,
     pub(super) shutdown_done: tokio::sync::Mutex<bool>,
 }
 
@@ -187,6 +189,33 @@ impl Producer {
 }
 
 impl ProducerInner {
+    /// Heartbeats to every member of `topic`'s route that has not heard from this producer
+    /// yet (a broker checks pending transactions with the producers that heartbeat to it).
+    /// Best effort: the periodic heartbeat follows anyway.
+    pub(super) async fn announce_to(&self, topic: &str) {
+        let Ok(route) = self.instance.routes().route(topic).await else {
+            return;
+        };
+        let unannounced = {
+            let announced = self
+                .announced
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            route
+                .all_addrs()
+                .into_iter()
+                .any(|addr| !announced.contains(&addr))
+        };
+        if unannounced {
+            self.instance.heartbeat_all().await;
+            let mut announced = self
+                .announced
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            announced.extend(route.all_addrs());
+        }
+    }
+
     fn spawn_send(self: Arc<Self>, outgoing: Outgoing, permit: OwnedSemaphorePermit) -> SendHandle {
         let (tx, rx) = oneshot::channel();
         let inner = self.clone();

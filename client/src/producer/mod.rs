@@ -25,6 +25,7 @@
 //! | `select.rs` | which queue an attempt goes to (round robin, sharding key, given queue) |
 //! | `fault.rs` | members that failed lately, avoided by queue selection |
 //! | `outcome.rs` | [`SendResult`], [`SendError`], [`SendOutcome`], [`SendHandle`] |
+//! | `transaction.rs` | [`Producer::send_in_transaction`]: half message, local transaction, commit or rollback; answering the broker's checks |
 //!
 //! Routes, connections and heartbeats are the client instance's (`crate::instance`), shared
 //! in code with the consumer.
@@ -37,6 +38,7 @@ mod outgoing;
 mod retry;
 mod select;
 mod send;
+mod transaction;
 
 pub use builder::{
     DEFAULT_ASYNC_WINDOW, DEFAULT_FAILOVER_WAIT, DEFAULT_PRODUCER_GROUP, DEFAULT_RETRIES,
@@ -51,3 +53,4 @@ pub use retry::{
     DEFAULT_RETRY_BACKOFF, MAX_RETRY_BACKOFF, RetryDecision, backoff, decide, is_leadership_change,
 };
 pub use send::{MAX_FAILOVER_DOUBLINGS, MAX_FAILOVER_ROUNDS};
+pub use transaction::{TransactionChecker, TransactionResult, TransactionState};
