@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
+use raftmq_client::consumer::LocalOffsets;
 use raftmq_client::route::ReadFrom;
 use raftmq_client::{
     BrokerClient, MessageQueue, NameServerClient, PullRequest, PullStatus, ReceivedMessage,
@@ -103,8 +104,20 @@ pub struct ConsumeArgs {
     #[arg(long)]
     idle_timeout_ms: Option<u64>,
     /// Tag expression (`*`, `TagA || TagB`).
-    #[arg(long, default_value = "*")]
+    #[arg(long, default_value = "*", conflicts_with = "sql")]
     tag: String,
+    /// An SQL92 filter on message properties, evaluated by the broker (`level > 3 AND region
+    /// IN ('eu', 'us')`); a bad expression is refused with the reason.
+    #[arg(long)]
+    sql: Option<String>,
+    /// Broadcasting: offsets are this consumer's own, read from and written to
+    /// `--offsets-file` instead of the group's on the brokers (every consumer of the group
+    /// reads every message).
+    #[arg(long)]
+    broadcast: bool,
+    /// Where `--broadcast` keeps its offsets [default: ~/.rocketmq_offsets/<group>/offsets.json].
+    #[arg(long, requires = "broadcast")]
+    offsets_file: Option<std::path::PathBuf>,
     /// Only this broker group's queues.
     #[arg(short = 'b', long)]
     broker_name: Option<String>,
@@ -175,12 +188,26 @@ pub async fn run(ctx: &Ctx, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     if queues.is_empty() {
         bail!("topic {} has no readable queue here", args.topic);
     }
+    let local = match args.broadcast {
+        true => Some(LocalOffsets::open(Some(offsets_file(&args)?))?),
+        false => None,
+    };
     let mut starts = Vec::with_capacity(queues.len());
     for queue in &queues {
         let addr = route
             .read_addr(queue, ReadFrom::Leader)
             .ok_or_else(|| anyhow!("broker group {} has no member listed", queue.broker_name))?;
-        starts.push(start_offset(&ctx.broker, addr, &args.group, queue, args.from).await?);
+        let own = local
+            .as_ref()
+            .filter(|_| args.from == From::Committed)
+            .and_then(|local| local.get(queue));
+        starts.push(match own {
+            Some(offset) => offset,
+            None if local.is_some() && args.from == From::Committed => {
+                ctx.broker.min_offset(addr, queue).await?
+            }
+            None => start_offset(&ctx.broker, addr, &args.group, queue, args.from).await?,
+        });
     }
 
     let stop = CancellationToken::new();
@@ -191,8 +218,8 @@ pub async fn run(ctx: &Ctx, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
             ctx.broker.clone(),
             ctx.namesrv.clone(),
             PullRequest {
-                sql92: false,
-                subscription: args.tag.clone(),
+                sql92: args.sql.is_some(),
+                subscription: args.sql.clone().unwrap_or_else(|| args.tag.clone()),
                 suspend: Some(PULL_SUSPEND),
                 ..PullRequest::new(&args.group, queue.clone(), *offset, PULL_BATCH)
             },
@@ -262,10 +289,10 @@ pub async fn run(ctx: &Ctx, args: ConsumeArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
 
-    let committed = if args.no_commit {
-        Vec::new()
-    } else {
-        commit(ctx, &args.group, &printed).await?
+    let committed = match &local {
+        _ if args.no_commit => Vec::new(),
+        Some(local) => store_locally(local, &printed)?,
+        None => commit(ctx, &args.group, &printed).await?,
     };
     if ctx.json {
         print_json(&ConsumeJson {
@@ -481,6 +508,38 @@ async fn commit(
         });
     }
     Ok(committed)
+}
+
+/// `--offsets-file`, or RocketMQ's place for a broadcasting consumer's offsets.
+fn offsets_file(args: &ConsumeArgs) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = &args.offsets_file {
+        return Ok(path.clone());
+    }
+    let home =
+        std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set: give --offsets-file"))?;
+    Ok(std::path::PathBuf::from(home)
+        .join(".rocketmq_offsets")
+        .join(&args.group)
+        .join("offsets.json"))
+}
+
+/// A broadcasting consumer's offsets, into its own file.
+fn store_locally(
+    local: &LocalOffsets,
+    printed: &BTreeMap<MessageQueue, i64>,
+) -> anyhow::Result<Vec<CommittedJson>> {
+    let mut stored = Vec::with_capacity(printed.len());
+    for (queue, offset) in printed {
+        if !local.store(queue, *offset) {
+            bail!("could not write the offsets file");
+        }
+        stored.push(CommittedJson {
+            broker_name: queue.broker_name.clone(),
+            queue_id: queue.queue_id,
+            offset: *offset,
+        });
+    }
+    Ok(stored)
 }
 
 #[cfg(test)]

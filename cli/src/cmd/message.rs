@@ -1,5 +1,6 @@
 //! `mq message get`: the message at one queue offset, pulled from the group's leader without
-//! committing anything.
+//! committing anything. `mq message query`: messages by key (or by the id clients show, their
+//! `UNIQ_KEY`) within a time range, from every group's key index (QUERY_MESSAGE).
 
 use std::process::ExitCode;
 
@@ -31,15 +32,45 @@ pub enum MessageCommand {
         #[arg(short = 'b', long)]
         broker_name: Option<String>,
     },
+    /// Messages of a topic by key (one of their KEYS), or with --unique by the message id a
+    /// client shows (UNIQ_KEY), stored within a time range.
+    Query {
+        #[arg(short = 't', long)]
+        topic: String,
+        #[arg(short = 'k', long)]
+        key: String,
+        /// The key is a message id (UNIQ_KEY), not one of the KEYS.
+        #[arg(long)]
+        unique: bool,
+        /// Stored at or after this time, ms since the epoch [default: the beginning].
+        #[arg(long, default_value_t = 0)]
+        begin_ms: i64,
+        /// Stored at or before this time, ms since the epoch [default: now and later].
+        #[arg(long, default_value_t = i64::MAX)]
+        end_ms: i64,
+        /// Most messages from each broker group.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(i32).range(1..=64))]
+        max: i32,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: MessageCommand) -> anyhow::Result<ExitCode> {
-    let MessageCommand::Get {
-        topic,
-        queue,
-        offset,
-        broker_name,
-    } = command;
+    let (topic, queue, offset, broker_name) = match command {
+        MessageCommand::Get {
+            topic,
+            queue,
+            offset,
+            broker_name,
+        } => (topic, queue, offset, broker_name),
+        MessageCommand::Query {
+            topic,
+            key,
+            unique,
+            begin_ms,
+            end_ms,
+            max,
+        } => return query(ctx, &topic, &key, unique, (begin_ms, end_ms), max).await,
+    };
     raftmq_client::message::validate_topic(&topic)?;
     if queue < 0 || offset < 0 {
         bail!("--queue and --offset must not be negative");
@@ -117,6 +148,48 @@ pub async fn run(ctx: &Ctx, command: MessageCommand) -> anyhow::Result<ExitCode>
     field("store_timestamp_ms", json.store_timestamp_ms.to_string());
     field("body_len", json.body_len.to_string());
     field("body", printable_body(&message.body, BODY_SHOW_CHARS));
+    table.print();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mq message query`: one line per message found (`--json`: a list of messages).
+async fn query(
+    ctx: &Ctx,
+    topic: &str,
+    key: &str,
+    unique: bool,
+    range_ms: (i64, i64),
+    max: i32,
+) -> anyhow::Result<ExitCode> {
+    raftmq_client::message::validate_topic(topic)?;
+    let admin = raftmq_client::Admin::new(Some(&ctx.namesrv_list))?;
+    let found = admin
+        .query_messages(topic, key, unique, range_ms, max)
+        .await;
+    admin.shutdown().await;
+    let found = found?;
+    if ctx.json {
+        let messages: Vec<MessageJson> = found.iter().map(MessageJson::from).collect();
+        print_json(&messages)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if found.is_empty() {
+        bail!(
+            "no message of topic {topic} with {} {key:?} in that time range",
+            if unique { "id" } else { "key" }
+        );
+    }
+    let mut table = Table::new(&["MSG_ID", "QUEUE", "OFFSET", "STORED_MS", "KEYS", "BODY"]);
+    for message in &found {
+        table.row(vec![
+            message.msg_id.clone(),
+            format!("{}:{}", message.queue.broker_name, message.queue.queue_id),
+            message.queue_offset.to_string(),
+            message.store_timestamp.to_string(),
+            message.keys.join(","),
+            printable_body(&message.body, 60),
+        ]);
+    }
     table.print();
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use raftmq_client::producer::SendHandle;
-use raftmq_client::{Message, Producer, SendResult};
+use raftmq_client::{Message, Producer, SendResult, TransactionState};
 use serde::Serialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
@@ -64,8 +64,43 @@ pub struct ProduceArgs {
     window: usize,
     /// Deliver after this delay level (RocketMQ's; broker default levels: 1 = 1 s, 2 = 5 s,
     /// 3 = 10 s, 4 = 30 s, 5 = 1 m, ... 18 = 2 h).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64), conflicts_with_all = ["deliver_at_ms", "timer_delay_ms"])]
     delay_level: Option<u32>,
+    /// Deliver at this time, ms since the epoch (a RocketMQ 5 timer message,
+    /// TIMER_DELIVER_MS; up to the broker's timer-max-delay-sec ahead, 3 days by default).
+    #[arg(long, conflicts_with = "timer_delay_ms")]
+    deliver_at_ms: Option<i64>,
+    /// Deliver this many ms after the broker stores it (a timer message, TIMER_DELAY_MS).
+    #[arg(long)]
+    timer_delay_ms: Option<u64>,
+    /// Send each message as a transaction whose local transaction ends this way: commit
+    /// (delivered), rollback (never delivered), or unknown (the broker checks back with the
+    /// producer group; this process answers with --check-answer while it runs, and a
+    /// transaction nobody answers is discarded after transaction-check-max checks). Sends one
+    /// by one.
+    #[arg(long, value_enum, conflicts_with = "delay_level")]
+    transaction: Option<TransactionArg>,
+    /// How this producer answers the broker's checks of its group's transactions.
+    #[arg(long, value_enum, default_value = "commit", requires = "transaction")]
+    check_answer: TransactionArg,
+}
+
+/// A transaction's end, as `--transaction` and `--check-answer` name it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionArg {
+    Commit,
+    Rollback,
+    Unknown,
+}
+
+impl From<TransactionArg> for TransactionState {
+    fn from(arg: TransactionArg) -> Self {
+        match arg {
+            TransactionArg::Commit => TransactionState::Commit,
+            TransactionArg::Rollback => TransactionState::Rollback,
+            TransactionArg::Unknown => TransactionState::Unknown,
+        }
+    }
 }
 
 /// One acknowledged message in `--json`.
@@ -202,13 +237,15 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> anyhow::Result<ExitCode> {
         Source::Lines(Box::new(BufReader::new(tokio::io::stdin())))
     };
 
-    let producer = Producer::builder()
+    let mut builder = Producer::builder()
         .namesrv(ctx.namesrv_list.clone())
         .group(args.group.clone())
-        .async_window(args.window)
-        .build()
-        .await
-        .context("starting the producer")?;
+        .async_window(args.window);
+    if args.transaction.is_some() {
+        let answer = TransactionState::from(args.check_answer);
+        builder = builder.transaction_checker(move |_| answer);
+    }
+    let producer = builder.build().await.context("starting the producer")?;
     let result = send_all(ctx, &args, &producer, &mut source).await;
     producer.shutdown().await;
     result
@@ -274,6 +311,31 @@ async fn send_all(
         }
         if let Some(level) = args.delay_level {
             message = message.with_delay_level(level);
+        }
+        if let Some(at_ms) = args.deliver_at_ms {
+            message = message.with_deliver_time_ms(at_ms);
+        }
+        if let Some(delay_ms) = args.timer_delay_ms {
+            message = message.with_delay(std::time::Duration::from_millis(delay_ms));
+        }
+        if let Some(state) = args.transaction {
+            let state = TransactionState::from(state);
+            let result = producer
+                .send_in_transaction(message, move |_| async move { state })
+                .await
+                .map(|transaction| {
+                    if let Err(err) = &transaction.ended {
+                        eprintln!(
+                            "mq: the broker did not take the transaction's end ({err}); it will check back"
+                        );
+                    }
+                    transaction.send
+                });
+            tally.record(result);
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            continue;
         }
         if in_flight.len() >= args.window
             && let Some(oldest) = in_flight.pop_front()

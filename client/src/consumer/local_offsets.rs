@@ -34,14 +34,14 @@ struct QueueOffsetRecord {
 
 /// One consumer's offsets, kept in memory and (with a path) in a file.
 #[derive(Debug)]
-pub(crate) struct LocalOffsets {
+pub struct LocalOffsets {
     path: Option<PathBuf>,
     offsets: Mutex<BTreeMap<MessageQueue, i64>>,
 }
 
 impl LocalOffsets {
     /// Reads `path` if it exists (a missing file is no offsets yet).
-    pub(crate) fn open(path: Option<PathBuf>) -> Result<Self, ClientError> {
+    pub fn open(path: Option<PathBuf>) -> Result<Self, ClientError> {
         let mut offsets = BTreeMap::new();
         if let Some(path) = &path
             && path.exists()
@@ -75,13 +75,13 @@ impl LocalOffsets {
         })
     }
 
-    pub(crate) fn get(&self, queue: &MessageQueue) -> Option<i64> {
+    pub fn get(&self, queue: &MessageQueue) -> Option<i64> {
         self.lock().get(queue).copied()
     }
 
     /// Records `queue`'s offset and writes the file; false when the file could not be written
     /// (the offset stays recorded, and the next commit writes it again).
-    pub(crate) fn store(&self, queue: &MessageQueue, offset: i64) -> bool {
+    pub fn store(&self, queue: &MessageQueue, offset: i64) -> bool {
         let file = {
             let mut offsets = self.lock();
             offsets.insert(queue.clone(), offset);

@@ -64,6 +64,7 @@ pub use builder::{
 };
 pub use delivery::{ConsumeStatus, Delivery};
 pub use handle::Consumer;
+pub use local_offsets::LocalOffsets;
 pub use offset_store::{DEFAULT_COMMIT_INTERVAL, OffsetStore, QueueOffset, commit_loop};
 pub use pull::{MAX_PULL_BACKOFF, PULL_ERROR_BACKOFF};
 pub use queue_worker::MAX_PENDING_BATCHES_PER_QUEUE;
