@@ -13,7 +13,7 @@ use raftmq_tests::{AdminHttp, wait_until};
 use rocketmq_client_rust::{
     ClientConfig, ClientError, ClientRuntime, ConsumeConcurrentlyContext,
     ConsumeConcurrentlyStatus, ConsumeOrderlyContext, ConsumeOrderlyStatus, DefaultMQProducer,
-    DefaultMQPushConsumer, MQPushConsumer,
+    DefaultMQPushConsumer, MQPushConsumer, MessageSelector,
 };
 use rocketmq_error::ErrorClass;
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
@@ -94,7 +94,7 @@ pub async fn wait_for_route(env: &Env, topic: &str) -> anyhow::Result<()> {
     .context("the route wait panicked")?
 }
 
-fn client_error(what: &str, err: ClientError) -> anyhow::Error {
+pub fn client_error(what: &str, err: ClientError) -> anyhow::Error {
     anyhow!("{what}: {err}")
 }
 
@@ -363,22 +363,69 @@ async fn start_consumer_with(
     client_config: ClientConfig,
     register_listener: impl FnOnce(&mut DefaultMQPushConsumer),
 ) -> anyhow::Result<DefaultMQPushConsumer> {
+    start_selected_consumer(
+        env,
+        Selection {
+            group,
+            topic,
+            selector: None,
+            model: MessageModel::Clustering,
+        },
+        client_config,
+        register_listener,
+    )
+    .await
+}
+
+/// Which messages a consumer asks for, and how the group shares them.
+pub struct Selection<'a> {
+    pub group: &'a str,
+    pub topic: &'a str,
+    /// A tag or SQL92 selector; `None`: every message.
+    pub selector: Option<MessageSelector>,
+    pub model: MessageModel,
+}
+
+/// A started push consumer with a selector (tags or SQL92) and a message model (clustering or
+/// broadcasting), reading from the first offset, with `register_listener` installing its
+/// callback.
+pub async fn start_selected_consumer(
+    env: &Env,
+    selection: Selection<'_>,
+    client_config: ClientConfig,
+    register_listener: impl FnOnce(&mut DefaultMQPushConsumer),
+) -> anyhow::Result<DefaultMQPushConsumer> {
+    let Selection {
+        group,
+        topic,
+        selector,
+        model,
+    } = selection;
     let mut consumer = DefaultMQPushConsumer::builder(env.client_runtime.clone())
         .client_config(client_config)
         .name_server_addr(env.namesrv_addr.clone())
         .consumer_group(group.to_owned())
-        .message_model(MessageModel::Clustering)
+        .message_model(model)
         .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
         .consume_thread_min(1)
         .consume_thread_max(CONSUME_THREADS_MAX)
         .build();
-    bounded(
-        "subscribing",
-        LIFECYCLE_TIMEOUT,
-        consumer.subscribe(topic, "*"),
-    )
-    .await?
-    .map_err(|err| client_error("subscribing", err))?;
+    match selector {
+        Some(selector) => bounded(
+            "subscribing",
+            LIFECYCLE_TIMEOUT,
+            consumer.subscribe_with_selector(topic, Some(selector)),
+        )
+        .await?
+        .map_err(|err| client_error("subscribing", err))?,
+        None => bounded(
+            "subscribing",
+            LIFECYCLE_TIMEOUT,
+            consumer.subscribe(topic, "*"),
+        )
+        .await?
+        .map_err(|err| client_error("subscribing", err))?,
+    }
     register_listener(&mut consumer);
     bounded(
         "starting the push consumer",

@@ -7,11 +7,14 @@
 //! - `send_back`: a callback that fails once; the message returns through the retry topic.
 //! - `resume`: a consumer restarted in the same group continues from its committed offsets.
 //! - `orderly`: keyed sends to one queue per key, read by an orderly (queue-locking) consumer.
+//! - `semantics`: a transaction producer with its check listener, tag- and SQL92-filtered
+//!   push consumers, and broadcasting consumers.
 
 mod clients;
 mod orderly;
 mod produce_consume;
 mod resume;
+mod semantics;
 mod send_back;
 
 use std::time::Instant;
@@ -50,7 +53,8 @@ pub fn run_all(encoding: HeaderEncoding) -> anyhow::Result<()> {
         timed("produce_consume", produce_consume::run(&env)).await?;
         timed("send_back", send_back::run(&env)).await?;
         timed("resume", resume::run(&env)).await?;
-        timed("orderly", orderly::run(&env)).await
+        timed("orderly", orderly::run(&env)).await?;
+        timed("semantics", semantics::run(&env)).await
     });
     drop(env);
     let stopping = Instant::now();
