@@ -39,6 +39,7 @@ pub mod codec;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod segment;
 pub mod sm_adapter;
 pub mod state_machine;
 pub mod storage_fault;
