@@ -120,6 +120,7 @@ impl Broker {
         let mut node_config = NodeConfig::new(config.node_id, config.data_dir.join("raft"));
         node_config.timers = config.raft_timers.clone();
         node_config.cluster_name = config.broker_name.clone();
+        node_config.segment_bytes = config.segment_bytes;
         let node = RaftNode::start(node_config, raft_listener, state_machine).await?;
         // One member forms the group: the one with the smallest id. If every member
         // initialized, each would campaign at once and the first terms would be lost to

@@ -159,6 +159,14 @@ pub struct BrokerOptions {
         )
     )]
     pub message_delay_level: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "Size of a commit log segment file (RocketMQ's mapedFileSizeCommitLog): bytes, or with a unit such as 4MiB",
+            "1GiB"
+        )
+    )]
+    pub segment_size: Option<String>,
     /// Join an existing group later (as a learner) instead of forming one from --peers.
     // A flag without a value, as before; `None` when absent so that a file's `join = true`
     // stands.
@@ -211,6 +219,8 @@ pub struct BrokerConfig {
     pub max_message_bytes: usize,
     pub raft_timers: RaftTimers,
     pub delay_levels: DelayLevels,
+    /// The size at which a commit log segment file is sealed.
+    pub segment_bytes: u64,
     pub join: bool,
     pub unsafe_ack_before_commit: bool,
 }
@@ -242,6 +252,16 @@ pub enum ConfigError {
     BadTimers(String),
     #[error(transparent)]
     BadDelayLevels(#[from] DelayLevelError),
+    #[error("--segment-size: {value:?} is not a size (bytes, or e.g. 64MiB, 1GiB): {reason}")]
+    BadSegmentSize { value: String, reason: String },
+}
+
+/// Parses a size: plain bytes or a number with a unit (`4MiB`, `1GiB`, `512KB`).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
 }
 
 fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -394,6 +414,23 @@ impl BrokerConfig {
                 Some(text) => DelayLevels::parse(text)?,
                 None => DelayLevels::default(),
             },
+            segment_bytes: match options.segment_size.as_deref() {
+                None => raftmq_raft::segment::DEFAULT_SEGMENT_BYTES,
+                Some(text) => {
+                    let bad = |reason: String| ConfigError::BadSegmentSize {
+                        value: text.to_owned(),
+                        reason,
+                    };
+                    let bytes = parse_size(text).map_err(bad)?;
+                    if bytes < raftmq_raft::segment::MIN_SEGMENT_BYTES {
+                        return Err(bad(format!(
+                            "at least {} bytes",
+                            raftmq_raft::segment::MIN_SEGMENT_BYTES
+                        )));
+                    }
+                    bytes
+                }
+            },
             join,
             unsafe_ack_before_commit: options.unsafe_ack_before_commit.unwrap_or(false),
         })
@@ -410,6 +447,39 @@ mod tests {
             data_dir: Some("/tmp/x".into()),
             peers: Some("1=127.0.0.1:20001, 2=127.0.0.1:20002,3=127.0.0.1:20003".into()),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn segment_sizes_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_size("4MiB"), Ok(4 * 1024 * 1024));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("four").is_err());
+        let mut options = BrokerOptions {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            ..BrokerOptions::default()
+        };
+        let config = BrokerConfig::from_options(options.clone()).unwrap();
+        assert_eq!(
+            config.segment_bytes,
+            raftmq_raft::segment::DEFAULT_SEGMENT_BYTES
+        );
+        options.segment_size = Some("4MiB".into());
+        assert_eq!(
+            BrokerConfig::from_options(options.clone())
+                .unwrap()
+                .segment_bytes,
+            4 << 20
+        );
+        for bad in ["12", "lots", "-1MiB"] {
+            options.segment_size = Some(bad.into());
+            let error = BrokerConfig::from_options(options.clone()).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::BadSegmentSize { .. }),
+                "{bad}: {error}"
+            );
         }
     }
 

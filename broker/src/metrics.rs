@@ -196,6 +196,7 @@ pub struct BrokerMetrics {
     log_fsync_seconds: Counter<f64>,
     log_entries_flushed: Counter,
     disk_used_bytes: Gauge,
+    disk_full: Gauge,
     last_log: Mutex<LogStoreMetricsSnapshot>,
     series: Mutex<TopicSeries>,
 }
@@ -247,6 +248,7 @@ impl BrokerMetrics {
             log_fsync_seconds: Counter::default(),
             log_entries_flushed: Counter::default(),
             disk_used_bytes: Gauge::default(),
+            disk_full: Gauge::default(),
             last_log: Mutex::new(LogStoreMetricsSnapshot::default()),
             series: Mutex::new(TopicSeries::default()),
         };
@@ -419,6 +421,11 @@ impl BrokerMetrics {
             "Bytes of the files under the member's data directory",
             self.disk_used_bytes.clone(),
         );
+        raft.register(
+            "disk_full",
+            "1 while the member's disk is full: its log waits for space and it acknowledges nothing new",
+            self.disk_full.clone(),
+        );
     }
 
     pub fn observe_send(&self, result: &'static str, elapsed: Duration) {
@@ -512,6 +519,7 @@ impl BrokerMetrics {
         if let Some(bytes) = scrape.disk_used_bytes {
             self.disk_used_bytes.set(clamp_i64(bytes));
         }
+        self.disk_full.set(i64::from(scrape.log.waiting_for_space));
         self.drop_deleted_series(scrape.state, scrape.clients);
         self.refresh_consumers(scrape.state, scrape.clients, scrape.raft.is_leader());
         let mut text = String::new();
@@ -764,6 +772,7 @@ mod tests {
             commit_index: Some(9),
             quorum_ack_age_ms: Some(5),
             disk_used_bytes: Some(1234),
+            disk_full: false,
         };
         member.ctx.metrics.render(&Scrape {
             raft: &raft,

@@ -128,6 +128,7 @@ fn delta(
         commit_nanos_total: after.commit_nanos_total - before.commit_nanos_total,
         entries_read_from_cache: after.entries_read_from_cache - before.entries_read_from_cache,
         entries_read_from_disk: after.entries_read_from_disk - before.entries_read_from_disk,
+        waiting_for_space: after.waiting_for_space,
     }
 }
 

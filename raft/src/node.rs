@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! RaftNode::start(config, listener, state_machine)
-//!   opens   <data_dir>/raft-log.redb      (log_store: the commit log, group commit)
+//!   opens   <data_dir>/log/, raft-meta   (log_store: the commit log in segment files)
 //!   opens   <data_dir>/snapshot/          (sm_adapter: current snapshot)
 //!   serves  the caller's bound listener   (network::server)
 //!   starts  openraft::Raft                (network::client reaches the other members)
@@ -107,14 +107,17 @@ impl Default for RaftTimers {
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub node_id: NodeId,
-    /// Holds the log (`raft-log.redb`) and the current snapshot (`snapshot/`). The state machine
-    /// keeps its own files wherever its owner opens them (the broker: in this directory too).
+    /// Holds the log (`log/` segment files and `raft-meta`) and the current snapshot
+    /// (`snapshot/`). The state machine keeps its own files wherever its owner opens them (the
+    /// broker: in this directory too).
     pub data_dir: PathBuf,
     pub timers: RaftTimers,
     pub max_payload_entries: u64,
     pub install_snapshot_timeout_ms: u64,
     /// Byte cap of the in-memory cache of recent log entries.
     pub log_cache_bytes: usize,
+    /// The size at which a log segment file is sealed and the next one started.
+    pub segment_bytes: u64,
     /// A name for the group, shown in openraft's logs.
     pub cluster_name: String,
 }
@@ -129,6 +132,7 @@ impl NodeConfig {
             max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
             install_snapshot_timeout_ms: DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS,
             log_cache_bytes: DEFAULT_LOG_CACHE_BYTES,
+            segment_bytes: crate::segment::DEFAULT_SEGMENT_BYTES,
             cluster_name: "raftmq".to_string(),
         }
     }
@@ -316,6 +320,7 @@ impl RaftNode {
             &config.data_dir,
             LogStoreConfig {
                 cache_bytes: config.log_cache_bytes,
+                segment_bytes: config.segment_bytes,
             },
         )?;
         let flusher = log_store.flusher();

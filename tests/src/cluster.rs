@@ -185,6 +185,25 @@ impl TestCluster {
         Ok(self.member_mut(node_id)?.process.take())
     }
 
+    /// The end of a running member's log.
+    pub fn log_tail(&mut self, node_id: u64) -> anyhow::Result<String> {
+        let member = self.member_mut(node_id)?;
+        let process = member
+            .process
+            .as_ref()
+            .ok_or_else(|| anyhow!("member {node_id} is not running"))?;
+        Ok(process.log_tail())
+    }
+
+    /// Whether a started member's process still runs.
+    pub fn is_running(&mut self, node_id: u64) -> anyhow::Result<bool> {
+        let member = self.member_mut(node_id)?;
+        match member.process.as_mut() {
+            Some(process) => Ok(process.try_status()?.is_none()),
+            None => Ok(false),
+        }
+    }
+
     /// `kill -9` a member: no flush, no goodbye.
     pub fn kill_member(&mut self, node_id: u64) -> anyhow::Result<()> {
         let member = self.member_mut(node_id)?;

@@ -11,7 +11,7 @@ use super::record::{InvalidRecord, PayloadTooLarge};
 pub enum SegmentError {
     /// The disk (or the filesystem's quota) is full. Nothing of the failed operation was made
     /// durable; the operation may be tried again once space is freed.
-    #[error("no space left on device while {op} {path}")]
+    #[error("disk full while {op} {path}: {source}")]
     NoSpace {
         op: &'static str,
         path: PathBuf,

@@ -440,6 +440,17 @@ impl Segment {
         Ok(())
     }
 
+    /// Reserves disk space up to `len` bytes (nothing past the data is written).
+    pub fn reserve(&mut self, len: u64) -> Result<(), SegmentError> {
+        if len <= self.file_bytes {
+            return Ok(());
+        }
+        allocate(&self.file, self.file_bytes, len - self.file_bytes)
+            .map_err(|e| SegmentError::io("reserving space in", &self.path, e))?;
+        self.file_bytes = len;
+        Ok(())
+    }
+
     /// Ends appends: the file is cut to its data (the preallocated rest is given back).
     pub fn seal(&mut self) -> Result<(), SegmentError> {
         self.file

@@ -6,7 +6,7 @@
 //! <dir>/
 //!   00000000000000000001.log  sealed, finalized (.idx beside it): entries 1..=416
 //!   00000000000000000001.idx  sparse index, written after the segment's data was fsynced
-//!   00000000000000000417.log  active: appended to, preallocated to the segment size
+//!   00000000000000000417.log  active: appended to, space reserved ahead of the data
 //! ```
 //!
 //! Where to start reading: [`SegmentLog::append`] (records framed by [`record`], rolled to a new
@@ -20,8 +20,8 @@
 //!   segment without a sidecar at its first bad record and deletes the segments after it (none
 //!   of it was synced). A bad record in a finalized segment, or followed by a finalized one, is
 //!   corruption: `open` fails naming the file and position.
-//! - Roll: the new segment is created (and preallocated) before anything is written, so a full
-//!   disk fails the append cleanly; the old one is cut to its data; its sidecar is written only
+//! - Space: the active segment's disk space is reserved (fallocate, in steps) and new segments
+//!   are created before anything is written, so a full disk fails the append cleanly; the old one is cut to its data; its sidecar is written only
 //!   after the next sync.
 //! - Truncate (a conflict): later segments are deleted from the back, one directory fsync each,
 //!   so that the log on disk is always a prefix of itself; the segment holding the cut loses its
@@ -60,12 +60,24 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
 /// The smallest segment size accepted (tests use tiny segments to exercise rolls).
 pub const MIN_SEGMENT_BYTES: u64 = 1024;
 
+/// Disk space is reserved for the active segment in steps of this size (or the whole segment
+/// when it is smaller), always before anything is written there: a full disk then fails an
+/// append cleanly, with nothing written, instead of in the middle of a record.
+pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Tunables of the segment log.
 #[derive(Clone, Debug)]
 pub struct SegmentConfig {
     /// A segment is sealed and a new one started before an append would take it past this size
     /// (a single record larger than this gets a segment of its own).
     pub segment_bytes: u64,
+}
+
+impl SegmentConfig {
+    /// The space reserved for a segment when it is created or cut.
+    fn initial_allocation(&self) -> u64 {
+        self.segment_bytes.min(PREALLOCATE_STEP_BYTES)
+    }
 }
 
 impl Default for SegmentConfig {
@@ -81,6 +93,7 @@ impl Default for SegmentConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     CreateSegment,
+    Reserve,
     Write,
     Seal,
     Sync,
@@ -299,7 +312,7 @@ impl SegmentLog {
                     torn_reason.unwrap_or_else(|| "a later segment does not follow on".into());
                 let position = segment.data_bytes;
                 if stop.take().is_some() || segment.sealed {
-                    let (count, allocate) = (segment.count, self.config.segment_bytes);
+                    let (count, allocate) = (segment.count, self.config.initial_allocation());
                     segment.cut(count, position, allocate)?;
                     segment
                         .file
@@ -347,7 +360,7 @@ impl SegmentLog {
                 if last_sealed {
                     self.roll_to(next)?;
                 } else if let Some(active) = self.segments.back_mut() {
-                    let allocate = self.config.segment_bytes;
+                    let allocate = self.config.initial_allocation();
                     if active.file_bytes < allocate {
                         let (count, data) = (active.count, active.data_bytes);
                         active.cut(count, data, allocate)?;
@@ -418,6 +431,11 @@ impl SegmentLog {
             .collect()
     }
 
+    /// Whether an earlier error stopped the log for good.
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
     fn check(&self) -> Result<(), SegmentError> {
         match &self.failed {
             Some(first) => Err(SegmentError::Failed {
@@ -438,8 +456,18 @@ impl SegmentLog {
     /// Appends records at the end of the log (their indexes must follow on from
     /// [`next_index`](Self::next_index)), rolling to new segments as they fill. Not durable
     /// until [`sync`](Self::sync).
+    ///
+    /// An empty log (nothing at or above [`first_index`](Self::first_index)) may start at any
+    /// index: it is reset to start there.
     pub fn append(&mut self, records: &[(RecordId, &[u8])]) -> Result<(), SegmentError> {
         self.check()?;
+        if let Some((first, _)) = records.first()
+            && self.next_index() == self.first_index
+            && first.index != self.next_index()
+        {
+            let result = self.restart_at(first.index);
+            result.map_err(|e| self.fail(e))?;
+        }
         for (expected, (id, payload)) in (self.next_index()..).zip(records) {
             if id.index != expected {
                 return Err(SegmentError::NotConsecutive {
@@ -456,30 +484,54 @@ impl SegmentLog {
         };
         // Plan which records go to which segment before writing anything.
         let segment_bytes = self.config.segment_bytes;
-        let mut groups: Vec<(usize, usize)> = Vec::new(); // (first record, end) per segment
+        // (first record, end, bytes) per segment: the active one first, then new ones.
+        let mut groups: Vec<(usize, usize, u64)> = Vec::new();
         let mut used = active.data_bytes;
         let mut held = active.count;
         let mut start = 0;
+        let mut group_bytes = 0u64;
         for (i, (_, payload)) in records.iter().enumerate() {
             let size = record_size(payload.len()) as u64;
             if held > 0 && used + size > segment_bytes {
-                groups.push((start, i));
+                groups.push((start, i, group_bytes));
                 start = i;
                 used = 0;
                 held = 0;
+                group_bytes = 0;
             }
             used += size;
             held += 1;
+            group_bytes += size;
         }
-        groups.push((start, records.len()));
+        groups.push((start, records.len(), group_bytes));
 
-        // New segments first: a full disk fails here with nothing written.
+        // Space first, nothing written yet: a full disk fails here, cleanly (the log is not
+        // failed; the append may be tried again once space is freed).
+        let step = self.config.initial_allocation();
+        let (active_needs, active_has) = (active.data_bytes + groups[0].2, active.file_bytes);
+        if active_needs > active_has {
+            let grow_to = active_needs
+                .max(active_has + step)
+                .min(segment_bytes.max(active_needs));
+            let result = self
+                .step(Step::Reserve)
+                .and_then(|()| match self.segments.back_mut() {
+                    Some(active) => active.reserve(grow_to),
+                    None => Ok(()),
+                });
+            if let Err(error) = result {
+                if error.is_no_space() {
+                    return Err(error);
+                }
+                return Err(self.fail(error));
+            }
+        }
         let mut created = Vec::new();
-        for &(first, _) in &groups[1..] {
+        for &(first, _, bytes) in &groups[1..] {
             let base = records[first].0.index;
             let result = self
                 .step(Step::CreateSegment)
-                .and_then(|()| Segment::create(&self.dir, base, segment_bytes));
+                .and_then(|()| Segment::create(&self.dir, base, step.max(bytes)));
             match result {
                 Ok(segment) => created.push(segment),
                 Err(error) => {
@@ -497,7 +549,7 @@ impl SegmentLog {
             self.dir_dirty = true;
         }
         let mut created = created.into_iter();
-        for (n, &(first, end)) in groups.iter().enumerate() {
+        for (n, &(first, end, _)) in groups.iter().enumerate() {
             if n > 0 {
                 if let Err(error) = self.seal_active() {
                     return Err(self.fail(error));
@@ -551,29 +603,45 @@ impl SegmentLog {
 
     /// Makes everything appended, cut or sealed so far durable: one fdatasync per touched
     /// segment, the directory if files came or went; then writes the sidecars of segments sealed
-    /// since the last sync.
+    /// since the last sync. The same as [`sync_job`](Self::sync_job), [`SyncJob::run`] and
+    /// [`finish_sync`](Self::finish_sync) in a row.
     pub fn sync(&mut self) -> Result<(), SegmentError> {
+        let job = self.sync_job()?;
+        let result = job.run();
+        self.finish_sync(result)
+    }
+
+    /// What the next sync must fsync, taken off the log so that the fsyncs themselves can run
+    /// without whatever lock guards it (readers keep reading meanwhile). Nothing may change the
+    /// log between this and [`finish_sync`](Self::finish_sync) but reads.
+    pub fn sync_job(&mut self) -> Result<SyncJob, SegmentError> {
         self.check()?;
-        let result = self.sync_inner();
+        let unsynced = std::mem::take(&mut self.unsynced);
+        let files = unsynced
+            .into_iter()
+            .filter_map(|base| self.segments.iter().find(|s| s.base == base))
+            .map(|segment| (segment.path.clone(), Arc::clone(&segment.file)))
+            .collect();
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
+        Ok(SyncJob {
+            files,
+            dir,
+            fault_hook: self.fault_hook.clone(),
+        })
+    }
+
+    /// Ends a sync: remembers a failure (the log is failed for good), or writes the sidecars of
+    /// segments sealed before it (their data is durable now).
+    pub fn finish_sync(&mut self, result: Result<(), SegmentError>) -> Result<(), SegmentError> {
+        if let Err(error) = result {
+            return Err(self.fail(error));
+        }
+        self.check()?;
+        let result = self.write_sidecars();
         result.map_err(|e| self.fail(e))
     }
 
-    fn sync_inner(&mut self) -> Result<(), SegmentError> {
-        let unsynced = std::mem::take(&mut self.unsynced);
-        for base in unsynced {
-            if let Some(segment) = self.segments.iter().find(|s| s.base == base) {
-                self.step(Step::Sync)?;
-                segment
-                    .file
-                    .sync_data()
-                    .map_err(|e| SegmentError::io("syncing", &segment.path, e))?;
-            }
-        }
-        if self.dir_dirty {
-            self.step(Step::SyncDir)?;
-            sync_dir(&self.dir)?;
-            self.dir_dirty = false;
-        }
+    fn write_sidecars(&mut self) -> Result<(), SegmentError> {
         let unfinalized = std::mem::take(&mut self.unfinalized);
         if unfinalized.is_empty() {
             return Ok(());
@@ -633,7 +701,7 @@ impl SegmentLog {
             self.step(Step::SyncDir)?;
             sync_dir(&self.dir)?;
         }
-        let allocate = self.config.segment_bytes;
+        let allocate = self.config.initial_allocation();
         let Some(segment) = self.segments.back() else {
             return Ok(());
         };
@@ -704,6 +772,13 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Empties the log and starts it again at `index`.
+    fn restart_at(&mut self, index: u64) -> Result<(), SegmentError> {
+        self.remove_all()?;
+        self.first_index = index;
+        self.roll_to(index)
+    }
+
     /// Deletes every segment (from the back, so that what is left is always a prefix).
     fn remove_all(&mut self) -> Result<(), SegmentError> {
         while let Some(segment) = self.segments.pop_back() {
@@ -727,7 +802,7 @@ impl SegmentLog {
             self.seal_active()?;
         }
         self.step(Step::CreateSegment)?;
-        let segment = Segment::create(&self.dir, base, self.config.segment_bytes)?;
+        let segment = Segment::create(&self.dir, base, self.config.initial_allocation())?;
         self.segments.push_back(segment);
         self.step(Step::SyncDir)?;
         sync_dir(&self.dir)?;
@@ -775,6 +850,38 @@ impl SegmentLog {
         max_bytes: u64,
     ) -> Result<Vec<StoredRecord>, SegmentError> {
         self.read_plan(start, end)?.read(max_bytes)
+    }
+}
+
+/// The fsyncs of one sync ([`SegmentLog::sync_job`]), to run without holding the log.
+pub struct SyncJob {
+    files: Vec<(PathBuf, Arc<File>)>,
+    dir: Option<PathBuf>,
+    fault_hook: Option<FaultHook>,
+}
+
+impl SyncJob {
+    /// Whether there is nothing to fsync.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
+
+    /// fdatasyncs every touched segment, then the directory if files came or went.
+    pub fn run(&self) -> Result<(), SegmentError> {
+        let step = |step: Step, path: &Path| match &self.fault_hook {
+            Some(hook) => hook(step).map_err(|e| SegmentError::io("injected fault at", path, e)),
+            None => Ok(()),
+        };
+        for (path, file) in &self.files {
+            step(Step::Sync, path)?;
+            file.sync_data()
+                .map_err(|e| SegmentError::io("syncing", path, e))?;
+        }
+        if let Some(dir) = &self.dir {
+            step(Step::SyncDir, dir)?;
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 }
 

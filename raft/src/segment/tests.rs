@@ -560,7 +560,11 @@ fn a_full_disk_refuses_the_roll_cleanly_and_appends_resume_when_space_is_freed()
         }
     };
     assert!(error.is_no_space(), "{error}");
-    assert!(error.to_string().contains("no space left"), "{error}");
+    assert!(error.to_string().contains("disk full"), "{error}");
+    assert!(
+        error.to_string().contains("No space left on device"),
+        "{error}"
+    );
     // Nothing was written by the refused append, and the log is not failed.
     assert_eq!(log.next_index(), index);
     fs::remove_file(&ballast).unwrap();
