@@ -193,6 +193,12 @@ impl Broker {
         tasks.spawn(expire_clients(ctx.clone(), shutdown.clone()));
         tasks.spawn(count_leader_changes(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::schedule::run(ctx.clone(), shutdown.clone()));
+        tasks.spawn(crate::retention::run(
+            ctx.clone(),
+            raft.clone(),
+            node.log_reader(),
+            shutdown.clone(),
+        ));
 
         info!(
             broker = %config.broker_name,

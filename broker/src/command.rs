@@ -42,6 +42,10 @@ pub enum Command {
     /// Create a topic unless it exists (a send's auto-creation when the send itself is stored
     /// elsewhere: a delayed message waits in the schedule topic). Never changes an existing one.
     CreateTopicIfMissing(TopicConfig),
+    /// Retention (decided by the leader's retention task): the messages of log entries below
+    /// `from_index` are gone; every queue's minimum offset moves past them and their index rows
+    /// go. Never moves back: a lower `from_index` than the floor in force changes nothing.
+    Retain { from_index: u64 },
 }
 
 /// Sends packed into one entry by the leader's proposal batcher: one `SendUnit` per client

@@ -167,6 +167,25 @@ pub struct BrokerOptions {
         )
     )]
     pub segment_size: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "How long messages are kept (RocketMQ's fileReservedTime): a plain number is hours, or a duration such as 30s, 10m, 3d",
+            "72"
+        )
+    )]
+    pub file_reserved_time: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "Delete the oldest segments while the data directory's disk is fuller than this, percent (RocketMQ's diskMaxUsedSpaceRatio)",
+            DEFAULT_DISK_MAX_USED_SPACE_RATIO
+        )
+    )]
+    pub disk_max_used_space_ratio: Option<u8>,
+    /// How often retention is checked, ms (tests use less than the default).
+    #[arg(long, hide = true)]
+    pub retention_check_interval_ms: Option<u64>,
     /// Join an existing group later (as a learner) instead of forming one from --peers.
     // A flag without a value, as before; `None` when absent so that a file's `join = true`
     // stands.
@@ -221,6 +240,7 @@ pub struct BrokerConfig {
     pub delay_levels: DelayLevels,
     /// The size at which a commit log segment file is sealed.
     pub segment_bytes: u64,
+    pub retention: RetentionConfig,
     pub join: bool,
     pub unsafe_ack_before_commit: bool,
 }
@@ -254,6 +274,51 @@ pub enum ConfigError {
     BadDelayLevels(#[from] DelayLevelError),
     #[error("--segment-size: {value:?} is not a size (bytes, or e.g. 64MiB, 1GiB): {reason}")]
     BadSegmentSize { value: String, reason: String },
+    #[error(
+        "--file-reserved-time: {value:?} is not hours or a duration (e.g. 72, 30s, 3d): {reason}"
+    )]
+    BadReservedTime { value: String, reason: String },
+    #[error("--disk-max-used-space-ratio: {0} is not a percentage from 10 to 95")]
+    BadDiskRatio(u8),
+}
+
+/// RocketMQ's `fileReservedTime`: 72 hours.
+pub const DEFAULT_FILE_RESERVED_TIME: Duration = Duration::from_secs(72 * 3600);
+/// RocketMQ's `diskMaxUsedSpaceRatio`: 75 %.
+pub const DEFAULT_DISK_MAX_USED_SPACE_RATIO: u8 = 75;
+/// How often the leader looks for expired segments (RocketMQ checks every 10 s).
+pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// When messages go: by age and by how full the disk is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    pub file_reserved_time: Duration,
+    /// Percent of the data directory's disk above which the oldest segments go.
+    pub disk_max_used_space_ratio: u8,
+    pub check_interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            file_reserved_time: DEFAULT_FILE_RESERVED_TIME,
+            disk_max_used_space_ratio: DEFAULT_DISK_MAX_USED_SPACE_RATIO,
+            check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
+        }
+    }
+}
+
+/// Parses RocketMQ's `fileReservedTime`: a plain number is hours; otherwise a duration with a
+/// unit (`30s`, `10m`, `3d`).
+pub fn parse_reserved_time(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if let Ok(hours) = value.parse::<u64>() {
+        return hours
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| "too long".to_string());
+    }
+    humantime::parse_duration(value).map_err(|e| e.to_string())
 }
 
 /// Parses a size: plain bytes or a number with a unit (`4MiB`, `1GiB`, `512KB`).
@@ -431,6 +496,27 @@ impl BrokerConfig {
                     bytes
                 }
             },
+            retention: RetentionConfig {
+                file_reserved_time: match options.file_reserved_time.as_deref() {
+                    None => DEFAULT_FILE_RESERVED_TIME,
+                    Some(text) => parse_reserved_time(text).map_err(|reason| {
+                        ConfigError::BadReservedTime {
+                            value: text.to_owned(),
+                            reason,
+                        }
+                    })?,
+                },
+                disk_max_used_space_ratio: match options.disk_max_used_space_ratio {
+                    None => DEFAULT_DISK_MAX_USED_SPACE_RATIO,
+                    Some(ratio) if (10..=95).contains(&ratio) => ratio,
+                    Some(ratio) => return Err(ConfigError::BadDiskRatio(ratio)),
+                },
+                check_interval: options
+                    .retention_check_interval_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_RETENTION_CHECK_INTERVAL)
+                    .max(Duration::from_millis(100)),
+            },
             join,
             unsafe_ack_before_commit: options.unsafe_ack_before_commit.unwrap_or(false),
         })
@@ -448,6 +534,37 @@ mod tests {
             peers: Some("1=127.0.0.1:20001, 2=127.0.0.1:20002,3=127.0.0.1:20003".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn reserved_time_is_hours_or_a_duration() {
+        assert_eq!(
+            parse_reserved_time("72"),
+            Ok(Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(parse_reserved_time("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_reserved_time("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_reserved_time("soon").is_err());
+        let options = BrokerOptions {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            file_reserved_time: Some("45s".into()),
+            disk_max_used_space_ratio: Some(80),
+            ..BrokerOptions::default()
+        };
+        let retention = BrokerConfig::from_options(options.clone())
+            .unwrap()
+            .retention;
+        assert_eq!(retention.file_reserved_time, Duration::from_secs(45));
+        assert_eq!(retention.disk_max_used_space_ratio, 80);
+        let bad = BrokerOptions {
+            disk_max_used_space_ratio: Some(100),
+            ..options
+        };
+        assert!(matches!(
+            BrokerConfig::from_options(bad),
+            Err(ConfigError::BadDiskRatio(100))
+        ));
     }
 
     #[test]

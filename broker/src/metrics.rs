@@ -174,6 +174,7 @@ pub struct BrokerMetrics {
     messages_out: Family<GroupLabels, Counter>,
     throughput_out: Family<GroupLabels, Counter>,
     send_to_dlq: Family<DlqLabels, Counter>,
+    offset_moved: Family<GroupLabels, Counter>,
     consumer_lag_messages: Family<GroupLabels, Gauge>,
     consumer_lag_latency: Family<GroupLabels, Gauge>,
     consumer_inflight_messages: Family<GroupLabels, Gauge>,
@@ -225,6 +226,7 @@ impl BrokerMetrics {
             messages_out: Family::default(),
             throughput_out: Family::default(),
             send_to_dlq: Family::default(),
+            offset_moved: Family::default(),
             consumer_lag_messages: Family::default(),
             consumer_lag_latency: Family::default(),
             consumer_inflight_messages: Family::default(),
@@ -293,6 +295,11 @@ impl BrokerMetrics {
             "rocketmq_send_to_dlq_messages",
             "Consumer send to DLQ messages",
             self.send_to_dlq.clone(),
+        );
+        rocketmq.register(
+            "raftmq_consumer_offset_moved",
+            "Pulls that asked for an offset below the queue's minimum (gone with retention); the consumer was moved to the minimum",
+            self.offset_moved.clone(),
         );
         rocketmq.register(
             "rocketmq_consumer_lag_messages",
@@ -477,6 +484,19 @@ impl BrokerMetrics {
         self.lock_series().messages_out.insert(labels);
     }
 
+    /// A pull of `group` asked for an offset below the queue's minimum (gone with retention):
+    /// the consumer was moved to the minimum.
+    pub fn offset_moved(&self, topic: &str, group: &str) {
+        let labels = GroupLabels {
+            topic: topic.to_string(),
+            consumer_group: group.to_string(),
+            is_retry: is_retry_topic(topic),
+            is_system: is_system_topic(topic) || is_system_group(group),
+        };
+        self.offset_moved.get_or_create(&labels).inc();
+        self.lock_series().messages_out.insert(labels);
+    }
+
     /// A message of `topic` that `group` failed too often went to the dead-letter topic.
     pub fn sent_to_dlq(&self, topic: &str, group: &str) {
         let labels = DlqLabels {
@@ -597,6 +617,7 @@ impl BrokerMetrics {
             if !keep {
                 self.messages_out.remove(labels);
                 self.throughput_out.remove(labels);
+                self.offset_moved.remove(labels);
             }
             keep
         });

@@ -120,6 +120,9 @@ pub struct TopicStatus {
     pub perm: u32,
     /// Per queue: `[min offset, max offset]` (max = the offset after the last message).
     pub queues: BTreeMap<u32, (u64, u64)>,
+    /// Per queue: bytes of its messages still held (min..max).
+    #[serde(default)]
+    pub queue_bytes: BTreeMap<u32, u64>,
 }
 
 /// `GET /groups`: one consumer group with its committed offsets, lag and live clients.
@@ -372,8 +375,9 @@ mod tests {
                 write_queue_nums: 2,
                 perm: 6,
                 queues: BTreeMap::from([(0, (0, 5)), (1, (3, 3))]),
+                queue_bytes: BTreeMap::from([(0, 640), (1, 0)]),
             }],
-            r#"[{"name":"TopicA","read_queue_nums":2,"write_queue_nums":2,"perm":6,"queues":{"0":[0,5],"1":[3,3]}}]"#,
+            r#"[{"name":"TopicA","read_queue_nums":2,"write_queue_nums":2,"perm":6,"queues":{"0":[0,5],"1":[3,3]},"queue_bytes":{"0":640,"1":0}}]"#,
         );
         pins(
             &vec![GroupStatus {

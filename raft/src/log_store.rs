@@ -27,6 +27,8 @@
 //!
 //! ```text
 //! log/        the segment files ([`crate::segment`]): one record per entry, [`codec`]-encoded
+//! history/    segment files of entries below the purge point that came with an installed
+//!             snapshot (a member that caught up by snapshot reads old messages from them)
 //! raft-meta   vote, committed log id, last purged log id and the retention floor, replaced
 //!             atomically ([`crate::segment::MetaFile`])
 //! ```
@@ -62,12 +64,16 @@ use mem::MemLog;
 use crate::codec;
 use crate::segment::{
     DEFAULT_SEGMENT_BYTES, FaultHook, MetaFile, SegmentConfig, SegmentError, SegmentLog,
+    StoredRecord,
 };
 use crate::storage_fault::{FailureKind, is_no_space};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// The directory of the segment files inside a node's data directory.
 pub const LOG_DIR_NAME: &str = "log";
+
+/// The directory of the history segments (entries that came with an installed snapshot).
+pub const HISTORY_DIR_NAME: &str = "history";
 
 /// The metadata file (vote, committed, purge point, retention floor) in the data directory.
 pub const META_FILE_NAME: &str = "raft-meta";
@@ -337,6 +343,11 @@ impl LogStoreMetrics {
 pub(crate) struct Shared {
     /// `None` once closed by [`FlusherHandle::stop`]: later disk reads fail with `Closed`.
     segments: RwLock<Option<SegmentLog>>,
+    /// Entries below the purge point that came with an installed snapshot (read-only; only the
+    /// flusher replaces or trims it).
+    history: RwLock<Option<SegmentLog>>,
+    data_dir: PathBuf,
+    segment_config: SegmentConfig,
     meta_file: MetaFile,
     /// What the metadata file holds (written by the flusher only).
     meta: Mutex<LogMeta>,
@@ -396,6 +407,72 @@ impl Shared {
             Some(log) => work(log),
             None => Err(LogStoreError::Closed),
         }
+    }
+
+    /// Runs `work` on the history segments, if there are any.
+    pub(crate) fn with_history_mut<T>(
+        &self,
+        work: impl FnOnce(&mut Option<SegmentLog>) -> Result<T, LogStoreError>,
+    ) -> Result<T, LogStoreError> {
+        let mut history = self
+            .history
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut history)
+    }
+
+    /// Reads `[start, end)` of entries below the live log: from the history segments for the
+    /// range they hold, then from what the segment files still hold below the purge point.
+    /// Stops at the first index neither holds (retention took it).
+    fn read_below_live(&self, start: u64, end: u64) -> Result<Vec<Entry>, LogStoreError> {
+        let mut entries = Vec::new();
+        let mut next = start;
+        let history_plan = {
+            let history = self
+                .history
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match history.as_ref() {
+                Some(log) if next >= log.first_index() && next < log.next_index() => {
+                    Some(log.read_plan(next, end.min(log.next_index()))?)
+                }
+                _ => None,
+            }
+        };
+        if let Some(plan) = history_plan {
+            entries.extend(decode_records(plan.read(u64::MAX)?)?);
+            next = entries.last().map_or(next, |e| e.log_id.index + 1);
+        }
+        if next < end {
+            let plan = self.with_segments(|log| {
+                if next < log.first_index() || next >= log.next_index() {
+                    return Ok(None);
+                }
+                Ok(Some(log.read_plan(next, end)?))
+            })?;
+            if let Some(plan) = plan {
+                entries.extend(decode_records(plan.read(u64::MAX)?)?);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Reads `[start, end)` wherever the entries are: below the live log (history, segments
+    /// below the purge point) and in it. What retention took is simply not there.
+    fn read_any_blocking(&self, start: u64, end: u64) -> Result<Vec<Entry>, LogStoreError> {
+        self.check()?;
+        let live_start = self.mem_read().live_start();
+        if start >= live_start {
+            return self.read_range_blocking(start, end);
+        }
+        let mut entries = self.read_below_live(start, end.min(live_start))?;
+        let contiguous_to_live = entries
+            .last()
+            .map_or(start == live_start, |last| last.log_id.index + 1 == live_start);
+        if end > live_start && contiguous_to_live {
+            entries.extend(self.read_range_blocking(live_start, end)?);
+        }
+        Ok(entries)
     }
 
     pub(crate) fn meta(&self) -> std::sync::MutexGuard<'_, LogMeta> {
@@ -509,24 +586,7 @@ impl Shared {
             let start = range.start.max(log.first_index());
             Ok(log.read_plan(start, range.end)?)
         })?;
-        let records = plan.read(u64::MAX)?;
-        let mut entries = Vec::with_capacity(records.len());
-        for record in records {
-            let index = record.id.index;
-            let entry: Entry =
-                codec::decode(&record.payload).map_err(|e| LogStoreError::CorruptEntry {
-                    index,
-                    reason: e.to_string(),
-                })?;
-            if entry.log_id.index != index {
-                return Err(LogStoreError::CorruptEntry {
-                    index,
-                    reason: format!("stored under index {index} but has log id {}", entry.log_id),
-                });
-            }
-            entries.push(entry);
-        }
-        Ok(entries)
+        decode_records(plan.read(u64::MAX)?)
     }
 
     /// The log id of a durable entry (used when a truncate goes below the cache, with the memory
@@ -540,6 +600,27 @@ impl Shared {
                 missing: index..index + 1,
             })
     }
+}
+
+/// Decodes the entries of segment records, checking each one sits under its own index.
+fn decode_records(records: Vec<StoredRecord>) -> Result<Vec<Entry>, LogStoreError> {
+    let mut entries = Vec::with_capacity(records.len());
+    for record in records {
+        let index = record.id.index;
+        let entry: Entry =
+            codec::decode(&record.payload).map_err(|e| LogStoreError::CorruptEntry {
+                index,
+                reason: e.to_string(),
+            })?;
+        if entry.log_id.index != index {
+            return Err(LogStoreError::CorruptEntry {
+                index,
+                reason: format!("stored under index {index} but has log id {}", entry.log_id),
+            });
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 /// Reads `[start, end)` without blocking the async runtime on disk I/O.
@@ -662,8 +743,17 @@ impl LogStore {
         };
         let log_dir = data_dir.join(LOG_DIR_NAME);
         let (mut segments, report) =
-            SegmentLog::open(&log_dir, segment_config, meta.deletable_upto())
+            SegmentLog::open(&log_dir, segment_config.clone(), meta.deletable_upto())
                 .map_err(|e| open_error(e.into()))?;
+        let history_dir = data_dir.join(HISTORY_DIR_NAME);
+        let history = if history_dir.exists() {
+            let floor_purge = meta.retention_floor.checked_sub(1);
+            let (history, _) = SegmentLog::open(&history_dir, segment_config.clone(), floor_purge)
+                .map_err(|e| open_error(e.into()))?;
+            Some(history)
+        } else {
+            None
+        };
         if let Some(torn) = &report.torn_tail {
             tracing::warn!(
                 file = %torn.path.display(),
@@ -715,6 +805,9 @@ impl LogStore {
 
         let shared = Arc::new(Shared {
             segments: RwLock::new(Some(segments)),
+            history: RwLock::new(history),
+            data_dir: data_dir.to_path_buf(),
+            segment_config,
             meta_file,
             meta: Mutex::new(meta),
             mem: RwLock::new(mem),
@@ -923,19 +1016,58 @@ impl LogReader {
     /// [`MAX_READ_ENTRIES`]. Reads below the in-memory cache run on a blocking thread.
     pub async fn read_entries(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
         let end = range.end.min(range.start.saturating_add(MAX_READ_ENTRIES));
-        read_range(&self.shared, range.start, end).await
+        let live_start = self.shared.mem_read().live_start();
+        if range.start >= live_start {
+            return read_range(&self.shared, range.start, end).await;
+        }
+        // Below the live log: entries that are still on disk (history, or segments that
+        // retention has not deleted yet).
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.read_any_blocking(range.start, end))
+            .await
+            .map_err(|e| LogStoreError::ReadTask(e.to_string()))?
     }
 
-    /// The entry at `index`, if the live log holds it.
+    /// The entry at `index`, if the log (or what is left below its purge point) holds it.
     pub async fn read_entry(&self, index: u64) -> Result<Option<Entry>, LogStoreError> {
-        let mut entries = read_range(&self.shared, index, index.saturating_add(1)).await?;
+        let mut entries = self.read_entries(index..index.saturating_add(1)).await?;
         Ok(entries.pop())
     }
 
     /// [`read_entries`](Self::read_entries) for synchronous callers (it may block on disk I/O).
     pub fn read_entries_blocking(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
         let end = range.end.min(range.start.saturating_add(MAX_READ_ENTRIES));
-        self.shared.read_range_blocking(range.start, end)
+        self.shared.read_any_blocking(range.start, end)
+    }
+
+    /// The first index still on disk for readers: the history's, else the segment files'.
+    pub fn first_readable_index(&self) -> u64 {
+        let history_first = self
+            .shared
+            .history
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .filter(|log| log.next_index() > log.first_index())
+            .map(SegmentLog::first_index);
+        let main_first = self
+            .shared
+            .with_segments(|log| Ok(log.first_index()))
+            .unwrap_or(0);
+        history_first.map_or(main_first, |h| h.min(main_first))
+    }
+
+    /// Installs `dir` (segment files of entries `first..=last`, from a snapshot) as the history
+    /// below the purge point, replacing any earlier one, and raises the retention floor to
+    /// `first`. Durable before it returns.
+    pub async fn install_history(&self, dir: PathBuf, first: u64) -> Result<(), LogStoreError> {
+        self.shared.check()?;
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(FlushCommand::InstallHistory { dir, first, done })
+            .await
+            .map_err(|_| LogStoreError::Closed)?;
+        wait.await.map_err(|_| LogStoreError::Closed)?
     }
 
     /// The last log id appended (durable or not), or the last purged one if the log is empty.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use raftmq_client::{AdminHttpClient, AdminHttpError};
-use raftmq_protocol::admin::{RaftStatus, RegisteredGroup, Routes};
+use raftmq_protocol::admin::{RaftStatus, RegisteredGroup, Routes, TopicStatus};
 use tokio::runtime::Runtime;
 
 /// How much longer than the client's deadline the caller waits for a call's answer before it
@@ -73,6 +73,14 @@ impl AdminHttp {
         self.call(addr, |client, addr| async move {
             client.raft_status(&addr).await
         })
+    }
+
+    /// `GET /topics` of a broker member: each topic's queues, offsets and bytes.
+    pub fn topics(&self, addr: SocketAddr) -> anyhow::Result<Vec<TopicStatus>> {
+        self.call(
+            addr,
+            |client, addr| async move { client.topics(&addr).await },
+        )
     }
 
     /// `GET /routes` of a NameServer.

@@ -21,6 +21,12 @@ pub struct Touched {
     pub index_rows: Vec<(String, u32, IndexRow)>,
     /// Topics whose whole queue index must be removed.
     pub deleted_topics: BTreeSet<String>,
+    /// `(log index, store ms)` of each entry that stored messages.
+    pub log_times: Vec<(u64, i64)>,
+    /// A retention floor applied in this batch: rows below it are dropped when persisting.
+    pub retain_from: Option<u64>,
+    /// Index rows retention dropped: `(topic, queue id, first offset)`.
+    pub dropped_rows: Vec<(String, u32, u64)>,
 }
 
 /// Applies `command` from the entry at `log_index`.
@@ -32,6 +38,15 @@ pub fn apply_command(
 ) -> Applied {
     match command {
         Command::Send(batch) => Applied::Sent(apply_send(state, touched, log_index, batch)),
+        Command::Retain { from_index } => {
+            // The index rows live on disk: the caller drops those below the floor (and moves
+            // each queue's minimum) when it persists this batch.
+            if *from_index > state.retention_floor {
+                state.retention_floor = *from_index;
+                touched.retain_from = Some(*from_index);
+            }
+            Applied::Done
+        }
         Command::CommitOffsets(commit) => apply_commit(state, touched, commit),
         Command::UpsertTopic(config) => {
             upsert_topic(state, touched, config.clone());
@@ -91,9 +106,11 @@ fn apply_send(
             Err(refusal) => outcomes.push(SendOutcome::Refused(refusal)),
             Ok(()) => {
                 let key = (unit.topic.clone(), unit.queue_id);
+                let bytes: u64 = unit.messages.iter().map(|m| u64::from(m.len)).sum();
                 let queue = state.queues.entry(key.clone()).or_default();
                 let first_offset = queue.next_offset;
                 queue.next_offset += unit.messages.len() as u64;
+                queue.bytes += bytes;
                 touched.queues.insert(key);
                 if !unit.messages.is_empty() {
                     touched.index_rows.push((
@@ -106,6 +123,7 @@ fn apply_send(
                             first_ordinal,
                             count: unit.messages.len() as u32,
                             store_timestamp_ms,
+                            bytes,
                         },
                     ));
                 }
@@ -116,6 +134,12 @@ fn apply_send(
                 });
             }
         }
+    }
+    let stored_any = outcomes
+        .iter()
+        .any(|outcome| matches!(outcome, SendOutcome::Stored { .. }));
+    if stored_any {
+        touched.log_times.push((log_index, store_timestamp_ms));
     }
     outcomes
 }

@@ -23,7 +23,7 @@ use raftmq_raft::{
     AppResponse, Entry, EntryPayload, LogId, SnapshotMeta, StateMachine, StateMachineError,
     StoredMembership,
 };
-pub use state::{BrokerState, IndexRow, MemState, QueueState};
+pub use state::{BrokerState, IndexRow, MemState, QueueKey, QueueState};
 use tables::*;
 
 /// Applies between durable (fsynced) state machine commits. The commits in between are atomic
@@ -42,11 +42,12 @@ pub struct BrokerStateMachine {
     failed: Option<StateMachineError>,
 }
 
-/// What a snapshot holds: the small state and every queue index row.
+/// What a snapshot holds: the small state, every queue index row and the log times.
 #[derive(Serialize, Deserialize)]
 struct SnapshotImage {
     mem: MemState,
     index_rows: Vec<(String, u32, IndexRow)>,
+    log_times: Vec<(u64, i64)>,
 }
 
 /// A redb error, by kind (full disk, I/O, corrupt file, ...).
@@ -140,9 +141,55 @@ impl BrokerStateMachine {
             self.private.applied = Some(log_id);
             responses.push(response);
         }
+        if let Some(from) = touched.retain_from {
+            self.drop_below(from, &mut touched)?;
+        }
         self.persist(&touched)?;
         self.publish(&touched);
         Ok(responses)
+    }
+
+    /// Retention: finds every queue's index rows of log entries below `from` (they are in order
+    /// of offset, which is the order of log index), drops them, and moves the queue's minimum
+    /// offset to its first row left (or to its end). Deterministic: it reads only applied state.
+    fn drop_below(&mut self, from: u64, touched: &mut Touched) -> Result<(), StateMachineError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let index = txn.open_table(QUEUE_INDEX).map_err(storage)?;
+        let keys: Vec<QueueKey> = self.private.queues.keys().cloned().collect();
+        for key in keys {
+            let (topic, queue_id) = (key.0.as_str(), key.1);
+            let range = (topic, queue_id, 0u64)..=(topic, queue_id, u64::MAX);
+            let mut dropped_bytes = 0u64;
+            let mut first_kept = None;
+            for row in index.range(range).map_err(storage)? {
+                let (row_key, value) = row.map_err(storage)?;
+                let row = state::to_row(row_key.value().2, value.value());
+                if row.log_index >= from {
+                    first_kept = Some(row.first_offset);
+                    break;
+                }
+                dropped_bytes += row.bytes;
+                touched
+                    .dropped_rows
+                    .push((key.0.clone(), queue_id, row.first_offset));
+            }
+            // Rows added by this batch are not on disk yet; they all sit at or above `from`.
+            let first_new = touched
+                .index_rows
+                .iter()
+                .find(|(t, q, _)| t == topic && *q == queue_id)
+                .map(|(_, _, row)| row.first_offset);
+            let Some(queue) = self.private.queues.get_mut(&key) else {
+                continue;
+            };
+            let new_min = first_kept.or(first_new).unwrap_or(queue.next_offset);
+            if new_min > queue.min_offset || dropped_bytes > 0 {
+                queue.min_offset = queue.min_offset.max(new_min);
+                queue.bytes = queue.bytes.saturating_sub(dropped_bytes);
+                touched.queues.insert(key);
+            }
+        }
+        Ok(())
     }
 
     /// Writes what `touched` names, with the applied log id and membership, in one transaction.
@@ -164,9 +211,10 @@ impl BrokerStateMachine {
             let mut queues = txn.open_table(QUEUES).map_err(storage)?;
             for key in &touched.queues {
                 match state.queues.get(key) {
-                    Some(q) => {
-                        queues.insert((key.0.as_str(), key.1), (q.next_offset, q.min_offset))
-                    }
+                    Some(q) => queues.insert(
+                        (key.0.as_str(), key.1),
+                        (q.next_offset, q.min_offset, q.bytes),
+                    ),
                     None => queues.remove((key.0.as_str(), key.1)),
                 }
                 .map_err(storage)?;
@@ -187,6 +235,11 @@ impl BrokerStateMachine {
                 let range = (topic.as_str(), 0u32, 0u64)..=(topic.as_str(), u32::MAX, u64::MAX);
                 index.retain_in(range, |_, _| false).map_err(storage)?;
             }
+            for (topic, queue_id, first_offset) in &touched.dropped_rows {
+                index
+                    .remove((topic.as_str(), *queue_id, *first_offset))
+                    .map_err(storage)?;
+            }
             for (topic, queue_id, row) in &touched.index_rows {
                 let value = (
                     row.log_index,
@@ -194,13 +247,27 @@ impl BrokerStateMachine {
                     row.first_ordinal,
                     row.count,
                     row.store_timestamp_ms,
+                    row.bytes,
                 );
                 index
                     .insert((topic.as_str(), *queue_id, row.first_offset), value)
                     .map_err(storage)?;
             }
 
+            let mut log_times = txn.open_table(LOG_TIMES).map_err(storage)?;
+            for (log_index, store_ms) in &touched.log_times {
+                log_times.insert(*log_index, *store_ms).map_err(storage)?;
+            }
+            if let Some(from) = touched.retain_from {
+                log_times.retain_in(..from, |_, _| false).map_err(storage)?;
+            }
+
             let mut meta = txn.open_table(META).map_err(storage)?;
+            if touched.retain_from.is_some() {
+                let floor = encode_meta(&state.retention_floor)?;
+                meta.insert(META_RETENTION_FLOOR, floor.as_slice())
+                    .map_err(storage)?;
+            }
             if let Some(applied) = &state.applied {
                 meta.insert(META_APPLIED, encode_meta(applied)?.as_slice())
                     .map_err(storage)?;
@@ -225,6 +292,7 @@ impl BrokerStateMachine {
             shared.applied = private.applied;
             shared.membership = private.membership.clone();
             shared.last_store_timestamp_ms = private.last_store_timestamp_ms;
+            shared.retention_floor = private.retention_floor;
             copy_keys(&touched.topics, &private.topics, &mut shared.topics);
             copy_keys(&touched.groups, &private.groups, &mut shared.groups);
             copy_keys(&touched.queues, &private.queues, &mut shared.queues);
@@ -252,6 +320,17 @@ impl BrokerStateMachine {
         Ok(rows)
     }
 
+    fn read_all_log_times(&self) -> Result<Vec<(u64, i64)>, StateMachineError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(LOG_TIMES).map_err(storage)?;
+        let mut rows = Vec::new();
+        for found in table.iter().map_err(storage)? {
+            let (key, value) = found.map_err(storage)?;
+            rows.push((key.value(), value.value()));
+        }
+        Ok(rows)
+    }
+
     fn replace_all(&mut self, image: SnapshotImage) -> Result<(), StateMachineError> {
         let txn = self.db.begin_write().map_err(storage)?;
         for name in [
@@ -261,6 +340,7 @@ impl BrokerStateMachine {
             "queues",
             "consumer_offsets",
             "queue_index",
+            "log_times",
         ] {
             txn.delete_table(TableDefinition::<&str, &[u8]>::new(name))
                 .map_err(storage)?;
@@ -276,6 +356,9 @@ impl BrokerStateMachine {
             consumer_offsets: self.private.consumer_offsets.keys().cloned().collect(),
             index_rows: image.index_rows,
             deleted_topics: Default::default(),
+            log_times: image.log_times,
+            retain_from: None,
+            dropped_rows: Vec::new(),
         };
         // The next commit is durable: a restored snapshot must not be lost in a crash.
         self.applies_since_durable = APPLIES_PER_DURABLE_COMMIT;
@@ -306,6 +389,7 @@ impl StateMachine for BrokerStateMachine {
         let image = SnapshotImage {
             mem: self.private.clone(),
             index_rows: self.read_all_index_rows()?,
+            log_times: self.read_all_log_times()?,
         };
         raftmq_raft::codec::encode(&image).map_err(|err| StateMachineError::Encode(err.to_string()))
     }
@@ -388,6 +472,7 @@ fn create_tables(db: &Database) -> Result<(), StateMachineError> {
     txn.open_table(QUEUES).map_err(storage)?;
     txn.open_table(CONSUMER_OFFSETS).map_err(storage)?;
     txn.open_table(QUEUE_INDEX).map_err(storage)?;
+    txn.open_table(LOG_TIMES).map_err(storage)?;
     txn.commit().map_err(storage)
 }
 
@@ -405,6 +490,10 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
     if let Some(bytes) = meta.get(META_MEMBERSHIP).map_err(storage)? {
         mem.membership =
             raftmq_raft::codec::decode(bytes.value()).map_err(|e| corrupt("membership", e))?;
+    }
+    if let Some(bytes) = meta.get(META_RETENTION_FLOOR).map_err(storage)? {
+        mem.retention_floor =
+            raftmq_raft::codec::decode(bytes.value()).map_err(|e| corrupt("retention floor", e))?;
     }
     if let Some(bytes) = meta.get(META_LAST_STORE_TIMESTAMP).map_err(storage)? {
         mem.last_store_timestamp_ms = raftmq_raft::codec::decode(bytes.value())
@@ -440,12 +529,13 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
     {
         let (key, value) = found.map_err(storage)?;
         let (topic, queue_id) = key.value();
-        let (next_offset, min_offset) = value.value();
+        let (next_offset, min_offset, bytes) = value.value();
         mem.queues.insert(
             (topic.to_string(), queue_id),
             QueueState {
                 next_offset,
                 min_offset,
+                bytes,
             },
         );
     }

@@ -449,3 +449,49 @@ fn create_topic_if_missing_never_changes_an_existing_topic() {
     assert_eq!(apply_one(&mut sm, normal(3, &created, b"")), Applied::Done);
     assert_eq!(sm.state().topic("auto").unwrap().write_queue_nums, 2);
 }
+
+#[test]
+fn retention_moves_queue_minimums_drops_rows_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(&dir);
+    // Entries 1..=6 alternate between two queues: 2 messages each, stored at 100, 200, ...
+    for index in 1..=6u64 {
+        let (command, blob) = send("orders", (index % 2) as u32, 2, index as i64 * 100);
+        apply_one(&mut sm, normal(index, &command, &blob));
+    }
+    let state = sm.state();
+    assert_eq!(state.queue("orders", 0).bytes, 6);
+    assert_eq!(state.first_log_index_stored_since(250).unwrap(), Some(3));
+    assert_eq!(state.first_log_index_stored_since(10_000).unwrap(), None);
+
+    // Entries below 4 go: queue 1 held entries 1 and 3 (offsets 0..4), queue 0 held entry 2
+    // (offsets 0..2) below the floor.
+    let retain = Command::Retain { from_index: 4 };
+    assert_eq!(apply_one(&mut sm, normal(7, &retain, &[])), Applied::Done);
+    let q0 = state.queue("orders", 0);
+    let q1 = state.queue("orders", 1);
+    assert_eq!((q0.min_offset, q0.next_offset, q0.bytes), (2, 6, 4));
+    assert_eq!((q1.min_offset, q1.next_offset, q1.bytes), (4, 6, 2));
+    assert_eq!(state.retention_floor(), 4);
+    assert_eq!(state.first_log_index_stored_since(0).unwrap(), Some(4));
+    // A lower floor later changes nothing.
+    let lower = Command::Retain { from_index: 2 };
+    apply_one(&mut sm, normal(8, &lower, &[]));
+    assert_eq!(state.retention_floor(), 4);
+    assert_eq!(state.queue("orders", 1).min_offset, 4);
+
+    // Everything below the end: queues are empty but keep their next offsets.
+    let all = Command::Retain { from_index: 100 };
+    apply_one(&mut sm, normal(9, &all, &[]));
+    let q0 = state.queue("orders", 0);
+    assert_eq!((q0.min_offset, q0.next_offset, q0.bytes), (6, 6, 0));
+    drop(state);
+    drop(sm);
+
+    let sm = open(&dir);
+    let state = sm.state();
+    assert_eq!(state.retention_floor(), 100);
+    let q1 = state.queue("orders", 1);
+    assert_eq!((q1.min_offset, q1.next_offset, q1.bytes), (6, 6, 0));
+    assert_eq!(state.first_log_index_stored_since(0).unwrap(), None);
+}

@@ -63,6 +63,12 @@ pub(crate) enum FlushCommand {
         from: u64,
         done: Ack,
     },
+    /// Replace the history segments with those in `dir` (a received snapshot's log part).
+    InstallHistory {
+        dir: std::path::PathBuf,
+        first: u64,
+        done: Ack,
+    },
     /// Finish everything queued before it, then exit.
     Stop,
 }
@@ -76,7 +82,8 @@ impl FlushCommand {
             FlushCommand::Truncate { done, .. }
             | FlushCommand::Purge { done, .. }
             | FlushCommand::SaveVote { done, .. }
-            | FlushCommand::Retain { done, .. } => {
+            | FlushCommand::Retain { done, .. }
+            | FlushCommand::InstallHistory { done, .. } => {
                 // The waiter may have gone away (openraft shutting down): nothing to tell then.
                 let _ = done.send(result);
             }
@@ -322,6 +329,19 @@ fn write_command(
             if let Some(upto) = meta.deletable_upto() {
                 log.purge_upto(upto)?;
             }
+            if let Some(below_floor) = meta.retention_floor.checked_sub(1) {
+                shared.with_history_mut(|history| match history.as_mut() {
+                    Some(history) => Ok(history.purge_upto(below_floor)?),
+                    None => Ok(()),
+                })?;
+            }
+        }
+        FlushCommand::InstallHistory { dir, first, .. } => {
+            install_history(shared, dir, *first)?;
+            let mut next = *meta;
+            next.retention_floor = next.retention_floor.max(*first);
+            shared.store_meta(&next)?;
+            *meta = next;
         }
         FlushCommand::SaveVote { vote, .. } => {
             let mut next = *meta;
@@ -336,4 +356,30 @@ fn write_command(
         FlushCommand::Stop => {}
     }
     Ok(None)
+}
+
+/// Moves the segment files in `dir` into place as the history (the old history goes), durably.
+fn install_history(shared: &Shared, dir: &std::path::Path, first: u64) -> Result<(), LogStoreError> {
+    use super::HISTORY_DIR_NAME;
+    let target = shared.data_dir.join(HISTORY_DIR_NAME);
+    let old = shared.data_dir.join(format!("{HISTORY_DIR_NAME}.old"));
+    shared.with_history_mut(|history| {
+        // Close the old history's files before moving them away.
+        history.take();
+        let io = |e| LogStoreError::from(crate::segment::SegmentError::io("installing history", &target, e));
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io)?;
+        }
+        if target.exists() {
+            std::fs::rename(&target, &old).map_err(io)?;
+        }
+        std::fs::rename(dir, &target).map_err(io)?;
+        crate::segment::sync_dir(&shared.data_dir)?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io)?;
+        }
+        let (log, _) = SegmentLog::open(&target, shared.segment_config.clone(), first.checked_sub(1))?;
+        *history = Some(log);
+        Ok(())
+    })
 }

@@ -11,3 +11,4 @@ mod delay;
 mod health;
 mod membership;
 mod namesrv;
+mod retention;
