@@ -41,6 +41,7 @@ pub mod network;
 pub mod node;
 pub mod segment;
 pub mod sm_adapter;
+pub mod snapshot;
 pub mod state_machine;
 pub mod storage_fault;
 pub mod testing;

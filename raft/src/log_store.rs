@@ -466,9 +466,9 @@ impl Shared {
             return self.read_range_blocking(start, end);
         }
         let mut entries = self.read_below_live(start, end.min(live_start))?;
-        let contiguous_to_live = entries
-            .last()
-            .map_or(start == live_start, |last| last.log_id.index + 1 == live_start);
+        let contiguous_to_live = entries.last().map_or(start == live_start, |last| {
+            last.log_id.index + 1 == live_start
+        });
         if end > live_start && contiguous_to_live {
             entries.extend(self.read_range_blocking(live_start, end)?);
         }
@@ -600,6 +600,33 @@ impl Shared {
                 missing: index..index + 1,
             })
     }
+}
+
+/// Appends `entries` to a segment log, each as one record whose payload is the entry's
+/// [`codec`] encoding (not yet synced). Returns the bytes encoded.
+pub(crate) fn append_entries(
+    log: &mut SegmentLog,
+    entries: &[Entry],
+    encode_buf: &mut Vec<u8>,
+) -> Result<u64, LogStoreError> {
+    encode_buf.clear();
+    let mut ends = Vec::with_capacity(entries.len());
+    for entry in entries {
+        codec::encode_into(entry, encode_buf)?;
+        ends.push(encode_buf.len());
+    }
+    let mut start = 0;
+    let mut records = Vec::with_capacity(entries.len());
+    for (entry, &end) in entries.iter().zip(&ends) {
+        let id = crate::segment::RecordId {
+            index: entry.log_id.index,
+            term: entry.log_id.leader_id.term,
+        };
+        records.push((id, &encode_buf[start..end]));
+        start = end;
+    }
+    log.append(&records)?;
+    Ok(encode_buf.len() as u64)
 }
 
 /// Decodes the entries of segment records, checking each one sits under its own index.

@@ -29,7 +29,9 @@ use crate::log_store::{
     LogStoreMetricsSnapshot,
 };
 use crate::network::{NetworkFactory, RaftServer};
+use crate::segment::SegmentConfig;
 use crate::sm_adapter::{SnapshotFileError, StateMachineReleased, StateMachineStore};
+use crate::snapshot::SnapshotInbox;
 use crate::state_machine::StateMachine;
 use crate::storage_fault::{FailureLatch, StorageFailure};
 use crate::types::{
@@ -326,10 +328,11 @@ impl RaftNode {
         let flusher = log_store.flusher();
         let log_reader = log_store.reader();
         let started = async {
-            let mut sm_store = StateMachineStore::open(&config.data_dir, state_machine)?;
+            let mut sm_store =
+                StateMachineStore::open(&config.data_dir, state_machine, log_reader.clone())?;
             let released = sm_store.released();
             let failure = sm_store.failure_latch();
-            let network = NetworkFactory::new();
+            let network = NetworkFactory::with_log(log_reader.clone());
             #[cfg(feature = "fault-injection")]
             let partition = network.partition();
             let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store).await?;
@@ -339,7 +342,13 @@ impl RaftNode {
                 #[cfg(feature = "fault-injection")]
                 partition,
             };
-            match RaftServer::start(listener, raft.clone()) {
+            let inbox = Arc::new(SnapshotInbox::new(
+                &config.data_dir,
+                SegmentConfig {
+                    segment_bytes: config.segment_bytes,
+                },
+            ));
+            match RaftServer::start(listener, raft.clone(), inbox) {
                 Ok(server) => Ok((raft, server, hooks)),
                 Err(source) => {
                     let _ = raft.shutdown().await;

@@ -132,13 +132,19 @@ pub trait StateMachine: Send + Sync + 'static {
     /// The last applied log id and the last membership applied, as stored.
     fn applied_state(&self) -> (Option<LogId>, StoredMembership);
 
-    /// Serializes the whole state (as of `applied_state`) for a snapshot.
-    fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError>;
+    /// Writes an image of the whole state to `out`, in a format of the state machine's own, a
+    /// piece at a time (memory stays bounded however large the state); returns the applied log
+    /// id and membership the image is as of.
+    fn write_snapshot(
+        &mut self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(Option<LogId>, StoredMembership), StateMachineError>;
 
-    /// Replaces the whole state with a snapshot made by `snapshot` on some member.
+    /// Replaces the whole state with an image written by `write_snapshot` on some member, read
+    /// a piece at a time from `image`; atomically (a crash leaves the old state or the new).
     fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        data: &[u8],
+        image: &mut dyn std::io::Read,
     ) -> Result<(), StateMachineError>;
 }

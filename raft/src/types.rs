@@ -52,8 +52,9 @@ openraft::declare_raft_types!(
         Node = Node,
 );
 
-/// The bytes of a snapshot as the state machine built them (see [`crate::sm_adapter`]).
-pub type SnapshotData = Bytes;
+/// A snapshot on disk: the state machine's image and the log entries that travel with it (see
+/// [`crate::snapshot`]).
+pub type SnapshotData = crate::snapshot::SnapshotBundle;
 
 /// The openraft handle of a member, over the one state machine adapter.
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;

@@ -42,12 +42,18 @@ pub struct BrokerStateMachine {
     failed: Option<StateMachineError>,
 }
 
-/// What a snapshot holds: the small state, every queue index row and the log times.
+/// Index rows or log times per frame of a snapshot image: bounds the memory of writing and
+/// installing an image, whatever the size of the state.
+pub const IMAGE_ROWS_PER_FRAME: usize = 4096;
+
+/// One frame of the state machine's snapshot image (`raftmq_raft::snapshot::write_frame`): the
+/// small state first, then the queue index and the log times in frames of at most
+/// [`IMAGE_ROWS_PER_FRAME`] rows.
 #[derive(Serialize, Deserialize)]
-struct SnapshotImage {
-    mem: MemState,
-    index_rows: Vec<(String, u32, IndexRow)>,
-    log_times: Vec<(u64, i64)>,
+enum ImageFrame {
+    Mem(Box<MemState>),
+    IndexRows(Vec<(String, u32, IndexRow)>),
+    LogTimes(Vec<(u64, i64)>),
 }
 
 /// A redb error, by kind (full disk, I/O, corrupt file, ...).
@@ -203,10 +209,25 @@ impl BrokerStateMachine {
             Durability::None
         };
         txn.set_durability(durability).map_err(storage)?;
+        self.write_changes(&txn, touched)?;
+        txn.commit().map_err(storage)?;
+        if durable {
+            self.applies_since_durable = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes what `touched` names (from the private state), with the applied log id and
+    /// membership, into `txn`.
+    fn write_changes(
+        &self,
+        txn: &redb::WriteTransaction,
+        touched: &Touched,
+    ) -> Result<(), StateMachineError> {
         {
             let state = &self.private;
-            write_configs(&txn, TOPICS, touched.topics.iter(), |t| state.topics.get(t))?;
-            write_configs(&txn, GROUPS, touched.groups.iter(), |g| state.groups.get(g))?;
+            write_configs(txn, TOPICS, touched.topics.iter(), |t| state.topics.get(t))?;
+            write_configs(txn, GROUPS, touched.groups.iter(), |g| state.groups.get(g))?;
 
             let mut queues = txn.open_table(QUEUES).map_err(storage)?;
             for key in &touched.queues {
@@ -278,10 +299,6 @@ impl BrokerStateMachine {
             meta.insert(META_LAST_STORE_TIMESTAMP, last_store.as_slice())
                 .map_err(storage)?;
         }
-        txn.commit().map_err(storage)?;
-        if durable {
-            self.applies_since_durable = 0;
-        }
         Ok(())
     }
 
@@ -304,11 +321,20 @@ impl BrokerStateMachine {
         });
     }
 
-    fn read_all_index_rows(&self) -> Result<Vec<(String, u32, IndexRow)>, StateMachineError> {
+    /// Writes the snapshot image: the small state, then the index rows and log times read from
+    /// one read transaction, a frame at a time.
+    fn write_image(&self, out: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
+        use raftmq_raft::snapshot::write_frame;
+        let io = StateMachineError::from_io;
         let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(QUEUE_INDEX).map_err(storage)?;
-        let mut rows = Vec::new();
-        for found in table.iter().map_err(storage)? {
+        write_frame(out, &ImageFrame::Mem(Box::new(self.private.clone()))).map_err(io)?;
+        let mut rows = Vec::with_capacity(IMAGE_ROWS_PER_FRAME);
+        for found in txn
+            .open_table(QUEUE_INDEX)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
             let (key, value) = found.map_err(storage)?;
             let (topic, queue_id, first_offset) = key.value();
             rows.push((
@@ -316,23 +342,53 @@ impl BrokerStateMachine {
                 queue_id,
                 state::to_row(first_offset, value.value()),
             ));
+            if rows.len() == IMAGE_ROWS_PER_FRAME {
+                write_frame(out, &ImageFrame::IndexRows(std::mem::take(&mut rows))).map_err(io)?;
+            }
         }
-        Ok(rows)
+        if !rows.is_empty() {
+            write_frame(out, &ImageFrame::IndexRows(rows)).map_err(io)?;
+        }
+        let mut times = Vec::with_capacity(IMAGE_ROWS_PER_FRAME);
+        for found in txn
+            .open_table(LOG_TIMES)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (index, store_ms) = found.map_err(storage)?;
+            times.push((index.value(), store_ms.value()));
+            if times.len() == IMAGE_ROWS_PER_FRAME {
+                write_frame(out, &ImageFrame::LogTimes(std::mem::take(&mut times))).map_err(io)?;
+            }
+        }
+        if !times.is_empty() {
+            write_frame(out, &ImageFrame::LogTimes(times)).map_err(io)?;
+        }
+        out.flush().map_err(io)
     }
 
-    fn read_all_log_times(&self) -> Result<Vec<(u64, i64)>, StateMachineError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(LOG_TIMES).map_err(storage)?;
-        let mut rows = Vec::new();
-        for found in table.iter().map_err(storage)? {
-            let (key, value) = found.map_err(storage)?;
-            rows.push((key.value(), value.value()));
-        }
-        Ok(rows)
-    }
+    /// Replaces the whole state with an image, in one durable transaction (a crash leaves the
+    /// old state or the new), reading it a frame at a time.
+    fn install_image(
+        &mut self,
+        meta: &SnapshotMeta,
+        image: &mut dyn std::io::Read,
+    ) -> Result<(), StateMachineError> {
+        use raftmq_raft::snapshot::read_frame;
+        let corrupt = |e: std::io::Error| StateMachineError::CorruptSnapshot(e.to_string());
+        let Some(ImageFrame::Mem(mem)) = read_frame::<ImageFrame>(image).map_err(corrupt)? else {
+            return Err(StateMachineError::CorruptSnapshot(
+                "the image does not start with the small state".into(),
+            ));
+        };
+        let mut mem = *mem;
+        // The snapshot's own metadata is authoritative for what it covers.
+        mem.applied = meta.last_log_id;
+        mem.membership = meta.last_membership.clone();
 
-    fn replace_all(&mut self, image: SnapshotImage) -> Result<(), StateMachineError> {
-        let txn = self.db.begin_write().map_err(storage)?;
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::Immediate).map_err(storage)?;
         for name in [
             "meta",
             "topics",
@@ -345,24 +401,51 @@ impl BrokerStateMachine {
             txn.delete_table(TableDefinition::<&str, &[u8]>::new(name))
                 .map_err(storage)?;
         }
-        txn.commit().map_err(storage)?;
-        create_tables(&self.db)?;
-
-        self.private = image.mem;
+        self.private = mem;
         let touched = Touched {
             topics: self.private.topics.keys().cloned().collect(),
             groups: self.private.groups.keys().cloned().collect(),
             queues: self.private.queues.keys().cloned().collect(),
             consumer_offsets: self.private.consumer_offsets.keys().cloned().collect(),
-            index_rows: image.index_rows,
-            deleted_topics: Default::default(),
-            log_times: image.log_times,
-            retain_from: None,
-            dropped_rows: Vec::new(),
+            retain_from: Some(self.private.retention_floor),
+            ..Touched::default()
         };
-        // The next commit is durable: a restored snapshot must not be lost in a crash.
-        self.applies_since_durable = APPLIES_PER_DURABLE_COMMIT;
-        self.persist(&touched)?;
+        self.write_changes(&txn, &touched)?;
+        {
+            let mut index = txn.open_table(QUEUE_INDEX).map_err(storage)?;
+            let mut log_times = txn.open_table(LOG_TIMES).map_err(storage)?;
+            while let Some(frame) = read_frame::<ImageFrame>(image).map_err(corrupt)? {
+                match frame {
+                    ImageFrame::Mem(_) => {
+                        return Err(StateMachineError::CorruptSnapshot(
+                            "a second small state in the image".into(),
+                        ));
+                    }
+                    ImageFrame::IndexRows(rows) => {
+                        for (topic, queue_id, row) in rows {
+                            let value = (
+                                row.log_index,
+                                row.unit_index,
+                                row.first_ordinal,
+                                row.count,
+                                row.store_timestamp_ms,
+                                row.bytes,
+                            );
+                            index
+                                .insert((topic.as_str(), queue_id, row.first_offset), value)
+                                .map_err(storage)?;
+                        }
+                    }
+                    ImageFrame::LogTimes(times) => {
+                        for (log_index, store_ms) in times {
+                            log_times.insert(log_index, store_ms).map_err(storage)?;
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(storage)?;
+        self.applies_since_durable = 0;
         let whole = self.private.clone();
         self.shared.publish(|shared| *shared = whole);
         Ok(())
@@ -384,28 +467,22 @@ impl StateMachine for BrokerStateMachine {
         (self.private.applied, self.private.membership.clone())
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
+    fn write_snapshot(
+        &mut self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(Option<LogId>, StoredMembership), StateMachineError> {
         self.check_not_failed()?;
-        let image = SnapshotImage {
-            mem: self.private.clone(),
-            index_rows: self.read_all_index_rows()?,
-            log_times: self.read_all_log_times()?,
-        };
-        raftmq_raft::codec::encode(&image).map_err(|err| StateMachineError::Encode(err.to_string()))
+        self.write_image(out)?;
+        Ok((self.private.applied, self.private.membership.clone()))
     }
 
     fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        data: &[u8],
+        image: &mut dyn std::io::Read,
     ) -> Result<(), StateMachineError> {
         self.check_not_failed()?;
-        let mut image: SnapshotImage = raftmq_raft::codec::decode(data)
-            .map_err(|err| StateMachineError::CorruptSnapshot(err.to_string()))?;
-        // The snapshot's own metadata is authoritative for what it covers.
-        image.mem.applied = meta.last_log_id;
-        image.mem.membership = meta.last_membership.clone();
-        let result = self.replace_all(image);
+        let result = self.install_image(meta, image);
         if let Err(err) = &result {
             self.failed = Some(err.clone());
         }

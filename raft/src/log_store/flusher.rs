@@ -18,8 +18,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{LogMeta, LogStoreError, Shared};
-use crate::codec;
-use crate::segment::{RecordId, SegmentLog};
+use crate::segment::SegmentLog;
 use crate::types::{Entry, LogId, Vote};
 
 /// How many queued commands may wait for the flusher before `append()` waits (backpressure).
@@ -287,24 +286,8 @@ fn write_command(
 ) -> Result<Option<(u64, u64)>, LogStoreError> {
     match command {
         FlushCommand::Append { entries, .. } => {
-            encode_buf.clear();
-            let mut ends = Vec::with_capacity(entries.len());
-            for entry in entries {
-                codec::encode_into(entry, encode_buf)?;
-                ends.push(encode_buf.len());
-            }
-            let mut start = 0;
-            let mut records = Vec::with_capacity(entries.len());
-            for (entry, &end) in entries.iter().zip(&ends) {
-                let id = RecordId {
-                    index: entry.log_id.index,
-                    term: entry.log_id.leader_id.term,
-                };
-                records.push((id, &encode_buf[start..end]));
-                start = end;
-            }
-            log.append(&records)?;
-            return Ok(Some((entries.len() as u64, encode_buf.len() as u64)));
+            let bytes = super::append_entries(log, entries, encode_buf)?;
+            return Ok(Some((entries.len() as u64, bytes)));
         }
         FlushCommand::Truncate { since, .. } => {
             // Durable before it returns (a truncate cuts and syncs at once).
@@ -359,14 +342,24 @@ fn write_command(
 }
 
 /// Moves the segment files in `dir` into place as the history (the old history goes), durably.
-fn install_history(shared: &Shared, dir: &std::path::Path, first: u64) -> Result<(), LogStoreError> {
+fn install_history(
+    shared: &Shared,
+    dir: &std::path::Path,
+    first: u64,
+) -> Result<(), LogStoreError> {
     use super::HISTORY_DIR_NAME;
     let target = shared.data_dir.join(HISTORY_DIR_NAME);
     let old = shared.data_dir.join(format!("{HISTORY_DIR_NAME}.old"));
     shared.with_history_mut(|history| {
         // Close the old history's files before moving them away.
         history.take();
-        let io = |e| LogStoreError::from(crate::segment::SegmentError::io("installing history", &target, e));
+        let io = |e| {
+            LogStoreError::from(crate::segment::SegmentError::io(
+                "installing history",
+                &target,
+                e,
+            ))
+        };
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(io)?;
         }
@@ -378,7 +371,8 @@ fn install_history(shared: &Shared, dir: &std::path::Path, first: u64) -> Result
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(io)?;
         }
-        let (log, _) = SegmentLog::open(&target, shared.segment_config.clone(), first.checked_sub(1))?;
+        let (log, _) =
+            SegmentLog::open(&target, shared.segment_config.clone(), first.checked_sub(1))?;
         *history = Some(log);
         Ok(())
     })
