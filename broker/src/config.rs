@@ -186,6 +186,22 @@ pub struct BrokerOptions {
     /// How often retention is checked, ms (tests use less than the default).
     #[arg(long, hide = true)]
     pub retention_check_interval_ms: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Snapshot the state machine after this many applied log entries",
+            DEFAULT_SNAPSHOT_EVERY_ENTRIES
+        )
+    )]
+    pub snapshot_every_entries: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Snapshot the state machine after this many bytes were written to the log (bytes, or with a unit)",
+            "1GiB"
+        )
+    )]
+    pub snapshot_every_bytes: Option<String>,
     /// Join an existing group later (as a learner) instead of forming one from --peers.
     // A flag without a value, as before; `None` when absent so that a file's `join = true`
     // stands.
@@ -288,6 +304,10 @@ pub const DEFAULT_FILE_RESERVED_TIME: Duration = Duration::from_secs(72 * 3600);
 pub const DEFAULT_DISK_MAX_USED_SPACE_RATIO: u8 = 75;
 /// How often the leader looks for expired segments (RocketMQ checks every 10 s).
 pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Applied entries between two periodic snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 100_000;
+/// Log bytes written between two periodic snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY_BYTES: u64 = 1 << 30;
 
 /// When messages go: by age and by how full the disk is.
 #[derive(Debug, Clone, PartialEq)]
@@ -296,6 +316,10 @@ pub struct RetentionConfig {
     /// Percent of the data directory's disk above which the oldest segments go.
     pub disk_max_used_space_ratio: u8,
     pub check_interval: Duration,
+    /// A periodic snapshot after this many applied entries...
+    pub snapshot_every_entries: u64,
+    /// ...or this many log bytes written, whichever comes first.
+    pub snapshot_every_bytes: u64,
 }
 
 impl Default for RetentionConfig {
@@ -304,6 +328,8 @@ impl Default for RetentionConfig {
             file_reserved_time: DEFAULT_FILE_RESERVED_TIME,
             disk_max_used_space_ratio: DEFAULT_DISK_MAX_USED_SPACE_RATIO,
             check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
+            snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+            snapshot_every_bytes: DEFAULT_SNAPSHOT_EVERY_BYTES,
         }
     }
 }
@@ -516,6 +542,19 @@ impl BrokerConfig {
                     .map(Duration::from_millis)
                     .unwrap_or(DEFAULT_RETENTION_CHECK_INTERVAL)
                     .max(Duration::from_millis(100)),
+                snapshot_every_entries: options
+                    .snapshot_every_entries
+                    .unwrap_or(DEFAULT_SNAPSHOT_EVERY_ENTRIES)
+                    .max(1),
+                snapshot_every_bytes: match options.snapshot_every_bytes.as_deref() {
+                    None => DEFAULT_SNAPSHOT_EVERY_BYTES,
+                    Some(text) => {
+                        parse_size(text).map_err(|reason| ConfigError::BadSegmentSize {
+                            value: text.to_owned(),
+                            reason: format!("--snapshot-every-bytes: {reason}"),
+                        })?
+                    }
+                },
             },
             join,
             unsafe_ack_before_commit: options.unsafe_ack_before_commit.unwrap_or(false),

@@ -15,6 +15,10 @@
 //!
 //! The floor is replicated, so every member's queue minimums are the same; which files go is
 //! each member's own business (their segment boundaries may differ).
+//!
+//! The same task snapshots the state machine every `--snapshot-every-entries` applied entries
+//! or `--snapshot-every-bytes` written to the log, so that a member that needs a snapshot gets
+//! a recent one.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -121,6 +125,7 @@ pub async fn run(ctx: Arc<BrokerContext>, raft: Raft, log: LogReader, shutdown: 
     // The floor this member has passed on to its log (0: none yet; after a restart the log's
     // own durable floor may already be higher, which retain_from accepts).
     let mut handed_to_log = 0u64;
+    let mut snapshot_at = SnapshotPoint::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -129,6 +134,7 @@ pub async fn run(ctx: Arc<BrokerContext>, raft: Raft, log: LogReader, shutdown: 
         if ctx.leadership.may_write() {
             propose_if_due(&ctx, &config, &log).await;
         }
+        snapshot_if_due(&raft, &log, &config, &mut snapshot_at).await;
         let floor = ctx.state.retention_floor();
         if floor > handed_to_log {
             match follow_floor(&raft, &log, floor, &shutdown).await {
@@ -138,6 +144,35 @@ pub async fn run(ctx: Arc<BrokerContext>, raft: Raft, log: LogReader, shutdown: 
                 }
             }
         }
+    }
+}
+
+/// Where the last periodic snapshot was asked for: applied index and log bytes written.
+#[derive(Debug, Default)]
+struct SnapshotPoint {
+    applied: u64,
+    log_bytes: u64,
+}
+
+async fn snapshot_if_due(
+    raft: &Raft,
+    log: &LogReader,
+    config: &RetentionConfig,
+    last: &mut SnapshotPoint,
+) {
+    let metrics = raft.metrics().borrow_watched().clone();
+    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    let snapshotted = metrics.snapshot.map_or(0, |id| id.index);
+    let log_bytes = log.metrics().bytes_flushed;
+    last.applied = last.applied.max(snapshotted);
+    let by_entries = applied.saturating_sub(last.applied) >= config.snapshot_every_entries;
+    let by_bytes = log_bytes.saturating_sub(last.log_bytes) >= config.snapshot_every_bytes;
+    if !(by_entries || by_bytes) {
+        return;
+    }
+    match raft.trigger().snapshot().await {
+        Ok(()) => *last = SnapshotPoint { applied, log_bytes },
+        Err(error) => warn!(%error, "could not start a periodic snapshot"),
     }
 }
 

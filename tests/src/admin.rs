@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use raftmq_client::{AdminHttpClient, AdminHttpError};
-use raftmq_protocol::admin::{RaftStatus, RegisteredGroup, Routes, TopicStatus};
+use raftmq_protocol::admin::{AddLearner, RaftStatus, RegisteredGroup, Routes, TopicStatus};
 use tokio::runtime::Runtime;
 
 /// How much longer than the client's deadline the caller waits for a call's answer before it
@@ -81,6 +81,22 @@ impl AdminHttp {
             addr,
             |client, addr| async move { client.topics(&addr).await },
         )
+    }
+
+    /// `POST /raft/add-learner` on a group's leader: answers once the learner caught up.
+    pub fn add_learner(
+        &self,
+        leader: SocketAddr,
+        node_id: u64,
+        raft: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let request = AddLearner {
+            node_id,
+            addr: raft.to_string(),
+        };
+        self.call(leader, move |client, addr| async move {
+            client.add_learner(&addr, &request).await.map(|_| ())
+        })
     }
 
     /// `GET /routes` of a NameServer.

@@ -63,7 +63,7 @@ pub const MIN_SEGMENT_BYTES: u64 = 1024;
 /// Disk space is reserved for the active segment in steps of this size (or the whole segment
 /// when it is smaller), always before anything is written there: a full disk then fails an
 /// append cleanly, with nothing written, instead of in the middle of a record.
-pub const PREALLOCATE_STEP_BYTES: u64 = 64 * 1024 * 1024;
+pub const PREALLOCATE_STEP_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Tunables of the segment log.
 #[derive(Clone, Debug)]
