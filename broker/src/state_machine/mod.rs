@@ -38,8 +38,29 @@ pub struct BrokerStateMachine {
     private: MemState,
     shared: Arc<BrokerState>,
     applies_since_durable: u32,
+    /// The meta values the database holds, so that a commit rewrites only the ones that
+    /// changed (`None`: not known, written at the next commit).
+    stored_meta: StoredMeta,
     /// Set at the first failure: a state machine that failed half-way never applies again.
     failed: Option<StateMachineError>,
+}
+
+/// The membership and last store timestamp as last written to the `meta` table. Most applies
+/// change neither (a membership changes rarely; a store timestamp only from one millisecond to
+/// the next), and each insert skipped saves a B-tree update in every apply's transaction.
+#[derive(Debug, Default)]
+struct StoredMeta {
+    membership: Option<StoredMembership>,
+    last_store_timestamp_ms: Option<i64>,
+}
+
+impl StoredMeta {
+    fn as_loaded(mem: &MemState) -> Self {
+        StoredMeta {
+            membership: Some(mem.membership.clone()),
+            last_store_timestamp_ms: Some(mem.last_store_timestamp_ms),
+        }
+    }
 }
 
 /// What a snapshot holds: the small state and every queue index row.
@@ -74,6 +95,7 @@ impl BrokerStateMachine {
         let shared = Arc::new(BrokerState::new(db.clone(), private.clone()));
         Ok(Self {
             db,
+            stored_meta: StoredMeta::as_loaded(&private),
             private,
             shared,
             applies_since_durable: 0,
@@ -146,6 +168,9 @@ impl BrokerStateMachine {
     }
 
     /// Writes what `touched` names, with the applied log id and membership, in one transaction.
+    /// Only the tables with something to write are opened, and only the meta values that
+    /// changed are rewritten: each open and each insert is a B-tree walk in every apply's
+    /// transaction (bench/RESULTS.md, "Where the time goes").
     fn persist(&mut self, touched: &Touched) -> Result<(), StateMachineError> {
         let mut txn = self.db.begin_write().map_err(storage)?;
         self.applies_since_durable += 1;
@@ -156,48 +181,57 @@ impl BrokerStateMachine {
             Durability::None
         };
         txn.set_durability(durability).map_err(storage)?;
+        let state = &self.private;
+        let membership_changed = self.stored_meta.membership.as_ref() != Some(&state.membership);
+        let last_store_changed =
+            self.stored_meta.last_store_timestamp_ms != Some(state.last_store_timestamp_ms);
         {
-            let state = &self.private;
-            write_configs(&txn, TOPICS, touched.topics.iter(), |t| state.topics.get(t))?;
-            write_configs(&txn, GROUPS, touched.groups.iter(), |g| state.groups.get(g))?;
+            write_configs(&txn, TOPICS, &touched.topics, |t| state.topics.get(t))?;
+            write_configs(&txn, GROUPS, &touched.groups, |g| state.groups.get(g))?;
 
-            let mut queues = txn.open_table(QUEUES).map_err(storage)?;
-            for key in &touched.queues {
-                match state.queues.get(key) {
-                    Some(q) => {
-                        queues.insert((key.0.as_str(), key.1), (q.next_offset, q.min_offset))
+            if !touched.queues.is_empty() {
+                let mut queues = txn.open_table(QUEUES).map_err(storage)?;
+                for key in &touched.queues {
+                    match state.queues.get(key) {
+                        Some(q) => {
+                            queues.insert((key.0.as_str(), key.1), (q.next_offset, q.min_offset))
+                        }
+                        None => queues.remove((key.0.as_str(), key.1)),
                     }
-                    None => queues.remove((key.0.as_str(), key.1)),
-                }
-                .map_err(storage)?;
-            }
-
-            let mut offsets = txn.open_table(CONSUMER_OFFSETS).map_err(storage)?;
-            for key in &touched.consumer_offsets {
-                let table_key = (key.0.as_str(), key.1.as_str(), key.2);
-                match state.consumer_offsets.get(key) {
-                    Some(offset) => offsets.insert(table_key, *offset),
-                    None => offsets.remove(table_key),
-                }
-                .map_err(storage)?;
-            }
-
-            let mut index = txn.open_table(QUEUE_INDEX).map_err(storage)?;
-            for topic in &touched.deleted_topics {
-                let range = (topic.as_str(), 0u32, 0u64)..=(topic.as_str(), u32::MAX, u64::MAX);
-                index.retain_in(range, |_, _| false).map_err(storage)?;
-            }
-            for (topic, queue_id, row) in &touched.index_rows {
-                let value = (
-                    row.log_index,
-                    row.unit_index,
-                    row.first_ordinal,
-                    row.count,
-                    row.store_timestamp_ms,
-                );
-                index
-                    .insert((topic.as_str(), *queue_id, row.first_offset), value)
                     .map_err(storage)?;
+                }
+            }
+
+            if !touched.consumer_offsets.is_empty() {
+                let mut offsets = txn.open_table(CONSUMER_OFFSETS).map_err(storage)?;
+                for key in &touched.consumer_offsets {
+                    let table_key = (key.0.as_str(), key.1.as_str(), key.2);
+                    match state.consumer_offsets.get(key) {
+                        Some(offset) => offsets.insert(table_key, *offset),
+                        None => offsets.remove(table_key),
+                    }
+                    .map_err(storage)?;
+                }
+            }
+
+            if !touched.deleted_topics.is_empty() || !touched.index_rows.is_empty() {
+                let mut index = txn.open_table(QUEUE_INDEX).map_err(storage)?;
+                for topic in &touched.deleted_topics {
+                    let range = (topic.as_str(), 0u32, 0u64)..=(topic.as_str(), u32::MAX, u64::MAX);
+                    index.retain_in(range, |_, _| false).map_err(storage)?;
+                }
+                for (topic, queue_id, row) in &touched.index_rows {
+                    let value = (
+                        row.log_index,
+                        row.unit_index,
+                        row.first_ordinal,
+                        row.count,
+                        row.store_timestamp_ms,
+                    );
+                    index
+                        .insert((topic.as_str(), *queue_id, row.first_offset), value)
+                        .map_err(storage)?;
+                }
             }
 
             let mut meta = txn.open_table(META).map_err(storage)?;
@@ -205,13 +239,23 @@ impl BrokerStateMachine {
                 meta.insert(META_APPLIED, encode_meta(applied)?.as_slice())
                     .map_err(storage)?;
             }
-            meta.insert(META_MEMBERSHIP, encode_meta(&state.membership)?.as_slice())
-                .map_err(storage)?;
-            let last_store = encode_meta(&state.last_store_timestamp_ms)?;
-            meta.insert(META_LAST_STORE_TIMESTAMP, last_store.as_slice())
-                .map_err(storage)?;
+            if membership_changed {
+                meta.insert(META_MEMBERSHIP, encode_meta(&state.membership)?.as_slice())
+                    .map_err(storage)?;
+            }
+            if last_store_changed {
+                let last_store = encode_meta(&state.last_store_timestamp_ms)?;
+                meta.insert(META_LAST_STORE_TIMESTAMP, last_store.as_slice())
+                    .map_err(storage)?;
+            }
         }
         txn.commit().map_err(storage)?;
+        if membership_changed {
+            self.stored_meta.membership = Some(self.private.membership.clone());
+        }
+        if last_store_changed {
+            self.stored_meta.last_store_timestamp_ms = Some(self.private.last_store_timestamp_ms);
+        }
         if durable {
             self.applies_since_durable = 0;
         }
@@ -267,6 +311,7 @@ impl BrokerStateMachine {
         }
         txn.commit().map_err(storage)?;
         create_tables(&self.db)?;
+        self.stored_meta = StoredMeta::default();
 
         self.private = image.mem;
         let touched = Touched {
@@ -299,6 +344,12 @@ impl StateMachine for BrokerStateMachine {
 
     fn applied_state(&self) -> (Option<LogId>, StoredMembership) {
         (self.private.applied, self.private.membership.clone())
+    }
+
+    /// Only every [`APPLIES_PER_DURABLE_COMMIT`]th apply fsyncs; the others are in-memory work
+    /// and a non-durable redb commit, cheap enough to run on openraft's task.
+    fn next_apply_waits_for_disk(&self) -> bool {
+        self.failed.is_none() && self.applies_since_durable + 1 >= APPLIES_PER_DURABLE_COMMIT
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
@@ -366,9 +417,12 @@ fn copy_keys<K: Ord + Clone, V: Clone>(
 fn write_configs<'a, T: Serialize + 'a>(
     txn: &redb::WriteTransaction,
     table: TableDefinition<&str, &[u8]>,
-    keys: impl Iterator<Item = &'a String>,
+    keys: &std::collections::BTreeSet<String>,
     current: impl Fn(&str) -> Option<&'a T>,
 ) -> Result<(), StateMachineError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
     let mut table = txn.open_table(table).map_err(storage)?;
     for key in keys {
         match current(key) {
