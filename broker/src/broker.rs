@@ -147,6 +147,7 @@ impl Broker {
         let leadership = Leadership::new(
             config.node_id,
             raft.metrics(),
+            raft.server_metrics(),
             config.raft_timers.election_timeout_max_ms,
         );
         let ctx = Arc::new(BrokerContext::new(
@@ -267,11 +268,14 @@ impl Broker {
         }
     }
 
-    /// Completes once Raft has stopped on its own; returns why.
+    /// Completes once Raft has stopped on its own; returns why. It waits on the server
+    /// metrics, which close when openraft's core stops (after it published its fatal error in
+    /// the full metrics), rather than on the full metrics, which change several times per
+    /// committed entry and would wake this task (on the runtime's main thread) for each.
     async fn failed(&self) -> String {
-        let mut metrics = self.node.raft().metrics();
+        let mut server = self.node.raft().server_metrics();
         loop {
-            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            if let Err(fatal) = &self.node.raft().metrics().borrow_watched().running_state {
                 // openraft keeps only the text of a storage error; the node kept its kind, so
                 // the reason says whether the disk is full or a file is corrupt.
                 return match self.node.storage_failure() {
@@ -279,7 +283,15 @@ impl Broker {
                     None => fatal.to_string(),
                 };
             }
-            if metrics.changed().await.is_err() {
+            if server.changed().await.is_err()
+                && self
+                    .node
+                    .raft()
+                    .metrics()
+                    .borrow_watched()
+                    .running_state
+                    .is_ok()
+            {
                 return "its metrics channel closed".to_string();
             }
         }

@@ -8,16 +8,19 @@
 //! whole committed range from the log before it starts), applies the batch in one call, then
 //! answers each responder with its entry's response.
 //!
-//! `StateMachine::apply` is synchronous and does disk I/O (one durable transaction per batch).
-//! The adapter runs it with `tokio::task::spawn_blocking` rather than `block_in_place`:
-//! `block_in_place` panics on a current-thread runtime and stalls whatever else that worker
-//! thread holds, while one hop to the blocking pool per *batch* of committed entries costs a few
-//! microseconds. The state machine sits behind a `std::sync::Mutex` that is only ever locked on
-//! blocking-pool threads, never across an `.await`.
+//! `StateMachine::apply` is synchronous and may do disk I/O. An apply that may wait for the disk
+//! (an fsync: [`StateMachine::next_apply_waits_for_disk`]) runs with
+//! `tokio::task::spawn_blocking` rather than `block_in_place` (which panics on a current-thread
+//! runtime and stalls whatever else that worker thread holds); any other apply runs inline on
+//! openraft's state-machine task: the broker's applies are in-memory work plus a non-durable
+//! redb commit (tens of microseconds), and the blocking-pool hop cost two thread hand-offs
+//! (futex wake-ups and context switches) per applied batch, a large share of a synchronous
+//! send's CPU (bench/RESULTS.md). The state machine sits behind a `std::sync::Mutex` that is
+//! never held across an `.await`.
 
 use std::io::{self, BufWriter};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -90,6 +93,17 @@ fn lock(state_machine: &Mutex<Box<dyn StateMachine>>) -> MutexGuard<'_, Box<dyn 
     state_machine
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The state machine if nobody holds it right now (see [`lock`] on poisoning).
+fn try_lock(
+    state_machine: &Mutex<Box<dyn StateMachine>>,
+) -> Option<MutexGuard<'_, Box<dyn StateMachine>>> {
+    match state_machine.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 /// Records a failure as the node's first storage failure (if it is), and returns the
@@ -224,14 +238,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(());
         }
         let count = entries.len();
-        let shared = Arc::clone(&self.shared);
         let latch = self.failure.clone();
-        let responses = blocking(move || {
-            lock(&shared.state_machine)
-                .apply(entries)
-                .map_err(|e| failed(&latch, e))
-        })
-        .await?;
+        // Inline only when the lock is free at once: a snapshot being built or installed holds
+        // it on the blocking pool, and this task must not stall a runtime thread waiting for it.
+        // The guard is dropped before any await.
+        let inline = match try_lock(&self.shared.state_machine) {
+            Some(mut state_machine) if !state_machine.next_apply_waits_for_disk() => {
+                Ok(state_machine.apply(entries))
+            }
+            _ => Err(entries),
+        };
+        let responses = match inline {
+            Ok(applied) => applied.map_err(|e| failed(&latch, e))?,
+            Err(entries) => {
+                let shared = Arc::clone(&self.shared);
+                blocking(move || {
+                    lock(&shared.state_machine)
+                        .apply(entries)
+                        .map_err(|e| failed(&latch, e))
+                })
+                .await?
+            }
+        };
         if responses.len() != count {
             return Err(failed(
                 &self.failure,
@@ -343,6 +371,118 @@ mod tests {
         ) -> Result<(), StateMachineError> {
             Ok(())
         }
+    }
+
+    /// Records the thread each apply runs on; `waits` is its answer to
+    /// `next_apply_waits_for_disk`.
+    struct ThreadRecorder {
+        waits: bool,
+        threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
+    }
+
+    impl StateMachine for ThreadRecorder {
+        fn apply(&mut self, entries: Vec<Entry>) -> Result<Vec<AppResponse>, StateMachineError> {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            Ok(entries.iter().map(|_| AppResponse::default()).collect())
+        }
+
+        fn next_apply_waits_for_disk(&self) -> bool {
+            self.waits
+        }
+
+        fn applied_state(&self) -> (Option<LogId>, StoredMembership) {
+            (None, StoredMembership::default())
+        }
+
+        fn write_snapshot(
+            &mut self,
+            _out: &mut dyn std::io::Write,
+        ) -> Result<(Option<LogId>, StoredMembership), StateMachineError> {
+            Ok((None, StoredMembership::default()))
+        }
+
+        fn install_snapshot(
+            &mut self,
+            _meta: &SnapshotMeta,
+            _image: &mut dyn std::io::Read,
+        ) -> Result<(), StateMachineError> {
+            Ok(())
+        }
+    }
+
+    fn one_entry(index: u64) -> futures::stream::Iter<std::vec::IntoIter<EntryItem>> {
+        let entry = Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(AppRequest(bytes::Bytes::from_static(b"x"))),
+        };
+        futures::stream::iter(vec![Ok((entry, None))])
+    }
+
+    type EntryItem = Result<EntryResponder<TypeConfig>, io::Error>;
+
+    /// A reader of an empty log store in `dir` (the store opened to serve snapshots).
+    fn log_reader(dir: &tempfile::TempDir) -> crate::log_store::LogReader {
+        crate::log_store::LogStore::open(&dir.path().join("log"), Default::default())
+            .unwrap()
+            .reader()
+    }
+
+    /// A current-thread runtime: an inline apply runs on the test's own thread, one on the
+    /// blocking pool on another.
+    #[tokio::test]
+    async fn only_an_apply_that_waits_for_the_disk_goes_to_the_blocking_pool() {
+        for waits in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let threads = Arc::new(Mutex::new(Vec::new()));
+            let recorder = ThreadRecorder {
+                waits,
+                threads: Arc::clone(&threads),
+            };
+            let mut store =
+                StateMachineStore::open(dir.path(), recorder, log_reader(&dir)).unwrap();
+            store.apply(one_entry(1)).await.unwrap();
+            let ran_on = threads.lock().unwrap().clone();
+            let here = std::thread::current().id();
+            assert_eq!(ran_on.len(), 1);
+            assert_eq!(ran_on[0] == here, !waits, "waits for the disk: {waits}");
+        }
+    }
+
+    /// While a snapshot holds the state machine (on the blocking pool), an apply must not wait
+    /// for it on a runtime thread: it goes to the blocking pool too.
+    #[tokio::test]
+    async fn an_apply_does_not_stall_the_runtime_while_a_snapshot_holds_the_state_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let recorder = ThreadRecorder {
+            waits: false,
+            threads: Arc::clone(&threads),
+        };
+        let mut store = StateMachineStore::open(dir.path(), recorder, log_reader(&dir)).unwrap();
+        let shared = Arc::clone(&store.shared);
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = lock(&shared.state_machine);
+            locked_tx.send(()).unwrap();
+            // Bounded: the test releases it right after its first poll.
+            let _ = release_rx.recv_timeout(std::time::Duration::from_secs(30));
+        });
+        locked_rx.recv().unwrap();
+        let mut apply = Box::pin(store.apply(one_entry(1)));
+        assert!(
+            futures::poll!(&mut apply).is_pending(),
+            "the apply waits for the lock without blocking this thread"
+        );
+        release_tx.send(()).unwrap();
+        apply.await.unwrap();
+        holder.join().unwrap();
+        let ran_on = threads.lock().unwrap().clone();
+        assert_eq!(ran_on.len(), 1);
+        assert_ne!(ran_on[0], std::thread::current().id());
     }
 
     #[tokio::test]

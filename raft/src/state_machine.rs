@@ -129,6 +129,14 @@ pub trait StateMachine: Send + Sync + 'static {
     /// id and membership, is made durable in one transaction before returning.
     fn apply(&mut self, entries: Vec<Entry>) -> Result<Vec<AppResponse>, StateMachineError>;
 
+    /// Whether the next [`apply`](Self::apply) may wait for the disk (an fsync). Such an apply
+    /// runs on tokio's blocking pool; any other runs on the task that asked for it, which spares
+    /// two thread hand-offs (a blocking-pool thread woken, the asking task woken back) per
+    /// applied batch. The default, `true`, always uses the blocking pool.
+    fn next_apply_waits_for_disk(&self) -> bool {
+        true
+    }
+
     /// The last applied log id and the last membership applied, as stored.
     fn applied_state(&self) -> (Option<LogId>, StoredMembership);
 

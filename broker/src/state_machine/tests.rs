@@ -229,6 +229,54 @@ fn state_survives_a_restart() {
     assert_eq!(after.index_rows_from("t", 0, 0, 100).unwrap().len(), 5);
 }
 
+/// A commit rewrites the membership and the last store time only when they changed: what an
+/// earlier commit wrote must still be what a restart reads, after applies that left them alone
+/// and after a snapshot was installed.
+#[test]
+fn membership_and_store_time_survive_a_restart_when_later_applies_leave_them_alone() {
+    let members = std::collections::BTreeSet::from([1u64, 2, 3]);
+    let membership = Membership::new_with_defaults(vec![members], []);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(&dir);
+    sm.apply(vec![Entry {
+        log_id: log_id(1),
+        payload: EntryPayload::Membership(membership),
+    }])
+    .unwrap();
+    for index in 2..=5 {
+        // The same store time every time: only the first send writes it.
+        let (command, blob) = send("t", 0, 1, 7);
+        apply_one(&mut sm, normal(index, &command, &blob));
+    }
+    let expected = sm.applied_state();
+    assert_eq!(expected.0, Some(log_id(5)));
+    assert_eq!(expected.1.log_id(), &Some(log_id(1)));
+    let mut data = Vec::new();
+    sm.write_snapshot(&mut data).unwrap();
+    drop(sm);
+    let sm = open(&dir);
+    assert_eq!(sm.applied_state(), expected);
+    assert_eq!(sm.state().read_last_store_timestamp_ms(), 7);
+    drop(sm);
+
+    // Installed elsewhere (where the state machine had seen neither), then one more send with
+    // the same store time, then a restart.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = open(&other_dir);
+    let meta = SnapshotMeta {
+        last_log_id: expected.0,
+        last_membership: expected.1.clone(),
+    };
+    other.install_snapshot(&meta, &mut data.as_slice()).unwrap();
+    let (command, blob) = send("t", 0, 1, 7);
+    apply_one(&mut other, normal(6, &command, &blob));
+    drop(other);
+    let other = open(&other_dir);
+    assert_eq!(other.applied_state(), (Some(log_id(6)), expected.1));
+    assert_eq!(other.state().read_last_store_timestamp_ms(), 7);
+    assert_eq!(other.state().queue("t", 0).next_offset, 5);
+}
+
 #[test]
 fn snapshot_restores_the_same_state_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
