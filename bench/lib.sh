@@ -45,12 +45,14 @@ wait_until() {
   log "timed out waiting for $what"; return 1
 }
 
-# start_broker <i>: member i of broker-a, data in $RUN_DIR/raftmq/b<i>
+# start_broker <i>: member i of broker-a, data in $RUN_DIR/raftmq/b<i>. With BROKER_WRAP_<i>
+# set, member i runs under that command (bench/cpu-per-message.sh runs one under valgrind).
 start_broker() {
   local i=$1
   local peers="1=127.0.99.1:10912,2=127.0.99.2:10912,3=127.0.99.3:10912"
+  local wrap_var="BROKER_WRAP_$i"
   # shellcheck disable=SC2086
-  RUST_LOG=${RUST_LOG:-warn} "$BIN/mqbroker" -n "$NAMESRV" --broker-name broker-a --node-id "$i" \
+  RUST_LOG=${RUST_LOG:-warn} ${!wrap_var:-} "$BIN/mqbroker" -n "$NAMESRV" --broker-name broker-a --node-id "$i" \
     --peers "$peers" --listen "127.0.99.$i:10911" --raft-listen "127.0.99.$i:10912" \
     --admin-listen "127.0.99.$i:10913" --data-dir "$RUN_DIR/raftmq/b$i" $BROKER_FLAGS \
     >> "$RUN_DIR/raftmq/b$i.out" 2>> "$RUN_DIR/raftmq/b$i.log" &

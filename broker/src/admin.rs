@@ -157,6 +157,7 @@ pub fn member_status(ctx: &BrokerContext, log: &LogReader) -> RaftStatus {
             .filter(|_| is_leader)
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
         disk_used_bytes: None,
+        disk_full: log.waiting_for_space,
     }
 }
 
@@ -178,18 +179,19 @@ async fn topics(State(state): State<AdminState>) -> Json<Vec<TopicStatus>> {
         .topics()
         .into_iter()
         .map(|topic| {
-            let queues = (0..topic.queue_nums())
-                .map(|queue| {
-                    let offsets = ctx.state.queue(&topic.name, queue);
-                    (queue, (offsets.min_offset, offsets.next_offset))
-                })
+            let offsets: Vec<_> = (0..topic.queue_nums())
+                .map(|queue| (queue, ctx.state.queue(&topic.name, queue)))
                 .collect();
             TopicStatus {
                 name: topic.name,
                 read_queue_nums: topic.read_queue_nums,
                 write_queue_nums: topic.write_queue_nums,
                 perm: topic.perm,
-                queues,
+                queues: offsets
+                    .iter()
+                    .map(|(queue, q)| (*queue, (q.min_offset, q.next_offset)))
+                    .collect(),
+                queue_bytes: offsets.iter().map(|(queue, q)| (*queue, q.bytes)).collect(),
             }
         })
         .collect();

@@ -4,8 +4,9 @@
 //! Sends from many connections queue here; one task takes everything queued (bounded in messages
 //! and bytes), encodes it as one `Command::Send` entry and hands it to openraft with
 //! `client_write_ff`, in order, so the log order is the order sends reached this queue. A
-//! bounded number of entries may be in flight; a responder task per entry waits for its apply
-//! result and answers each waiting request with its own outcome.
+//! bounded number of entries may be in flight; each entry's responder (a callback openraft calls
+//! once the entry is applied or refused) answers each waiting request with its own outcome,
+//! without a task of its own in between.
 //!
 //! The queue is bounded twice ([`QueueLimits`]): in requests and in message bytes, since a
 //! request can carry up to a frame of messages. A send waits while either bound is reached; a
@@ -18,7 +19,7 @@
 //! answered `ShuttingDown` (never proposed).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -50,7 +51,8 @@ pub const PROPOSAL_QUEUE_CAPACITY: usize = 16384;
 /// carry up to a frame (16 MiB) of messages. Sixteen full entries keep the batcher busy while
 /// [`MAX_IN_FLIGHT_PROPOSALS`] are in flight.
 pub const PROPOSAL_QUEUE_BYTES: u32 = 16 * MAX_BATCH_BYTES as u32;
-/// How long a proposal may wait for its apply result before its outcome is called unknown.
+/// How long a request may wait, from entering the queue, for its apply result before its
+/// outcome is called unknown.
 pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const _: () = assert!(MAX_BATCH_MESSAGES <= MAX_MESSAGES_PER_ENTRY);
@@ -163,14 +165,14 @@ impl Proposer {
         shutdown: CancellationToken,
         dedup_window: Duration,
     ) -> Self {
-        let (proposer, mut batcher) = Self::new(raft, QueueLimits::default(), tracker);
+        let (proposer, mut batcher) = Self::new(raft, QueueLimits::default());
         batcher.dedup_window_ms = dedup_window.as_millis() as u64;
         tracker.spawn(batcher.run(shutdown));
         proposer
     }
 
     /// A proposer and its batcher, not yet running (tests start it when they choose).
-    fn new(raft: Raft, limits: QueueLimits, tracker: &TaskTracker) -> (Self, Batcher) {
+    fn new(raft: Raft, limits: QueueLimits) -> (Self, Batcher) {
         let (queue, receiver) = mpsc::channel(limits.requests);
         let queue_bytes = Arc::new(Semaphore::new(limits.bytes as usize));
         let batcher = Batcher {
@@ -178,7 +180,6 @@ impl Proposer {
             receiver,
             queue_bytes: queue_bytes.clone(),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_PROPOSALS)),
-            tracker: tracker.clone(),
             last_store_timestamp_ms: 0,
             dedup_window_ms: 0,
             carried: None,
@@ -214,10 +215,7 @@ impl Proposer {
             }))
             .await
             .map_err(|_| ProposeError::ShuttingDown)?;
-        // A dropped reply means the batcher stopped after taking the request: unknown.
-        answer
-            .await
-            .unwrap_or(Err(ProposeError::Unknown(UnknownOutcome::BrokerStopped)))
+        await_answer(answer).await
     }
 
     /// Proposes one non-send command in an entry of its own.
@@ -241,15 +239,27 @@ impl Proposer {
             })
             .await
             .map_err(|_| ProposeError::ShuttingDown)?;
-        answer
-            .await
-            .unwrap_or(Err(ProposeError::Unknown(UnknownOutcome::BrokerStopped)))
+        await_answer(answer).await
     }
 
     /// Requests waiting in the queue (not yet taken by the batcher).
     #[cfg(test)]
     fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+/// Waits (at most [`PROPOSAL_TIMEOUT`]) for the answer to a queued request. A dropped reply
+/// means the batcher or openraft stopped after taking the request: unknown.
+async fn await_answer<T>(
+    answer: oneshot::Receiver<Result<T, ProposeError>>,
+) -> Result<T, ProposeError> {
+    match tokio::time::timeout(PROPOSAL_TIMEOUT, answer).await {
+        Err(_) => Err(ProposeError::Unknown(UnknownOutcome::NoCommitWithin(
+            PROPOSAL_TIMEOUT,
+        ))),
+        Ok(Err(_)) => Err(ProposeError::Unknown(UnknownOutcome::BrokerStopped)),
+        Ok(Ok(result)) => result,
     }
 }
 
@@ -268,7 +278,6 @@ struct Batcher {
     receiver: mpsc::Receiver<Proposal>,
     queue_bytes: Arc<Semaphore>,
     in_flight: Arc<Semaphore>,
-    tracker: TaskTracker,
     /// Store timestamps never go back, even if the clock does.
     last_store_timestamp_ms: i64,
     /// Carried in every send entry: [`SendBatch::dedup_window_ms`].
@@ -421,20 +430,15 @@ impl Batcher {
             units,
         });
         let unit_count = unit_of_queue.len();
-        let answer = self.write(&command, &blob).await;
-        self.tracker.spawn(async move {
-            let outcomes = match answer {
-                Err(err) => Err(err),
-                Ok(receiver) => await_applied(receiver)
-                    .await
-                    .and_then(|applied| match applied {
-                        Applied::Sent(outcomes) if outcomes.len() == unit_count => Ok(outcomes),
-                        other => Err(ProposeError::BadAnswer(format!(
-                            "expected {unit_count} send outcomes, got {other:?}"
-                        ))),
-                    }),
-            };
+        self.write(&command, &blob, move |result| {
+            // The in-flight slot is free again once the entry is applied or refused.
             drop(permit);
+            let outcomes = result.and_then(|applied| match applied {
+                Applied::Sent(outcomes) if outcomes.len() == unit_count => Ok(outcomes),
+                other => Err(ProposeError::BadAnswer(format!(
+                    "expected {unit_count} send outcomes, got {other:?}"
+                ))),
+            });
             match outcomes {
                 Ok(outcomes) => {
                     for (reply, unit_index, start) in replies {
@@ -447,7 +451,8 @@ impl Batcher {
                     }
                 }
             }
-        });
+        })
+        .await;
     }
 
     async fn propose_command(
@@ -457,45 +462,59 @@ impl Batcher {
         reply: oneshot::Sender<Result<Applied, ProposeError>>,
         permit: OwnedSemaphorePermit,
     ) {
-        let answer = self.write(&command, blob).await;
-        self.tracker.spawn(async move {
-            let result = match answer {
-                Err(err) => Err(err),
-                Ok(receiver) => await_applied(receiver).await,
-            };
+        self.write(&command, blob, move |result| {
             drop(permit);
             let _ = reply.send(result);
-        });
+        })
+        .await;
     }
 
-    /// Hands one entry to openraft; returns the receiver of its apply result.
-    async fn write(&self, command: &Command, blob: &[u8]) -> Result<WriteReceiver, ProposeError> {
-        let payload =
-            encode_entry(command, blob).map_err(|err| ProposeError::BadAnswer(err.to_string()))?;
-        let (responder, receiver) = WriteResponder::complete_only();
-        self.raft
+    /// Hands one entry to openraft; `answer` is called with its apply result (on openraft's
+    /// task, so it only hands the result on), or at once if it never reached openraft. If
+    /// openraft stops before answering, `answer` is dropped uncalled, and so are the replies it
+    /// owns: their senders learn the outcome is unknown.
+    async fn write(
+        &self,
+        command: &Command,
+        blob: &[u8],
+        answer: impl FnOnce(Result<Applied, ProposeError>) + Send + 'static,
+    ) {
+        let payload = match encode_entry(command, blob) {
+            Ok(payload) => payload,
+            Err(err) => return answer(Err(ProposeError::BadAnswer(err.to_string()))),
+        };
+        // Whoever comes first answers: openraft through the responder, or this function if
+        // openraft refuses the proposal outright (then the responder is dropped uncalled).
+        let answer = Arc::new(Mutex::new(Some(answer)));
+        let on_applied = Arc::clone(&answer);
+        let responder = WriteResponder::new(move |result| {
+            if let Some(answer) = take_answer(&on_applied) {
+                answer(applied_of(result));
+            }
+        });
+        if let Err(fatal) = self
+            .raft
             .client_write_ff(AppRequest(payload), Some(responder))
             .await
-            .map_err(|fatal| {
-                debug!(error = %fatal, "raft stopped before accepting a proposal");
-                ProposeError::ShuttingDown
-            })?;
-        Ok(receiver)
+        {
+            debug!(error = %fatal, "raft stopped before accepting a proposal");
+            if let Some(answer) = take_answer(&answer) {
+                answer(Err(ProposeError::ShuttingDown));
+            }
+        }
     }
 }
 
-type WriteReceiver = oneshot::Receiver<ClientWriteResult>;
+/// The answer function, once (the lock is never held across an await).
+fn take_answer<F>(answer: &Mutex<Option<F>>) -> Option<F> {
+    answer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+}
 
-async fn await_applied(receiver: WriteReceiver) -> Result<Applied, ProposeError> {
-    let result = match tokio::time::timeout(PROPOSAL_TIMEOUT, receiver).await {
-        Err(_) => {
-            return Err(ProposeError::Unknown(UnknownOutcome::NoCommitWithin(
-                PROPOSAL_TIMEOUT,
-            )));
-        }
-        Ok(Err(_)) => return Err(ProposeError::Unknown(UnknownOutcome::DroppedByRaft)),
-        Ok(Ok(result)) => result,
-    };
+/// What an entry's apply result means for its requests.
+fn applied_of(result: ClientWriteResult) -> Result<Applied, ProposeError> {
     match result {
         Ok(response) => {
             decode_applied(&response.data.0).map_err(|err| ProposeError::BadAnswer(err.to_string()))
@@ -583,8 +602,7 @@ mod tests {
         let group = TestGroup::start(1).await?;
         let leader = group.wait_for_leader().await?;
         let tracker = TaskTracker::new();
-        let (proposer, batcher) =
-            Proposer::new(group.member(leader).raft.clone(), limits, &tracker);
+        let (proposer, batcher) = Proposer::new(group.member(leader).raft.clone(), limits);
         Ok((group, proposer, batcher, tracker))
     }
 

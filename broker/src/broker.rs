@@ -120,6 +120,7 @@ impl Broker {
         let mut node_config = NodeConfig::new(config.node_id, config.data_dir.join("raft"));
         node_config.timers = config.raft_timers.clone();
         node_config.cluster_name = config.broker_name.clone();
+        node_config.segment_bytes = config.segment_bytes;
         let node = RaftNode::start(node_config, raft_listener, state_machine).await?;
         // One member forms the group: the one with the smallest id. If every member
         // initialized, each would campaign at once and the first terms would be lost to
@@ -151,6 +152,7 @@ impl Broker {
         let leadership = Leadership::new(
             config.node_id,
             raft.metrics(),
+            raft.server_metrics(),
             config.raft_timers.election_timeout_max_ms,
         );
         let ctx = Arc::new(BrokerContext::new(
@@ -199,6 +201,12 @@ impl Broker {
         tasks.spawn(crate::schedule::run(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::timer::run(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::transaction::run(ctx.clone(), shutdown.clone()));
+        tasks.spawn(crate::retention::run(
+            ctx.clone(),
+            raft.clone(),
+            node.log_reader(),
+            shutdown.clone(),
+        ));
 
         info!(
             broker = %config.broker_name,
@@ -267,11 +275,14 @@ impl Broker {
         }
     }
 
-    /// Completes once Raft has stopped on its own; returns why.
+    /// Completes once Raft has stopped on its own; returns why. It waits on the server
+    /// metrics, which close when openraft's core stops (after it published its fatal error in
+    /// the full metrics), rather than on the full metrics, which change several times per
+    /// committed entry and would wake this task (on the runtime's main thread) for each.
     async fn failed(&self) -> String {
-        let mut metrics = self.node.raft().metrics();
+        let mut server = self.node.raft().server_metrics();
         loop {
-            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            if let Err(fatal) = &self.node.raft().metrics().borrow_watched().running_state {
                 // openraft keeps only the text of a storage error; the node kept its kind, so
                 // the reason says whether the disk is full or a file is corrupt.
                 return match self.node.storage_failure() {
@@ -279,7 +290,15 @@ impl Broker {
                     None => fatal.to_string(),
                 };
             }
-            if metrics.changed().await.is_err() {
+            if server.changed().await.is_err()
+                && self
+                    .node
+                    .raft()
+                    .metrics()
+                    .borrow_watched()
+                    .running_state
+                    .is_ok()
+            {
                 return "its metrics channel closed".to_string();
             }
         }

@@ -48,6 +48,10 @@ pub enum Command {
     /// The leader asked a producer about a pending transaction: count the check and wait a
     /// check interval before the next one.
     TransactionChecked { half: u64, checked_at_ms: i64 },
+    /// Retention (decided by the leader's retention task): the messages of log entries below
+    /// `from_index` are gone; every queue's minimum offset moves past them and their index rows
+    /// go. Never moves back: a lower `from_index` than the floor in force changes nothing.
+    Retain { from_index: u64 },
 }
 
 impl Command {

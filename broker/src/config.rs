@@ -215,6 +215,49 @@ pub struct BrokerOptions {
         )
     )]
     pub timer_max_delay_sec: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Size of a commit log segment file (RocketMQ's mapedFileSizeCommitLog): bytes, or with a unit such as 4MiB",
+            "1GiB"
+        )
+    )]
+    pub segment_size: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "How long messages are kept (RocketMQ's fileReservedTime): a plain number is hours, or a duration such as 30s, 10m, 3d",
+            "72"
+        )
+    )]
+    pub file_reserved_time: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "Delete the oldest segments while the data directory's disk is fuller than this, percent (RocketMQ's diskMaxUsedSpaceRatio)",
+            DEFAULT_DISK_MAX_USED_SPACE_RATIO
+        )
+    )]
+    pub disk_max_used_space_ratio: Option<u8>,
+    /// How often retention is checked, ms (tests use less than the default).
+    #[arg(long, hide = true)]
+    pub retention_check_interval_ms: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Snapshot the state machine after this many applied log entries",
+            DEFAULT_SNAPSHOT_EVERY_ENTRIES
+        )
+    )]
+    pub snapshot_every_entries: Option<u64>,
+    #[arg(
+        long,
+        help = with_default(
+            "Snapshot the state machine after this many bytes were written to the log (bytes, or with a unit)",
+            "1GiB"
+        )
+    )]
+    pub snapshot_every_bytes: Option<String>,
     /// Join an existing group later (as a learner) instead of forming one from --peers.
     // A flag without a value, as before; `None` when absent so that a file's `join = true`
     // stands.
@@ -270,6 +313,9 @@ pub struct BrokerConfig {
     pub dedup_window: Duration,
     pub transactions: TransactionConfig,
     pub timer_max_delay: Duration,
+    /// The size at which a commit log segment file is sealed.
+    pub segment_bytes: u64,
+    pub retention: RetentionConfig,
     pub join: bool,
     pub unsafe_ack_before_commit: bool,
 }
@@ -321,6 +367,71 @@ pub enum ConfigError {
     BadDelayLevels(#[from] DelayLevelError),
     #[error("{flag}: {reason}")]
     OutOfRange { flag: &'static str, reason: String },
+    #[error("--segment-size: {value:?} is not a size (bytes, or e.g. 64MiB, 1GiB): {reason}")]
+    BadSegmentSize { value: String, reason: String },
+    #[error(
+        "--file-reserved-time: {value:?} is not hours or a duration (e.g. 72, 30s, 3d): {reason}"
+    )]
+    BadReservedTime { value: String, reason: String },
+    #[error("--disk-max-used-space-ratio: {0} is not a percentage from 10 to 95")]
+    BadDiskRatio(u8),
+}
+
+/// RocketMQ's `fileReservedTime`: 72 hours.
+pub const DEFAULT_FILE_RESERVED_TIME: Duration = Duration::from_secs(72 * 3600);
+/// RocketMQ's `diskMaxUsedSpaceRatio`: 75 %.
+pub const DEFAULT_DISK_MAX_USED_SPACE_RATIO: u8 = 75;
+/// How often the leader looks for expired segments (RocketMQ checks every 10 s).
+pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Applied entries between two periodic snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 100_000;
+/// Log bytes written between two periodic snapshots.
+pub const DEFAULT_SNAPSHOT_EVERY_BYTES: u64 = 1 << 30;
+
+/// When messages go: by age and by how full the disk is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    pub file_reserved_time: Duration,
+    /// Percent of the data directory's disk above which the oldest segments go.
+    pub disk_max_used_space_ratio: u8,
+    pub check_interval: Duration,
+    /// A periodic snapshot after this many applied entries...
+    pub snapshot_every_entries: u64,
+    /// ...or this many log bytes written, whichever comes first.
+    pub snapshot_every_bytes: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            file_reserved_time: DEFAULT_FILE_RESERVED_TIME,
+            disk_max_used_space_ratio: DEFAULT_DISK_MAX_USED_SPACE_RATIO,
+            check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
+            snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+            snapshot_every_bytes: DEFAULT_SNAPSHOT_EVERY_BYTES,
+        }
+    }
+}
+
+/// Parses RocketMQ's `fileReservedTime`: a plain number is hours; otherwise a duration with a
+/// unit (`30s`, `10m`, `3d`).
+pub fn parse_reserved_time(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if let Ok(hours) = value.parse::<u64>() {
+        return hours
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or_else(|| "too long".to_string());
+    }
+    humantime::parse_duration(value).map_err(|e| e.to_string())
+}
+
+/// Parses a size: plain bytes or a number with a unit (`4MiB`, `1GiB`, `512KB`).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    value
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
 }
 
 fn parse_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -505,6 +616,57 @@ impl BrokerConfig {
                 Some(text) => DelayLevels::parse(text)?,
                 None => DelayLevels::default(),
             },
+            segment_bytes: match options.segment_size.as_deref() {
+                None => raftmq_raft::segment::DEFAULT_SEGMENT_BYTES,
+                Some(text) => {
+                    let bad = |reason: String| ConfigError::BadSegmentSize {
+                        value: text.to_owned(),
+                        reason,
+                    };
+                    let bytes = parse_size(text).map_err(bad)?;
+                    if bytes < raftmq_raft::segment::MIN_SEGMENT_BYTES {
+                        return Err(bad(format!(
+                            "at least {} bytes",
+                            raftmq_raft::segment::MIN_SEGMENT_BYTES
+                        )));
+                    }
+                    bytes
+                }
+            },
+            retention: RetentionConfig {
+                file_reserved_time: match options.file_reserved_time.as_deref() {
+                    None => DEFAULT_FILE_RESERVED_TIME,
+                    Some(text) => parse_reserved_time(text).map_err(|reason| {
+                        ConfigError::BadReservedTime {
+                            value: text.to_owned(),
+                            reason,
+                        }
+                    })?,
+                },
+                disk_max_used_space_ratio: match options.disk_max_used_space_ratio {
+                    None => DEFAULT_DISK_MAX_USED_SPACE_RATIO,
+                    Some(ratio) if (10..=95).contains(&ratio) => ratio,
+                    Some(ratio) => return Err(ConfigError::BadDiskRatio(ratio)),
+                },
+                check_interval: options
+                    .retention_check_interval_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_RETENTION_CHECK_INTERVAL)
+                    .max(Duration::from_millis(100)),
+                snapshot_every_entries: options
+                    .snapshot_every_entries
+                    .unwrap_or(DEFAULT_SNAPSHOT_EVERY_ENTRIES)
+                    .max(1),
+                snapshot_every_bytes: match options.snapshot_every_bytes.as_deref() {
+                    None => DEFAULT_SNAPSHOT_EVERY_BYTES,
+                    Some(text) => {
+                        parse_size(text).map_err(|reason| ConfigError::BadSegmentSize {
+                            value: text.to_owned(),
+                            reason: format!("--snapshot-every-bytes: {reason}"),
+                        })?
+                    }
+                },
+            },
             join,
             unsafe_ack_before_commit: options.unsafe_ack_before_commit.unwrap_or(false),
         })
@@ -521,6 +683,70 @@ mod tests {
             data_dir: Some("/tmp/x".into()),
             peers: Some("1=127.0.0.1:20001, 2=127.0.0.1:20002,3=127.0.0.1:20003".into()),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reserved_time_is_hours_or_a_duration() {
+        assert_eq!(
+            parse_reserved_time("72"),
+            Ok(Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(parse_reserved_time("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_reserved_time("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_reserved_time("soon").is_err());
+        let options = BrokerOptions {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            file_reserved_time: Some("45s".into()),
+            disk_max_used_space_ratio: Some(80),
+            ..BrokerOptions::default()
+        };
+        let retention = BrokerConfig::from_options(options.clone())
+            .unwrap()
+            .retention;
+        assert_eq!(retention.file_reserved_time, Duration::from_secs(45));
+        assert_eq!(retention.disk_max_used_space_ratio, 80);
+        let bad = BrokerOptions {
+            disk_max_used_space_ratio: Some(100),
+            ..options
+        };
+        assert!(matches!(
+            BrokerConfig::from_options(bad),
+            Err(ConfigError::BadDiskRatio(100))
+        ));
+    }
+
+    #[test]
+    fn segment_sizes_take_units_and_refuse_nonsense() {
+        assert_eq!(parse_size("4MiB"), Ok(4 * 1024 * 1024));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert!(parse_size("four").is_err());
+        let mut options = BrokerOptions {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            ..BrokerOptions::default()
+        };
+        let config = BrokerConfig::from_options(options.clone()).unwrap();
+        assert_eq!(
+            config.segment_bytes,
+            raftmq_raft::segment::DEFAULT_SEGMENT_BYTES
+        );
+        options.segment_size = Some("4MiB".into());
+        assert_eq!(
+            BrokerConfig::from_options(options.clone())
+                .unwrap()
+                .segment_bytes,
+            4 << 20
+        );
+        for bad in ["12", "lots", "-1MiB"] {
+            options.segment_size = Some(bad.into());
+            let error = BrokerConfig::from_options(options.clone()).unwrap_err();
+            assert!(
+                matches!(error, ConfigError::BadSegmentSize { .. }),
+                "{bad}: {error}"
+            );
         }
     }
 

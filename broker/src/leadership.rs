@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use openraft::ServerState;
 
-use raftmq_raft::{MetricsReceiver, MetricsWatch, NodeId, RaftMetrics, since_quorum_ack};
+use raftmq_raft::{
+    MetricsReceiver, MetricsWatch, NodeId, RaftMetrics, ServerMetrics, ServerMetricsWatch,
+    since_quorum_ack,
+};
 
 /// A member's view of its group's leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,16 +24,24 @@ pub struct LeadershipView {
 pub struct Leadership {
     node_id: NodeId,
     metrics: MetricsWatch,
+    /// Changes only with leadership, vote or membership: what waiters subscribe to.
+    server: ServerMetricsWatch,
     quorum_lease_ms: u64,
 }
 
 impl Leadership {
     /// `quorum_lease_ms`: how long a leader may go without a quorum acknowledging it and still
     /// take writes (the longest election timeout: after that another leader may exist).
-    pub fn new(node_id: NodeId, metrics: MetricsWatch, quorum_lease_ms: u64) -> Self {
+    pub fn new(
+        node_id: NodeId,
+        metrics: MetricsWatch,
+        server: ServerMetricsWatch,
+        quorum_lease_ms: u64,
+    ) -> Self {
         Self {
             node_id,
             metrics,
+            server,
             quorum_lease_ms,
         }
     }
@@ -55,9 +66,12 @@ impl Leadership {
         self.view().is_leader
     }
 
-    /// A receiver for waiting on changes (registration re-registers when the view changes).
-    pub fn subscribe(&self) -> MetricsWatch {
-        self.metrics.clone()
+    /// A receiver for waiting on leadership changes (registration re-registers when the view
+    /// changes): it changes only with the leader, the vote or the membership. (The full
+    /// metrics change several times per committed entry; a waiter on them was woken, a context
+    /// switch each time, for every message.) Read the view with [`server_view_of`].
+    pub fn subscribe(&self) -> ServerMetricsWatch {
+        self.server.clone()
     }
 
     /// The metrics as they are now (for admin endpoints).
@@ -70,6 +84,16 @@ pub fn view_of(node_id: NodeId, metrics: &RaftMetrics) -> LeadershipView {
     LeadershipView {
         node_id,
         term: metrics.current_term,
+        leader: metrics.current_leader,
+        is_leader: metrics.state == ServerState::Leader && metrics.current_leader == Some(node_id),
+    }
+}
+
+/// The same view from the server metrics (see [`Leadership::subscribe`]).
+pub fn server_view_of(node_id: NodeId, metrics: &ServerMetrics) -> LeadershipView {
+    LeadershipView {
+        node_id,
+        term: metrics.vote.leader_id.term,
         leader: metrics.current_leader,
         is_leader: metrics.state == ServerState::Leader && metrics.current_leader == Some(node_id),
     }

@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod processor;
 pub mod queue_locks;
 pub mod registration;
+pub mod retention;
 pub mod schedule;
 pub mod state_machine;
 #[cfg(test)]

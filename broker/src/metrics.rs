@@ -178,6 +178,7 @@ pub struct BrokerMetrics {
     messages_out: Family<GroupLabels, Counter>,
     throughput_out: Family<GroupLabels, Counter>,
     send_to_dlq: Family<DlqLabels, Counter>,
+    offset_moved: Family<GroupLabels, Counter>,
     consumer_lag_messages: Family<GroupLabels, Gauge>,
     consumer_lag_latency: Family<GroupLabels, Gauge>,
     consumer_inflight_messages: Family<GroupLabels, Gauge>,
@@ -200,6 +201,7 @@ pub struct BrokerMetrics {
     log_fsync_seconds: Counter<f64>,
     log_entries_flushed: Counter,
     disk_used_bytes: Gauge,
+    disk_full: Gauge,
     last_log: Mutex<LogStoreMetricsSnapshot>,
     series: Mutex<TopicSeries>,
 }
@@ -230,6 +232,7 @@ impl BrokerMetrics {
             messages_out: Family::default(),
             throughput_out: Family::default(),
             send_to_dlq: Family::default(),
+            offset_moved: Family::default(),
             consumer_lag_messages: Family::default(),
             consumer_lag_latency: Family::default(),
             consumer_inflight_messages: Family::default(),
@@ -253,6 +256,7 @@ impl BrokerMetrics {
             log_fsync_seconds: Counter::default(),
             log_entries_flushed: Counter::default(),
             disk_used_bytes: Gauge::default(),
+            disk_full: Gauge::default(),
             last_log: Mutex::new(LogStoreMetricsSnapshot::default()),
             series: Mutex::new(TopicSeries::default()),
         };
@@ -297,6 +301,11 @@ impl BrokerMetrics {
             "rocketmq_send_to_dlq_messages",
             "Consumer send to DLQ messages",
             self.send_to_dlq.clone(),
+        );
+        rocketmq.register(
+            "raftmq_consumer_offset_moved",
+            "Pulls that asked for an offset below the queue's minimum (gone with retention); the consumer was moved to the minimum",
+            self.offset_moved.clone(),
         );
         rocketmq.register(
             "rocketmq_consumer_lag_messages",
@@ -435,6 +444,11 @@ impl BrokerMetrics {
             "Bytes of the files under the member's data directory",
             self.disk_used_bytes.clone(),
         );
+        raft.register(
+            "disk_full",
+            "1 while the member's disk is full: its log waits for space and it acknowledges nothing new",
+            self.disk_full.clone(),
+        );
     }
 
     pub fn observe_send(&self, result: &'static str, elapsed: Duration) {
@@ -486,6 +500,19 @@ impl BrokerMetrics {
         self.lock_series().messages_out.insert(labels);
     }
 
+    /// A pull of `group` asked for an offset below the queue's minimum (gone with retention):
+    /// the consumer was moved to the minimum.
+    pub fn offset_moved(&self, topic: &str, group: &str) {
+        let labels = GroupLabels {
+            topic: topic.to_string(),
+            consumer_group: group.to_string(),
+            is_retry: is_retry_topic(topic),
+            is_system: is_system_topic(topic) || is_system_group(group),
+        };
+        self.offset_moved.get_or_create(&labels).inc();
+        self.lock_series().messages_out.insert(labels);
+    }
+
     /// A message of `topic` that `group` failed too often went to the dead-letter topic.
     pub fn sent_to_dlq(&self, topic: &str, group: &str) {
         let labels = DlqLabels {
@@ -528,6 +555,7 @@ impl BrokerMetrics {
         if let Some(bytes) = scrape.disk_used_bytes {
             self.disk_used_bytes.set(clamp_i64(bytes));
         }
+        self.disk_full.set(i64::from(scrape.log.waiting_for_space));
         self.drop_deleted_series(scrape.state, scrape.clients);
         self.refresh_consumers(scrape.state, scrape.clients, scrape.raft.is_leader());
         let mut text = String::new();
@@ -605,6 +633,7 @@ impl BrokerMetrics {
             if !keep {
                 self.messages_out.remove(labels);
                 self.throughput_out.remove(labels);
+                self.offset_moved.remove(labels);
             }
             keep
         });
@@ -780,6 +809,7 @@ mod tests {
             commit_index: Some(9),
             quorum_ack_age_ms: Some(5),
             disk_used_bytes: Some(1234),
+            disk_full: false,
         };
         member.ctx.metrics.render(&Scrape {
             raft: &raft,

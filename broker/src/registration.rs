@@ -15,13 +15,13 @@ use raftmq_protocol::header::namesrv::{
 };
 use raftmq_protocol::route::RegisterBrokerBody;
 use raftmq_protocol::{ExtHeader, RemotingCommand};
-use raftmq_raft::MetricsReceiver;
+use raftmq_raft::{MetricsReceiver, ServerMetrics};
 use raftmq_remoting::rpc_client::RpcClient;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::context::BrokerContext;
-use crate::leadership::{LeadershipView, view_of};
+use crate::leadership::{LeadershipView, server_view_of};
 use crate::processor::get_all_topic_config::topic_config_wrapper;
 
 /// How long one registration may take.
@@ -39,11 +39,16 @@ pub async fn run(ctx: Arc<BrokerContext>, rpc: RpcClient, shutdown: Cancellation
     let mut registered: Option<LeadershipView> = None;
     let mut was_member = false;
     loop {
-        let view = ctx.leadership.view();
+        let (view, is_member) = {
+            let server = metrics.borrow_and_update();
+            (
+                server_view_of(ctx.config.node_id, &server),
+                is_group_member(&ctx, &server),
+            )
+        };
         // Only a member of its group's membership registers: a member removed from the group
         // leaves the route for good (and says so once), and a member started with --join
         // appears once it has been added.
-        let is_member = is_group_member(&ctx);
         if is_member {
             register_everywhere(&ctx, &rpc, view).await;
         } else if was_member {
@@ -77,11 +82,17 @@ pub async fn run(ctx: Arc<BrokerContext>, rpc: RpcClient, shutdown: Cancellation
                         unregister_everywhere(&ctx, &rpc).await;
                         return;
                     }
-                    let now = view_of(ctx.config.node_id, &metrics.borrow_and_update());
+                    let (now, is_member) = {
+                        let server = metrics.borrow_watched();
+                        (
+                            server_view_of(ctx.config.node_id, &server),
+                            is_group_member(&ctx, &server),
+                        )
+                    };
                     let leadership_moved = registered.is_some_and(|old| {
                         old.is_leader != now.is_leader || (now.is_leader && old.term != now.term)
                     });
-                    if leadership_moved || is_group_member(&ctx) != was_member {
+                    if leadership_moved || is_member != was_member {
                         break;
                     }
                 }
@@ -90,9 +101,8 @@ pub async fn run(ctx: Arc<BrokerContext>, rpc: RpcClient, shutdown: Cancellation
     }
 }
 
-fn is_group_member(ctx: &BrokerContext) -> bool {
-    let metrics = ctx.leadership.metrics();
-    let membership = metrics.membership_config.membership();
+fn is_group_member(ctx: &BrokerContext, server: &ServerMetrics) -> bool {
+    let membership = server.membership_config.membership();
     membership.get_node(&ctx.config.node_id).is_some()
 }
 

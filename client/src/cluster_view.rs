@@ -459,6 +459,7 @@ mod tests {
             commit_index: None,
             quorum_ack_age_ms: None,
             disk_used_bytes: None,
+            disk_full: false,
         }
     }
 

@@ -96,6 +96,10 @@ pub struct RaftStatus {
     /// Bytes of the files under the member's data directory (Raft log, snapshots, state).
     #[serde(default)]
     pub disk_used_bytes: Option<u64>,
+    /// The member's disk is full: its log waits for space and it acknowledges nothing new
+    /// (it goes on by itself once space is freed).
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 impl RaftStatus {
@@ -116,6 +120,9 @@ pub struct TopicStatus {
     pub perm: u32,
     /// Per queue: `[min offset, max offset]` (max = the offset after the last message).
     pub queues: BTreeMap<u32, (u64, u64)>,
+    /// Per queue: bytes of its messages still held (min..max).
+    #[serde(default)]
+    pub queue_bytes: BTreeMap<u32, u64>,
 }
 
 /// `GET /groups`: one consumer group with its committed offsets, lag and live clients.
@@ -309,10 +316,11 @@ mod tests {
             commit_index: Some(40),
             quorum_ack_age_ms: Some(12),
             disk_used_bytes: Some(4096),
+            disk_full: false,
         };
         pins(
             &status,
-            r#"{"broker_name":"broker-a","node_id":1,"state":"Leader","term":3,"leader":1,"last_log_index":42,"applied_index":41,"voters":[1,2,3],"learners":[4],"nodes":{"1":"127.0.0.1:10912","2":"127.0.0.2:10912"},"followers":{"2":{"matched_index":40,"lag_entries":2},"3":{"matched_index":null,"lag_entries":42}},"remoting_addr":"127.0.0.1:10911","log_fsyncs":7,"log_entries_flushed":42,"writable":true,"commit_index":40,"quorum_ack_age_ms":12,"disk_used_bytes":4096}"#,
+            r#"{"broker_name":"broker-a","node_id":1,"state":"Leader","term":3,"leader":1,"last_log_index":42,"applied_index":41,"voters":[1,2,3],"learners":[4],"nodes":{"1":"127.0.0.1:10912","2":"127.0.0.2:10912"},"followers":{"2":{"matched_index":40,"lag_entries":2},"3":{"matched_index":null,"lag_entries":42}},"remoting_addr":"127.0.0.1:10911","log_fsyncs":7,"log_entries_flushed":42,"writable":true,"commit_index":40,"quorum_ack_age_ms":12,"disk_used_bytes":4096,"disk_full":false}"#,
         );
         assert!(status.is_leader());
     }
@@ -338,10 +346,11 @@ mod tests {
             commit_index: None,
             quorum_ack_age_ms: None,
             disk_used_bytes: None,
+            disk_full: true,
         };
         pins(
             &status,
-            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0,"writable":false,"commit_index":null,"quorum_ack_age_ms":null,"disk_used_bytes":null}"#,
+            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0,"writable":false,"commit_index":null,"quorum_ack_age_ms":null,"disk_used_bytes":null,"disk_full":true}"#,
         );
         assert!(!status.is_leader());
     }
@@ -366,8 +375,9 @@ mod tests {
                 write_queue_nums: 2,
                 perm: 6,
                 queues: BTreeMap::from([(0, (0, 5)), (1, (3, 3))]),
+                queue_bytes: BTreeMap::from([(0, 640), (1, 0)]),
             }],
-            r#"[{"name":"TopicA","read_queue_nums":2,"write_queue_nums":2,"perm":6,"queues":{"0":[0,5],"1":[3,3]}}]"#,
+            r#"[{"name":"TopicA","read_queue_nums":2,"write_queue_nums":2,"perm":6,"queues":{"0":[0,5],"1":[3,3]},"queue_bytes":{"0":640,"1":0}}]"#,
         );
         pins(
             &vec![GroupStatus {

@@ -128,6 +128,7 @@ fn delta(
         commit_nanos_total: after.commit_nanos_total - before.commit_nanos_total,
         entries_read_from_cache: after.entries_read_from_cache - before.entries_read_from_cache,
         entries_read_from_disk: after.entries_read_from_disk - before.entries_read_from_disk,
+        waiting_for_space: after.waiting_for_space,
     }
 }
 
@@ -308,6 +309,23 @@ async fn start_cluster(root: &std::path::Path) -> Result<BTreeMap<NodeId, Member
     Ok(members)
 }
 
+/// The cluster rows to run: [`CLUSTER_ROWS`], or `RAFTMQ_BENCH_ROWS=<records>x<in flight>,...`
+/// (e.g. `1024x16`, the failover-under-load row alone: each row writes gigabytes to disk).
+fn cluster_rows() -> Result<Vec<(usize, usize)>> {
+    let Ok(spec) = std::env::var("RAFTMQ_BENCH_ROWS") else {
+        return Ok(CLUSTER_ROWS.to_vec());
+    };
+    spec.split(',')
+        .map(|row| {
+            let (records, in_flight) = row
+                .trim()
+                .split_once('x')
+                .context("RAFTMQ_BENCH_ROWS wants <records>x<in flight>,...")?;
+            Ok((records.parse()?, in_flight.parse()?))
+        })
+        .collect()
+}
+
 /// The timers to run the group with: the defaults, or
 /// `RAFTMQ_BENCH_TIMERS=<heartbeat_ms>,<election_min_ms>,<election_max_ms>` to try others.
 fn bench_timers() -> Result<RaftTimers> {
@@ -397,8 +415,9 @@ async fn cluster_bench() -> Result<()> {
         "{:>9} {:>9} {:>11} {:>10} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>5} {:>6}",
         "proposal", "flight", "", "", "", "", "", "", "L / F", "MiB/s", "", "+", "ms"
     );
-    let last = CLUSTER_ROWS.len() - 1;
-    for (row, (records, in_flight)) in CLUSTER_ROWS.into_iter().enumerate() {
+    let rows = cluster_rows()?;
+    let last = rows.len().saturating_sub(1);
+    for (row, (records, in_flight)) in rows.into_iter().enumerate() {
         cluster_phase(records, in_flight, row == last).await?;
     }
     println!(

@@ -1,5 +1,5 @@
-//! The Raft log on redb, with group commit. This log IS the broker's commit log: message bodies
-//! live only here, so the broker reads them back through [`LogReader`].
+//! The Raft log in segment files, with group commit. This log IS the broker's commit log:
+//! message bodies live only here, so the broker reads them back through [`LogReader`].
 //!
 //! Data path of a write:
 //!
@@ -8,7 +8,8 @@
 //!   -> entries go into the in-memory tail (mem.rs): readable at once
 //!   -> the command is queued to the flusher (flusher.rs, one thread, bounded queue)
 //!   -> append returns; openraft's leader replicates the entries from the tail right away
-//!   -> the flusher drains the queue, writes it all in one redb transaction (one fsync)
+//!   -> the flusher drains the queue, appends it all to the active segment (crate::segment)
+//!      and fdatasyncs once
 //!   -> then fires IOFlushed for every append in the batch, in order
 //! ```
 //!
@@ -22,9 +23,20 @@
 //! good: it is returned to openraft as an `io::Error` whose source is the [`LogStoreError`]
 //! (which stops the node) and every later call fails too.
 //!
-//! On disk (file [`LOG_FILE_NAME`] in the data directory): table `entries` maps a log index to
-//! the [`codec`]-encoded entry; table `meta` holds the vote, the committed log id
-//! and the last purged log id.
+//! On disk, in the node's data directory:
+//!
+//! ```text
+//! log/        the segment files ([`crate::segment`]): one record per entry, [`codec`]-encoded
+//! history/    segment files of entries below the purge point that came with an installed
+//!             snapshot (a member that caught up by snapshot reads old messages from them)
+//! raft-meta   vote, committed log id, last purged log id and the retention floor, replaced
+//!             atomically ([`crate::segment::MetaFile`])
+//! ```
+//!
+//! Two lower bounds: openraft's purge point (`last_purged`: entries at or below it are no longer
+//! part of the Raft log) and the retention floor (entries below it may be deleted from disk).
+//! Segment files go only when both allow it, so the broker can go on reading messages below the
+//! purge point ([`LogReader::read_entries`]) until retention drops them.
 
 mod flusher;
 mod mem;
@@ -42,7 +54,7 @@ use std::thread::JoinHandle;
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogIdOptionExt, LogState, OptionalSend, RaftLogReader};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use flusher::{AppendDone, FlushCommand};
@@ -50,33 +62,38 @@ pub use flusher::{FLUSH_QUEUE_CAPACITY, MAX_COMMANDS_PER_FLUSH};
 use mem::MemLog;
 
 use crate::codec;
-use crate::storage_fault::{FailureKind, RedbFault, is_no_space};
+use crate::segment::{
+    DEFAULT_SEGMENT_BYTES, FaultHook, MetaFile, SegmentConfig, SegmentError, SegmentLog,
+    StoredRecord,
+};
+use crate::storage_fault::{FailureKind, is_no_space};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
-/// The redb file of the log inside a node's data directory.
-pub const LOG_FILE_NAME: &str = "raft-log.redb";
+/// The directory of the segment files inside a node's data directory.
+pub const LOG_DIR_NAME: &str = "log";
+
+/// The directory of the history segments (entries that came with an installed snapshot).
+pub const HISTORY_DIR_NAME: &str = "history";
+
+/// The metadata file (vote, committed, purge point, retention floor) in the data directory.
+pub const META_FILE_NAME: &str = "raft-meta";
+
+/// The redb file in which RaftMQ before the segment files kept its log: a data directory that
+/// holds one is refused with a clear error instead of being read as empty.
+pub const LEGACY_LOG_FILE_NAME: &str = "raft-log.redb";
 
 /// Default byte cap of the in-memory cache of recent durable entries (entries not yet durable
 /// are always held, whatever the cap).
 pub const DEFAULT_LOG_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// redb's own page cache for the log file. Small: recent entries are served from our cache.
-pub const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
-
 /// The most entries one [`LogReader::read_entries`] call returns; callers page through longer
 /// ranges.
 pub const MAX_READ_ENTRIES: u64 = 65_536;
 
-pub(crate) const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-pub(crate) const META_VOTE: &str = "vote";
-pub(crate) const META_COMMITTED: &str = "committed";
-pub(crate) const META_LAST_PURGED: &str = "last_purged";
-
 /// Why the log store failed. The storage failures keep their kind apart ([`kind`](Self::kind):
 /// a full disk, an I/O error, corrupt data, an earlier failure) and carry their source. Cloneable
-/// (sources are shared) so that one failed transaction can report the same error to every
-/// command it carried.
+/// (sources are shared) so that one failed flush can report the same error to every command it
+/// carried.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum LogStoreError {
     #[error("cannot open the raft log at {path}: {source}")]
@@ -85,7 +102,7 @@ pub enum LogStoreError {
         #[source]
         source: Box<LogStoreError>,
     },
-    /// The disk is full (ENOSPC): nothing more can be written.
+    /// The disk is full (ENOSPC) outside the segment files (creating a directory).
     #[error("raft log disk is full: {source}")]
     NoSpace {
         #[source]
@@ -96,23 +113,26 @@ pub enum LogStoreError {
         #[source]
         source: Arc<std::io::Error>,
     },
-    /// redb found its file damaged.
-    #[error("raft log file is corrupt: {reason}")]
-    Corrupt { reason: String },
+    /// The segment files or the metadata file failed: full disk, I/O error or corruption, each
+    /// naming the file (see [`SegmentError`]).
+    #[error("raft log {source}")]
+    Segments {
+        #[source]
+        source: Arc<SegmentError>,
+    },
     #[error("raft log entry {index} on disk is corrupt: {reason}")]
     CorruptEntry { index: u64, reason: String },
-    #[error("raft log record {key:?} on disk is corrupt: {reason}")]
-    CorruptMeta { key: &'static str, reason: String },
+    #[error("raft log metadata is corrupt: {reason}")]
+    CorruptMeta { reason: String },
     #[error("raft log is missing entries {missing:?} that should be on disk")]
     MissingEntries { missing: Range<u64> },
-    /// Any other redb error (the file locked by another process, a value too large, ...).
-    #[error("raft log database failed: {source}")]
-    Database {
-        #[source]
-        source: Arc<redb::Error>,
-    },
-    /// The store failed earlier (in this call's transaction or before): every call fails since,
-    /// and `first` is the failure that stopped it.
+    /// A data directory written by a RaftMQ that kept its log in redb.
+    #[error(
+        "{path} is a raft log in the format of an older RaftMQ (redb); this version keeps the log in segment files: start the member with a fresh --data-dir and let it catch up from its group"
+    )]
+    LegacyFormat { path: PathBuf },
+    /// The store failed earlier (in this call's flush or before): every call fails since, and
+    /// `first` is the failure that stopped it.
     #[error("raft log stopped after an earlier failure: {first}")]
     PreviousFailure {
         #[source]
@@ -130,24 +150,16 @@ pub enum LogStoreError {
     Spawn(#[source] Arc<std::io::Error>),
 }
 
-impl LogStoreError {
-    /// A redb error (of any redb operation), by kind.
-    pub(crate) fn storage(e: impl Into<redb::Error>) -> Self {
-        match RedbFault::from(e.into()) {
-            RedbFault::NoSpace(source) => LogStoreError::NoSpace {
-                source: Arc::new(source),
-            },
-            RedbFault::Io(source) => LogStoreError::Io {
-                source: Arc::new(source),
-            },
-            RedbFault::Corrupt(reason) => LogStoreError::Corrupt { reason },
-            RedbFault::PreviousIo(source) | RedbFault::Other(source) => LogStoreError::Database {
-                source: Arc::new(source),
-            },
+impl From<SegmentError> for LogStoreError {
+    fn from(source: SegmentError) -> Self {
+        LogStoreError::Segments {
+            source: Arc::new(source),
         }
     }
+}
 
-    /// An I/O error outside redb (creating the data directory), by kind.
+impl LogStoreError {
+    /// An I/O error outside the segment files (creating the data directory), by kind.
     pub(crate) fn io(source: std::io::Error) -> Self {
         if is_no_space(&source) {
             LogStoreError::NoSpace {
@@ -166,15 +178,18 @@ impl LogStoreError {
             LogStoreError::Open { source, .. } => source.kind(),
             LogStoreError::NoSpace { .. } => FailureKind::NoSpace,
             LogStoreError::Io { .. } => FailureKind::Io,
-            LogStoreError::Corrupt { .. }
-            | LogStoreError::CorruptEntry { .. }
+            LogStoreError::Segments { source } => match &**source {
+                error if error.is_no_space() => FailureKind::NoSpace,
+                error if error.is_corruption() => FailureKind::Corrupt,
+                SegmentError::Failed { .. } => FailureKind::PreviousFailure,
+                SegmentError::Io { .. } => FailureKind::Io,
+                _ => FailureKind::Other,
+            },
+            LogStoreError::CorruptEntry { .. }
             | LogStoreError::CorruptMeta { .. }
             | LogStoreError::MissingEntries { .. } => FailureKind::Corrupt,
-            LogStoreError::Database { source } if matches!(**source, redb::Error::PreviousIo) => {
-                FailureKind::PreviousFailure
-            }
             LogStoreError::PreviousFailure { .. } => FailureKind::PreviousFailure,
-            LogStoreError::Database { .. }
+            LogStoreError::LegacyFormat { .. }
             | LogStoreError::Encode(_)
             | LogStoreError::NotConsecutive(_)
             | LogStoreError::ReadTask(_)
@@ -204,13 +219,36 @@ impl From<codec::CodecError> for LogStoreError {
 pub struct LogStoreConfig {
     /// Byte cap of the cache of recent durable entries.
     pub cache_bytes: usize,
+    /// The size at which a segment file is sealed and a new one started.
+    pub segment_bytes: u64,
 }
 
 impl Default for LogStoreConfig {
     fn default() -> Self {
         LogStoreConfig {
             cache_bytes: DEFAULT_LOG_CACHE_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
         }
+    }
+}
+
+/// What the metadata file holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LogMeta {
+    pub(crate) vote: Option<Vote>,
+    pub(crate) committed: Option<LogId>,
+    pub(crate) last_purged: Option<LogId>,
+    /// Entries below this index may be deleted from disk (the broker's retention).
+    pub(crate) retention_floor: u64,
+}
+
+impl LogMeta {
+    /// The last index whose segment may be deleted: at or below both the purge point and the
+    /// retention floor.
+    pub(crate) fn deletable_upto(&self) -> Option<u64> {
+        let purged = self.last_purged?.index;
+        let below_floor = self.retention_floor.checked_sub(1)?;
+        Some(purged.min(below_floor))
     }
 }
 
@@ -227,6 +265,8 @@ pub struct LogStoreMetrics {
     commit_nanos_total: AtomicU64,
     entries_read_from_cache: AtomicU64,
     entries_read_from_disk: AtomicU64,
+    /// 1 while the flusher waits for disk space.
+    waiting_for_space: AtomicU64,
 }
 
 /// A point-in-time copy of [`LogStoreMetrics`].
@@ -236,22 +276,25 @@ pub struct LogStoreMetricsSnapshot {
     pub appends: u64,
     /// Entries handed to `append()`.
     pub entries_appended: u64,
-    /// redb write transactions committed by the flusher.
+    /// Batches of queued commands the flusher wrote.
     pub transactions: u64,
-    /// Of those, the ones committed with `Durability::Immediate` (one fsync each).
+    /// Of those, the ones that ended with an fsync of the segments (one group commit each).
     pub fsyncs: u64,
-    /// Queued commands (appends, truncates, votes, ...) written by those transactions.
+    /// Queued commands (appends, truncates, votes, ...) written by those batches.
     pub commands_flushed: u64,
     /// Entries written to disk.
     pub entries_flushed: u64,
     /// Encoded entry bytes written to disk.
     pub bytes_flushed: u64,
-    /// Total time spent in redb `commit()` (write-out and fsync), in nanoseconds.
+    /// Total time spent writing and syncing batches, in nanoseconds.
     pub commit_nanos_total: u64,
     /// Entries served from the in-memory tail.
     pub entries_read_from_cache: u64,
-    /// Entries read back from redb.
+    /// Entries read back from the segment files.
     pub entries_read_from_disk: u64,
+    /// The disk is full: appends wait (this member acknowledges nothing new) until space is
+    /// freed.
+    pub waiting_for_space: bool,
 }
 
 impl LogStoreMetrics {
@@ -286,20 +329,40 @@ impl LogStoreMetrics {
             commit_nanos_total: self.commit_nanos_total.load(Ordering::Relaxed),
             entries_read_from_cache: self.entries_read_from_cache.load(Ordering::Relaxed),
             entries_read_from_disk: self.entries_read_from_disk.load(Ordering::Relaxed),
+            waiting_for_space: self.waiting_for_space.load(Ordering::Relaxed) != 0,
         }
+    }
+
+    pub(crate) fn set_waiting_for_space(&self, waiting: bool) {
+        self.waiting_for_space
+            .store(u64::from(waiting), Ordering::Relaxed);
     }
 }
 
 /// State shared by the store, its readers and the flusher thread.
 pub(crate) struct Shared {
     /// `None` once closed by [`FlusherHandle::stop`]: later disk reads fail with `Closed`.
-    db: RwLock<Option<Database>>,
+    segments: RwLock<Option<SegmentLog>>,
+    /// Entries below the purge point that came with an installed snapshot (read-only; only the
+    /// flusher replaces or trims it).
+    history: RwLock<Option<SegmentLog>>,
+    data_dir: PathBuf,
+    segment_config: SegmentConfig,
+    meta_file: MetaFile,
+    /// What the metadata file holds (written by the flusher only).
+    meta: Mutex<LogMeta>,
     mem: RwLock<MemLog>,
     failure: OnceLock<LogStoreError>,
+    /// Set when the flusher is asked to stop: a flusher waiting for disk space gives up then.
+    stopping: std::sync::atomic::AtomicBool,
     pub(crate) metrics: LogStoreMetrics,
 }
 
 impl Shared {
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// The remembered first failure, as the error every later call returns.
     pub(crate) fn failure(&self) -> Option<LogStoreError> {
         self.failure
@@ -316,34 +379,121 @@ impl Shared {
         }
     }
 
-    /// Runs `work` on the open database (shared with other readers and the flusher; closing
-    /// waits for it).
-    pub(crate) fn with_db<T>(
+    /// Runs `work` on the open segment log, shared with readers (closing waits for it).
+    pub(crate) fn with_segments<T>(
         &self,
-        work: impl FnOnce(&Database) -> Result<T, LogStoreError>,
+        work: impl FnOnce(&SegmentLog) -> Result<T, LogStoreError>,
     ) -> Result<T, LogStoreError> {
-        let db = self
-            .db
+        let segments = self
+            .segments
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match db.as_ref() {
-            Some(db) => work(db),
+        match segments.as_ref() {
+            Some(log) => work(log),
             None => Err(LogStoreError::Closed),
         }
     }
 
-    /// Closes the database once the flusher is gone; every later disk access fails.
-    fn close_db(&self) {
-        let db = self
-            .db
+    /// Runs `work` on the open segment log alone (the flusher's writes; readers wait).
+    pub(crate) fn with_segments_mut<T>(
+        &self,
+        work: impl FnOnce(&mut SegmentLog) -> Result<T, LogStoreError>,
+    ) -> Result<T, LogStoreError> {
+        let mut segments = self
+            .segments
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match segments.as_mut() {
+            Some(log) => work(log),
+            None => Err(LogStoreError::Closed),
+        }
+    }
+
+    /// Runs `work` on the history segments, if there are any.
+    pub(crate) fn with_history_mut<T>(
+        &self,
+        work: impl FnOnce(&mut Option<SegmentLog>) -> Result<T, LogStoreError>,
+    ) -> Result<T, LogStoreError> {
+        let mut history = self
+            .history
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut history)
+    }
+
+    /// Reads `[start, end)` of entries below the live log: from the history segments for the
+    /// range they hold, then from what the segment files still hold below the purge point.
+    /// Stops at the first index neither holds (retention took it).
+    fn read_below_live(&self, start: u64, end: u64) -> Result<Vec<Entry>, LogStoreError> {
+        let mut entries = Vec::new();
+        let mut next = start;
+        let history_plan = {
+            let history = self
+                .history
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match history.as_ref() {
+                Some(log) if next >= log.first_index() && next < log.next_index() => {
+                    Some(log.read_plan(next, end.min(log.next_index()))?)
+                }
+                _ => None,
+            }
+        };
+        if let Some(plan) = history_plan {
+            entries.extend(decode_records(plan.read(u64::MAX)?)?);
+            next = entries.last().map_or(next, |e| e.log_id.index + 1);
+        }
+        if next < end {
+            let plan = self.with_segments(|log| {
+                if next < log.first_index() || next >= log.next_index() {
+                    return Ok(None);
+                }
+                Ok(Some(log.read_plan(next, end)?))
+            })?;
+            if let Some(plan) = plan {
+                entries.extend(decode_records(plan.read(u64::MAX)?)?);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Reads `[start, end)` wherever the entries are: below the live log (history, segments
+    /// below the purge point) and in it. What retention took is simply not there.
+    fn read_any_blocking(&self, start: u64, end: u64) -> Result<Vec<Entry>, LogStoreError> {
+        self.check()?;
+        let live_start = self.mem_read().live_start();
+        if start >= live_start {
+            return self.read_range_blocking(start, end);
+        }
+        let mut entries = self.read_below_live(start, end.min(live_start))?;
+        let contiguous_to_live = entries.last().map_or(start == live_start, |last| {
+            last.log_id.index + 1 == live_start
+        });
+        if end > live_start && contiguous_to_live {
+            entries.extend(self.read_range_blocking(live_start, end)?);
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn meta(&self) -> std::sync::MutexGuard<'_, LogMeta> {
+        self.meta
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Replaces the metadata file (durably) with `meta`.
+    pub(crate) fn store_meta(&self, meta: &LogMeta) -> Result<(), LogStoreError> {
+        let bytes = codec::encode(meta)?;
+        self.meta_file.store(&bytes)?;
+        Ok(())
+    }
+
+    /// Closes the segment files once the flusher is gone; every later disk access fails.
+    fn close_segments(&self) {
+        self.segments
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some(db) = db
-            && let Err(error) = db.close()
-        {
-            tracing::error!(%error, "closing the raft log database failed");
-        }
     }
 
     fn check(&self) -> Result<(), LogStoreError> {
@@ -367,8 +517,8 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reads `[start, end)` (clipped to the live log): the durable part from redb, the rest from
-    /// memory. Blocks on disk I/O when the range reaches below the cache.
+    /// Reads `[start, end)` (clipped to the live log): the durable part from the segments, the
+    /// rest from memory. Blocks on disk I/O when the range reaches below the cache.
     fn read_range_blocking(&self, start: u64, end: u64) -> Result<Vec<Entry>, LogStoreError> {
         self.check()?;
         let read = self.mem_read().read(start, end);
@@ -429,32 +579,14 @@ impl Shared {
         result.inspect_err(|e| self.fail(e))
     }
 
+    /// Reads `range` from the segment files: the plan under the lock, the reading without it.
+    /// A range that starts below what the files hold (a concurrent purge) yields what is left.
     fn read_durable_inner(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
-        self.with_db(|db| Self::read_entries_from(db, range))
-    }
-
-    fn read_entries_from(db: &Database, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
-        let txn = db.begin_read().map_err(LogStoreError::storage)?;
-        let table = txn.open_table(ENTRIES).map_err(LogStoreError::storage)?;
-        let capacity = usize::try_from(range.end - range.start).unwrap_or(0);
-        let mut entries = Vec::with_capacity(capacity.min(MAX_READ_ENTRIES as usize));
-        for row in table.range(range).map_err(LogStoreError::storage)? {
-            let (key, value) = row.map_err(LogStoreError::storage)?;
-            let index = key.value();
-            let entry: Entry =
-                codec::decode(value.value()).map_err(|e| LogStoreError::CorruptEntry {
-                    index,
-                    reason: e.to_string(),
-                })?;
-            if entry.log_id.index != index {
-                return Err(LogStoreError::CorruptEntry {
-                    index,
-                    reason: format!("stored under index {index} but has log id {}", entry.log_id),
-                });
-            }
-            entries.push(entry);
-        }
-        Ok(entries)
+        let plan = self.with_segments(|log| {
+            let start = range.start.max(log.first_index());
+            Ok(log.read_plan(start, range.end)?)
+        })?;
+        decode_records(plan.read(u64::MAX)?)
     }
 
     /// The log id of a durable entry (used when a truncate goes below the cache, with the memory
@@ -468,6 +600,54 @@ impl Shared {
                 missing: index..index + 1,
             })
     }
+}
+
+/// Appends `entries` to a segment log, each as one record whose payload is the entry's
+/// [`codec`] encoding (not yet synced). Returns the bytes encoded.
+pub(crate) fn append_entries(
+    log: &mut SegmentLog,
+    entries: &[Entry],
+    encode_buf: &mut Vec<u8>,
+) -> Result<u64, LogStoreError> {
+    encode_buf.clear();
+    let mut ends = Vec::with_capacity(entries.len());
+    for entry in entries {
+        codec::encode_into(entry, encode_buf)?;
+        ends.push(encode_buf.len());
+    }
+    let mut start = 0;
+    let mut records = Vec::with_capacity(entries.len());
+    for (entry, &end) in entries.iter().zip(&ends) {
+        let id = crate::segment::RecordId {
+            index: entry.log_id.index,
+            term: entry.log_id.leader_id.term,
+        };
+        records.push((id, &encode_buf[start..end]));
+        start = end;
+    }
+    log.append(&records)?;
+    Ok(encode_buf.len() as u64)
+}
+
+/// Decodes the entries of segment records, checking each one sits under its own index.
+fn decode_records(records: Vec<StoredRecord>) -> Result<Vec<Entry>, LogStoreError> {
+    let mut entries = Vec::with_capacity(records.len());
+    for record in records {
+        let index = record.id.index;
+        let entry: Entry =
+            codec::decode(&record.payload).map_err(|e| LogStoreError::CorruptEntry {
+                index,
+                reason: e.to_string(),
+            })?;
+        if entry.log_id.index != index {
+            return Err(LogStoreError::CorruptEntry {
+                index,
+                reason: format!("stored under index {index} but has log id {}", entry.log_id),
+            });
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 /// Reads `[start, end)` without blocking the async runtime on disk I/O.
@@ -502,23 +682,8 @@ fn to_start_end(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (start, end)
 }
 
-fn read_meta<T: serde::de::DeserializeOwned>(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &'static str,
-) -> Result<Option<T>, LogStoreError> {
-    let Some(value) = table.get(key).map_err(LogStoreError::storage)? else {
-        return Ok(None);
-    };
-    codec::decode(value.value())
-        .map(Some)
-        .map_err(|e| LogStoreError::CorruptMeta {
-            key,
-            reason: e.to_string(),
-        })
-}
-
 /// Stops the flusher thread after everything queued before the stop is on disk, then closes
-/// the database.
+/// the segment files.
 #[derive(Clone)]
 pub struct FlusherHandle {
     tx: mpsc::Sender<FlushCommand>,
@@ -534,9 +699,10 @@ impl Debug for FlusherHandle {
 
 impl FlusherHandle {
     /// Lets the flusher finish every queued write, waits for its thread to exit, and closes the
-    /// redb file. Afterwards every call on the store and its readers fails with `Closed` (or
+    /// segment files. Afterwards every call on the store and its readers fails with `Closed` (or
     /// is served from the memory tail).
     pub async fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         // If the thread already exited (every store dropped), there is nobody to tell.
         let _ = self.tx.send(FlushCommand::Stop).await;
         let thread = self
@@ -550,11 +716,11 @@ impl FlusherHandle {
                 tracing::error!("raft log flusher thread panicked");
             }
         }
-        self.shared.close_db();
+        self.shared.close_segments();
     }
 }
 
-/// The redb log store that openraft drives (`RaftLogStorage`). Owned by openraft; keep a
+/// The log store that openraft drives (`RaftLogStorage`). Owned by openraft; keep a
 /// [`LogReader`] and a [`FlusherHandle`] for your own use.
 pub struct LogStore {
     shared: Arc<Shared>,
@@ -571,75 +737,109 @@ impl Debug for LogStore {
 impl LogStore {
     /// Opens (or creates) the log in `data_dir` and starts its flusher thread.
     pub fn open(data_dir: &Path, config: LogStoreConfig) -> Result<LogStore, LogStoreError> {
-        let path = data_dir.join(LOG_FILE_NAME);
+        LogStore::open_with(data_dir, config, None)
+    }
+
+    /// [`open`](Self::open), with a fault hook on the segment files (tests stop or fail them at
+    /// chosen steps).
+    pub(crate) fn open_with(
+        data_dir: &Path,
+        config: LogStoreConfig,
+        fault_hook: Option<FaultHook>,
+    ) -> Result<LogStore, LogStoreError> {
         let open_error = |source: LogStoreError| LogStoreError::Open {
-            path: path.clone(),
+            path: data_dir.to_path_buf(),
             source: Box::new(source),
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(LogStoreError::io(e)))?;
-        let db = redb::Builder::new()
-            .set_cache_size(REDB_CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| open_error(LogStoreError::storage(e)))?;
-        LogStore::with_database(db, config).map_err(open_error)
-    }
-
-    /// Opens the log in an already opened redb database (tests use this to inject a backend).
-    pub(crate) fn with_database(
-        db: Database,
-        config: LogStoreConfig,
-    ) -> Result<LogStore, LogStoreError> {
-        // Create the tables on first open so that readers never see them missing.
-        let txn = db.begin_write().map_err(LogStoreError::storage)?;
-        txn.open_table(ENTRIES).map_err(LogStoreError::storage)?;
-        txn.open_table(META).map_err(LogStoreError::storage)?;
-        txn.commit().map_err(LogStoreError::storage)?;
-
-        let (vote, committed, last_purged, first_stored, last_entry) = {
-            let txn = db.begin_read().map_err(LogStoreError::storage)?;
-            let meta = txn.open_table(META).map_err(LogStoreError::storage)?;
-            let entries = txn.open_table(ENTRIES).map_err(LogStoreError::storage)?;
-            let vote: Option<Vote> = read_meta(&meta, META_VOTE)?;
-            let committed: Option<Option<LogId>> = read_meta(&meta, META_COMMITTED)?;
-            let last_purged: Option<LogId> = read_meta(&meta, META_LAST_PURGED)?;
-            let first_stored = entries
-                .first()
-                .map_err(LogStoreError::storage)?
-                .map(|(key, _)| key.value());
-            let last_entry = match entries.last().map_err(LogStoreError::storage)? {
-                None => None,
-                Some((key, value)) => {
-                    let index = key.value();
-                    let entry: Entry =
-                        codec::decode(value.value()).map_err(|e| LogStoreError::CorruptEntry {
-                            index,
-                            reason: e.to_string(),
-                        })?;
-                    Some(entry.log_id)
-                }
-            };
-            (
-                vote,
-                committed.flatten(),
-                last_purged,
-                first_stored,
-                last_entry,
-            )
+        let legacy = data_dir.join(LEGACY_LOG_FILE_NAME);
+        if legacy.exists() {
+            return Err(open_error(LogStoreError::LegacyFormat { path: legacy }));
+        }
+        let meta_file = MetaFile::new(data_dir, META_FILE_NAME);
+        let meta = match meta_file.load().map_err(|e| open_error(e.into()))? {
+            None => LogMeta::default(),
+            Some(bytes) => codec::decode::<LogMeta>(&bytes).map_err(|e| {
+                open_error(LogStoreError::CorruptMeta {
+                    reason: format!("{}: {e}", meta_file.path().display()),
+                })
+            })?,
         };
-        let last_log_id = last_entry.max(last_purged);
+        let segment_config = SegmentConfig {
+            segment_bytes: config.segment_bytes,
+        };
+        let log_dir = data_dir.join(LOG_DIR_NAME);
+        let (mut segments, report) =
+            SegmentLog::open(&log_dir, segment_config.clone(), meta.deletable_upto())
+                .map_err(|e| open_error(e.into()))?;
+        let history_dir = data_dir.join(HISTORY_DIR_NAME);
+        let history = if history_dir.exists() {
+            let floor_purge = meta.retention_floor.checked_sub(1);
+            let (history, _) = SegmentLog::open(&history_dir, segment_config.clone(), floor_purge)
+                .map_err(|e| open_error(e.into()))?;
+            Some(history)
+        } else {
+            None
+        };
+        if let Some(torn) = &report.torn_tail {
+            tracing::warn!(
+                file = %torn.path.display(),
+                position = torn.position,
+                kept_records = torn.kept_records,
+                reason = %torn.reason,
+                "raft log: cut a torn tail (entries written but never synced before a crash)"
+            );
+        }
+        for removed in &report.removed {
+            tracing::info!(file = %removed.display(), "raft log: removed a leftover file");
+        }
+        if let Some(hook) = fault_hook {
+            segments.set_fault_hook(hook);
+        }
+        // The live log (what openraft sees) starts above the purge point, even where the files
+        // still hold older entries for readers.
+        let purged_next = meta.last_purged.next_index();
+        let last_entry = match segments.last_id() {
+            Some(last) if last.index >= purged_next => {
+                let records = segments
+                    .read(last.index, last.index + 1, u64::MAX)
+                    .map_err(|e| open_error(e.into()))?;
+                let record = records.first().ok_or_else(|| {
+                    open_error(LogStoreError::MissingEntries {
+                        missing: last.index..last.index + 1,
+                    })
+                })?;
+                let entry: Entry = codec::decode(&record.payload).map_err(|e| {
+                    open_error(LogStoreError::CorruptEntry {
+                        index: last.index,
+                        reason: e.to_string(),
+                    })
+                })?;
+                Some(entry.log_id)
+            }
+            _ => None,
+        };
+        let first_stored = last_entry.map(|_| segments.first_index().max(purged_next));
+        let last_log_id = last_entry.max(meta.last_purged);
         let mem = MemLog::new(
             first_stored,
             last_log_id,
-            last_purged,
-            vote,
-            committed,
+            meta.last_purged,
+            meta.vote,
+            meta.committed,
             config.cache_bytes,
         );
 
         let shared = Arc::new(Shared {
-            db: RwLock::new(Some(db)),
+            segments: RwLock::new(Some(segments)),
+            history: RwLock::new(history),
+            data_dir: data_dir.to_path_buf(),
+            segment_config,
+            meta_file,
+            meta: Mutex::new(meta),
             mem: RwLock::new(mem),
             failure: OnceLock::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             metrics: LogStoreMetrics::default(),
         });
         let (tx, rx) = mpsc::channel(FLUSH_QUEUE_CAPACITY);
@@ -647,7 +847,7 @@ impl LogStore {
         let thread = std::thread::Builder::new()
             .name("raft-log-flusher".to_string())
             .spawn(move || flusher::run(thread_shared, rx))
-            .map_err(|e| LogStoreError::Spawn(Arc::new(e)))?;
+            .map_err(|e| open_error(LogStoreError::Spawn(Arc::new(e))))?;
         let flusher = FlusherHandle {
             tx: tx.clone(),
             thread: Arc::new(Mutex::new(Some(thread))),
@@ -664,6 +864,7 @@ impl LogStore {
     pub fn reader(&self) -> LogReader {
         LogReader {
             shared: Arc::clone(&self.shared),
+            tx: self.tx.clone(),
         }
     }
 
@@ -827,6 +1028,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Clone)]
 pub struct LogReader {
     shared: Arc<Shared>,
+    /// To the flusher: a reader may raise the retention floor.
+    tx: mpsc::Sender<FlushCommand>,
 }
 
 impl Debug for LogReader {
@@ -840,19 +1043,58 @@ impl LogReader {
     /// [`MAX_READ_ENTRIES`]. Reads below the in-memory cache run on a blocking thread.
     pub async fn read_entries(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
         let end = range.end.min(range.start.saturating_add(MAX_READ_ENTRIES));
-        read_range(&self.shared, range.start, end).await
+        let live_start = self.shared.mem_read().live_start();
+        if range.start >= live_start {
+            return read_range(&self.shared, range.start, end).await;
+        }
+        // Below the live log: entries that are still on disk (history, or segments that
+        // retention has not deleted yet).
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.read_any_blocking(range.start, end))
+            .await
+            .map_err(|e| LogStoreError::ReadTask(e.to_string()))?
     }
 
-    /// The entry at `index`, if the live log holds it.
+    /// The entry at `index`, if the log (or what is left below its purge point) holds it.
     pub async fn read_entry(&self, index: u64) -> Result<Option<Entry>, LogStoreError> {
-        let mut entries = read_range(&self.shared, index, index.saturating_add(1)).await?;
+        let mut entries = self.read_entries(index..index.saturating_add(1)).await?;
         Ok(entries.pop())
     }
 
     /// [`read_entries`](Self::read_entries) for synchronous callers (it may block on disk I/O).
     pub fn read_entries_blocking(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {
         let end = range.end.min(range.start.saturating_add(MAX_READ_ENTRIES));
-        self.shared.read_range_blocking(range.start, end)
+        self.shared.read_any_blocking(range.start, end)
+    }
+
+    /// The first index still on disk for readers: the history's, else the segment files'.
+    pub fn first_readable_index(&self) -> u64 {
+        let history_first = self
+            .shared
+            .history
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .filter(|log| log.next_index() > log.first_index())
+            .map(SegmentLog::first_index);
+        let main_first = self
+            .shared
+            .with_segments(|log| Ok(log.first_index()))
+            .unwrap_or(0);
+        history_first.map_or(main_first, |h| h.min(main_first))
+    }
+
+    /// Installs `dir` (segment files of entries `first..=last`, from a snapshot) as the history
+    /// below the purge point, replacing any earlier one, and raises the retention floor to
+    /// `first`. Durable before it returns.
+    pub async fn install_history(&self, dir: PathBuf, first: u64) -> Result<(), LogStoreError> {
+        self.shared.check()?;
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(FlushCommand::InstallHistory { dir, first, done })
+            .await
+            .map_err(|_| LogStoreError::Closed)?;
+        wait.await.map_err(|_| LogStoreError::Closed)?
     }
 
     /// The last log id appended (durable or not), or the last purged one if the log is empty.
@@ -878,6 +1120,37 @@ impl LogReader {
 
     pub fn metrics(&self) -> LogStoreMetricsSnapshot {
         self.shared.metrics.snapshot()
+    }
+
+    /// Lets entries below `from` be deleted from disk (whole segment files, once openraft has
+    /// purged them too): the broker's retention. Returns once the new floor is durable.
+    pub async fn retain_from(&self, from: u64) -> Result<(), LogStoreError> {
+        self.shared.check()?;
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(FlushCommand::Retain { from, done })
+            .await
+            .map_err(|_| LogStoreError::Closed)?;
+        wait.await.map_err(|_| LogStoreError::Closed)?
+    }
+
+    /// The retention floor in force (0: nothing may be deleted).
+    pub fn retention_floor(&self) -> u64 {
+        self.shared.meta().retention_floor
+    }
+
+    /// Bytes the segment files take on disk, and how many files there are.
+    pub fn disk_usage(&self) -> (u64, usize) {
+        self.shared
+            .with_segments(|log| Ok((log.disk_bytes(), log.segment_count())))
+            .unwrap_or((0, 0))
+    }
+
+    /// `(first index, next index, file)` of every segment file, oldest first.
+    pub fn segments(&self) -> Vec<(u64, u64, PathBuf)> {
+        self.shared
+            .with_segments(|log| Ok(log.segments()))
+            .unwrap_or_default()
     }
 }
 

@@ -30,7 +30,6 @@ pub mod server;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -43,7 +42,7 @@ pub use client::{NetworkFactory, PeerClient};
 pub use partition::{Partition, RpcKind};
 pub use server::RaftServer;
 
-use crate::types::{NodeId, SnapshotMeta, TypeConfig, Vote};
+use crate::types::{NodeId, TypeConfig, Vote};
 
 /// The largest frame (request or response) either side accepts. Log entries must stay well
 /// below it: a single entry that does not fit can never be replicated.
@@ -88,6 +87,10 @@ pub const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// gave up waiting); beyond it the peer counts as stuck and the connection is replaced.
 pub const MAX_UNANSWERED_REQUESTS: usize = 16;
 
+/// How long one snapshot chunk (at most a MiB, written to the receiver's page cache, and the
+/// last one's install) may take before the transfer is given up and retried.
+pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The frame codec both sides use.
 pub fn frame_codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -103,11 +106,11 @@ pub(crate) enum RpcRequest {
     Vote(VoteRequest<TypeConfig>),
     /// Would the peer vote for this candidate? (Pre-vote: nothing is persisted.)
     PreVote(VoteRequest<TypeConfig>),
-    /// A whole snapshot in one frame.
-    FullSnapshot {
+    /// One chunk of a snapshot transfer ([`crate::snapshot`]); the last one's answer is
+    /// openraft's.
+    SnapshotChunk {
         vote: Vote,
-        meta: SnapshotMeta,
-        data: Bytes,
+        chunk: crate::snapshot::SnapshotChunk,
     },
     /// The leader hands leadership to `to_node_id` (sent to every voter).
     TransferLeader(TransferLeaderRequest<TypeConfig>),
@@ -120,6 +123,10 @@ pub(crate) enum RpcResponse {
     Vote(VoteResponse<TypeConfig>),
     PreVote(VoteResponse<TypeConfig>),
     FullSnapshot(SnapshotResponse<TypeConfig>),
+    /// A snapshot chunk was taken; send the next.
+    SnapshotChunkTaken,
+    /// A snapshot chunk was refused (out of order, a disk error): the transfer starts over.
+    SnapshotChunkRefused(String),
     TransferLeader(TransferLeaderResponse<TypeConfig>),
     /// The peer's Raft has stopped (a fatal error or shutdown); the text says why. It is text,
     /// not openraft's error type, so that peers never depend on each other's error layout.
@@ -167,7 +174,7 @@ pub enum NetworkError {
 
 #[cfg(test)]
 mod tests {
-    use bytes::{BufMut, BytesMut};
+    use bytes::{BufMut, Bytes, BytesMut};
     use tokio_util::codec::{Decoder, Encoder};
 
     use super::*;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! RaftNode::start(config, listener, state_machine)
-//!   opens   <data_dir>/raft-log.redb      (log_store: the commit log, group commit)
+//!   opens   <data_dir>/log/, raft-meta   (log_store: the commit log in segment files)
 //!   opens   <data_dir>/snapshot/          (sm_adapter: current snapshot)
 //!   serves  the caller's bound listener   (network::server)
 //!   starts  openraft::Raft                (network::client reaches the other members)
@@ -29,7 +29,9 @@ use crate::log_store::{
     LogStoreMetricsSnapshot,
 };
 use crate::network::{NetworkFactory, RaftServer};
+use crate::segment::SegmentConfig;
 use crate::sm_adapter::{SnapshotFileError, StateMachineReleased, StateMachineStore};
+use crate::snapshot::SnapshotInbox;
 use crate::state_machine::StateMachine;
 use crate::storage_fault::{FailureLatch, StorageFailure};
 use crate::types::{
@@ -40,29 +42,32 @@ use crate::types::{
 /// network's own, longer timeout ([`APPEND_TIMEOUT`](crate::network::APPEND_TIMEOUT)), suited to
 /// TCP retransmission and to the follower's fsync.
 ///
-/// Measured with openraft 0.9 (the figures below predate the move to 0.10):
+/// How a failover's time is made (openraft 0.10, `core/raft_core.rs` `handle_tick_election`,
+/// `engine/engine_config.rs`): a follower campaigns once `leader lease + election timeout` has
+/// passed without a heartbeat, where the lease is the maximum election timeout; so with
+/// `min..max` the election starts `max + min .. 2 * max` after the leader's last heartbeat. Then
+/// pre-vote, vote, the new leader's first commit, its registration with the NameServers and the
+/// clients' next route refresh (~0.1-0.2 s together).
 ///
-/// Measured on the shared 2-core box with `cargo bench -p raftmq-raft` (three members, one disk,
-/// disk saturated at 150-270 MiB/s): with 150 / 750-1500 ms no election happened under load, and
-/// a failover (leader gone to the first commit on its successor) took 2.5-2.9 s idle and 3.7 s
-/// under load; with 200 / 1000-2000 ms it took 3.3-3.9 s idle and up to 7.4 s under load. A
-/// failover costs about two election timeouts because openraft's leader lease (the maximum
-/// election timeout) makes the other follower refuse the first candidate.
+/// Measured with `bench/failover.sh` (10 kill -9s of the leader under load, bench/RESULTS.md):
+/// 150 / 500-800 ms gave a 1.58 s median failover on openraft 0.10 (1.84 s on 0.9);
+/// 100 / 250-400 ms gives 0.84 s (max 0.89 s), also under full batched load, and no election
+/// happened under ~5 minutes of the heaviest shapes (8 batches of 256 in flight, 4 x 256
+/// single sends, 1 KiB and 100 B) with the machine's load average at 9-11. Pre-vote is what
+/// makes the shorter timeouts safe here: a follower that misses heartbeats because its own
+/// process is starved of CPU asks first, and the other follower, still hearing the leader,
+/// refuses, so no term is raised (ARCHITECTURE.md decision 10).
 ///
-/// Then, end to end through the broker (`bench/failover.sh`, 10 kills of the leader under
-/// load, RESULTS.md): 150 / 750-1500 ms gave a 3.05 s median failover; 150 / 500-800 ms gave
-/// 1.85-1.90 s (max 2.07 s) with no election in two 12-minute loaded comparisons; 400-700 ms
-/// split a vote (3.3-3.7 s). Hence 150 / 500-800. (jepsen-lite finding F1, replication stalling
-/// at 20 % packet loss because 0.9 timed appends out after one heartbeat interval, is what
-/// [`APPEND_TIMEOUT`](crate::network::APPEND_TIMEOUT) addresses.)
-pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 150;
+/// Earlier (openraft 0.9, no pre-vote): 150 / 750-1500 ms gave a 3.05 s median, 150 / 500-800
+/// ms 1.85-1.90 s; 400-700 ms split a vote (3.3-3.7 s).
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
 
-/// Lower bound of the randomized election timeout (ARCHITECTURE.md #10: generous, because three
-/// members share two cores).
-pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 500;
+/// Lower bound of the randomized election timeout (ARCHITECTURE.md #10: chosen by measurement,
+/// see [`DEFAULT_HEARTBEAT_INTERVAL_MS`]).
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 250;
 
 /// Upper bound of the randomized election timeout; also openraft's leader lease.
-pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 400;
 
 /// The most entries one append RPC carries; with 1 KiB entries that is 2 MiB per RPC, far below
 /// the frame cap, and enough that one follower fsync covers thousands of entries.
@@ -107,14 +112,17 @@ impl Default for RaftTimers {
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub node_id: NodeId,
-    /// Holds the log (`raft-log.redb`) and the current snapshot (`snapshot/`). The state machine
-    /// keeps its own files wherever its owner opens them (the broker: in this directory too).
+    /// Holds the log (`log/` segment files and `raft-meta`) and the current snapshot
+    /// (`snapshot/`). The state machine keeps its own files wherever its owner opens them (the
+    /// broker: in this directory too).
     pub data_dir: PathBuf,
     pub timers: RaftTimers,
     pub max_payload_entries: u64,
     pub install_snapshot_timeout_ms: u64,
     /// Byte cap of the in-memory cache of recent log entries.
     pub log_cache_bytes: usize,
+    /// The size at which a log segment file is sealed and the next one started.
+    pub segment_bytes: u64,
     /// A name for the group, shown in openraft's logs.
     pub cluster_name: String,
 }
@@ -129,6 +137,7 @@ impl NodeConfig {
             max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
             install_snapshot_timeout_ms: DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS,
             log_cache_bytes: DEFAULT_LOG_CACHE_BYTES,
+            segment_bytes: crate::segment::DEFAULT_SEGMENT_BYTES,
             cluster_name: "raftmq".to_string(),
         }
     }
@@ -316,15 +325,17 @@ impl RaftNode {
             &config.data_dir,
             LogStoreConfig {
                 cache_bytes: config.log_cache_bytes,
+                segment_bytes: config.segment_bytes,
             },
         )?;
         let flusher = log_store.flusher();
         let log_reader = log_store.reader();
         let started = async {
-            let mut sm_store = StateMachineStore::open(&config.data_dir, state_machine)?;
+            let mut sm_store =
+                StateMachineStore::open(&config.data_dir, state_machine, log_reader.clone())?;
             let released = sm_store.released();
             let failure = sm_store.failure_latch();
-            let network = NetworkFactory::new();
+            let network = NetworkFactory::with_log(log_reader.clone());
             #[cfg(feature = "fault-injection")]
             let partition = network.partition();
             let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store).await?;
@@ -334,7 +345,13 @@ impl RaftNode {
                 #[cfg(feature = "fault-injection")]
                 partition,
             };
-            match RaftServer::start(listener, raft.clone()) {
+            let inbox = Arc::new(SnapshotInbox::new(
+                &config.data_dir,
+                SegmentConfig {
+                    segment_bytes: config.segment_bytes,
+                },
+            ));
+            match RaftServer::start(listener, raft.clone(), inbox) {
                 Ok(server) => Ok((raft, server, hooks)),
                 Err(source) => {
                     let _ = raft.shutdown().await;

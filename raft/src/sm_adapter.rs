@@ -8,146 +8,34 @@
 //! whole committed range from the log before it starts), applies the batch in one call, then
 //! answers each responder with its entry's response.
 //!
-//! `StateMachine::apply` is synchronous and does disk I/O (one durable transaction per batch).
-//! The adapter runs it with `tokio::task::spawn_blocking` rather than `block_in_place`:
-//! `block_in_place` panics on a current-thread runtime and stalls whatever else that worker
-//! thread holds, while one hop to the blocking pool per *batch* of committed entries costs a few
-//! microseconds. The state machine sits behind a `std::sync::Mutex` that is only ever locked on
-//! blocking-pool threads, never across an `.await`.
+//! `StateMachine::apply` is synchronous and may do disk I/O. An apply that may wait for the disk
+//! (an fsync: [`StateMachine::next_apply_waits_for_disk`]) runs with
+//! `tokio::task::spawn_blocking` rather than `block_in_place` (which panics on a current-thread
+//! runtime and stalls whatever else that worker thread holds); any other apply runs inline on
+//! openraft's state-machine task: the broker's applies are in-memory work plus a non-durable
+//! redb commit (tens of microseconds), and the blocking-pool hop cost two thread hand-offs
+//! (futex wake-ups and context switches) per applied batch, a large share of a synchronous
+//! send's CPU (bench/RESULTS.md). The state machine sits behind a `std::sync::Mutex` that is
+//! never held across an `.await`.
 
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io::{self, BufWriter};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{OptionalSend, RaftSnapshotBuilder};
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::codec::{self, CodecError};
+use crate::log_store::LogReader;
+use crate::snapshot::{SnapshotBundle, SnapshotDir};
 use crate::state_machine::{StateMachine, StateMachineError};
-use crate::storage_fault::{FailureKind, FailureLatch, StorageFailure, is_no_space};
+use crate::storage_fault::{FailureLatch, StorageFailure};
 use crate::types::{
     Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
 
-/// The folder, inside the data directory, that holds the current snapshot.
-pub const SNAPSHOT_DIR_NAME: &str = "snapshot";
-const SNAPSHOT_FILE_NAME: &str = "current.snap";
-const SNAPSHOT_TEMP_FILE_NAME: &str = "current.snap.tmp";
-
-/// Why the snapshot file could not be written or read back. Cloneable (sources are shared) so
-/// that the node can remember the first failure.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum SnapshotFileError {
-    #[error("snapshot file {path} I/O failed: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: Arc<std::io::Error>,
-    },
-    #[error("snapshot file {path} is corrupt: {source}")]
-    Corrupt {
-        path: PathBuf,
-        #[source]
-        source: Arc<CodecError>,
-    },
-    #[error("cannot encode the snapshot: {0}")]
-    Encode(#[source] Arc<CodecError>),
-}
-
-impl SnapshotFileError {
-    pub fn kind(&self) -> FailureKind {
-        match self {
-            SnapshotFileError::Io { source, .. } if is_no_space(source) => FailureKind::NoSpace,
-            SnapshotFileError::Io { .. } => FailureKind::Io,
-            SnapshotFileError::Corrupt { .. } => FailureKind::Corrupt,
-            SnapshotFileError::Encode(_) => FailureKind::Other,
-        }
-    }
-}
-
-/// What the snapshot file holds.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: SnapshotData,
-}
-
-/// The current snapshot on disk: written to a temporary file, fsynced, renamed over the old one,
-/// and the directory fsynced, so a crash leaves either the old or the new snapshot.
-#[derive(Debug)]
-struct SnapshotFiles {
-    dir: PathBuf,
-    /// Serializes writers (a build and an install may race).
-    write_lock: Mutex<()>,
-}
-
-impl SnapshotFiles {
-    fn open(data_dir: &Path) -> Result<Self, SnapshotFileError> {
-        let dir = data_dir.join(SNAPSHOT_DIR_NAME);
-        std::fs::create_dir_all(&dir).map_err(|source| SnapshotFileError::Io {
-            path: dir.clone(),
-            source: Arc::new(source),
-        })?;
-        Ok(SnapshotFiles {
-            dir,
-            write_lock: Mutex::new(()),
-        })
-    }
-
-    fn save(&self, meta: &SnapshotMeta, data: &SnapshotData) -> Result<(), SnapshotFileError> {
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        let encoded = codec::encode(&stored).map_err(|e| SnapshotFileError::Encode(Arc::new(e)))?;
-        let _writer = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let temp = self.dir.join(SNAPSHOT_TEMP_FILE_NAME);
-        let path = self.dir.join(SNAPSHOT_FILE_NAME);
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SnapshotFileError::Io {
-                path,
-                source: Arc::new(source),
-            }
-        };
-        {
-            let mut file = std::fs::File::create(&temp).map_err(io(&temp))?;
-            file.write_all(&encoded).map_err(io(&temp))?;
-            file.sync_all().map_err(io(&temp))?;
-        }
-        std::fs::rename(&temp, &path).map_err(io(&path))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io(&self.dir))?;
-        Ok(())
-    }
-
-    fn load(&self) -> Result<Option<StoredSnapshot>, SnapshotFileError> {
-        let path = self.dir.join(SNAPSHOT_FILE_NAME);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(SnapshotFileError::Io {
-                    path,
-                    source: Arc::new(source),
-                });
-            }
-        };
-        codec::decode(&bytes)
-            .map(Some)
-            .map_err(|source| SnapshotFileError::Corrupt {
-                path,
-                source: Arc::new(source),
-            })
-    }
-}
+pub use crate::snapshot::{SNAPSHOT_DIR_NAME, SnapshotFileError};
 
 /// Fires when the last reference to the wrapped state machine is gone, i.e. when the
 /// application's state machine has been dropped (its files closed).
@@ -185,7 +73,8 @@ impl StateMachineReleased {
 /// openraft's view of an application [`StateMachine`].
 pub struct StateMachineStore {
     shared: Arc<Shared>,
-    snapshots: Arc<SnapshotFiles>,
+    snapshots: Arc<SnapshotDir>,
+    log: LogReader,
     released: Option<oneshot::Receiver<()>>,
     failure: FailureLatch,
 }
@@ -193,7 +82,7 @@ pub struct StateMachineStore {
 impl std::fmt::Debug for StateMachineStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateMachineStore")
-            .field("snapshot_dir", &self.snapshots.dir)
+            .field("snapshots", &self.snapshots)
             .finish_non_exhaustive()
     }
 }
@@ -204,6 +93,17 @@ fn lock(state_machine: &Mutex<Box<dyn StateMachine>>) -> MutexGuard<'_, Box<dyn 
     state_machine
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The state machine if nobody holds it right now (see [`lock`] on poisoning).
+fn try_lock(
+    state_machine: &Mutex<Box<dyn StateMachine>>,
+) -> Option<MutexGuard<'_, Box<dyn StateMachine>>> {
+    match state_machine.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 /// Records a failure as the node's first storage failure (if it is), and returns the
@@ -229,9 +129,11 @@ async fn blocking<T: Send + 'static>(
 
 impl StateMachineStore {
     /// Wraps `state_machine`; the current snapshot lives under `data_dir`/[`SNAPSHOT_DIR_NAME`].
+    /// `log` reads the log entries a snapshot carries, and installs received ones.
     pub fn open(
         data_dir: &Path,
         state_machine: impl StateMachine,
+        log: LogReader,
     ) -> Result<Self, SnapshotFileError> {
         let (release, released) = oneshot::channel();
         Ok(StateMachineStore {
@@ -239,7 +141,8 @@ impl StateMachineStore {
                 state_machine: Mutex::new(Box::new(state_machine)),
                 _release: ReleaseSignal(Some(release)),
             }),
-            snapshots: Arc::new(SnapshotFiles::open(data_dir)?),
+            snapshots: Arc::new(SnapshotDir::open(data_dir)?),
+            log,
             released: Some(released),
             failure: FailureLatch::default(),
         })
@@ -260,7 +163,8 @@ impl StateMachineStore {
 /// Builds a snapshot from the state machine's current state and stores it as the current one.
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
-    snapshots: Arc<SnapshotFiles>,
+    snapshots: Arc<SnapshotDir>,
+    log: LogReader,
     failure: FailureLatch,
 }
 
@@ -273,28 +177,43 @@ impl std::fmt::Debug for SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
+    /// Writes the state machine's image into a fresh directory (holding the state machine only
+    /// while it writes), and names the log entries that travel with it: from the retention
+    /// floor (or the first entry still on disk, if later) up to the image's applied index.
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
+        let log = self.log.clone();
         let latch = self.failure.clone();
         blocking(move || {
-            let (last_log_id, last_membership, data) = {
-                let mut sm = lock(&shared.state_machine);
-                let (applied, membership) = sm.applied_state();
-                let data = sm.snapshot().map_err(|e| failed(&latch, e))?;
-                (applied, membership, data)
-            };
+            let dir = snapshots.new_build_dir().map_err(|e| failed(&latch, e))?;
+            let path = dir.join(crate::snapshot::STATE_FILE_NAME);
+            let file = std::fs::File::create(&path)
+                .map_err(|e| failed(&latch, SnapshotFileError::io(&path, e)))?;
+            let mut out = BufWriter::new(file);
+            let (last_log_id, last_membership) = lock(&shared.state_machine)
+                .write_snapshot(&mut out)
+                .map_err(|e| failed(&latch, e))?;
+            let file = out
+                .into_inner()
+                .map_err(|e| failed(&latch, SnapshotFileError::io(&path, e.into_error())))?;
+            file.sync_all()
+                .map_err(|e| failed(&latch, SnapshotFileError::io(&path, e)))?;
+            let log_next = last_log_id.map_or(0, |id| id.index + 1);
+            let log_first = log
+                .retention_floor()
+                .max(log.first_readable_index())
+                .min(log_next);
             let meta = SnapshotMeta {
                 last_log_id,
                 last_membership,
             };
-            let data = SnapshotData::from(data);
-            snapshots
-                .save(&meta, &data)
+            let bundle = snapshots
+                .commit(&dir, &meta, log_first..log_next)
                 .map_err(|e| failed(&latch, e))?;
             Ok(Snapshot {
                 meta,
-                snapshot: data,
+                snapshot: bundle,
             })
         })
         .await
@@ -319,14 +238,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(());
         }
         let count = entries.len();
-        let shared = Arc::clone(&self.shared);
         let latch = self.failure.clone();
-        let responses = blocking(move || {
-            lock(&shared.state_machine)
-                .apply(entries)
-                .map_err(|e| failed(&latch, e))
-        })
-        .await?;
+        // Inline only when the lock is free at once: a snapshot being built or installed holds
+        // it on the blocking pool, and this task must not stall a runtime thread waiting for it.
+        // The guard is dropped before any await.
+        let inline = match try_lock(&self.shared.state_machine) {
+            Some(mut state_machine) if !state_machine.next_apply_waits_for_disk() => {
+                Ok(state_machine.apply(entries))
+            }
+            _ => Err(entries),
+        };
+        let responses = match inline {
+            Ok(applied) => applied.map_err(|e| failed(&latch, e))?,
+            Err(entries) => {
+                let shared = Arc::clone(&self.shared);
+                blocking(move || {
+                    lock(&shared.state_machine)
+                        .apply(entries)
+                        .map_err(|e| failed(&latch, e))
+                })
+                .await?
+            }
+        };
         if responses.len() != count {
             return Err(failed(
                 &self.failure,
@@ -351,26 +284,44 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         SnapshotBuilder {
             shared: Arc::clone(&self.shared),
             snapshots: Arc::clone(&self.snapshots),
+            log: self.log.clone(),
             failure: self.failure.clone(),
         }
     }
 
+    /// Installs a snapshot: a received one's log part becomes the node's history (below the
+    /// purge point, for readers), the state machine replaces its state with the image, and the
+    /// snapshot becomes the current one. At a restart openraft installs the current snapshot
+    /// again if the state machine is behind it; its log part is then already in place.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        let log_dir = snapshot.log_dir();
+        if log_dir.exists() {
+            self.log
+                .install_history(log_dir, snapshot.log_range.start)
+                .await
+                .map_err(|e| failed(&self.failure, SnapshotFileError::Log(e)))?;
+        }
         let meta = meta.clone();
         let shared = Arc::clone(&self.shared);
         let snapshots = Arc::clone(&self.snapshots);
         let latch = self.failure.clone();
         blocking(move || {
+            let mut image =
+                crate::snapshot::open_state(&snapshot).map_err(|e| failed(&latch, e))?;
             lock(&shared.state_machine)
-                .install_snapshot(&meta, &snapshot)
+                .install_snapshot(&meta, &mut image)
                 .map_err(|e| failed(&latch, e))?;
-            snapshots
-                .save(&meta, &snapshot)
-                .map_err(|e| failed(&latch, e))
+            drop(image);
+            if snapshot.dir != snapshots.current_dir() {
+                snapshots
+                    .commit(&snapshot.dir, &meta, snapshot.log_range.clone())
+                    .map_err(|e| failed(&latch, e))?;
+            }
+            Ok(())
         })
         .await
     }
@@ -378,17 +329,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let snapshots = Arc::clone(&self.snapshots);
         let latch = self.failure.clone();
-        let stored = blocking(move || snapshots.load().map_err(|e| failed(&latch, e))).await?;
-        Ok(stored.map(|stored| Snapshot {
-            meta: stored.meta,
-            snapshot: stored.data,
-        }))
+        let current = blocking(move || snapshots.current().map_err(|e| failed(&latch, e))).await?;
+        Ok(
+            current.map(|(meta, bundle): (SnapshotMeta, SnapshotBundle)| Snapshot {
+                meta,
+                snapshot: bundle,
+            }),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage_fault::FailureKind;
     use crate::types::{AppRequest, AppResponse, EntryPayload, log_id};
 
     /// A state machine whose disk is full.
@@ -403,23 +357,143 @@ mod tests {
             (None, StoredMembership::default())
         }
 
-        fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
-            Ok(Vec::new())
+        fn write_snapshot(
+            &mut self,
+            _out: &mut dyn std::io::Write,
+        ) -> Result<(Option<LogId>, StoredMembership), StateMachineError> {
+            Ok((None, StoredMembership::default()))
         }
 
         fn install_snapshot(
             &mut self,
             _meta: &SnapshotMeta,
-            _data: &[u8],
+            _image: &mut dyn std::io::Read,
         ) -> Result<(), StateMachineError> {
             Ok(())
         }
     }
 
+    /// Records the thread each apply runs on; `waits` is its answer to
+    /// `next_apply_waits_for_disk`.
+    struct ThreadRecorder {
+        waits: bool,
+        threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
+    }
+
+    impl StateMachine for ThreadRecorder {
+        fn apply(&mut self, entries: Vec<Entry>) -> Result<Vec<AppResponse>, StateMachineError> {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            Ok(entries.iter().map(|_| AppResponse::default()).collect())
+        }
+
+        fn next_apply_waits_for_disk(&self) -> bool {
+            self.waits
+        }
+
+        fn applied_state(&self) -> (Option<LogId>, StoredMembership) {
+            (None, StoredMembership::default())
+        }
+
+        fn write_snapshot(
+            &mut self,
+            _out: &mut dyn std::io::Write,
+        ) -> Result<(Option<LogId>, StoredMembership), StateMachineError> {
+            Ok((None, StoredMembership::default()))
+        }
+
+        fn install_snapshot(
+            &mut self,
+            _meta: &SnapshotMeta,
+            _image: &mut dyn std::io::Read,
+        ) -> Result<(), StateMachineError> {
+            Ok(())
+        }
+    }
+
+    fn one_entry(index: u64) -> futures::stream::Iter<std::vec::IntoIter<EntryItem>> {
+        let entry = Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(AppRequest(bytes::Bytes::from_static(b"x"))),
+        };
+        futures::stream::iter(vec![Ok((entry, None))])
+    }
+
+    type EntryItem = Result<EntryResponder<TypeConfig>, io::Error>;
+
+    /// A reader of an empty log store in `dir` (the store opened to serve snapshots).
+    fn log_reader(dir: &tempfile::TempDir) -> crate::log_store::LogReader {
+        crate::log_store::LogStore::open(&dir.path().join("log"), Default::default())
+            .unwrap()
+            .reader()
+    }
+
+    /// A current-thread runtime: an inline apply runs on the test's own thread, one on the
+    /// blocking pool on another.
+    #[tokio::test]
+    async fn only_an_apply_that_waits_for_the_disk_goes_to_the_blocking_pool() {
+        for waits in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let threads = Arc::new(Mutex::new(Vec::new()));
+            let recorder = ThreadRecorder {
+                waits,
+                threads: Arc::clone(&threads),
+            };
+            let mut store =
+                StateMachineStore::open(dir.path(), recorder, log_reader(&dir)).unwrap();
+            store.apply(one_entry(1)).await.unwrap();
+            let ran_on = threads.lock().unwrap().clone();
+            let here = std::thread::current().id();
+            assert_eq!(ran_on.len(), 1);
+            assert_eq!(ran_on[0] == here, !waits, "waits for the disk: {waits}");
+        }
+    }
+
+    /// While a snapshot holds the state machine (on the blocking pool), an apply must not wait
+    /// for it on a runtime thread: it goes to the blocking pool too.
+    #[tokio::test]
+    async fn an_apply_does_not_stall_the_runtime_while_a_snapshot_holds_the_state_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let recorder = ThreadRecorder {
+            waits: false,
+            threads: Arc::clone(&threads),
+        };
+        let mut store = StateMachineStore::open(dir.path(), recorder, log_reader(&dir)).unwrap();
+        let shared = Arc::clone(&store.shared);
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _held = lock(&shared.state_machine);
+            locked_tx.send(()).unwrap();
+            // Bounded: the test releases it right after its first poll.
+            let _ = release_rx.recv_timeout(std::time::Duration::from_secs(30));
+        });
+        locked_rx.recv().unwrap();
+        let mut apply = Box::pin(store.apply(one_entry(1)));
+        assert!(
+            futures::poll!(&mut apply).is_pending(),
+            "the apply waits for the lock without blocking this thread"
+        );
+        release_tx.send(()).unwrap();
+        apply.await.unwrap();
+        holder.join().unwrap();
+        let ran_on = threads.lock().unwrap().clone();
+        assert_eq!(ran_on.len(), 1);
+        assert_ne!(ran_on[0], std::thread::current().id());
+    }
+
     #[tokio::test]
     async fn a_failed_apply_reaches_openraft_typed_and_is_remembered_as_the_first_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = StateMachineStore::open(dir.path(), FullDisk).unwrap();
+        let log = crate::log_store::LogStore::open(
+            &dir.path().join("log"),
+            crate::log_store::LogStoreConfig::default(),
+        )
+        .unwrap();
+        let mut store = StateMachineStore::open(dir.path(), FullDisk, log.reader()).unwrap();
         let latch = store.failure_latch();
         let entry = Entry {
             log_id: log_id(1, 1, 1),

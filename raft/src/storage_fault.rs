@@ -11,7 +11,7 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 
 use crate::log_store::LogStoreError;
-use crate::sm_adapter::SnapshotFileError;
+use crate::snapshot::SnapshotFileError;
 use crate::state_machine::StateMachineError;
 
 /// What kind of storage failure an error is.

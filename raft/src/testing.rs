@@ -208,7 +208,10 @@ impl StateMachine for KvStateMachine {
         })
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
+    fn write_snapshot(
+        &mut self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(Option<LogId>, StoredMembership), StateMachineError> {
         let (applied, membership) = self.try_applied_state()?;
         let txn = self.db.begin_read().map_err(storage)?;
         let mut kv = Vec::new();
@@ -226,20 +229,22 @@ impl StateMachine for KvStateMachine {
         }
         let snapshot = KvSnapshot {
             applied,
-            membership,
+            membership: membership.clone(),
             kv,
             history: self.history()?,
         };
-        encoded(&snapshot)
+        crate::snapshot::write_frame(out, &snapshot).map_err(StateMachineError::from_io)?;
+        Ok((applied, membership))
     }
 
     fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        data: &[u8],
+        image: &mut dyn std::io::Read,
     ) -> Result<(), StateMachineError> {
-        let snapshot: KvSnapshot =
-            codec::decode(data).map_err(|e| StateMachineError::CorruptSnapshot(e.to_string()))?;
+        let snapshot: KvSnapshot = crate::snapshot::read_frame(image)
+            .map_err(|e| StateMachineError::CorruptSnapshot(e.to_string()))?
+            .ok_or_else(|| StateMachineError::CorruptSnapshot("an empty image".into()))?;
         if snapshot.applied != meta.last_log_id {
             return Err(StateMachineError::CorruptSnapshot(format!(
                 "data is as of {:?} but the snapshot claims {:?}",
@@ -394,17 +399,23 @@ impl StateMachine for CounterStateMachine {
         }
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
-        encoded(&self.read()?)
+    fn write_snapshot(
+        &mut self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(Option<LogId>, StoredMembership), StateMachineError> {
+        let state = self.read()?;
+        crate::snapshot::write_frame(out, &state).map_err(StateMachineError::from_io)?;
+        Ok((state.applied, state.membership))
     }
 
     fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        data: &[u8],
+        image: &mut dyn std::io::Read,
     ) -> Result<(), StateMachineError> {
-        let state: CounterSnapshot =
-            codec::decode(data).map_err(|e| StateMachineError::CorruptSnapshot(e.to_string()))?;
+        let state: CounterSnapshot = crate::snapshot::read_frame(image)
+            .map_err(|e| StateMachineError::CorruptSnapshot(e.to_string()))?
+            .ok_or_else(|| StateMachineError::CorruptSnapshot("an empty image".into()))?;
         if state.applied != meta.last_log_id {
             return Err(StateMachineError::CorruptSnapshot(format!(
                 "data is as of {:?} but the snapshot claims {:?}",
@@ -456,17 +467,18 @@ mod tests {
         );
         assert!(kv.apply(vec![entry(4, EntryPayload::Blank)]).is_err());
 
-        let data = kv.snapshot().unwrap();
-        let (applied, membership) = kv.applied_state();
+        let mut data = Vec::new();
+        let (applied, membership) = kv.write_snapshot(&mut data).unwrap();
+        assert_eq!((applied, membership.clone()), kv.applied_state());
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
         };
         let mut other = KvStateMachine::open(&dir.path().join("b.redb")).unwrap();
-        other.install_snapshot(&meta, &data).unwrap();
+        other.install_snapshot(&meta, &mut data.as_slice()).unwrap();
         assert_eq!(other.history().unwrap(), kv.history().unwrap());
         assert_eq!(other.get("b").unwrap().as_deref(), Some(&b"2"[..]));
-        assert!(other.install_snapshot(&meta, b"garbage").is_err());
+        assert!(other.install_snapshot(&meta, &mut &b"garbage"[..]).is_err());
     }
 
     #[test]

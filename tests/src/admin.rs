@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use raftmq_client::{AdminHttpClient, AdminHttpError};
-use raftmq_protocol::admin::{RaftStatus, RegisteredGroup, Routes};
+use raftmq_protocol::admin::{AddLearner, RaftStatus, RegisteredGroup, Routes, TopicStatus};
 use tokio::runtime::Runtime;
 
 /// How much longer than the client's deadline the caller waits for a call's answer before it
@@ -72,6 +72,30 @@ impl AdminHttp {
     pub fn raft_status(&self, addr: SocketAddr) -> anyhow::Result<RaftStatus> {
         self.call(addr, |client, addr| async move {
             client.raft_status(&addr).await
+        })
+    }
+
+    /// `GET /topics` of a broker member: each topic's queues, offsets and bytes.
+    pub fn topics(&self, addr: SocketAddr) -> anyhow::Result<Vec<TopicStatus>> {
+        self.call(
+            addr,
+            |client, addr| async move { client.topics(&addr).await },
+        )
+    }
+
+    /// `POST /raft/add-learner` on a group's leader: answers once the learner caught up.
+    pub fn add_learner(
+        &self,
+        leader: SocketAddr,
+        node_id: u64,
+        raft: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let request = AddLearner {
+            node_id,
+            addr: raft.to_string(),
+        };
+        self.call(leader, move |client, addr| async move {
+            client.add_learner(&addr, &request).await.map(|_| ())
         })
     }
 

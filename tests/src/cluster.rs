@@ -172,6 +172,29 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Starts a new member `node_id` with `--join` (it waits to be added, e.g. with
+    /// [`AdminHttp::add_learner`] on the leader) on its own loopback address.
+    pub fn add_joining_member(&mut self, node_id: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(self.member(node_id).is_err(), "member {node_id} exists");
+        let first = self.members.first().ok_or_else(|| anyhow!("no members"))?;
+        let [_, a, b, _] = first.ip.octets();
+        let data_dir = first
+            .data_dir
+            .parent()
+            .ok_or_else(|| anyhow!("no cluster directory"))?
+            .join(format!("broker-{node_id}"));
+        self.members.push(Member {
+            node_id,
+            ip: Ipv4Addr::new(127, a, b, node_id as u8),
+            data_dir,
+            process: None,
+        });
+        self.extra_broker_args.push("--join".into());
+        let started = self.start_member(node_id);
+        self.extra_broker_args.pop();
+        started
+    }
+
     /// Moves a member's data directory (when it is stopped), e.g. onto a small filesystem.
     pub fn set_data_dir(&mut self, node_id: u64, data_dir: PathBuf) -> anyhow::Result<()> {
         let member = self.member_mut(node_id)?;
@@ -183,6 +206,25 @@ impl TestCluster {
     /// Takes a member's process out of the cluster's hands (to watch it exit on its own).
     pub fn take_process(&mut self, node_id: u64) -> anyhow::Result<Option<Process>> {
         Ok(self.member_mut(node_id)?.process.take())
+    }
+
+    /// The end of a running member's log.
+    pub fn log_tail(&mut self, node_id: u64) -> anyhow::Result<String> {
+        let member = self.member_mut(node_id)?;
+        let process = member
+            .process
+            .as_ref()
+            .ok_or_else(|| anyhow!("member {node_id} is not running"))?;
+        Ok(process.log_tail())
+    }
+
+    /// Whether a started member's process still runs.
+    pub fn is_running(&mut self, node_id: u64) -> anyhow::Result<bool> {
+        let member = self.member_mut(node_id)?;
+        match member.process.as_mut() {
+            Some(process) => Ok(process.try_status()?.is_none()),
+            None => Ok(false),
+        }
     }
 
     /// `kill -9` a member: no flush, no goodbye.

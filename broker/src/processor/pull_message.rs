@@ -74,6 +74,8 @@ pub(super) async fn handle(
         applied.borrow_and_update();
         let queue = ctx.state.queue(&header.topic, queue_id);
         if offset < queue.min_offset {
+            ctx.metrics
+                .offset_moved(&header.topic, &header.consumer_group);
             return Ok(answer(
                 request,
                 response::PULL_OFFSET_MOVED,

@@ -32,6 +32,12 @@ pub struct Touched {
     pub index_rows: Vec<(String, u32, IndexRow)>,
     /// Topics whose whole queue index must be removed.
     pub deleted_topics: BTreeSet<String>,
+    /// `(log index, store ms)` of each entry that stored messages.
+    pub log_times: Vec<(u64, i64)>,
+    /// A retention floor applied in this batch: rows below it are dropped when persisting.
+    pub retain_from: Option<u64>,
+    /// Index rows retention dropped: `(topic, queue id, first offset)`.
+    pub dropped_rows: Vec<(String, u32, u64)>,
 }
 
 /// Applies the command of the entry at `log_index`. Errors are storage errors of the indexes
@@ -65,6 +71,15 @@ pub fn apply_command(
             } else {
                 Applied::Refused(Refusal::NotPending(Claim::Transaction { half: *half }))
             }
+        }
+        Command::Retain { from_index } => {
+            // The index rows live on disk: the caller drops those below the floor (and moves
+            // each queue's minimum) when it persists this batch.
+            if *from_index > state.retention_floor {
+                state.retention_floor = *from_index;
+                touched.retain_from = Some(*from_index);
+            }
+            Applied::Done
         }
         Command::CommitOffsets(commit) => apply_commit(state, touched, commit),
         Command::UpsertTopic(config) => {
@@ -183,6 +198,15 @@ fn apply_send(
         )?;
         outcomes.push(placed);
     }
+    let stored_any = outcomes.iter().any(|outcome| {
+        matches!(
+            outcome,
+            SendOutcome::Stored { .. } | SendOutcome::Placed { .. }
+        )
+    });
+    if stored_any {
+        touched.log_times.push((at.log_index, store_timestamp_ms));
+    }
     Ok(outcomes)
 }
 
@@ -218,6 +242,7 @@ fn place_unit(
     let mut next_offset = first_offset;
     let mut duplicates = Vec::new();
     let mut run: Option<IndexRow> = None;
+    let mut stored_bytes = 0u64;
     for (position, slot) in unit.messages.iter().enumerate() {
         let ordinal = first_ordinal + position as u32;
         let physical = physical_offset(at.log_index, ordinal);
@@ -244,8 +269,12 @@ fn place_unit(
         }
         let queue_offset = next_offset;
         next_offset += 1;
+        stored_bytes += u64::from(slot.len);
         match &mut run {
-            Some(row) => row.count += 1,
+            Some(row) => {
+                row.count += 1;
+                row.bytes += u64::from(slot.len);
+            }
             None => {
                 run = Some(IndexRow {
                     first_offset: queue_offset,
@@ -254,6 +283,7 @@ fn place_unit(
                     first_ordinal: ordinal,
                     count: 1,
                     store_timestamp_ms,
+                    bytes: u64::from(slot.len),
                 })
             }
         }
@@ -296,6 +326,7 @@ fn place_unit(
         .extend(run.map(|row| (unit.topic.clone(), unit.queue_id, row)));
     if let Some(queue) = state.queues.get_mut(&key) {
         queue.next_offset = next_offset;
+        queue.bytes += stored_bytes;
     }
     Ok(if duplicates.is_empty() {
         SendOutcome::Stored {

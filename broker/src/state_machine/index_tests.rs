@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use raftmq_protocol::message::{StoredMessage, property};
 use raftmq_protocol::names::{TIMER_TOPIC, TRANS_HALF_TOPIC};
 
-use super::indexes::{Indexes, KeyKind};
+use super::indexes::KeyKind;
 use super::*;
 use crate::command::{
     Applied, Claim, Command, Duplicate, Location, MessageSlot, Refusal, ReleaseBuilder, SendBatch,
@@ -332,7 +332,7 @@ fn a_transaction_is_checked_then_ended_once() {
 }
 
 #[test]
-fn retention_drops_pending_rows_below_a_log_index_and_keys_older_than_a_time() {
+fn retention_drops_pending_timers_transactions_and_keys_below_its_floor() {
     let dir = tempfile::tempdir().unwrap();
     let mut sm = open(&dir);
     let timer = |due: &str| {
@@ -354,14 +354,9 @@ fn retention_drops_pending_rows_below_a_log_index_and_keys_older_than_a_time() {
         let (command, blob) = send(topic, &[bytes], store_ms, 0);
         apply_one(&mut sm, entry(index as u64 + 1, &command, &blob));
     }
-    let db = sm.db.clone();
-    let txn = db.begin_write().unwrap();
-    {
-        let mut indexes = Indexes::open(&txn).unwrap();
-        assert_eq!(indexes.drop_below_log_index(3).unwrap(), 2);
-        indexes.drop_keys_older_than(2_000_000).unwrap();
-    }
-    txn.commit().unwrap();
+    // Retention moves the floor to entry 3: the timer and the half message of entries 1 and 2
+    // go with their log, and so do the key rows stored before entry 3's store time.
+    apply_one(&mut sm, entry(5, &Command::Retain { from_index: 3 }, b""));
     let state = sm.state();
     assert_eq!(
         state.due_timers(i64::MAX, 10).unwrap(),
@@ -397,7 +392,8 @@ fn a_snapshot_carries_pending_timers_transactions_and_keys() {
         checked_at_ms: 1_100_000,
     };
     apply_one(&mut sm, entry(3, &checked, b""));
-    let data = sm.snapshot().unwrap();
+    let mut data = Vec::new();
+    sm.write_snapshot(&mut data).unwrap();
 
     let other_dir = tempfile::tempdir().unwrap();
     let mut other = open(&other_dir);
@@ -405,7 +401,7 @@ fn a_snapshot_carries_pending_timers_transactions_and_keys() {
         last_log_id: Some(raftmq_raft::log_id(1, 1, 3)),
         last_membership: StoredMembership::default(),
     };
-    other.install_snapshot(&meta, &data).unwrap();
+    other.install_snapshot(&meta, &mut data.as_slice()).unwrap();
     let state = other.state();
     assert_eq!(
         state.due_timers(i64::MAX, 10).unwrap(),

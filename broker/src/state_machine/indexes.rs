@@ -305,11 +305,27 @@ struct KeyRow {
     queue_offset: u64,
 }
 
-/// Reads every index row (for a snapshot).
-pub fn image(db: &redb::Database) -> Result<IndexImage, StateMachineError> {
-    use redb::ReadableDatabase;
-    let txn = db.begin_read().map_err(storage)?;
-    let mut image = IndexImage::default();
+impl IndexImage {
+    fn rows(&self) -> usize {
+        self.timers.len() + self.halves.len() + self.keys.len()
+    }
+}
+
+/// Reads every index row (for a snapshot) and hands them on in parts of at most
+/// `rows_per_part` rows, so that the image of a large key index is never in memory whole.
+pub fn image_in_parts(
+    txn: &redb::ReadTransaction,
+    rows_per_part: usize,
+    mut emit: impl FnMut(IndexImage) -> Result<(), StateMachineError>,
+) -> Result<(), StateMachineError> {
+    let rows_per_part = rows_per_part.max(1);
+    let mut part = IndexImage::default();
+    let mut full = |part: &mut IndexImage| -> Result<(), StateMachineError> {
+        if part.rows() >= rows_per_part {
+            emit(std::mem::take(part))?;
+        }
+        Ok(())
+    };
     for found in txn
         .open_table(TIMERS)
         .map_err(storage)?
@@ -317,7 +333,8 @@ pub fn image(db: &redb::Database) -> Result<IndexImage, StateMachineError> {
         .map_err(storage)?
     {
         let (key, _) = found.map_err(storage)?;
-        image.timers.push(key.value());
+        part.timers.push(key.value());
+        full(&mut part)?;
     }
     for found in txn
         .open_table(HALF_MESSAGES)
@@ -327,7 +344,8 @@ pub fn image(db: &redb::Database) -> Result<IndexImage, StateMachineError> {
     {
         let (key, value) = found.map_err(storage)?;
         let (last_touch_ms, checks) = value.value();
-        image.halves.push((key.value(), last_touch_ms, checks));
+        part.halves.push((key.value(), last_touch_ms, checks));
+        full(&mut part)?;
     }
     for found in txn
         .open_table(KEY_INDEX)
@@ -338,7 +356,7 @@ pub fn image(db: &redb::Database) -> Result<IndexImage, StateMachineError> {
         let (key, value) = found.map_err(storage)?;
         let (bucket, topic, kind, indexed, physical) = key.value();
         let (store_ms, queue_id, queue_offset) = value.value();
-        image.keys.push(KeyRow {
+        part.keys.push(KeyRow {
             bucket,
             topic: topic.to_string(),
             kind,
@@ -348,11 +366,15 @@ pub fn image(db: &redb::Database) -> Result<IndexImage, StateMachineError> {
             queue_id,
             queue_offset,
         });
+        full(&mut part)?;
     }
-    Ok(image)
+    if part.rows() > 0 {
+        emit(part)?;
+    }
+    Ok(())
 }
 
-/// Writes a snapshot's index rows into emptied tables.
+/// Writes a part of a snapshot's index rows into emptied tables.
 pub fn restore(txn: &WriteTransaction, image: &IndexImage) -> Result<(), StateMachineError> {
     let mut indexes = Indexes::open(txn)?;
     for (due_ms, physical) in &image.timers {

@@ -27,7 +27,7 @@ use raftmq_raft::{
     AppResponse, Entry, EntryPayload, LogId, SnapshotMeta, StateMachine, StateMachineError,
     StoredMembership,
 };
-pub use state::{BrokerState, IndexRow, MemState, QueueState};
+pub use state::{BrokerState, IndexRow, MemState, QueueKey, QueueState};
 use tables::*;
 
 /// Applies between durable (fsynced) state machine commits. The commits in between are atomic
@@ -42,17 +42,44 @@ pub struct BrokerStateMachine {
     private: MemState,
     shared: Arc<BrokerState>,
     applies_since_durable: u32,
+    /// The meta values the database holds, so that a commit rewrites only the ones that
+    /// changed (`None`: not known, written at the next commit).
+    stored_meta: StoredMeta,
     /// Set at the first failure: a state machine that failed half-way never applies again.
     failed: Option<StateMachineError>,
 }
 
-/// What a snapshot holds: the small state, every queue index row, and the pending timers,
-/// pending transactions and key index rows.
+/// The membership and last store timestamp as last written to the `meta` table. Most applies
+/// change neither (a membership changes rarely; a store timestamp only from one millisecond to
+/// the next), and each insert skipped saves a B-tree update in every apply's transaction.
+#[derive(Debug, Default)]
+struct StoredMeta {
+    membership: Option<StoredMembership>,
+    last_store_timestamp_ms: Option<i64>,
+}
+
+impl StoredMeta {
+    fn as_written(mem: &MemState) -> Self {
+        StoredMeta {
+            membership: Some(mem.membership.clone()),
+            last_store_timestamp_ms: Some(mem.last_store_timestamp_ms),
+        }
+    }
+}
+
+/// Index rows or log times per frame of a snapshot image: bounds the memory of writing and
+/// installing an image, whatever the size of the state.
+pub const IMAGE_ROWS_PER_FRAME: usize = 4096;
+
+/// One frame of the state machine's snapshot image (`raftmq_raft::snapshot::write_frame`): the
+/// small state first, then the queue index, the log times and the timer, transaction and key
+/// indexes in frames of at most [`IMAGE_ROWS_PER_FRAME`] rows.
 #[derive(Serialize, Deserialize)]
-struct SnapshotImage {
-    mem: MemState,
-    index_rows: Vec<(String, u32, IndexRow)>,
-    indexes: indexes::IndexImage,
+enum ImageFrame {
+    Mem(Box<MemState>),
+    IndexRows(Vec<(String, u32, IndexRow)>),
+    LogTimes(Vec<(u64, i64)>),
+    Indexes(Box<indexes::IndexImage>),
 }
 
 /// A redb error, by kind (full disk, I/O, corrupt file, ...).
@@ -80,6 +107,7 @@ impl BrokerStateMachine {
         let shared = Arc::new(BrokerState::new(db.clone(), private.clone()));
         Ok(Self {
             db,
+            stored_meta: StoredMeta::as_written(&private),
             private,
             shared,
             applies_since_durable: 0,
@@ -149,10 +177,30 @@ impl BrokerStateMachine {
             self.private.applied = Some(log_id);
             responses.push(response);
         }
+        if let Some(from) = touched.retain_from {
+            // Pending timers and transactions whose messages retention removes go with them,
+            // and so do the key index rows of those messages.
+            indexes.drop_below_log_index(from)?;
+            if let Some(first_kept_ms) = self.store_time_from(from)? {
+                indexes.drop_keys_older_than(first_kept_ms)?;
+            }
+            self.drop_below(from, &mut touched)?;
+        }
         drop(indexes);
         self.persist(txn, &touched)?;
         self.publish(&touched);
         Ok(responses)
+    }
+
+    /// The store time of the first entry at or after `log_index` that stored messages.
+    fn store_time_from(&self, log_index: u64) -> Result<Option<i64>, StateMachineError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let times = txn.open_table(LOG_TIMES).map_err(storage)?;
+        let first = times.range(log_index..).map_err(storage)?.next();
+        match first {
+            None => Ok(None),
+            Some(found) => Ok(Some(found.map_err(storage)?.1.value())),
+        }
     }
 
     /// The write transaction of one apply: durable (fsynced) every
@@ -169,72 +217,164 @@ impl BrokerStateMachine {
         Ok(txn)
     }
 
-    /// Writes what `touched` names, with the applied log id and membership, into `txn` (which
-    /// holds the apply's index changes already) and commits it.
+    /// Retention: finds every queue's index rows of log entries below `from` (they are in order
+    /// of offset, which is the order of log index), drops them, and moves the queue's minimum
+    /// offset to its first row left (or to its end). Deterministic: it reads only applied state.
+    fn drop_below(&mut self, from: u64, touched: &mut Touched) -> Result<(), StateMachineError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let index = txn.open_table(QUEUE_INDEX).map_err(storage)?;
+        let keys: Vec<QueueKey> = self.private.queues.keys().cloned().collect();
+        for key in keys {
+            let (topic, queue_id) = (key.0.as_str(), key.1);
+            let range = (topic, queue_id, 0u64)..=(topic, queue_id, u64::MAX);
+            let mut dropped_bytes = 0u64;
+            let mut first_kept = None;
+            for row in index.range(range).map_err(storage)? {
+                let (row_key, value) = row.map_err(storage)?;
+                let row = state::to_row(row_key.value().2, value.value());
+                if row.log_index >= from {
+                    first_kept = Some(row.first_offset);
+                    break;
+                }
+                dropped_bytes += row.bytes;
+                touched
+                    .dropped_rows
+                    .push((key.0.clone(), queue_id, row.first_offset));
+            }
+            // Rows added by this batch are not on disk yet; they all sit at or above `from`.
+            let first_new = touched
+                .index_rows
+                .iter()
+                .find(|(t, q, _)| t == topic && *q == queue_id)
+                .map(|(_, _, row)| row.first_offset);
+            let Some(queue) = self.private.queues.get_mut(&key) else {
+                continue;
+            };
+            let new_min = first_kept.or(first_new).unwrap_or(queue.next_offset);
+            if new_min > queue.min_offset || dropped_bytes > 0 {
+                queue.min_offset = queue.min_offset.max(new_min);
+                queue.bytes = queue.bytes.saturating_sub(dropped_bytes);
+                touched.queues.insert(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what `touched` names, with the applied log id and membership, in one transaction.
+    /// Only the tables with something to write are opened, and only the meta values that
+    /// changed are rewritten: each open and each insert is a B-tree walk in every apply's
+    /// transaction (bench/RESULTS.md, "Where the time goes").
     fn persist(
         &mut self,
         txn: WriteTransaction,
         touched: &Touched,
     ) -> Result<(), StateMachineError> {
         let durable = self.applies_since_durable >= APPLIES_PER_DURABLE_COMMIT;
+        self.write_changes(&txn, touched)?;
+        txn.commit().map_err(storage)?;
+        self.stored_meta = StoredMeta::as_written(&self.private);
+        if durable {
+            self.applies_since_durable = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes what `touched` names (from the private state), with the applied log id and
+    /// membership, into `txn`.
+    fn write_changes(
+        &self,
+        txn: &redb::WriteTransaction,
+        touched: &Touched,
+    ) -> Result<(), StateMachineError> {
         {
             let state = &self.private;
-            write_configs(&txn, TOPICS, touched.topics.iter(), |t| state.topics.get(t))?;
-            write_configs(&txn, GROUPS, touched.groups.iter(), |g| state.groups.get(g))?;
+            write_configs(txn, TOPICS, &touched.topics, |t| state.topics.get(t))?;
+            write_configs(txn, GROUPS, &touched.groups, |g| state.groups.get(g))?;
 
-            let mut queues = txn.open_table(QUEUES).map_err(storage)?;
-            for key in &touched.queues {
-                match state.queues.get(key) {
-                    Some(q) => {
-                        queues.insert((key.0.as_str(), key.1), (q.next_offset, q.min_offset))
+            if !touched.queues.is_empty() {
+                let mut queues = txn.open_table(QUEUES).map_err(storage)?;
+                for key in &touched.queues {
+                    match state.queues.get(key) {
+                        Some(q) => queues.insert(
+                            (key.0.as_str(), key.1),
+                            (q.next_offset, q.min_offset, q.bytes),
+                        ),
+                        None => queues.remove((key.0.as_str(), key.1)),
                     }
-                    None => queues.remove((key.0.as_str(), key.1)),
-                }
-                .map_err(storage)?;
-            }
-
-            let mut offsets = txn.open_table(CONSUMER_OFFSETS).map_err(storage)?;
-            for key in &touched.consumer_offsets {
-                let table_key = (key.0.as_str(), key.1.as_str(), key.2);
-                match state.consumer_offsets.get(key) {
-                    Some(offset) => offsets.insert(table_key, *offset),
-                    None => offsets.remove(table_key),
-                }
-                .map_err(storage)?;
-            }
-
-            let mut index = txn.open_table(QUEUE_INDEX).map_err(storage)?;
-            for topic in &touched.deleted_topics {
-                let range = (topic.as_str(), 0u32, 0u64)..=(topic.as_str(), u32::MAX, u64::MAX);
-                index.retain_in(range, |_, _| false).map_err(storage)?;
-            }
-            for (topic, queue_id, row) in &touched.index_rows {
-                let value = (
-                    row.log_index,
-                    row.unit_index,
-                    row.first_ordinal,
-                    row.count,
-                    row.store_timestamp_ms,
-                );
-                index
-                    .insert((topic.as_str(), *queue_id, row.first_offset), value)
                     .map_err(storage)?;
+                }
+            }
+
+            if !touched.consumer_offsets.is_empty() {
+                let mut offsets = txn.open_table(CONSUMER_OFFSETS).map_err(storage)?;
+                for key in &touched.consumer_offsets {
+                    let table_key = (key.0.as_str(), key.1.as_str(), key.2);
+                    match state.consumer_offsets.get(key) {
+                        Some(offset) => offsets.insert(table_key, *offset),
+                        None => offsets.remove(table_key),
+                    }
+                    .map_err(storage)?;
+                }
+            }
+
+            if !touched.deleted_topics.is_empty()
+                || !touched.dropped_rows.is_empty()
+                || !touched.index_rows.is_empty()
+            {
+                let mut index = txn.open_table(QUEUE_INDEX).map_err(storage)?;
+                for topic in &touched.deleted_topics {
+                    let range = (topic.as_str(), 0u32, 0u64)..=(topic.as_str(), u32::MAX, u64::MAX);
+                    index.retain_in(range, |_, _| false).map_err(storage)?;
+                }
+                for (topic, queue_id, first_offset) in &touched.dropped_rows {
+                    index
+                        .remove((topic.as_str(), *queue_id, *first_offset))
+                        .map_err(storage)?;
+                }
+                for (topic, queue_id, row) in &touched.index_rows {
+                    let value = (
+                        row.log_index,
+                        row.unit_index,
+                        row.first_ordinal,
+                        row.count,
+                        row.store_timestamp_ms,
+                        row.bytes,
+                    );
+                    index
+                        .insert((topic.as_str(), *queue_id, row.first_offset), value)
+                        .map_err(storage)?;
+                }
+            }
+
+            if !touched.log_times.is_empty() || touched.retain_from.is_some() {
+                let mut log_times = txn.open_table(LOG_TIMES).map_err(storage)?;
+                for (log_index, store_ms) in &touched.log_times {
+                    log_times.insert(*log_index, *store_ms).map_err(storage)?;
+                }
+                if let Some(from) = touched.retain_from {
+                    log_times.retain_in(..from, |_, _| false).map_err(storage)?;
+                }
             }
 
             let mut meta = txn.open_table(META).map_err(storage)?;
+            if touched.retain_from.is_some() {
+                let floor = encode_meta(&state.retention_floor)?;
+                meta.insert(META_RETENTION_FLOOR, floor.as_slice())
+                    .map_err(storage)?;
+            }
             if let Some(applied) = &state.applied {
                 meta.insert(META_APPLIED, encode_meta(applied)?.as_slice())
                     .map_err(storage)?;
             }
-            meta.insert(META_MEMBERSHIP, encode_meta(&state.membership)?.as_slice())
-                .map_err(storage)?;
-            let last_store = encode_meta(&state.last_store_timestamp_ms)?;
-            meta.insert(META_LAST_STORE_TIMESTAMP, last_store.as_slice())
-                .map_err(storage)?;
-        }
-        txn.commit().map_err(storage)?;
-        if durable {
-            self.applies_since_durable = 0;
+            if self.stored_meta.membership.as_ref() != Some(&state.membership) {
+                meta.insert(META_MEMBERSHIP, encode_meta(&state.membership)?.as_slice())
+                    .map_err(storage)?;
+            }
+            if self.stored_meta.last_store_timestamp_ms != Some(state.last_store_timestamp_ms) {
+                let last_store = encode_meta(&state.last_store_timestamp_ms)?;
+                meta.insert(META_LAST_STORE_TIMESTAMP, last_store.as_slice())
+                    .map_err(storage)?;
+            }
         }
         Ok(())
     }
@@ -246,6 +386,7 @@ impl BrokerStateMachine {
             shared.applied = private.applied;
             shared.membership = private.membership.clone();
             shared.last_store_timestamp_ms = private.last_store_timestamp_ms;
+            shared.retention_floor = private.retention_floor;
             copy_keys(&touched.topics, &private.topics, &mut shared.topics);
             copy_keys(&touched.groups, &private.groups, &mut shared.groups);
             copy_keys(&touched.queues, &private.queues, &mut shared.queues);
@@ -257,11 +398,20 @@ impl BrokerStateMachine {
         });
     }
 
-    fn read_all_index_rows(&self) -> Result<Vec<(String, u32, IndexRow)>, StateMachineError> {
+    /// Writes the snapshot image: the small state, then the index rows and log times read from
+    /// one read transaction, a frame at a time.
+    fn write_image(&self, out: &mut dyn std::io::Write) -> Result<(), StateMachineError> {
+        use raftmq_raft::snapshot::write_frame;
+        let io = StateMachineError::from_io;
         let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(QUEUE_INDEX).map_err(storage)?;
-        let mut rows = Vec::new();
-        for found in table.iter().map_err(storage)? {
+        write_frame(out, &ImageFrame::Mem(Box::new(self.private.clone()))).map_err(io)?;
+        let mut rows = Vec::with_capacity(IMAGE_ROWS_PER_FRAME);
+        for found in txn
+            .open_table(QUEUE_INDEX)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
             let (key, value) = found.map_err(storage)?;
             let (topic, queue_id, first_offset) = key.value();
             rows.push((
@@ -269,12 +419,56 @@ impl BrokerStateMachine {
                 queue_id,
                 state::to_row(first_offset, value.value()),
             ));
+            if rows.len() == IMAGE_ROWS_PER_FRAME {
+                write_frame(out, &ImageFrame::IndexRows(std::mem::take(&mut rows))).map_err(io)?;
+            }
         }
-        Ok(rows)
+        if !rows.is_empty() {
+            write_frame(out, &ImageFrame::IndexRows(rows)).map_err(io)?;
+        }
+        let mut times = Vec::with_capacity(IMAGE_ROWS_PER_FRAME);
+        for found in txn
+            .open_table(LOG_TIMES)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            let (index, store_ms) = found.map_err(storage)?;
+            times.push((index.value(), store_ms.value()));
+            if times.len() == IMAGE_ROWS_PER_FRAME {
+                write_frame(out, &ImageFrame::LogTimes(std::mem::take(&mut times))).map_err(io)?;
+            }
+        }
+        if !times.is_empty() {
+            write_frame(out, &ImageFrame::LogTimes(times)).map_err(io)?;
+        }
+        indexes::image_in_parts(&txn, IMAGE_ROWS_PER_FRAME, |part| {
+            write_frame(out, &ImageFrame::Indexes(Box::new(part))).map_err(io)
+        })?;
+        out.flush().map_err(io)
     }
 
-    fn replace_all(&mut self, image: SnapshotImage) -> Result<(), StateMachineError> {
-        let txn = self.db.begin_write().map_err(storage)?;
+    /// Replaces the whole state with an image, in one durable transaction (a crash leaves the
+    /// old state or the new), reading it a frame at a time.
+    fn install_image(
+        &mut self,
+        meta: &SnapshotMeta,
+        image: &mut dyn std::io::Read,
+    ) -> Result<(), StateMachineError> {
+        use raftmq_raft::snapshot::read_frame;
+        let corrupt = |e: std::io::Error| StateMachineError::CorruptSnapshot(e.to_string());
+        let Some(ImageFrame::Mem(mem)) = read_frame::<ImageFrame>(image).map_err(corrupt)? else {
+            return Err(StateMachineError::CorruptSnapshot(
+                "the image does not start with the small state".into(),
+            ));
+        };
+        let mut mem = *mem;
+        // The snapshot's own metadata is authoritative for what it covers.
+        mem.applied = meta.last_log_id;
+        mem.membership = meta.last_membership.clone();
+
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::Immediate).map_err(storage)?;
         for name in [
             "meta",
             "topics",
@@ -282,6 +476,7 @@ impl BrokerStateMachine {
             "queues",
             "consumer_offsets",
             "queue_index",
+            "log_times",
         ]
         .into_iter()
         .chain(indexes::TABLE_NAMES)
@@ -289,23 +484,56 @@ impl BrokerStateMachine {
             txn.delete_table(TableDefinition::<&str, &[u8]>::new(name))
                 .map_err(storage)?;
         }
-        txn.commit().map_err(storage)?;
-        create_tables(&self.db)?;
-
-        self.private = image.mem;
+        // Every table exists again (readers open them), and every meta value is written.
+        open_all_tables(&txn)?;
+        self.stored_meta = StoredMeta::default();
+        self.private = mem;
         let touched = Touched {
             topics: self.private.topics.keys().cloned().collect(),
             groups: self.private.groups.keys().cloned().collect(),
             queues: self.private.queues.keys().cloned().collect(),
             consumer_offsets: self.private.consumer_offsets.keys().cloned().collect(),
-            index_rows: image.index_rows,
-            deleted_topics: Default::default(),
+            retain_from: Some(self.private.retention_floor),
+            ..Touched::default()
         };
-        // The next commit is durable: a restored snapshot must not be lost in a crash.
-        self.applies_since_durable = APPLIES_PER_DURABLE_COMMIT - 1;
-        let txn = self.begin_write()?;
-        indexes::restore(&txn, &image.indexes)?;
-        self.persist(txn, &touched)?;
+        self.write_changes(&txn, &touched)?;
+        {
+            let mut index = txn.open_table(QUEUE_INDEX).map_err(storage)?;
+            let mut log_times = txn.open_table(LOG_TIMES).map_err(storage)?;
+            while let Some(frame) = read_frame::<ImageFrame>(image).map_err(corrupt)? {
+                match frame {
+                    ImageFrame::Mem(_) => {
+                        return Err(StateMachineError::CorruptSnapshot(
+                            "a second small state in the image".into(),
+                        ));
+                    }
+                    ImageFrame::IndexRows(rows) => {
+                        for (topic, queue_id, row) in rows {
+                            let value = (
+                                row.log_index,
+                                row.unit_index,
+                                row.first_ordinal,
+                                row.count,
+                                row.store_timestamp_ms,
+                                row.bytes,
+                            );
+                            index
+                                .insert((topic.as_str(), queue_id, row.first_offset), value)
+                                .map_err(storage)?;
+                        }
+                    }
+                    ImageFrame::LogTimes(times) => {
+                        for (log_index, store_ms) in times {
+                            log_times.insert(log_index, store_ms).map_err(storage)?;
+                        }
+                    }
+                    ImageFrame::Indexes(part) => indexes::restore(&txn, &part)?,
+                }
+            }
+        }
+        txn.commit().map_err(storage)?;
+        self.applies_since_durable = 0;
+        self.stored_meta = StoredMeta::as_written(&self.private);
         let whole = self.private.clone();
         self.shared.publish(|shared| *shared = whole);
         Ok(())
@@ -327,28 +555,28 @@ impl StateMachine for BrokerStateMachine {
         (self.private.applied, self.private.membership.clone())
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>, StateMachineError> {
+    /// Only every [`APPLIES_PER_DURABLE_COMMIT`]th apply fsyncs; the others are in-memory work
+    /// and a non-durable redb commit, cheap enough to run on openraft's task.
+    fn next_apply_waits_for_disk(&self) -> bool {
+        self.failed.is_none() && self.applies_since_durable + 1 >= APPLIES_PER_DURABLE_COMMIT
+    }
+
+    fn write_snapshot(
+        &mut self,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(Option<LogId>, StoredMembership), StateMachineError> {
         self.check_not_failed()?;
-        let image = SnapshotImage {
-            mem: self.private.clone(),
-            index_rows: self.read_all_index_rows()?,
-            indexes: indexes::image(&self.db)?,
-        };
-        raftmq_raft::codec::encode(&image).map_err(|err| StateMachineError::Encode(err.to_string()))
+        self.write_image(out)?;
+        Ok((self.private.applied, self.private.membership.clone()))
     }
 
     fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        data: &[u8],
+        image: &mut dyn std::io::Read,
     ) -> Result<(), StateMachineError> {
         self.check_not_failed()?;
-        let mut image: SnapshotImage = raftmq_raft::codec::decode(data)
-            .map_err(|err| StateMachineError::CorruptSnapshot(err.to_string()))?;
-        // The snapshot's own metadata is authoritative for what it covers.
-        image.mem.applied = meta.last_log_id;
-        image.mem.membership = meta.last_membership.clone();
-        let result = self.replace_all(image);
+        let result = self.install_image(meta, image);
         if let Err(err) = &result {
             self.failed = Some(err.clone());
         }
@@ -393,9 +621,12 @@ fn copy_keys<K: Ord + Clone, V: Clone>(
 fn write_configs<'a, T: Serialize + 'a>(
     txn: &redb::WriteTransaction,
     table: TableDefinition<&str, &[u8]>,
-    keys: impl Iterator<Item = &'a String>,
+    keys: &std::collections::BTreeSet<String>,
     current: impl Fn(&str) -> Option<&'a T>,
 ) -> Result<(), StateMachineError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
     let mut table = txn.open_table(table).map_err(storage)?;
     for key in keys {
         match current(key) {
@@ -409,14 +640,21 @@ fn write_configs<'a, T: Serialize + 'a>(
 
 fn create_tables(db: &Database) -> Result<(), StateMachineError> {
     let txn = db.begin_write().map_err(storage)?;
+    open_all_tables(&txn)?;
+    txn.commit().map_err(storage)
+}
+
+/// Opens (so creates) every table in `txn`.
+fn open_all_tables(txn: &redb::WriteTransaction) -> Result<(), StateMachineError> {
     txn.open_table(META).map_err(storage)?;
     txn.open_table(TOPICS).map_err(storage)?;
     txn.open_table(GROUPS).map_err(storage)?;
     txn.open_table(QUEUES).map_err(storage)?;
     txn.open_table(CONSUMER_OFFSETS).map_err(storage)?;
     txn.open_table(QUEUE_INDEX).map_err(storage)?;
-    indexes::create_tables(&txn)?;
-    txn.commit().map_err(storage)
+    txn.open_table(LOG_TIMES).map_err(storage)?;
+    indexes::create_tables(txn)?;
+    Ok(())
 }
 
 /// Reads the small state back from disk.
@@ -433,6 +671,10 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
     if let Some(bytes) = meta.get(META_MEMBERSHIP).map_err(storage)? {
         mem.membership =
             raftmq_raft::codec::decode(bytes.value()).map_err(|e| corrupt("membership", e))?;
+    }
+    if let Some(bytes) = meta.get(META_RETENTION_FLOOR).map_err(storage)? {
+        mem.retention_floor =
+            raftmq_raft::codec::decode(bytes.value()).map_err(|e| corrupt("retention floor", e))?;
     }
     if let Some(bytes) = meta.get(META_LAST_STORE_TIMESTAMP).map_err(storage)? {
         mem.last_store_timestamp_ms = raftmq_raft::codec::decode(bytes.value())
@@ -468,12 +710,13 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
     {
         let (key, value) = found.map_err(storage)?;
         let (topic, queue_id) = key.value();
-        let (next_offset, min_offset) = value.value();
+        let (next_offset, min_offset, bytes) = value.value();
         mem.queues.insert(
             (topic.to_string(), queue_id),
             QueueState {
                 next_offset,
                 min_offset,
+                bytes,
             },
         );
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::indexes::{self, KeyKind};
-use super::tables::QUEUE_INDEX;
+use super::tables::{LOG_TIMES, QUEUE_INDEX};
 use crate::topic::{GroupConfig, TopicConfig};
 use raftmq_raft::{LogId, StoredMembership};
 
@@ -18,11 +18,12 @@ pub type QueueKey = (String, u32);
 /// `(group, topic, queue id)`
 pub type OffsetKey = (String, String, u32);
 
-/// One queue's offsets: messages `min_offset .. next_offset` exist.
+/// One queue's offsets: messages `min_offset .. next_offset` exist, `bytes` long in all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
     pub next_offset: u64,
     pub min_offset: u64,
+    pub bytes: u64,
 }
 
 /// The small part of the state machine, kept whole in memory (and in redb).
@@ -37,6 +38,9 @@ pub struct MemState {
     /// The latest store timestamp applied: store timestamps never go back, even when a new
     /// leader's clock is behind the old one's, so a search by time can bisect a queue.
     pub last_store_timestamp_ms: i64,
+    /// Log entries below this index are gone with retention (their messages are below every
+    /// queue's minimum offset); the log may delete them.
+    pub retention_floor: u64,
 }
 
 /// One row of the queue index: where a run of a queue's messages sits in the log.
@@ -48,6 +52,8 @@ pub struct IndexRow {
     pub first_ordinal: u32,
     pub count: u32,
     pub store_timestamp_ms: i64,
+    /// Bytes of the run's messages (stored layout).
+    pub bytes: u64,
 }
 
 impl IndexRow {
@@ -117,6 +123,29 @@ impl BrokerState {
 
     pub fn applied(&self) -> Option<LogId> {
         self.read(|mem| mem.applied)
+    }
+
+    /// Log entries below this index are gone with retention.
+    pub fn retention_floor(&self) -> u64 {
+        self.read(|mem| mem.retention_floor)
+    }
+
+    /// The first log index (at or above the retention floor) of an entry whose messages were
+    /// stored at or after `cutoff_ms`; `None` if every entry still held is older. Store times
+    /// never go back (apply keeps them monotonic), so the first match ends the search.
+    pub fn first_log_index_stored_since(
+        &self,
+        cutoff_ms: i64,
+    ) -> Result<Option<u64>, StateReadError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        let table = txn.open_table(LOG_TIMES).map_err(read_error)?;
+        for row in table.iter().map_err(read_error)? {
+            let (index, store_ms) = row.map_err(read_error)?;
+            if store_ms.value() >= cutoff_ms {
+                return Ok(Some(index.value()));
+            }
+        }
+        Ok(None)
     }
 
     pub fn membership(&self) -> StoredMembership {
@@ -476,7 +505,7 @@ impl BrokerState {
 }
 
 pub(super) fn to_row(first_offset: u64, value: super::tables::IndexValue) -> IndexRow {
-    let (log_index, unit_index, first_ordinal, count, store_timestamp_ms) = value;
+    let (log_index, unit_index, first_ordinal, count, store_timestamp_ms, bytes) = value;
     IndexRow {
         first_offset,
         log_index,
@@ -484,5 +513,6 @@ pub(super) fn to_row(first_offset: u64, value: super::tables::IndexValue) -> Ind
         first_ordinal,
         count,
         store_timestamp_ms,
+        bytes,
     }
 }

@@ -5,11 +5,12 @@
 use redb::TableDefinition;
 
 /// `"applied"` -> codec(LogId), `"membership"` -> codec(StoredMembership),
-/// `"last_store_timestamp_ms"` -> codec(i64).
+/// `"last_store_timestamp_ms"` -> codec(i64), `"retention_floor"` -> codec(u64).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_APPLIED: &str = "applied";
 pub const META_MEMBERSHIP: &str = "membership";
 pub const META_LAST_STORE_TIMESTAMP: &str = "last_store_timestamp_ms";
+pub const META_RETENTION_FLOOR: &str = "retention_floor";
 
 /// topic -> codec(TopicConfig)
 pub const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
@@ -17,19 +18,24 @@ pub const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
 /// group -> codec(GroupConfig)
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 
-/// (topic, queue id) -> (next offset, min offset)
-pub const QUEUES: TableDefinition<(&str, u32), (u64, u64)> = TableDefinition::new("queues");
+/// (topic, queue id) -> (next offset, min offset, bytes of the messages min..next)
+pub const QUEUES: TableDefinition<(&str, u32), (u64, u64, u64)> = TableDefinition::new("queues");
+
+/// log index -> store timestamp (ms) of every applied entry that stored messages: how retention
+/// by time finds the first entry it must keep. Rows below the retention floor are deleted.
+pub const LOG_TIMES: TableDefinition<u64, i64> = TableDefinition::new("log_times");
 
 /// (group, topic, queue id) -> committed consumer offset
 pub const CONSUMER_OFFSETS: TableDefinition<(&str, &str, u32), u64> =
     TableDefinition::new("consumer_offsets");
 
-/// (topic, queue id, first offset) -> (log index, unit index, first ordinal, count, store ms):
-/// the messages `first offset .. first offset + count` of a queue are unit `unit index` of the
-/// send batch at `log index`, starting at ordinal `first ordinal` of that entry.
+/// (topic, queue id, first offset) -> (log index, unit index, first ordinal, count, store ms,
+/// bytes): the messages `first offset .. first offset + count` of a queue are unit
+/// `unit index` of the send batch at `log index`, starting at ordinal `first ordinal` of that
+/// entry, `bytes` long in all.
 pub const QUEUE_INDEX: TableDefinition<IndexKey, IndexValue> = TableDefinition::new("queue_index");
 
 /// `(topic, queue id, first offset)`
 pub type IndexKey<'a> = (&'a str, u32, u64);
-/// `(log index, unit index, first ordinal, count, store timestamp ms)`
-pub type IndexValue = (u64, u32, u32, u32, i64);
+/// `(log index, unit index, first ordinal, count, store timestamp ms, bytes)`
+pub type IndexValue = (u64, u32, u32, u32, i64, u64);

@@ -231,6 +231,54 @@ fn state_survives_a_restart() {
     assert_eq!(after.index_rows_from("t", 0, 0, 100).unwrap().len(), 5);
 }
 
+/// A commit rewrites the membership and the last store time only when they changed: what an
+/// earlier commit wrote must still be what a restart reads, after applies that left them alone
+/// and after a snapshot was installed.
+#[test]
+fn membership_and_store_time_survive_a_restart_when_later_applies_leave_them_alone() {
+    let members = std::collections::BTreeSet::from([1u64, 2, 3]);
+    let membership = Membership::new_with_defaults(vec![members], []);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(&dir);
+    sm.apply(vec![Entry {
+        log_id: log_id(1),
+        payload: EntryPayload::Membership(membership),
+    }])
+    .unwrap();
+    for index in 2..=5 {
+        // The same store time every time: only the first send writes it.
+        let (command, blob) = send("t", 0, 1, 7);
+        apply_one(&mut sm, normal(index, &command, &blob));
+    }
+    let expected = sm.applied_state();
+    assert_eq!(expected.0, Some(log_id(5)));
+    assert_eq!(expected.1.log_id(), &Some(log_id(1)));
+    let mut data = Vec::new();
+    sm.write_snapshot(&mut data).unwrap();
+    drop(sm);
+    let sm = open(&dir);
+    assert_eq!(sm.applied_state(), expected);
+    assert_eq!(sm.state().read_last_store_timestamp_ms(), 7);
+    drop(sm);
+
+    // Installed elsewhere (where the state machine had seen neither), then one more send with
+    // the same store time, then a restart.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = open(&other_dir);
+    let meta = SnapshotMeta {
+        last_log_id: expected.0,
+        last_membership: expected.1.clone(),
+    };
+    other.install_snapshot(&meta, &mut data.as_slice()).unwrap();
+    let (command, blob) = send("t", 0, 1, 7);
+    apply_one(&mut other, normal(6, &command, &blob));
+    drop(other);
+    let other = open(&other_dir);
+    assert_eq!(other.applied_state(), (Some(log_id(6)), expected.1));
+    assert_eq!(other.state().read_last_store_timestamp_ms(), 7);
+    assert_eq!(other.state().queue("t", 0).next_offset, 5);
+}
+
 #[test]
 fn snapshot_restores_the_same_state_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,8 +294,9 @@ fn snapshot_restores_the_same_state_elsewhere() {
         payload: EntryPayload::Membership(membership),
     }])
     .unwrap();
-    let data = sm.snapshot().unwrap();
-    let (last_log_id, last_membership) = sm.applied_state();
+    let mut data = Vec::new();
+    let (last_log_id, last_membership) = sm.write_snapshot(&mut data).unwrap();
+    assert_eq!((last_log_id, last_membership.clone()), sm.applied_state());
 
     let other_dir = tempfile::tempdir().unwrap();
     let mut other = open(&other_dir);
@@ -258,7 +307,7 @@ fn snapshot_restores_the_same_state_elsewhere() {
         last_log_id,
         last_membership,
     };
-    other.install_snapshot(&meta, &data).unwrap();
+    other.install_snapshot(&meta, &mut data.as_slice()).unwrap();
 
     assert_eq!(other.applied_state(), sm.applied_state());
     assert!(other.state().topic("stale").is_none());
@@ -287,7 +336,9 @@ fn a_corrupt_snapshot_is_refused() {
         last_log_id: Some(log_id(3)),
         last_membership: StoredMembership::default(),
     };
-    let err = sm.install_snapshot(&meta, b"\x01garbage").unwrap_err();
+    let err = sm
+        .install_snapshot(&meta, &mut &b"\x01\x00\x00\x00garbage"[..])
+        .unwrap_err();
     assert!(
         matches!(err, StateMachineError::CorruptSnapshot(_)),
         "{err}"
@@ -309,7 +360,10 @@ fn apply_is_deterministic() {
     let answers_a = a.apply(entries()).unwrap();
     let answers_b = b.apply(entries()).unwrap();
     assert_eq!(answers_a, answers_b);
-    assert_eq!(a.snapshot().unwrap(), b.snapshot().unwrap());
+    let (mut image_a, mut image_b) = (Vec::new(), Vec::new());
+    a.write_snapshot(&mut image_a).unwrap();
+    b.write_snapshot(&mut image_b).unwrap();
+    assert_eq!(image_a, image_b);
 }
 
 #[test]
@@ -450,4 +504,50 @@ fn create_topic_if_missing_never_changes_an_existing_topic() {
     apply_one(&mut sm, normal(2, &resized, b""));
     assert_eq!(apply_one(&mut sm, normal(3, &created, b"")), Applied::Done);
     assert_eq!(sm.state().topic("auto").unwrap().write_queue_nums, 2);
+}
+
+#[test]
+fn retention_moves_queue_minimums_drops_rows_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = open(&dir);
+    // Entries 1..=6 alternate between two queues: 2 messages each, stored at 100, 200, ...
+    for index in 1..=6u64 {
+        let (command, blob) = send("orders", (index % 2) as u32, 2, index as i64 * 100);
+        apply_one(&mut sm, normal(index, &command, &blob));
+    }
+    let state = sm.state();
+    assert_eq!(state.queue("orders", 0).bytes, 6);
+    assert_eq!(state.first_log_index_stored_since(250).unwrap(), Some(3));
+    assert_eq!(state.first_log_index_stored_since(10_000).unwrap(), None);
+
+    // Entries below 4 go: queue 1 held entries 1 and 3 (offsets 0..4), queue 0 held entry 2
+    // (offsets 0..2) below the floor.
+    let retain = Command::Retain { from_index: 4 };
+    assert_eq!(apply_one(&mut sm, normal(7, &retain, &[])), Applied::Done);
+    let q0 = state.queue("orders", 0);
+    let q1 = state.queue("orders", 1);
+    assert_eq!((q0.min_offset, q0.next_offset, q0.bytes), (2, 6, 4));
+    assert_eq!((q1.min_offset, q1.next_offset, q1.bytes), (4, 6, 2));
+    assert_eq!(state.retention_floor(), 4);
+    assert_eq!(state.first_log_index_stored_since(0).unwrap(), Some(4));
+    // A lower floor later changes nothing.
+    let lower = Command::Retain { from_index: 2 };
+    apply_one(&mut sm, normal(8, &lower, &[]));
+    assert_eq!(state.retention_floor(), 4);
+    assert_eq!(state.queue("orders", 1).min_offset, 4);
+
+    // Everything below the end: queues are empty but keep their next offsets.
+    let all = Command::Retain { from_index: 100 };
+    apply_one(&mut sm, normal(9, &all, &[]));
+    let q0 = state.queue("orders", 0);
+    assert_eq!((q0.min_offset, q0.next_offset, q0.bytes), (6, 6, 0));
+    drop(state);
+    drop(sm);
+
+    let sm = open(&dir);
+    let state = sm.state();
+    assert_eq!(state.retention_floor(), 100);
+    let q1 = state.queue("orders", 1);
+    assert_eq!((q1.min_offset, q1.next_offset, q1.bytes), (6, 6, 0));
+    assert_eq!(state.first_log_index_stored_since(0).unwrap(), None);
 }

@@ -73,6 +73,9 @@ pub struct FailoverArgs {
     /// Sends in flight per producer.
     #[arg(short = 'w', long, default_value_t = 4)]
     pub window: usize,
+    /// Messages per send (more than 1: batch sends, for a failover under full load).
+    #[arg(short = 'b', long, default_value_t = 1)]
+    pub batch: usize,
     /// Body bytes.
     #[arg(short = 's', long, default_value_t = 1024)]
     pub size: usize,
@@ -220,7 +223,7 @@ pub async fn run(ctx: &Ctx, args: &FailoverArgs) -> anyhow::Result<ExitCode> {
         topic: args.topic.clone(),
         producers: args.producers,
         window: args.window,
-        batch: 1,
+        batch: args.batch,
         size: args.size,
         duration: MAX_DURATION.as_secs_f64(),
         count: 0,

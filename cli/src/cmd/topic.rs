@@ -76,6 +76,8 @@ struct QueueJson {
     queue_id: i32,
     min_offset: i64,
     max_offset: i64,
+    /// Bytes of the messages still held (`null` if the group's leader did not say).
+    bytes: Option<u64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -197,6 +199,18 @@ async fn describe(ctx: &Ctx, topic: &str) -> anyhow::Result<ExitCode> {
     for queue_data in &route.data.queue_datas {
         let name = &queue_data.broker_name;
         let leader = route.leader_addr(name).map(str::to_owned);
+        // Bytes per queue come from the leader's admin view of its topics.
+        let queue_bytes = match ctx.group(name).await.ok().and_then(|g| g.leader().cloned()) {
+            Some(leader) => ctx
+                .admin
+                .topics(&leader.admin_addr)
+                .await
+                .ok()
+                .and_then(|topics| topics.into_iter().find(|t| t.name == topic))
+                .map(|t| t.queue_bytes)
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
         let mut queues = Vec::new();
         for queue_id in 0..queue_data.read_queue_nums {
             let queue = MessageQueue {
@@ -213,6 +227,7 @@ async fn describe(ctx: &Ctx, topic: &str) -> anyhow::Result<ExitCode> {
                 queue_id: queue.queue_id,
                 min_offset,
                 max_offset,
+                bytes: queue_bytes.get(&queue_id).copied(),
             });
         }
         groups.push(GroupJson {
@@ -237,6 +252,7 @@ async fn describe(ctx: &Ctx, topic: &str) -> anyhow::Result<ExitCode> {
         "QUEUE",
         "MIN_OFFSET",
         "MAX_OFFSET",
+        "BYTES",
         "PERM",
     ]);
     for group in &groups {
@@ -247,6 +263,9 @@ async fn describe(ctx: &Ctx, topic: &str) -> anyhow::Result<ExitCode> {
                 queue.queue_id.to_string(),
                 queue.min_offset.to_string(),
                 queue.max_offset.to_string(),
+                queue
+                    .bytes
+                    .map_or_else(|| "-".to_owned(), |b| b.to_string()),
                 group.perm.to_string(),
             ]);
         }

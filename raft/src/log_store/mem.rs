@@ -98,6 +98,11 @@ impl MemLog {
         self.last_purged
     }
 
+    /// The first index of the live log (what openraft may read).
+    pub(crate) fn live_start(&self) -> u64 {
+        self.log_start
+    }
+
     pub(crate) fn vote(&self) -> Option<Vote> {
         self.vote
     }

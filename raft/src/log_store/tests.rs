@@ -11,7 +11,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::type_config::TypeConfigExt;
 use tokio::sync::oneshot;
 
-use super::test_backend::{ControlledBackend, Controls};
+use super::test_backend::Controls;
 use super::*;
 use crate::types::{AppRequest, EntryPayload};
 
@@ -35,12 +35,16 @@ fn open(dir: &Path, config: LogStoreConfig) -> LogStore {
 
 fn open_controlled(dir: &Path) -> (LogStore, Arc<Controls>) {
     let controls = Arc::new(Controls::default());
-    let backend = ControlledBackend::open(&dir.join(LOG_FILE_NAME), Arc::clone(&controls)).unwrap();
-    let db = redb::Builder::new().create_with_backend(backend).unwrap();
-    (
-        LogStore::with_database(db, LogStoreConfig::default()).unwrap(),
-        controls,
-    )
+    let store = LogStore::open_with(dir, LogStoreConfig::default(), Some(controls.hook())).unwrap();
+    (store, controls)
+}
+
+/// A config whose cache holds nothing durable, with small segments.
+fn uncached() -> LogStoreConfig {
+    LogStoreConfig {
+        cache_bytes: 0,
+        segment_bytes: 1024,
+    }
 }
 
 async fn close(store: LogStore) {
@@ -111,7 +115,7 @@ async fn group_commit_flushes_pending_appends_together_and_acks_only_after_commi
     let shared = Arc::clone(&store.shared);
     let before = store.metrics();
 
-    // Each callback records its index and whether a fresh read of redb (not the memory tail)
+    // Each callback records its index and whether a fresh read of the segments (not the memory tail)
     // already holds the entry, i.e. whether the transaction had committed when it fired.
     let fired: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
     let mut outcomes = Vec::new();
@@ -332,6 +336,50 @@ async fn the_first_io_error_fails_every_later_call() {
     close(store).await;
 }
 
+/// A full disk met where the segment log reserves space (before anything is written) stops the
+/// member's writes without failing the store: the appends wait, and go through once space is
+/// freed, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_wait_for_space_and_resume_when_it_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let controls = Arc::new(Controls::default());
+    let mut store = LogStore::open_with(dir.path(), uncached(), Some(controls.hook())).unwrap();
+    assert!(durable(append(&mut store, vec![entry(1, 0)]).await).await);
+
+    controls.refuse_space();
+    // Bigger than a segment: the append needs space reserved (and a new segment).
+    let big = Entry {
+        log_id: log_id(1, 1),
+        payload: EntryPayload::Normal(AppRequest(Bytes::from(vec![0x22; 4096]))),
+    };
+    let mut waiting = append(&mut store, vec![big.clone()]).await;
+    let still_waiting =
+        tokio::time::timeout(flusher::NO_SPACE_RETRY_INTERVAL * 2, &mut waiting).await;
+    assert!(
+        still_waiting.is_err(),
+        "no durability while the disk is full"
+    );
+    assert!(store.metrics().waiting_for_space);
+    assert!(
+        store.reader().first_failure().is_none(),
+        "the store is not failed"
+    );
+    // Readers still read (the entry is in the memory tail).
+    assert_eq!(
+        store.reader().read_entry(1).await.unwrap(),
+        Some(big.clone())
+    );
+
+    controls.free_space();
+    assert!(durable(waiting).await, "durable once space is back");
+    assert!(!store.metrics().waiting_for_space);
+    assert!(durable(append(&mut store, vec![entry(1, 2)]).await).await);
+    close(store).await;
+    let store = open(dir.path(), uncached());
+    assert_eq!(store.reader().read_entry(1).await.unwrap(), Some(big));
+    close(store).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_reported_as_no_space_not_as_corruption() {
     let dir = tempfile::tempdir().unwrap();
@@ -361,63 +409,97 @@ async fn a_full_disk_is_reported_as_no_space_not_as_corruption() {
     close(store).await;
 }
 
+/// Overwrites `bytes.len()` bytes of `path` at `position`.
+fn scribble(path: &Path, position: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, position).unwrap();
+}
+
+/// The segment file holding `index`, and where that entry's record starts.
+fn record_of(store: &LogStore, index: u64) -> (PathBuf, u64) {
+    let (_, _, path) = store
+        .reader()
+        .segments()
+        .into_iter()
+        .find(|(first, next, _)| (*first..*next).contains(&index))
+        .unwrap();
+    // Walk the records of that file from its start.
+    let bytes = std::fs::read(&path).unwrap();
+    let mut position = 0usize;
+    loop {
+        match crate::segment::record::decode(&bytes[position..]) {
+            crate::segment::record::Decoded::Record { id, size, .. } => {
+                if id.index == index {
+                    return (path, position as u64);
+                }
+                position += size;
+            }
+            other => panic!("no record {index} in {path:?}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open(dir.path(), LogStoreConfig { cache_bytes: 0 });
-    assert!(durable(append(&mut store, (0..=3).map(|i| entry(1, i)).collect()).await).await);
+    let mut store = open(dir.path(), uncached());
+    let entries: Vec<Entry> = (0..=100).map(|i| entry(1, i)).collect();
+    assert!(durable(append(&mut store, entries).await).await);
+    // Entry 2 sits in a sealed segment (the segments are small).
+    let (path, position) = record_of(&store, 2);
+    assert!(store.reader().segments().len() > 2);
     close(store).await;
 
-    // Scribble over entry 2 behind the store's back.
+    // A flipped byte in the payload of entry 2, behind the store's back: its CRC fails.
+    let mut byte = [0u8; 1];
     {
-        let db = redb::Database::open(dir.path().join(LOG_FILE_NAME)).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(ENTRIES)
-            .unwrap()
-            .insert(2, [codec::FORMAT_VERSION, 0xFF, 0xFF, 0x01].as_slice())
-            .unwrap();
-        txn.commit().unwrap();
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(&path).unwrap();
+        file.read_exact_at(&mut byte, position + 30).unwrap();
     }
+    scribble(&path, position + 30, &[byte[0] ^ 0x40]);
     let store = open(dir.path(), LogStoreConfig::default());
     let result = store.reader().read_entries(1..4).await;
+    let error = result.expect_err("a corrupt record is an error");
+    assert_eq!(error.kind(), FailureKind::Corrupt, "{error:?}");
     assert!(
-        matches!(result, Err(LogStoreError::CorruptEntry { index: 2, .. })),
-        "got {result:?}"
+        error.to_string().contains(&path.display().to_string()),
+        "the error names the file: {error}"
     );
-    assert_eq!(result.unwrap_err().kind(), FailureKind::Corrupt);
     // The store is failed from now on.
     assert!(store.reader().try_get_log_entries(3..4).await.is_err());
     close(store).await;
+    scribble(&path, position + 30, &byte);
 
-    // A corrupt last entry stops the open itself.
-    {
-        let db = redb::Database::open(dir.path().join(LOG_FILE_NAME)).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(ENTRIES)
-            .unwrap()
-            .insert(3, [9u8].as_slice())
-            .unwrap();
-        txn.commit().unwrap();
-    }
-    let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
-    assert!(
-        matches!(&error, LogStoreError::Open { source, .. }
-            if matches!(**source, LogStoreError::CorruptEntry { index: 3, .. })),
-        "got {error:?}"
-    );
-    assert_eq!(error.kind(), FailureKind::Corrupt);
-
-    // A file that is not a redb database at all is corrupt too, not an I/O error.
-    std::fs::write(dir.path().join(LOG_FILE_NAME), vec![0xA5u8; 64 * 1024]).unwrap();
+    // A corrupt metadata file stops the open itself.
+    let meta = dir.path().join(META_FILE_NAME);
+    let mut bytes = std::fs::read(&meta).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&meta, &bytes).unwrap();
     let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
     assert_eq!(error.kind(), FailureKind::Corrupt, "{error:?}");
+    assert!(error.to_string().contains("raft-meta"), "{error}");
+    std::fs::remove_file(&meta).unwrap();
+
+    // A data directory of the redb era is refused with a clear error, not read as empty.
+    std::fs::write(dir.path().join(LEGACY_LOG_FILE_NAME), b"old").unwrap();
+    let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
+    assert!(error.to_string().contains("older RaftMQ"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cache_is_bounded_and_reads_below_it_come_from_disk() {
     let dir = tempfile::tempdir().unwrap();
     let cache_bytes = 4 * 1024;
-    let mut store = open(dir.path(), LogStoreConfig { cache_bytes });
+    let mut store = open(
+        dir.path(),
+        LogStoreConfig {
+            cache_bytes,
+            ..LogStoreConfig::default()
+        },
+    );
     let reader = store.reader();
     let mut last = None;
     for index in 0..=500 {
@@ -449,7 +531,7 @@ async fn the_cache_is_bounded_and_reads_below_it_come_from_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_racing_a_truncate_returns_what_is_left_and_does_not_fail_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open(dir.path(), LogStoreConfig { cache_bytes: 0 });
+    let mut store = open(dir.path(), uncached());
     assert!(durable(append(&mut store, (0..10).map(|i| entry(1, i)).collect()).await).await);
     // A reader planned [0, 10) from disk; before it reads, entries 5.. are truncated.
     store.truncate_after(Some(log_id(1, 4))).await.unwrap();
@@ -463,20 +545,28 @@ async fn a_read_racing_a_truncate_returns_what_is_left_and_does_not_fail_the_sto
         store.get_log_state().await.is_ok(),
         "the store is not failed"
     );
-
-    // A real hole below the last entry is an error.
-    shared
-        .with_db(|db| {
-            let txn = db.begin_write().unwrap();
-            txn.open_table(ENTRIES).unwrap().remove(2).unwrap();
-            txn.commit().unwrap();
-            Ok(())
-        })
-        .unwrap();
-    assert!(matches!(
-        shared.read_durable(0..5, None),
-        Err(LogStoreError::MissingEntries { .. })
-    ));
     drop(shared);
+
+    // A real hole (a segment file in the middle gone) is found at the next open: corruption,
+    // naming the files on both sides.
+    let more: Vec<Entry> = (5..120).map(|i| entry(2, i)).collect();
+    assert!(durable(append(&mut store, more).await).await);
+    let segments = store.reader().segments();
+    assert!(segments.len() > 3, "{segments:?}");
     close(store).await;
+    let (base, _, missing) = &segments[1];
+    std::fs::remove_file(missing).unwrap();
+    let _ = std::fs::remove_file(
+        dir.path()
+            .join(LOG_DIR_NAME)
+            .join(format!("{base:020}{}", crate::segment::INDEX_SUFFIX)),
+    );
+    let error = LogStore::open(dir.path(), uncached()).unwrap_err();
+    assert_eq!(error.kind(), FailureKind::Corrupt, "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains(&segments[0].2.display().to_string()),
+        "{error}"
+    );
 }

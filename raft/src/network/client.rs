@@ -37,9 +37,12 @@ use raftmq_protocol::backoff::BackoffPolicy;
 
 use super::{
     APPEND_TIMEOUT, CONNECT_TIMEOUT, MAX_APPEND_RPC_BYTES, MAX_FRAME_BYTES,
-    MAX_UNANSWERED_REQUESTS, NetworkError, RpcRequest, RpcResponse, frame_codec,
+    MAX_UNANSWERED_REQUESTS, NetworkError, RpcRequest, RpcResponse, SNAPSHOT_CHUNK_TIMEOUT,
+    frame_codec,
 };
 use crate::codec;
+use crate::log_store::LogReader;
+use crate::snapshot::{ChunkSource, SnapshotChunk};
 use crate::types::{
     Entry, EntryPayload, LogId, Node, NodeId, Snapshot, SnapshotData, TypeConfig, Vote,
 };
@@ -68,6 +71,8 @@ struct PeerHealth {
 #[derive(Clone, Debug, Default)]
 pub struct NetworkFactory {
     health: Arc<Mutex<HashMap<NodeId, Arc<Mutex<PeerHealth>>>>>,
+    /// Reads the log entries a snapshot carries when one is sent.
+    log: Option<LogReader>,
     #[cfg(feature = "fault-injection")]
     partition: super::Partition,
 }
@@ -75,6 +80,14 @@ pub struct NetworkFactory {
 impl NetworkFactory {
     pub fn new() -> Self {
         NetworkFactory::default()
+    }
+
+    /// A factory whose clients can send snapshots (their log part is read with `log`).
+    pub fn with_log(log: LogReader) -> Self {
+        NetworkFactory {
+            log: Some(log),
+            ..NetworkFactory::default()
+        }
     }
 
     /// The test hook that cuts this member off from chosen peers.
@@ -101,6 +114,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             connection: None,
             health: self.health_of(target),
+            log: self.log.clone(),
             #[cfg(feature = "fault-injection")]
             partition: self.partition.clone(),
         }
@@ -115,6 +129,7 @@ pub struct PeerClient {
     health: Arc<Mutex<PeerHealth>>,
     #[cfg(feature = "fault-injection")]
     partition: super::Partition,
+    log: Option<LogReader>,
 }
 
 impl std::fmt::Debug for PeerClient {
@@ -440,43 +455,73 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         .await
     }
 
-    /// Sends the whole snapshot in one frame (ours are the state machine's small state; the log,
-    /// which holds the messages, is never part of a snapshot while nothing is purged).
+    /// Sends a snapshot as a sequence of chunks ([`crate::snapshot`]): its meta, its state
+    /// image a MiB at a time, then the log entries it carries, each chunk answered before the
+    /// next goes, so memory stays bounded on both sides. The last chunk's answer is openraft's.
     async fn full_snapshot(
         &mut self,
         vote: Vote,
         snapshot: Snapshot,
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let request = RpcRequest::FullSnapshot {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot,
+        let Some(log) = self.log.clone() else {
+            return Err(StreamingError::Unreachable(Unreachable::from_string(
+                "this node cannot send snapshots (no log reader)",
+            )));
         };
-        let request = match self.encode(&request) {
-            Ok(request) => request,
-            Err(error) => {
-                tracing::error!(%error, target = self.target, "cannot send snapshot");
-                return Err(StreamingError::Unreachable(Unreachable::new(&error)));
+        let transfer = rand::random::<u64>();
+        let mut source = ChunkSource::new(transfer, snapshot.meta, snapshot.snapshot, log);
+        let send = async {
+            loop {
+                let chunk = match source.next().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => {
+                        return Err(StreamingError::Network(OpenraftNetworkError::new(
+                            &std::io::Error::other("the snapshot ended without an answer"),
+                        )));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, target = self.target, "cannot read the snapshot to send");
+                        return Err(StreamingError::Unreachable(Unreachable::new(&error)));
+                    }
+                };
+                let last = matches!(chunk, SnapshotChunk::End { .. });
+                let request = RpcRequest::SnapshotChunk { vote, chunk };
+                let request = self
+                    .encode(&request)
+                    .map_err(|error| StreamingError::Unreachable(Unreachable::new(&error)))?;
+                let answer = self
+                    .exchange(request, SNAPSHOT_CHUNK_TIMEOUT)
+                    .await
+                    .map_err(|error| StreamingError::Unreachable(Unreachable::new(&error)))?;
+                match answer {
+                    RpcResponse::SnapshotChunkTaken if !last => {}
+                    RpcResponse::FullSnapshot(response) if last => return Ok(response),
+                    RpcResponse::Stopped(reason) => {
+                        return Err(StreamingError::Unreachable(Unreachable::from_string(
+                            format!("peer {}: raft stopped: {reason}", self.target),
+                        )));
+                    }
+                    RpcResponse::SnapshotChunkRefused(reason) => {
+                        return Err(StreamingError::Network(OpenraftNetworkError::new(
+                            &std::io::Error::other(format!(
+                                "peer {} refused a snapshot chunk: {reason}",
+                                self.target
+                            )),
+                        )));
+                    }
+                    other => {
+                        return Err(StreamingError::Network(OpenraftNetworkError::new(
+                            &self.unexpected(&other),
+                        )));
+                    }
+                }
             }
         };
-        let answer = tokio::select! {
-            closed = cancel => return Err(StreamingError::Closed(closed)),
-            answer = self.exchange(request, option.hard_ttl()) => answer,
-        };
-        match answer {
-            Ok(RpcResponse::FullSnapshot(response)) => Ok(response),
-            Ok(RpcResponse::Stopped(reason)) => Err(StreamingError::Unreachable(
-                Unreachable::from_string(format!("peer {}: raft stopped: {reason}", self.target)),
-            )),
-            Ok(other) => Err(StreamingError::Network(OpenraftNetworkError::new(
-                &self.unexpected(&other),
-            ))),
-            Err(error @ NetworkError::Unreachable { .. }) => {
-                Err(StreamingError::Unreachable(Unreachable::new(&error)))
-            }
-            Err(error) => Err(StreamingError::Network(OpenraftNetworkError::new(&error))),
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = send => result,
         }
     }
 

@@ -27,7 +27,7 @@ impl RpcKind {
             RpcRequest::AppendEntries(_) => RpcKind::AppendEntries,
             RpcRequest::Vote(_) => RpcKind::Vote,
             RpcRequest::PreVote(_) => RpcKind::PreVote,
-            RpcRequest::FullSnapshot { .. } => RpcKind::FullSnapshot,
+            RpcRequest::SnapshotChunk { .. } => RpcKind::FullSnapshot,
             RpcRequest::TransferLeader(_) => RpcKind::TransferLeader,
         }
     }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{MAX_CONNECTIONS, RpcRequest, RpcResponse, frame_codec};
 use crate::codec;
+use crate::snapshot::SnapshotInbox;
 use crate::types::{Raft, Snapshot};
 
 /// How long the accept loop pauses after an accept error (for example, out of file
@@ -32,12 +33,23 @@ pub struct RaftServer {
 }
 
 impl RaftServer {
-    /// Serves Raft RPCs arriving on `listener` to `raft` until [`shutdown`](Self::shutdown).
-    pub fn start(listener: TcpListener, raft: Raft) -> std::io::Result<RaftServer> {
+    /// Serves Raft RPCs arriving on `listener` to `raft` until [`shutdown`](Self::shutdown);
+    /// snapshots are received into `inbox`.
+    pub fn start(
+        listener: TcpListener,
+        raft: Raft,
+        inbox: Arc<SnapshotInbox>,
+    ) -> std::io::Result<RaftServer> {
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(accept_loop(listener, raft, shutdown.clone(), tasks.clone()));
+        tasks.spawn(accept_loop(
+            listener,
+            raft,
+            inbox,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
         Ok(RaftServer {
             local_addr,
             shutdown,
@@ -61,6 +73,7 @@ impl RaftServer {
 async fn accept_loop(
     listener: TcpListener,
     raft: Raft,
+    inbox: Arc<SnapshotInbox>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -96,6 +109,7 @@ async fn accept_loop(
             stream,
             peer,
             raft.clone(),
+            Arc::clone(&inbox),
             shutdown.clone(),
             permit,
         ));
@@ -107,6 +121,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     raft: Raft,
+    inbox: Arc<SnapshotInbox>,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -126,7 +141,7 @@ async fn serve_connection(
             }
         };
         let (response, keep_open) = match codec::decode::<RpcRequest>(&frame) {
-            Ok(request) => (handle(&raft, request).await, true),
+            Ok(request) => (handle(&raft, &inbox, request).await, true),
             Err(error) => {
                 tracing::warn!(%error, "undecodable raft request; closing the connection");
                 (RpcResponse::BadRequest(error.to_string()), false)
@@ -150,7 +165,7 @@ async fn serve_connection(
 }
 
 /// Hands one request to the local Raft node. A stopped Raft answers with why it stopped.
-async fn handle(raft: &Raft, request: RpcRequest) -> RpcResponse {
+async fn handle(raft: &Raft, inbox: &Arc<SnapshotInbox>, request: RpcRequest) -> RpcResponse {
     let stopped = |error: &dyn std::fmt::Display| RpcResponse::Stopped(error.to_string());
     match request {
         RpcRequest::AppendEntries(rpc) => match raft.append_entries(rpc).await {
@@ -165,14 +180,27 @@ async fn handle(raft: &Raft, request: RpcRequest) -> RpcResponse {
             Ok(response) => RpcResponse::PreVote(response),
             Err(error) => stopped(&error),
         },
-        RpcRequest::FullSnapshot { vote, meta, data } => {
-            let snapshot = Snapshot {
-                meta,
-                snapshot: data,
-            };
-            match raft.install_full_snapshot(vote, snapshot).await {
-                Ok(response) => RpcResponse::FullSnapshot(response),
-                Err(error) => stopped(&error),
+        RpcRequest::SnapshotChunk { vote, chunk } => {
+            // File writes (and the final syncs) run off the async threads.
+            let inbox = Arc::clone(inbox);
+            let taken = tokio::task::spawn_blocking(move || inbox.take(chunk)).await;
+            match taken {
+                Ok(Ok(None)) => RpcResponse::SnapshotChunkTaken,
+                Ok(Ok(Some((meta, bundle)))) => {
+                    let snapshot = Snapshot {
+                        meta,
+                        snapshot: bundle,
+                    };
+                    match raft.install_full_snapshot(vote, snapshot).await {
+                        Ok(response) => RpcResponse::FullSnapshot(response),
+                        Err(error) => stopped(&error),
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "snapshot chunk refused");
+                    RpcResponse::SnapshotChunkRefused(error.to_string())
+                }
+                Err(error) => RpcResponse::SnapshotChunkRefused(error.to_string()),
             }
         }
         RpcRequest::TransferLeader(rpc) => match raft.handle_transfer_leader(rpc).await {

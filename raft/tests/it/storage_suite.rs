@@ -25,7 +25,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, Guard> for RedbStoreB
         let log_store =
             LogStore::open(dir.path(), LogStoreConfig::default()).map_err(setup_error)?;
         let kv = KvStateMachine::open(&dir.path().join("kv.redb")).map_err(setup_error)?;
-        let sm = StateMachineStore::open(dir.path(), kv).map_err(setup_error)?;
+        let sm =
+            StateMachineStore::open(dir.path(), kv, log_store.reader()).map_err(setup_error)?;
         Ok((Guard { _dir: dir }, log_store, sm))
     }
 }

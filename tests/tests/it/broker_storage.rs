@@ -79,8 +79,9 @@ async fn corrupt_files_stop_a_member_with_a_clear_error() -> anyhow::Result<()> 
     );
     std::fs::write(&state, saved_state)?;
 
-    // The Raft log's file.
-    let log_file = data_dir.join("raft").join("raft-log.redb");
+    // The Raft log's metadata file (vote, purge point; the segments beside it have their own
+    // CRCs, tested in the raft crate).
+    let log_file = data_dir.join("raft").join("raft-meta");
     overwrite_with_garbage(&log_file)?;
     let (success, log) = start_expecting_failure(&cluster, victim)?;
     assert!(!success, "a member with a corrupt log must not start");
@@ -138,16 +139,37 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fills the file system at `path` with ballast files of 1 MiB until it is full; returns them.
+fn fill_with_ballast(dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let chunk = vec![0x5Au8; 1 << 20];
+    let mut ballast = Vec::new();
+    for n in 0..4096 {
+        let path = dir.join(format!("ballast-{n}"));
+        match std::fs::write(&path, &chunk) {
+            Ok(()) => ballast.push(path),
+            Err(err) if err.raw_os_error() == Some(28) => {
+                // The last one is partial: keep it too (it holds space).
+                ballast.push(path);
+                return Ok(ballast);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    anyhow::bail!("{} never filled", dir.display())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_stops_one_member_and_loses_nothing() -> anyhow::Result<()> {
+async fn a_full_disk_stops_one_members_writes_and_it_resumes_when_space_is_freed()
+-> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let Some(disk) = SmallDisk::mount(&scratch.path().join("small"), "24m") else {
         eprintln!(
-            "SKIPPED a_full_disk_stops_one_member_and_loses_nothing: cannot mount a tmpfs (needs root)"
+            "SKIPPED a_full_disk_stops_one_members_writes_and_it_resumes_when_space_is_freed: cannot mount a tmpfs (needs root)"
         );
         return Ok(());
     };
-    let mut cluster = TestCluster::start(3, &[])?;
+    // Small segments: the member reserves space 1 MiB at a time.
+    let mut cluster = TestCluster::start(3, &["--segment-size", "1MiB"])?;
     let leader = cluster.wait_for_registered_leader(STEP)?;
     let victim = cluster
         .members
@@ -155,20 +177,20 @@ async fn a_full_disk_stops_one_member_and_loses_nothing() -> anyhow::Result<()> 
         .map(|m| m.node_id)
         .find(|id| *id != leader)
         .unwrap();
-    // Move one follower onto the small disk.
+    // Move one follower onto the small disk, then fill what is left of it.
     cluster.stop_member(victim)?;
     let small_dir = disk.path.join("member");
     copy_dir(&cluster.member(victim)?.data_dir.clone(), &small_dir)?;
     cluster.set_data_dir(victim, small_dir)?;
     cluster.start_member(victim)?;
+    let ballast = fill_with_ballast(&disk.path)?;
 
-    // Produce until the follower's disk is full and it stops (bounded in count and time).
+    // Produce until the follower says its disk is full (bounded in count and time).
     let producer = producer(&cluster).await?;
     let mut acknowledged: BTreeMap<(i32, i64), String> = BTreeMap::new();
     let body = "x".repeat(1024);
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut victim_process = cluster.take_process(victim)?.expect("victim runs");
-    let mut victim_status = None;
+    let mut disk_full = false;
     for batch in 0..2000 {
         let messages: Vec<Message> = (0..32)
             .map(|i| Message::new(TOPIC, Bytes::from(format!("{batch}-{i}-{body}"))))
@@ -181,22 +203,52 @@ async fn a_full_disk_stops_one_member_and_loses_nothing() -> anyhow::Result<()> 
                 );
             }
         }
-        victim_status = victim_process.try_status()?;
-        if victim_status.is_some() || Instant::now() > deadline {
+        disk_full = cluster.raft_status(victim).is_ok_and(|s| s.disk_full);
+        if disk_full || Instant::now() > deadline {
             break;
         }
     }
-    let status = victim_status
-        .ok_or_else(|| anyhow::anyhow!("the member on the full disk never stopped"))?;
-    let log = victim_process.log_tail();
-    assert!(!status.success(), "it exits with an error");
+    assert!(disk_full, "the member on the full disk never reported it");
+    // It stops taking writes but keeps running, with a clear error in its log.
+    assert!(cluster.is_running(victim)?, "it keeps running");
+    let log = cluster.log_tail(victim)?;
     assert!(!log.contains("panicked"), "no panic:\n{log}");
     assert!(
-        log.contains("mqbroker:")
-            && log.contains("disk full")
-            && log.contains("No space left on device"),
+        log.contains("disk full") && log.contains("No space left on device"),
         "a clear error line that says the disk is full:\n{log}"
     );
+    let stalled_at = cluster.raft_status(victim)?.last_log_index;
+
+    // The group carries on without it.
+    for i in 0..20 {
+        let result = producer
+            .send(Message::new(TOPIC, Bytes::from(format!("while-full-{i}"))))
+            .await?;
+        acknowledged.insert(
+            (result.queue.queue_id, result.queue_offset),
+            format!("while-full-{i}"),
+        );
+    }
+    let leader_last = cluster.raft_status(leader)?.last_log_index;
+    assert!(leader_last > stalled_at, "the group went on");
+    assert!(
+        cluster.raft_status(victim)?.disk_full,
+        "still full: it does not pretend"
+    );
+
+    // Space is freed: the member goes on by itself, no restart, and catches up.
+    for path in ballast {
+        std::fs::remove_file(path)?;
+    }
+    let caught_up = wait_until(STEP, || {
+        let victim_status = cluster.raft_status(victim)?;
+        Ok(!victim_status.disk_full && victim_status.applied_index >= leader_last)
+    });
+    assert!(
+        caught_up.is_ok(),
+        "the member never caught up: {caught_up:?}"
+    );
+    assert!(cluster.is_running(victim)?, "it never stopped");
 
     // The group carries on, and everything acknowledged is there, at its offset.
     let after = producer

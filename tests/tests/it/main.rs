@@ -11,4 +11,5 @@ mod delay;
 mod health;
 mod membership;
 mod namesrv;
+mod retention;
 mod semantics;
