@@ -360,8 +360,10 @@ async fn resend(dashboard: &Dashboard, fields: &Fields) -> Result<String, String
     };
     let message = match find_message(dashboard, &query).await {
         Lookup::Found(message) => message,
-        Lookup::NotAvailable(why) | Lookup::NotFound(why) | Lookup::Failed(why) => return Err(why),
-        Lookup::NotAsked => return Err("the form does not name a message".to_owned()),
+        Lookup::NotFound(why) | Lookup::Failed(why) => return Err(why),
+        Lookup::NotAsked | Lookup::Matches(_) => {
+            return Err("the form does not name one message".to_owned());
+        }
     };
     let mut properties = message.properties.clone();
     for name in NOT_COPIED {

@@ -197,16 +197,48 @@ pub async fn group(State(dashboard): Dash, uri: Uri, Query(query): Query<NameQue
 
 /// The message a query names, looked up the way `mq message get` does (a pull of one message
 /// at a queue offset from the group's leader), or by offset message id (VIEW_MESSAGE_BY_ID).
+/// The most messages one key lookup lists (from each broker group).
+const MAX_KEY_MATCHES: i32 = 32;
+
+/// QUERY_MESSAGE on every broker group of `topic`: the messages with `key` (with `unique`, the
+/// message id a producer gave) stored at any time retention still holds.
+async fn by_key(dashboard: &Dashboard, topic: &str, key: &str, unique: bool) -> Lookup {
+    let now = raftmq_protocol::names::now_ms();
+    match dashboard
+        .admin
+        .query_messages(topic, key, unique, (0, now), MAX_KEY_MATCHES)
+        .await
+    {
+        Ok(mut found) if found.len() == 1 => Lookup::Found(Box::new(found.remove(0))),
+        Ok(found) if found.is_empty() => Lookup::NotFound(format!(
+            "no message in {topic} with {} {key}",
+            if unique { "message id" } else { "key" }
+        )),
+        Ok(found) => Lookup::Matches(found),
+        Err(err) => Lookup::Failed(format!("finding {key} in {topic} failed: {err}")),
+    }
+}
+
 pub async fn find_message(dashboard: &Dashboard, query: &MessageQuery) -> Lookup {
     fn given(field: &Option<String>) -> Option<&str> {
         field.as_deref().map(str::trim).filter(|v| !v.is_empty())
     }
     if let Some(key) = given(&query.key) {
-        return Lookup::NotAvailable(format!(
-            "Finding messages by key ({key}) is not available yet: it needs the message key index, which a later issue builds. Look it up by topic, queue and offset, or by offset message id."
-        ));
+        let Some(topic) = given(&query.topic) else {
+            return Lookup::Failed("finding messages by key needs their topic".to_owned());
+        };
+        return by_key(dashboard, topic, key, false).await;
     }
     if let Some(id) = given(&query.id) {
+        // Not an offset message id: the id a producer gave (UNIQ_KEY), found in the key index.
+        if raftmq_protocol::message::parse_offset_msg_id(id).is_err() {
+            let Some(topic) = given(&query.topic) else {
+                return Lookup::Failed(format!(
+                    "{id} is not an offset message id; a message id made by a producer (UNIQ_KEY) is found with its topic"
+                ));
+            };
+            return by_key(dashboard, topic, id, true).await;
+        }
         return match dashboard.admin.broker().view_message(id).await {
             Ok(Some(stored)) => {
                 let topic = stored.topic.clone();
@@ -229,9 +261,7 @@ pub async fn find_message(dashboard: &Dashboard, query: &MessageQuery) -> Lookup
                 )))
             }
             Ok(None) => Lookup::NotFound(format!("no message with offset id {id}")),
-            Err(err) => Lookup::Failed(format!(
-                "looking up {id} failed: {err} (a message id made by a producer, UNIQ_KEY, needs the key index, not available yet)"
-            )),
+            Err(err) => Lookup::Failed(format!("looking up {id} failed: {err}")),
         };
     }
     let (Some(topic), Some(queue), Some(offset)) = (

@@ -474,22 +474,22 @@ pub struct MessageQuery {
 #[derive(Debug)]
 pub enum Lookup {
     NotAsked,
-    /// The kind of lookup is not available yet; why.
-    NotAvailable(String),
     NotFound(String),
     Failed(String),
     Found(Box<ReceivedMessage>),
+    /// Several messages with the key asked for, oldest first.
+    Matches(Vec<ReceivedMessage>),
 }
 
 pub fn messages(served_by: &str, uri: &str, query: &MessageQuery, lookup: &Lookup) -> Markup {
     let value = |field: &Option<String>| field.clone().unwrap_or_default();
     let live = html! {
         @match lookup {
-            Lookup::NotAsked => p.muted { "Look a message up by topic, queue and offset, or by its offset message id." },
-            Lookup::NotAvailable(why) => div #not-available .banner.degraded { (why) },
+            Lookup::NotAsked => p.muted { "Look a message up by topic, queue and offset, by its message id, or by topic and key." },
             Lookup::NotFound(why) => div #not-found .banner.degraded { (why) },
             Lookup::Failed(why) => div #failed .banner.failed { (why) },
             Lookup::Found(message) => (message_view(message)),
+            Lookup::Matches(found) => (matches_view(found)),
         }
     };
     let rest = html! {
@@ -503,7 +503,8 @@ pub fn messages(served_by: &str, uri: &str, query: &MessageQuery, lookup: &Looku
                 button type="submit" { "Find" }
             }
             form method="get" action="/ui/messages" {
-                label { "Offset message id " input type="text" name="id" size="40" value=(value(&query.id)); } " "
+                label { "Topic " input type="text" name="topic" value=(value(&query.topic)) placeholder="for a producer's id"; } " "
+                label { "Message id " input type="text" name="id" size="40" value=(value(&query.id)) placeholder="offset id, or a producer's id"; } " "
                 button type="submit" { "Find by id" }
             }
             form method="get" action="/ui/messages" {
@@ -528,6 +529,26 @@ pub fn messages(served_by: &str, uri: &str, query: &MessageQuery, lookup: &Looku
         }
     };
     page(served_by, Nav::Messages, "Messages", uri, live, rest)
+}
+
+/// The messages a key lookup found, each linked to its own page.
+fn matches_view(found: &[ReceivedMessage]) -> Markup {
+    html! {
+        table #matches {
+            thead { tr { th { "Broker group" } th { "Queue" } th { "Offset" } th { "Keys" } th { "Stored (ms)" } } }
+            tbody {
+                @for message in found {
+                    tr {
+                        td { (message.queue.broker_name) }
+                        td.num { (message.queue.queue_id) }
+                        td.num { a href={ "/ui/messages?topic=" (url_encode(&message.queue.topic)) "&broker=" (url_encode(&message.queue.broker_name)) "&queue=" (message.queue.queue_id) "&offset=" (message.queue_offset) } { (message.queue_offset) } }
+                        td { (message.keys.join(" ")) }
+                        td.num { (message.store_timestamp) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn message_view(message: &ReceivedMessage) -> Markup {

@@ -225,11 +225,29 @@ async fn every_page_shows_the_live_cluster_and_every_action_confirms_first() -> 
             "{html}"
         );
     }
+    // By key (the query-by-key index) and by the message id the producer gave (UNIQ_KEY).
+    for path in [
+        format!("/ui/messages?topic={TOPIC}&key=%3Cb%3Ekey%3C%2Fb%3E"),
+        format!("/ui/messages?topic={TOPIC}&id={}", html_sent.msg_id),
+    ] {
+        page_with(
+            &cluster,
+            ui,
+            &path,
+            &[
+                "&lt;script&gt;alert('body')&lt;/script&gt;",
+                r#"id="message-keys""#,
+            ],
+        )?;
+    }
     page_with(
         &cluster,
         ui,
-        "/ui/messages?topic=DashTopic&key=k1",
-        &[r#"id="not-available""#, "needs the message key index"],
+        &format!("/ui/messages?topic={TOPIC}&key=no-such-key"),
+        &[
+            r#"id="not-found""#,
+            "no message in DashTopic with key no-such-key",
+        ],
     )?;
     page_with(&cluster, ui, "/ui/dlq", &["No dead-letter topic"])?;
 
