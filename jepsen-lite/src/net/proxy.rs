@@ -438,7 +438,9 @@ pub fn socket_owner(peer: SocketAddr, processes: &[(String, u32)]) -> Option<Str
     })
 }
 
-/// The inode of the socket bound locally to `local` in a `/proc/net/tcp` table.
+/// The inode of the socket bound locally to `local` in a `/proc/net/tcp` table. Rows with inode
+/// 0 are skipped: they are connections no process holds any more (TIME_WAIT), and an earlier
+/// connection from the same port may still be listed that way beside the live one.
 fn socket_inode(local: SocketAddr, table: &str) -> Option<u64> {
     let SocketAddr::V4(local) = local else {
         return None;
@@ -453,6 +455,7 @@ fn socket_inode(local: SocketAddr, table: &str) -> Option<u64> {
         (ip == *local.ip() && port == local.port())
             .then(|| fields.get(9)?.parse().ok())
             .flatten()
+            .filter(|&inode: &u64| inode != 0)
     })
 }
 
@@ -598,6 +601,13 @@ mod tests {
         assert_eq!(socket_inode(local, table), Some(4242));
         let other: SocketAddr = "127.0.0.1:50011".parse().unwrap();
         assert_eq!(socket_inode(other, table), None);
+        // A TIME_WAIT row of an earlier connection from the same port comes first: skipped.
+        let with_time_wait = format!(
+            "{}   1: 0100007F:C35A 0200007F:2A9F 06 00000000:00000000 03:00000F3A 00000000     0        0 0 3 0\n{}",
+            table.lines().next().unwrap().to_owned() + "\n",
+            table.lines().nth(1).unwrap()
+        );
+        assert_eq!(socket_inode(local, &with_time_wait), Some(4242));
     }
 
     #[tokio::test]
