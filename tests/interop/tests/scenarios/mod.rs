@@ -49,13 +49,15 @@ pub fn run_all(encoding: HeaderEncoding) -> anyhow::Result<()> {
         namesrv_addr: cluster.namesrv_addr.to_string(),
         namesrv_admin: cluster.namesrv_admin,
     };
-    let outcome = harness.block_on(async {
-        timed("produce_consume", produce_consume::run(&env)).await?;
-        timed("send_back", send_back::run(&env)).await?;
-        timed("resume", resume::run(&env)).await?;
-        timed("orderly", orderly::run(&env)).await?;
-        timed("semantics", semantics::run(&env)).await
-    });
+    // Each scenario's future is boxed: the client's futures are large, and unboxed they made
+    // the future `block_on` holds on the test thread's stack overflow it in debug builds.
+    let outcome = harness.block_on(Box::pin(async {
+        timed("produce_consume", Box::pin(produce_consume::run(&env))).await?;
+        timed("send_back", Box::pin(send_back::run(&env))).await?;
+        timed("resume", Box::pin(resume::run(&env))).await?;
+        timed("orderly", Box::pin(orderly::run(&env))).await?;
+        timed("semantics", Box::pin(semantics::run(&env))).await
+    }));
     drop(env);
     let stopping = Instant::now();
     let shutdown = harness.shutdown();

@@ -89,7 +89,14 @@ async fn recording_consumer(
 ) -> anyhow::Result<(DefaultMQPushConsumer, Bodies)> {
     let bodies: Bodies = Arc::default();
     let log = bodies.clone();
-    let consumer = start_selected_consumer(env, selection, ClientConfig::default(), |consumer| {
+    // Two consumers of one group in one process need client instances of their own (the
+    // client refuses a group registered twice on one instance): RocketMQ's instanceName.
+    static CONSUMERS_STARTED: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+    let mut config = ClientConfig::default();
+    let nth = CONSUMERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    config.set_instance_name(format!("interop-{}-{nth}", selection.group).into());
+    let consumer = start_selected_consumer(env, selection, config, |consumer| {
         consumer.register_message_listener_concurrently(
             move |messages: &[&MessageExt],
                   _: &rocketmq_client_rust::ConsumeConcurrentlyContext| {
