@@ -10,7 +10,9 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
 NATS_BENCH=${NATS_BENCH:-$BENCH_DIR/nats-client/target/release/nats-bench}
-NAMESRV=127.0.99.10:9876
+# The RaftMQ group's /24 on loopback (another run on this machine can take another: NET=127.0.98).
+NET=${NET:-127.0.99}
+NAMESRV=$NET.10:9876
 NATS_URLS=nats://127.0.99.21:4222,nats://127.0.99.22:4222,nats://127.0.99.23:4222
 # Extra mqbroker flags (for instance the Raft timers).
 BROKER_FLAGS=${BROKER_FLAGS:-}
@@ -49,23 +51,28 @@ wait_until() {
 # set, member i runs under that command (bench/cpu-per-message.sh runs one under valgrind).
 start_broker() {
   local i=$1
-  local peers="1=127.0.99.1:10912,2=127.0.99.2:10912,3=127.0.99.3:10912"
+  local peers="1=$NET.1:10912,2=$NET.2:10912,3=$NET.3:10912"
   local wrap_var="BROKER_WRAP_$i"
   # shellcheck disable=SC2086
   RUST_LOG=${RUST_LOG:-warn} ${!wrap_var:-} "$BIN/mqbroker" -n "$NAMESRV" --broker-name broker-a --node-id "$i" \
-    --peers "$peers" --listen "127.0.99.$i:10911" --raft-listen "127.0.99.$i:10912" \
-    --admin-listen "127.0.99.$i:10913" --data-dir "$RUN_DIR/raftmq/b$i" $BROKER_FLAGS \
+    --peers "$peers" --listen "$NET.$i:10911" --raft-listen "$NET.$i:10912" \
+    --admin-listen "$NET.$i:10913" --data-dir "$RUN_DIR/raftmq/b$i" $BROKER_FLAGS \
     >> "$RUN_DIR/raftmq/b$i.out" 2>> "$RUN_DIR/raftmq/b$i.log" &
   echo $! > "$RUN_DIR/raftmq/b$i.pid"
 }
 
 raftmq_leader_registered() {
-  curl -sf "http://127.0.99.10:9877/brokers" | grep -q '"leader":"127'
+  curl -sf "http://$NET.10:9877/brokers" | grep -q '"leader":"127'
 }
 
 raftmq_up() {
   mkdir -p "$RUN_DIR/raftmq"
-  "$BIN/mqnamesrv" --listen "$NAMESRV" --admin-listen 127.0.99.10:9877 \
+  # Another run on these addresses would answer for this one: refuse instead.
+  if ss -ltn | grep -qE " ($NET\.10:9876|$NET\.1:10911) "; then
+    log "$NET.x is taken by another RaftMQ run on this machine; use NET=127.0.<n> for this one"
+    return 1
+  fi
+  "$BIN/mqnamesrv" --listen "$NAMESRV" --admin-listen $NET.10:9877 \
     > "$RUN_DIR/raftmq/ns.out" 2> "$RUN_DIR/raftmq/ns.log" &
   echo $! > "$RUN_DIR/raftmq/ns.pid"
   for i in 1 2 3; do start_broker "$i"; done

@@ -123,6 +123,7 @@ pub async fn run(ctx: &Ctx, args: &ConsumeArgs) -> anyhow::Result<Report> {
             warmup: 0.0,
             queues: args.queues,
             send_timeout_ms: 3000,
+            rate: 0.0,
             quiet: args.quiet,
         };
         let report = load::produce(ctx, &preload).await?;

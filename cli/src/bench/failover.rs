@@ -230,6 +230,7 @@ pub async fn run(ctx: &Ctx, args: &FailoverArgs) -> anyhow::Result<ExitCode> {
         warmup: 0.0,
         queues: 8,
         send_timeout_ms: args.send_timeout_ms,
+        rate: 0.0,
         quiet: args.quiet,
     };
     load_args.validate()?;

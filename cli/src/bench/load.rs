@@ -107,7 +107,15 @@ pub async fn lane(
     let mut hist = new_histogram();
     let mut acked = Vec::new();
     let batch = args.batch as u64;
+    let mut pace = args.lane_period().map(|period| {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     while let Some(measured) = bounds.next(batch) {
+        if let Some(ticks) = &mut pace {
+            ticks.tick().await;
+        }
         let started = Instant::now();
         let result = if args.batch == 1 {
             producer

@@ -90,6 +90,10 @@ pub struct LoadArgs {
     /// Deadline of one send attempt, ms.
     #[arg(long, default_value_t = 3000)]
     pub send_timeout_ms: u64,
+    /// Messages per second in all (0: as fast as the window allows). A steady rate, for soaks
+    /// (bench/soak.sh): each lane sends at its share of it.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// No progress line.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -113,6 +117,9 @@ impl LoadArgs {
         {
             bail!("--size must be positive and size x batch at most {MAX_SIZE} bytes");
         }
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            bail!("--rate must be a number of messages per second, 0 or more");
+        }
         let times_ok = self.duration.is_finite()
             && self.duration > 0.0
             && self.warmup.is_finite()
@@ -127,6 +134,17 @@ impl LoadArgs {
             bail!("--queues and --send-timeout-ms must be positive");
         }
         Ok(())
+    }
+
+    /// Time between two sends of one lane at `--rate`; `None`: no pacing.
+    pub fn lane_period(&self) -> Option<Duration> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let lanes = (self.producers * self.window) as f64;
+        Some(Duration::from_secs_f64(
+            lanes * self.batch as f64 / self.rate,
+        ))
     }
 
     pub fn duration(&self) -> Duration {
@@ -243,6 +261,17 @@ mod tests {
         // A count smaller than one batch could never be sent.
         assert!(load(&["-b", "64", "-c", "10"]).validate().is_err());
         load(&["-b", "64", "-c", "64"]).validate().unwrap();
+    }
+
+    #[test]
+    fn a_rate_paces_each_lane_at_its_share() {
+        assert_eq!(load(&[]).lane_period(), None);
+        // 2 producers x 4 lanes, 10 messages per send, 1,000 messages/s: each lane every 80 ms.
+        let paced = load(&["-p", "2", "-w", "4", "-b", "10", "--rate", "1000"]);
+        paced.validate().unwrap();
+        assert_eq!(paced.lane_period(), Some(Duration::from_millis(80)));
+        assert!(load(&["--rate=-5"]).validate().is_err());
+        assert!(load(&["--rate", "NaN"]).validate().is_err());
     }
 
     #[test]
