@@ -79,6 +79,7 @@ async fn record(path: &Path, lose: bool) {
             consumer: "c2".into(),
             group: "g".into(),
             msgs,
+            min_offsets: vec![],
         })
     };
     rec.record(Event::invoke("c2", poll(vec![]))).await.unwrap();
@@ -104,6 +105,7 @@ async fn record(path: &Path, lose: bool) {
                 queue: 0,
                 from: 0,
                 msgs,
+                min_offset: None,
             })
         };
         rec.record(Event::invoke("drainer", drain(vec![])))
