@@ -13,11 +13,12 @@
 //! true`, which the `retention` scenario sets). Then the run must show that it did what it
 //! exists for, or it proves nothing (verdict unknown, exit status 3):
 //! - `queues_min_advanced`: some queue's floor is above 0;
-//! - `replaced_caught_up`: a member was replaced (a `membership` fault window whose start and
-//!   stop, or the final heal-all, completed `ok`: removed and stopped, then a fresh member with
-//!   a new Raft id and an empty data directory added in its place) and caught up: after it came
-//!   back, its drains read every drained queue to the highest offset any drain of that queue
-//!   reached (or its minimum is above that offset: all of it expired there).
+//! - `replaced_caught_up` (of `replaced_members`; `replacements` counts the windows): a member
+//!   was replaced (a `membership` fault window whose start and stop, or the final heal-all,
+//!   completed `ok`: removed and stopped, then a fresh member with a new Raft id and an empty
+//!   data directory added in its place) and caught up: after it came back, its drains read
+//!   every drained queue to the highest offset any drain of that queue reached (or its minimum
+//!   is above that offset: all of it expired there).
 //!
 //! Needs: `ok` polls and drains (minimum offsets, messages), `nemesis` completions, the run's
 //! settings.
@@ -155,6 +156,7 @@ pub fn check(history: &History) -> CheckResult {
     let replaced = replaced_members(history);
     let members: BTreeSet<&str> = replaced.iter().map(|(m, _)| m.as_str()).collect();
     result.count("replacements", replaced.len() as u64);
+    result.count("replaced_members", members.len() as u64);
     let caught_up: BTreeSet<&str> = replaced
         .iter()
         .filter(|(member, since)| caught_up(history, member, *since))
