@@ -97,13 +97,34 @@ pub struct PolledMsg {
     pub value: String,
 }
 
-/// `poll`: `ok` carries every message delivered to the application, in delivery order.
+/// A queue's minimum offset as an answer reported it: retention has removed every message
+/// below it (offsets never shift; a reader below the minimum is moved up to it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueMin {
+    pub topic: String,
+    pub queue: u32,
+    pub min_offset: u64,
+}
+
+impl QueueMin {
+    pub fn queue_ref(&self) -> QueueRef {
+        QueueRef {
+            topic: self.topic.clone(),
+            queue: self.queue,
+        }
+    }
+}
+
+/// `poll`: `ok` carries every message delivered to the application, in delivery order, and
+/// the minimum offsets the broker's answers reported (when the client sees them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PollOp {
     pub consumer: String,
     pub group: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub msgs: Vec<PolledMsg>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub min_offsets: Vec<QueueMin>,
 }
 
 /// `commit`: the consumer group's next offset to consume in one queue.
@@ -145,7 +166,8 @@ pub struct DrainMsg {
 }
 
 /// `drain`: the final read of a queue from offset `from` (0 for the first chunk), against one
-/// member (`member`) or through the normal client routing (`member` absent).
+/// member (`member`) or through the normal client routing (`member` absent). `ok` carries the
+/// queue's minimum offset the answer reported (`min_offset`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainOp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,6 +178,8 @@ pub struct DrainOp {
     pub from: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub msgs: Vec<DrainMsg>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_offset: Option<u64>,
 }
 
 impl DrainOp {
@@ -785,12 +809,30 @@ pub mod build {
         }
         /// A successful poll by consumer `process` (group "g") returning `(queue, offset, value)`.
         pub fn poll(&mut self, process: &str, msgs: &[(u32, u64, &str)]) -> &mut Self {
+            self.poll_with_mins(process, msgs, &[])
+        }
+        /// A successful poll whose answers reported the minimum offsets `(queue, min_offset)`.
+        pub fn poll_with_mins(
+            &mut self,
+            process: &str,
+            msgs: &[(u32, u64, &str)],
+            mins: &[(u32, u64)],
+        ) -> &mut Self {
             let invoke = PollOp {
                 consumer: process.into(),
                 group: "g".into(),
                 msgs: vec![],
+                min_offsets: vec![],
             };
             let mut done = invoke.clone();
+            done.min_offsets = mins
+                .iter()
+                .map(|&(queue, min_offset)| QueueMin {
+                    topic: "t".into(),
+                    queue,
+                    min_offset,
+                })
+                .collect();
             done.msgs = msgs
                 .iter()
                 .map(|&(queue, offset, value)| PolledMsg {
@@ -810,14 +852,26 @@ pub mod build {
             queue: u32,
             msgs: &[(u64, &str)],
         ) -> &mut Self {
+            self.drain_with_min(member, queue, None, msgs)
+        }
+        /// A successful drain whose answer reported the queue's minimum offset `min_offset`.
+        pub fn drain_with_min(
+            &mut self,
+            member: Option<&str>,
+            queue: u32,
+            min_offset: Option<u64>,
+            msgs: &[(u64, &str)],
+        ) -> &mut Self {
             let invoke = DrainOp {
                 member: member.map(Into::into),
                 topic: "t".into(),
                 queue,
                 from: 0,
                 msgs: vec![],
+                min_offset: None,
             };
             let mut done = invoke.clone();
+            done.min_offset = min_offset;
             done.msgs = msgs
                 .iter()
                 .map(|&(offset, value)| DrainMsg {
@@ -1115,6 +1169,7 @@ mod tests {
             consumer: "c1".into(),
             group: "g".into(),
             msgs: vec![],
+            min_offsets: vec![],
         });
         let text = [
             line(0, "c1", OpType::Invoke, send_invoke.clone()),

@@ -55,9 +55,9 @@ pub const TOPICS: [&str; 3] = [W1_TOPIC, W2_TOPIC, W3_TOPIC];
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RunProfile {
-    /// Three scenarios of 60-75 s with different fault mixes (CI).
+    /// Scenarios of 60-75 s with different fault mixes (CI).
     Short,
-    /// Ten scenarios of 300 s with every fault.
+    /// Ten scenarios of 300 s with every fault, and the retention scenario.
     Long,
     /// The scripted proof that the suite can fail: acknowledge sends on a leader cut off from
     /// its peers, kill it, heal. With `--unsafe-ack-before-commit` the checkers must report
@@ -280,6 +280,7 @@ async fn run_scenario(
         dir: dir.clone(),
         net: options.net,
         unsafe_ack_before_commit: options.unsafe_ack_before_commit,
+        broker_args: scenario.broker_args.clone(),
     };
     let cluster = match ProcessCluster::start(spec).await {
         Ok(c) => c,
@@ -533,6 +534,8 @@ async fn drive(
         "heal_all_ms": schedule.heal_all_ms,
         "think_time_ms": options.think_time.as_millis() as u64,
         "run_seed": options.seed,
+        "broker_args": scenario.broker_args,
+        checker::retention::EXPECT_SETTING: scenario.expect_retention,
     });
     let recorded = async {
         record_run_start(&recorder, seed, settings).await?;

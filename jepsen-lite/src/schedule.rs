@@ -34,6 +34,9 @@ pub struct ScheduleConfig {
     pub final_phase_ms: u64,
     /// Faults drawn uniformly from this list.
     pub faults: Vec<Fault>,
+    /// The first window's fault, when a scenario needs one for sure (it should be in `faults`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_fault: Option<Fault>,
 }
 
 impl ScheduleConfig {
@@ -47,7 +50,14 @@ impl ScheduleConfig {
             fault_min_ms: 2_000,
             final_phase_ms,
             faults,
+            first_fault: None,
         }
+    }
+
+    /// The same, with `fault` as the first window's fault.
+    pub fn with_first_fault(mut self, fault: Fault) -> Self {
+        self.first_fault = Some(fault);
+        self
     }
 
     /// When the final heal happens.
@@ -98,7 +108,11 @@ impl Schedule {
             } else {
                 config.quiet_min_ms
             };
-            let fault = config.faults[rng.random_range(0..config.faults.len())].clone();
+            let drawn = config.faults[rng.random_range(0..config.faults.len())].clone();
+            let fault = match &config.first_fault {
+                Some(first) if steps.is_empty() => first.clone(),
+                _ => drawn,
+            };
             let choice: u64 = rng.random();
             let duration = interval.saturating_sub(quiet).max(config.fault_min_ms);
             let clipped = start + duration >= heal_at;
@@ -157,17 +171,99 @@ impl Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// Three scenarios of 60-75 s (CI).
+    /// Scenarios of 60-75 s (CI).
     Short,
-    /// Ten scenarios of 300 s.
+    /// Eleven scenarios of 300 s.
     Long,
 }
 
-/// One scenario of a profile: a name and how its schedule is drawn.
+/// One scenario of a profile: a name, how its schedule is drawn, and what its cluster needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
     pub name: String,
     pub config: ScheduleConfig,
+    /// Extra flags every broker of the scenario's cluster is started with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broker_args: Vec<String>,
+    /// The run must show retention at work (the `retention` checker judges it).
+    #[serde(default)]
+    pub expect_retention: bool,
+}
+
+impl Scenario {
+    /// A scenario of default brokers.
+    pub fn new(name: impl Into<String>, config: ScheduleConfig) -> Self {
+        Scenario {
+            name: name.into(),
+            config,
+            broker_args: Vec::new(),
+            expect_retention: false,
+        }
+    }
+
+    /// The `retention` scenario over `run_ms`: brokers with tiny segments that keep messages
+    /// for [`RETENTION_RESERVED_TIME`], checked every [`RETENTION_CHECK_INTERVAL_MS`], snapshot
+    /// every [`RETENTION_SNAPSHOT_EVERY_ENTRIES`] entries; kills, partitions and a follower
+    /// replaced by a fresh member (the first fault, so that every seed has one).
+    pub fn retention(run_ms: u64, final_phase_ms: u64) -> Self {
+        let replace = Fault::Membership {
+            change: MembershipChange::RemoveFollower,
+        };
+        let config = ScheduleConfig::cadence(run_ms, final_phase_ms, retention_faults())
+            .with_first_fault(replace);
+        Scenario {
+            broker_args: [
+                "--segment-size",
+                RETENTION_SEGMENT_SIZE,
+                "--file-reserved-time",
+                RETENTION_RESERVED_TIME,
+                "--retention-check-interval-ms",
+                &RETENTION_CHECK_INTERVAL_MS.to_string(),
+                "--snapshot-every-entries",
+                &RETENTION_SNAPSHOT_EVERY_ENTRIES.to_string(),
+                // Time, not how full this machine's disk is, drives retention here.
+                "--disk-max-used-space-ratio",
+                &RETENTION_DISK_RATIO_PERCENT.to_string(),
+            ]
+            .map(String::from)
+            .to_vec(),
+            expect_retention: true,
+            ..Scenario::new("retention", config)
+        }
+    }
+}
+
+/// Segment size of the `retention` scenario's brokers: a few seconds of the workloads' writes,
+/// so that segments seal and expire many times in one run.
+pub const RETENTION_SEGMENT_SIZE: &str = "32KiB";
+/// How long the `retention` scenario's brokers keep messages.
+pub const RETENTION_RESERVED_TIME: &str = "3s";
+/// How often they check (the broker's default is far slower).
+pub const RETENTION_CHECK_INTERVAL_MS: u64 = 200;
+/// How often they snapshot, in applied entries.
+pub const RETENTION_SNAPSHOT_EVERY_ENTRIES: u64 = 2_000;
+/// Their disk ratio: only a nearly full disk deletes segments before their time.
+pub const RETENTION_DISK_RATIO_PERCENT: u8 = 95;
+
+/// The `retention` scenario's faults: kills, partitions, and replacing a follower.
+pub fn retention_faults() -> Vec<Fault> {
+    let mut v: Vec<Fault> = [KillTarget::One, KillTarget::Leader, KillTarget::Minority]
+        .into_iter()
+        .map(|target| Fault::Kill { target })
+        .collect();
+    v.extend(
+        [
+            PartitionShape::IsolateLeader,
+            PartitionShape::IsolateFollower,
+            PartitionShape::MajorityMinority,
+        ]
+        .into_iter()
+        .map(|shape| Fault::Partition { shape }),
+    );
+    v.push(Fault::Membership {
+        change: MembershipChange::RemoveFollower,
+    });
+    v
 }
 
 /// Partition shapes, the stale route and lossy links.
@@ -231,24 +327,25 @@ impl Profile {
             .collect();
         match self {
             Profile::Short => vec![
-                Scenario {
-                    name: "partitions".into(),
-                    config: ScheduleConfig::cadence(60_000, 15_000, network_faults()),
-                },
-                Scenario {
-                    name: "crashes".into(),
-                    config: ScheduleConfig::cadence(60_000, 15_000, process_faults()),
-                },
-                Scenario {
-                    name: "mixed".into(),
-                    config: ScheduleConfig::cadence(75_000, 15_000, mixed),
-                },
+                Scenario::new(
+                    "partitions",
+                    ScheduleConfig::cadence(60_000, 15_000, network_faults()),
+                ),
+                Scenario::new(
+                    "crashes",
+                    ScheduleConfig::cadence(60_000, 15_000, process_faults()),
+                ),
+                Scenario::new("mixed", ScheduleConfig::cadence(75_000, 15_000, mixed)),
+                Scenario::retention(70_000, 15_000),
             ],
             Profile::Long => (1..=10)
-                .map(|i| Scenario {
-                    name: format!("long-{i}"),
-                    config: ScheduleConfig::cadence(300_000, 30_000, mixed.clone()),
+                .map(|i| {
+                    Scenario::new(
+                        format!("long-{i}"),
+                        ScheduleConfig::cadence(300_000, 30_000, mixed.clone()),
+                    )
                 })
+                .chain([Scenario::retention(300_000, 30_000)])
                 .collect(),
         }
     }
@@ -347,6 +444,42 @@ mod tests {
         let seeds: std::collections::HashSet<u64> = (0..10).map(|i| scenario_seed(1, i)).collect();
         assert_eq!(seeds.len(), 10);
         assert_eq!(scenario_seed(1, 3), scenario_seed(1, 3));
+    }
+
+    #[test]
+    fn the_retention_scenario_replaces_a_follower_first_and_tunes_its_brokers() {
+        for profile in [Profile::Short, Profile::Long] {
+            let scenarios = profile.scenarios();
+            let (index, retention) = scenarios
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.name == "retention")
+                .expect("every profile runs the retention scenario");
+            assert!(retention.expect_retention);
+            for flag in [
+                "--segment-size",
+                "--file-reserved-time",
+                "--retention-check-interval-ms",
+                "--snapshot-every-entries",
+            ] {
+                assert!(retention.broker_args.iter().any(|a| a == flag), "{flag}");
+            }
+            let replace = Fault::Membership {
+                change: MembershipChange::RemoveFollower,
+            };
+            for seed in 0..20 {
+                let s = Schedule::generate(scenario_seed(seed, index), &retention.config);
+                assert_eq!(s.steps[0].fault, replace, "seed {seed}");
+                assert!(s.steps.len() > 1, "seed {seed}: more faults follow");
+            }
+            // The other scenarios start default brokers.
+            assert!(
+                scenarios
+                    .iter()
+                    .filter(|s| s.name != "retention")
+                    .all(|s| s.broker_args.is_empty() && !s.expect_retention)
+            );
+        }
     }
 
     #[test]

@@ -2,12 +2,18 @@
 //! drain observed in its queue, yet no poll or drain ever returned its value. Readers got past
 //! that offset, so the message should have been delivered to someone.
 //!
-//! Needs: `ok` sends (queue, offset, value) and the messages of `ok` polls and drains.
+//! A send that no reader returned at an offset below its queue's floor (the highest minimum
+//! offset any answer reported, `retention::floors`) was removed by retention: counted as
+//! `expired`, not lost.
+//!
+//! Needs: `ok` sends (queue, offset, value), the messages of `ok` polls and drains, and the
+//! minimum offsets they reported.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::retention::{floor_of, floors};
 use super::{CheckResult, Class, SendOutcome, read_values, reads, sends};
 use crate::history::{History, QueueRef};
 
@@ -27,6 +33,7 @@ pub fn check(history: &History) -> CheckResult {
     let mut result = CheckResult::new(NAME, Class::Safety);
     let reads = reads(history);
     let seen = read_values(&reads);
+    let floors = floors(history);
     let mut highest: HashMap<&QueueRef, u64> = HashMap::new();
     for r in &reads {
         let h = highest.entry(&r.queue).or_insert(r.offset);
@@ -47,7 +54,12 @@ pub fn check(history: &History) -> CheckResult {
             continue;
         }
         result.count("below_highest_read", 1);
-        if !seen.contains(s.value) {
+        if seen.contains(s.value) {
+            continue;
+        }
+        if offset < floor_of(&floors, queue) {
+            result.count("expired", 1);
+        } else {
             result.violation(
                 "lost",
                 Example {
@@ -105,6 +117,37 @@ mod tests {
         assert_eq!(r.get("lost"), 1);
         assert_eq!(r.examples[0]["value"], "c1-1");
         assert_eq!(r.examples[0]["highest_read_offset"], 2);
+    }
+
+    /// c1-1 at offset 1 was never read; a reader reported the queue's minimum at `min`.
+    fn unread_with_minimum(min: u64) -> History {
+        Builder::new()
+            .send("c1", "c1-0", Ok, Some((0, 0)))
+            .send("c1", "c1-1", Ok, Some((0, 1)))
+            .send("c1", "c1-2", Ok, Some((0, 2)))
+            .send("c1", "c1-3", Ok, Some((0, 3)))
+            .poll_with_mins("c2", &[(0, 3, "c1-3")], &[(0, min)])
+            .drain_with_min(None, 0, Some(min), &[(3, "c1-3")])
+            .build()
+    }
+
+    #[test]
+    fn an_unread_send_below_the_minimum_is_expired_not_lost() {
+        let r = check(&unread_with_minimum(3));
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        // c1-0, c1-1 and c1-2 are all below the minimum 3.
+        assert_eq!(r.get("expired"), 3);
+        assert_eq!(r.get("lost"), 0);
+    }
+
+    #[test]
+    fn an_unread_send_at_or_above_the_minimum_is_still_lost() {
+        // The minimum 1 covers c1-0 only; c1-1 and c1-2 were skipped by every reader.
+        let r = check(&unread_with_minimum(1));
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.get("expired"), 1);
+        assert_eq!(r.get("lost"), 2);
+        assert_eq!(r.examples[0]["value"], "c1-1");
     }
 
     #[test]

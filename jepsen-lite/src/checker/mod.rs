@@ -28,6 +28,7 @@ pub mod inconsistent_offsets;
 pub mod lost_write;
 pub mod member_logs;
 pub mod poll_order;
+pub mod retention;
 pub mod send_order;
 pub mod unexpected;
 pub mod unseen;
@@ -321,6 +322,7 @@ pub fn all(history: &History, options: &CheckOptions) -> Summary {
         poll_order::check(history),
         send_order::check(history),
         commit_order::check(history),
+        retention::check(history),
     ];
     if options.allow_duplicates
         && let Some(dup) = results.iter_mut().find(|r| r.name == duplicate::NAME)
@@ -384,7 +386,7 @@ mod tests {
     fn a_clean_run_passes_every_checker() {
         let summary = all(&clean_run(), &CheckOptions::default());
         for c in &summary.checkers {
-            let expected = if c.name == member_logs::NAME {
+            let expected = if c.name == member_logs::NAME || c.name == retention::NAME {
                 Verdict::Skipped
             } else {
                 Verdict::Pass

@@ -7,13 +7,19 @@
 //! `info` assignment starts a new epoch (an `info` one may have taken effect); a `fail` one does
 //! not. A consumer's first read of a queue in an epoch is not compared with anything.
 //!
+//! Retention moves a consumer below a queue's minimum up to it: an offset jumped over below the
+//! queue's floor (the highest minimum offset any answer reported, `retention::floors`) is
+//! counted as `skipped_expired`, not as a skip.
+//!
 //! Needs: `ok` polls (consumer, messages in delivery order), `assign`/`reassign` completions
-//! (consumer), and every known position (`ok` send acks and reads) to tell skips.
+//! (consumer), every known position (`ok` send acks and reads) to tell skips, and the minimum
+//! offsets polls and drains reported.
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use super::retention::{floor_of, floors};
 use super::{CheckResult, Class, position_claims, reads, sends};
 use crate::history::{Call, History, OpType, QueueRef};
 
@@ -41,6 +47,7 @@ pub fn check(history: &History) -> CheckResult {
     for (queue, offset, _) in position_claims(&sends, &reads) {
         known.entry(queue).or_default().insert(offset);
     }
+    let floors = floors(history);
     // consumer -> queue -> last offset delivered in the current epoch
     let mut last: HashMap<&str, HashMap<QueueRef, u64>> = HashMap::new();
     for op in &history.ops {
@@ -72,8 +79,13 @@ pub fn check(history: &History) -> CheckResult {
                                 },
                             );
                         } else if let Some(existing) = known.get(&queue) {
+                            let floor = floor_of(&floors, &queue).clamp(prev + 1, offset);
+                            let expired = existing.range(prev + 1..floor).count();
+                            if expired > 0 {
+                                result.count("skipped_expired", expired as u64);
+                            }
                             let skipped: Vec<u64> =
-                                existing.range(prev + 1..offset).copied().collect();
+                                existing.range(floor..offset).copied().collect();
                             if !skipped.is_empty() {
                                 result.count("skipped_offsets", skipped.len() as u64);
                                 result.violation(
@@ -174,6 +186,32 @@ mod tests {
             .poll("c1", &[(0, 1, "p-1"), (0, 0, "p-0")])
             .build();
         assert_eq!(check(&h).get("nonmonotonic"), 1);
+    }
+
+    /// c1 read offset 0, then (moved up by retention) offset 3; offsets 1 and 2 exist.
+    fn jump_with_minimum(min: u64) -> History {
+        three_sends()
+            .send("p", "p-3", Ok, Some((0, 3)))
+            .assign("c1", &[0], Ok)
+            .poll_with_mins("c1", &[(0, 0, "p-0")], &[(0, 0)])
+            .poll_with_mins("c1", &[(0, 3, "p-3")], &[(0, min)])
+            .build()
+    }
+
+    #[test]
+    fn jumping_over_offsets_below_the_minimum_is_no_skip() {
+        let r = check(&jump_with_minimum(3));
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.get("skipped_expired"), 2);
+    }
+
+    #[test]
+    fn jumping_over_offsets_at_or_above_the_minimum_is_still_a_skip() {
+        let r = check(&jump_with_minimum(2));
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.get("skipped_expired"), 1);
+        assert_eq!(r.get("skips"), 1);
+        assert_eq!(r.examples[0]["skipped"], serde_json::json!([2]));
     }
 
     #[test]

@@ -6,12 +6,18 @@
 //! member whose drain stopped below the offset is only lagging (counted, not a violation).
 //! Queues with acknowledged sends but no drain make the verdict unknown.
 //!
-//! Needs: `ok` sends (queue, offset, value) and `ok` drains (member, queue, messages).
+//! Retention: a value missing below its queue's floor (the highest minimum offset any answer
+//! reported, `retention::floors`) was removed by retention, not lost: counted as `expired`
+//! (absent from every drain) or `member_expired` (absent from one member's drain).
+//!
+//! Needs: `ok` sends (queue, offset, value), `ok` drains (member, queue, messages) and the
+//! minimum offsets polls and drains reported.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::retention::{floor_of, floors};
 use super::{CheckResult, Class, ReadSource, SendOutcome, reads, sends};
 use crate::history::{History, QueueRef};
 
@@ -60,6 +66,7 @@ pub fn check(history: &History) -> CheckResult {
                 .or_default();
         }
     }
+    let floors = floors(history);
     let mut undrained: BTreeSet<String> = BTreeSet::new();
     let all_sends = sends(history);
     for s in &all_sends {
@@ -80,6 +87,11 @@ pub fn check(history: &History) -> CheckResult {
             continue;
         }
         let offset = s.offset.unwrap_or(0);
+        let expired = offset < floor_of(&floors, queue);
+        if !drained_any.contains(s.value) && expired {
+            result.count("expired", 1);
+            continue;
+        }
         if !drained_any.contains(s.value) {
             result.violation(
                 "unseen",
@@ -100,6 +112,7 @@ pub fn check(history: &History) -> CheckResult {
                 continue;
             }
             match d.highest {
+                Some(top) if top > offset && expired => result.count("member_expired", 1),
                 Some(top) if top > offset => result.violation(
                     "member_holes",
                     Example {
@@ -183,6 +196,65 @@ mod tests {
         assert_eq!(r.get("member_holes"), 1);
         assert_eq!(r.examples[0]["member"], "n2");
         assert_eq!(r.get("member_lagging"), 1);
+    }
+
+    /// c1-0 and c1-1 acknowledged at offsets 0 and 1; n1 drained both, n2 only what is at or
+    /// above its minimum `min`, the client from `min` too.
+    fn drained_above_minimum(min: u64) -> History {
+        let all = [(0, "c1-0"), (1, "c1-1"), (2, "c1-2")];
+        let kept: Vec<(u64, &str)> = all.iter().copied().filter(|(o, _)| *o >= min).collect();
+        Builder::new()
+            .send("c1", "c1-0", Ok, Some((0, 0)))
+            .send("c1", "c1-1", Ok, Some((0, 1)))
+            .send("c1", "c1-2", Ok, Some((0, 2)))
+            .drain_with_min(Some("n2"), 0, Some(min), &kept)
+            .drain_with_min(None, 0, Some(min), &kept)
+            .build()
+    }
+
+    #[test]
+    fn a_value_below_the_minimum_in_no_drain_is_expired_not_unseen() {
+        let r = check(&drained_above_minimum(2));
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.get("expired"), 2);
+        assert_eq!(r.get("unseen"), 0);
+    }
+
+    #[test]
+    fn a_value_at_or_above_the_minimum_in_no_drain_is_still_unseen() {
+        // Minimum 1, but the drains hold only offset 2 (as if offset 1 were lost).
+        let h = Builder::new()
+            .send("c1", "c1-0", Ok, Some((0, 0)))
+            .send("c1", "c1-1", Ok, Some((0, 1)))
+            .send("c1", "c1-2", Ok, Some((0, 2)))
+            .drain_with_min(Some("n2"), 0, Some(1), &[(2, "c1-2")])
+            .build();
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.get("expired"), 1);
+        assert_eq!(r.get("unseen"), 1);
+        assert_eq!(r.examples[0]["value"], "c1-1");
+    }
+
+    #[test]
+    fn a_member_missing_a_value_below_the_minimum_has_no_hole() {
+        // n1 drained before retention moved the minimum to 2; n2 after.
+        let h = Builder::new()
+            .send("c1", "c1-0", Ok, Some((0, 0)))
+            .send("c1", "c1-1", Ok, Some((0, 1)))
+            .send("c1", "c1-2", Ok, Some((0, 2)))
+            .drain_with_min(
+                Some("n1"),
+                0,
+                Some(0),
+                &[(0, "c1-0"), (1, "c1-1"), (2, "c1-2")],
+            )
+            .drain_with_min(Some("n2"), 0, Some(2), &[(2, "c1-2")])
+            .build();
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.get("member_expired"), 2);
+        assert_eq!(r.get("member_holes"), 0);
     }
 
     #[test]

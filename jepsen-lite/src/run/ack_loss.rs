@@ -49,10 +49,7 @@ const DIRECTED_QUEUE: u32 = 0;
 
 /// The scenario as `run` lists it (its schedule is empty: the faults are scripted here).
 pub fn scenario() -> Scenario {
-    Scenario {
-        name: "ack-loss".into(),
-        config: ScheduleConfig::cadence(30_000, 30_000, vec![]),
-    }
+    Scenario::new("ack-loss", ScheduleConfig::cadence(30_000, 30_000, vec![]))
 }
 
 fn directed_header() -> SendMessageRequestHeader {

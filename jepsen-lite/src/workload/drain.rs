@@ -124,6 +124,7 @@ async fn drain_queue(
             queue,
             from,
             msgs: vec![],
+            min_offset: None,
         };
         recorder
             .record(Event::invoke(&process, Call::Drain(op.clone())))
@@ -199,6 +200,8 @@ async fn drain_queue(
         };
         let mut next = from;
         let mut more = false;
+        // The queue's minimum as this member reports it: below it retention removed messages.
+        op.min_offset = u64::try_from(result.min_offset).ok();
         match result.status {
             PullStatus::Found => {
                 for m in &result.messages {

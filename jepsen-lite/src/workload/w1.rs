@@ -20,7 +20,8 @@ use super::{
 };
 use crate::cluster::BROKER_NAME;
 use crate::history::{
-    AssignOp, Call, CommitOp, Event, FetchOffsetOp, PollOp, PolledMsg, QueueRef, RecordError,
+    AssignOp, Call, CommitOp, Event, FetchOffsetOp, PollOp, PolledMsg, QueueMin, QueueRef,
+    RecordError,
 };
 
 /// Clients of W1 (the "about 10").
@@ -194,6 +195,7 @@ impl Client {
             consumer: self.process.clone(),
             group: self.group.clone(),
             msgs: vec![],
+            min_offsets: vec![],
         };
         self.record(Event::invoke(&self.process, Call::Poll(op.clone())))
             .await?;
@@ -213,6 +215,15 @@ impl Client {
             Ok(Ok((addr, result))) => {
                 let mut next = position;
                 let mut outcome = None;
+                // Every answer carries the queue's minimum: the checkers tell messages removed
+                // by retention (below it) from lost ones.
+                if let Ok(min_offset) = u64::try_from(result.min_offset) {
+                    op.min_offsets.push(QueueMin {
+                        topic: W1_TOPIC.into(),
+                        queue: q,
+                        min_offset,
+                    });
+                }
                 match result.status {
                     PullStatus::Found => {
                         for m in &result.messages {

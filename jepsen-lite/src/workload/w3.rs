@@ -121,6 +121,8 @@ impl Member {
             consumer: self.name.clone(),
             group: W3_GROUP.into(),
             msgs: vec![],
+            // A push consumer hands over messages, not the pull answers' minimum offsets.
+            min_offsets: vec![],
         };
         shared
             .recorder
