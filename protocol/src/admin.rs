@@ -100,6 +100,13 @@ pub struct RaftStatus {
     /// (it goes on by itself once space is freed).
     #[serde(default)]
     pub disk_full: bool,
+    /// Transactions whose half message waits for a commit, a rollback or its last check, in
+    /// this member's applied state (jepsen-lite proves every one gets resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_transactions: Option<u64>,
+    /// Timer and delayed messages not yet due, in this member's applied state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_timers: Option<u64>,
 }
 
 impl RaftStatus {
@@ -317,6 +324,8 @@ mod tests {
             quorum_ack_age_ms: Some(12),
             disk_used_bytes: Some(4096),
             disk_full: false,
+            pending_transactions: None,
+            pending_timers: None,
         };
         pins(
             &status,
