@@ -110,6 +110,8 @@ pub struct ClusterSpec {
     pub net: NetChoice,
     /// TEST ONLY: start brokers with `--unsafe-ack-before-commit`.
     pub unsafe_ack_before_commit: bool,
+    /// More `mqbroker` flags, the scenario's (e.g. short transaction timeouts).
+    pub broker_args: Vec<String>,
 }
 
 /// Errors of starting, controlling and stopping the cluster.
@@ -619,6 +621,7 @@ impl ProcessCluster {
             if self.spec.unsafe_ack_before_commit {
                 cmd.arg("--unsafe-ack-before-commit");
             }
+            cmd.args(&self.spec.broker_args);
             // Reap a previous (killed) process before replacing it.
             if let Some(mut old) = slot.child.take() {
                 let _ = old.kill();

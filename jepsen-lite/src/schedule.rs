@@ -157,9 +157,9 @@ impl Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// Three scenarios of 60-75 s (CI).
+    /// Four scenarios of 60-75 s (CI).
     Short,
-    /// Ten scenarios of 300 s.
+    /// Eleven scenarios of 300 s.
     Long,
 }
 
@@ -210,6 +210,22 @@ pub fn process_faults() -> Vec<Fault> {
     v
 }
 
+/// Leader kills and partitions: the faults that move a transaction's check-back to another
+/// leader or cut it off (the `transactions` scenario).
+pub fn transaction_faults() -> Vec<Fault> {
+    use PartitionShape::*;
+    let mut v: Vec<Fault> = [KillTarget::Leader, KillTarget::One]
+        .into_iter()
+        .map(|target| Fault::Kill { target })
+        .collect();
+    v.extend(
+        [IsolateLeader, MajorityMinority, Bridge]
+            .into_iter()
+            .map(|shape| Fault::Partition { shape }),
+    );
+    v
+}
+
 /// Membership changes (mixed with the others in the "mixed" scenarios).
 pub fn membership_faults() -> Vec<Fault> {
     [
@@ -243,12 +259,20 @@ impl Profile {
                     name: "mixed".into(),
                     config: ScheduleConfig::cadence(75_000, 15_000, mixed),
                 },
+                Scenario {
+                    name: crate::workload::tx::SCENARIO.into(),
+                    config: ScheduleConfig::cadence(60_000, 15_000, transaction_faults()),
+                },
             ],
             Profile::Long => (1..=10)
                 .map(|i| Scenario {
                     name: format!("long-{i}"),
                     config: ScheduleConfig::cadence(300_000, 30_000, mixed.clone()),
                 })
+                .chain([Scenario {
+                    name: crate::workload::tx::SCENARIO.into(),
+                    config: ScheduleConfig::cadence(300_000, 30_000, transaction_faults()),
+                }])
                 .collect(),
         }
     }

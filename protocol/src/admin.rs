@@ -356,10 +356,12 @@ mod tests {
             quorum_ack_age_ms: None,
             disk_used_bytes: None,
             disk_full: true,
+            pending_transactions: Some(2),
+            pending_timers: Some(5),
         };
         pins(
             &status,
-            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0,"writable":false,"commit_index":null,"quorum_ack_age_ms":null,"disk_used_bytes":null,"disk_full":true}"#,
+            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0,"writable":false,"commit_index":null,"quorum_ack_age_ms":null,"disk_used_bytes":null,"disk_full":true,"pending_transactions":2,"pending_timers":5}"#,
         );
         assert!(!status.is_leader());
     }

@@ -29,6 +29,7 @@ pub mod lost_write;
 pub mod member_logs;
 pub mod poll_order;
 pub mod send_order;
+pub mod transactions;
 pub mod unexpected;
 pub mod unseen;
 
@@ -325,6 +326,7 @@ pub fn all(history: &History, options: &CheckOptions) -> Summary {
         poll_order::check(history),
         send_order::check(history),
         commit_order::check(history),
+        transactions::check(history),
     ];
     if options.allow_duplicates
         && let Some(dup) = results.iter_mut().find(|r| r.name == duplicate::NAME)
@@ -392,7 +394,8 @@ mod tests {
     fn a_clean_run_passes_every_checker() {
         let summary = all(&clean_run(), &CheckOptions::default());
         for c in &summary.checkers {
-            let expected = if c.name == member_logs::NAME {
+            // No log directory given; no transactions in this run.
+            let expected = if c.name == member_logs::NAME || c.name == transactions::NAME {
                 Verdict::Skipped
             } else {
                 Verdict::Pass
@@ -422,6 +425,7 @@ mod tests {
             (poll_order::NAME, poll_order::anomaly_history()),
             (send_order::NAME, send_order::anomaly_history()),
             (commit_order::NAME, commit_order::anomaly_history()),
+            (transactions::NAME, transactions::anomaly_history()),
             (availability::NAME, availability::anomaly_history()),
         ];
         for (name, history) in cases {

@@ -7,6 +7,8 @@
 //!   that per-producer per-queue order is checkable.
 //! - [`w3`]: a consumer group of real push consumers under forced rebalances (members joining
 //!   and leaving), with a producer feeding its topic.
+//! - [`tx`]: transaction producers that commit, roll back, or crash before deciding, with
+//!   check-backs answered by the rest of their producer group (the `transactions` scenario).
 //! - [`drain`]: the final read of every queue from offset 0, against every member and through
 //!   the client's routing.
 //!
@@ -19,6 +21,7 @@
 //! told to stop finishes the operation in hand (recording its completion) and returns.
 
 pub mod drain;
+pub mod tx;
 pub mod w1;
 pub mod w2;
 pub mod w3;
