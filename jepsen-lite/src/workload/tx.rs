@@ -142,21 +142,38 @@ fn answer_check(
 /// (answering checks).
 pub async fn run(shared: Shared, answer_until: CancellationToken) -> Result<(), RecordError> {
     let (answers, mut recorded) = mpsc::channel::<Event>(CHECK_RECORD_CAPACITY);
-    let producers = join_all(
-        (1..=TX_PRODUCERS)
-            .map(|id| run_producer(shared.clone(), id, answers.clone(), answer_until.clone())),
-    );
-    drop(answers);
-    // Ends when every producer (and with it every check handler) is gone.
-    let recorder = shared.recorder.clone();
-    let record_answers = async move {
-        while let Some(event) = recorded.recv().await {
-            recorder.record(event).await?;
-        }
-        Ok::<_, RecordError>(())
+    // A stopped client may keep its check handler (and so a sender) alive: the recording
+    // loop ends when the producers are done, not when every sender is gone.
+    let producers_done = CancellationToken::new();
+    let producers = async {
+        let results = join_all(
+            (1..=TX_PRODUCERS)
+                .map(|id| run_producer(shared.clone(), id, answers.clone(), answer_until.clone())),
+        )
+        .await;
+        producers_done.cancel();
+        results.into_iter().collect::<Result<(), _>>()
     };
-    let (results, recorded) = futures::future::join(producers, record_answers).await;
-    results.into_iter().collect::<Result<(), _>>()?;
+    let recorder = shared.recorder.clone();
+    let record_answers = async {
+        loop {
+            tokio::select! {
+                biased;
+                event = recorded.recv() => match event {
+                    Some(event) => recorder.record(event).await?,
+                    None => return Ok(()),
+                },
+                _ = producers_done.cancelled() => {
+                    while let Ok(event) = recorded.try_recv() {
+                        recorder.record(event).await?;
+                    }
+                    return Ok::<_, RecordError>(());
+                }
+            }
+        }
+    };
+    let (produced, recorded) = futures::future::join(producers, record_answers).await;
+    produced?;
     recorded
 }
 
