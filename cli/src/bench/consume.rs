@@ -124,6 +124,7 @@ pub async fn run(ctx: &Ctx, args: &ConsumeArgs) -> anyhow::Result<Report> {
             queues: args.queues,
             send_timeout_ms: 3000,
             quiet: args.quiet,
+            transaction: false,
         };
         let report = load::produce(ctx, &preload).await?;
         if !args.quiet {
