@@ -93,6 +93,8 @@ pub struct TimerReport {
     pub killed: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kill_at_s: Option<f64>,
+    /// Whether deliveries were awaited (not with `--no-consume`).
+    pub consumed: bool,
     pub delivered: u64,
     pub duplicates: u64,
     /// Delivered before their due time (must be none).
@@ -118,6 +120,10 @@ impl TimerReport {
         );
         if let (Some(member), Some(at)) = (&self.killed, self.kill_at_s) {
             out.push_str(&format!("  leader {member} killed at {at:.1} s\n"));
+        }
+        if !self.consumed {
+            out.push_str("  not consumed: the timers stay pending\n");
+            return out;
         }
         out.push_str(&format!(
             "  delivered {}  duplicates {}  early {}  missing {}\n",
@@ -320,6 +326,7 @@ pub async fn run(ctx: &Ctx, args: &TimerArgs) -> anyhow::Result<()> {
         sends_per_s: sent as f64 / send_s.max(1e-9),
         killed: None,
         kill_at_s: None,
+        consumed: consumer.is_some(),
         delivered: 0,
         duplicates: 0,
         early: 0,
