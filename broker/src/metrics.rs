@@ -810,6 +810,8 @@ mod tests {
             quorum_ack_age_ms: Some(5),
             disk_used_bytes: Some(1234),
             disk_full: false,
+            pending_transactions: None,
+            pending_timers: None,
         };
         member.ctx.metrics.render(&Scrape {
             raft: &raft,

@@ -460,6 +460,8 @@ mod tests {
             quorum_ack_age_ms: None,
             disk_used_bytes: None,
             disk_full: false,
+            pending_transactions: None,
+            pending_timers: None,
         }
     }
 

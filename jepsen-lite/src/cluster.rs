@@ -110,7 +110,8 @@ pub struct ClusterSpec {
     pub net: NetChoice,
     /// TEST ONLY: start brokers with `--unsafe-ack-before-commit`.
     pub unsafe_ack_before_commit: bool,
-    /// Extra flags for every broker (the scenario's, e.g. retention settings).
+    /// Extra flags for every broker: the scenario's (retention settings, short transaction
+    /// timeouts).
     pub broker_args: Vec<String>,
 }
 

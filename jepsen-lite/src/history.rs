@@ -76,6 +76,11 @@ pub struct SendOp {
     pub value: String,
     #[serde(default)]
     pub offset: Option<u64>,
+    /// On a completion: an earlier attempt of this send had an unknown outcome and the
+    /// producer tried again (with the same `UNIQ_KEY`, so the broker's dedup window stores it
+    /// once; the `duplicate` checker tells such duplicates apart).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried_after_unknown: bool,
 }
 
 impl SendOp {
@@ -231,6 +236,48 @@ pub struct HarnessErrorOp {
     pub message: String,
 }
 
+/// What a transaction's producer decided: its local transaction, or its answer to a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxDecision {
+    Commit,
+    Rollback,
+    /// Not decided (yet): the broker checks again, and discards it after its last check.
+    Unknown,
+}
+
+/// `transaction`: a transactional send. The invoke names the value and what the local
+/// transaction will decide (`local`). `ok`: the half message was stored; `ended` says whether
+/// the broker acknowledged the END_TRANSACTION carrying `local` (then this request ended the
+/// transaction). `fail`: no half message was stored. `info`: whether one was is unknown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionOp {
+    pub topic: String,
+    /// Unique across the whole run, e.g. `"t2-17"`.
+    pub value: String,
+    pub local: TxDecision,
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// `tx_check`: a producer answered the broker's check of the transaction carrying `value`
+/// with `answer` (recorded before the answer is sent). A single `info` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxCheckOp {
+    pub value: String,
+    pub answer: TxDecision,
+    /// The producer process that answered.
+    pub by: String,
+}
+
+/// `tx_pending`: after the transactions settled and the group converged, the pending
+/// transactions each member's applied state holds (`None`: that member did not say). A single
+/// `info` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxPendingOp {
+    pub members: std::collections::BTreeMap<String, Option<u64>>,
+}
+
 /// The function of an operation with its argument or result (`"f"` and `"value"` in JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "f", content = "value", rename_all = "snake_case")]
@@ -245,6 +292,9 @@ pub enum Call {
     Nemesis(NemesisOp),
     Run(RunOp),
     HarnessError(HarnessErrorOp),
+    Transaction(TransactionOp),
+    TxCheck(TxCheckOp),
+    TxPending(TxPendingOp),
 }
 
 impl Call {
@@ -261,12 +311,18 @@ impl Call {
             Call::Nemesis(_) => "nemesis",
             Call::Run(_) => "run",
             Call::HarnessError(_) => "harness_error",
+            Call::Transaction(_) => "transaction",
+            Call::TxCheck(_) => "tx_check",
+            Call::TxPending(_) => "tx_pending",
         }
     }
 
     /// Standalone events are one `info` line, not an invoke/completion pair.
     pub fn is_event(&self) -> bool {
-        matches!(self, Call::Run(_) | Call::HarnessError(_))
+        matches!(
+            self,
+            Call::Run(_) | Call::HarnessError(_) | Call::TxCheck(_) | Call::TxPending(_)
+        )
     }
 }
 
@@ -391,7 +447,8 @@ impl Clock {
 
 enum WriterMsg {
     Record {
-        event: Event,
+        // Boxed: events are large beside `Close`, and the channel holds many.
+        event: Box<Event>,
         mono_ns: u64,
         wall_ns: u64,
     },
@@ -420,7 +477,7 @@ impl Recorder {
         let (mono_ns, wall_ns) = self.clock.stamp();
         self.tx
             .send(WriterMsg::Record {
-                event,
+                event: Box::new(event),
                 mono_ns,
                 wall_ns,
             })
@@ -433,7 +490,7 @@ impl Recorder {
         let (mono_ns, wall_ns) = self.clock.stamp();
         self.tx
             .blocking_send(WriterMsg::Record {
-                event,
+                event: Box::new(event),
                 mono_ns,
                 wall_ns,
             })
@@ -799,6 +856,7 @@ pub mod build {
                 queue: at.map(|(q, _)| q),
                 value: value.into(),
                 offset: None,
+                retried_after_unknown: false,
             };
             let mut done = invoke.clone();
             if outcome == OpType::Ok {
@@ -970,6 +1028,7 @@ mod tests {
             queue: None,
             value: "c1-0".into(),
             offset: None,
+            retried_after_unknown: false,
         };
         let sent = SendOp {
             queue: Some(2),
@@ -1013,6 +1072,7 @@ mod tests {
                 queue: Some(2),
                 value: "c1-0".into(),
                 offset: Some(17),
+                retried_after_unknown: false,
             }),
             mono_ns: 5,
             wall_ns: 6,
@@ -1051,6 +1111,7 @@ mod tests {
                         queue: Some(0),
                         value: format!("{process}-{i}"),
                         offset: None,
+                        retried_after_unknown: false,
                     };
                     rec.record(Event::invoke(&process, Call::Send(send.clone())))
                         .await

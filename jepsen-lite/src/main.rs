@@ -85,7 +85,8 @@ enum Command {
         /// What to print on stdout.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
-        /// Report duplicates without failing (for brokers without a producer dedup window).
+        /// Report duplicates of sends retried after an unknown outcome without failing (for
+        /// brokers without a producer dedup window); other duplicates still fail.
         #[arg(long)]
         allow_duplicates: bool,
     },

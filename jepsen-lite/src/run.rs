@@ -34,7 +34,7 @@ use crate::nemesis::Cluster;
 use crate::schedule::{Profile, Scenario, Schedule, scenario_seed};
 use crate::summary::{EXIT_INCOMPLETE, EXIT_PASS, EXIT_SAFETY_VIOLATION, RunVerdict, Summary};
 use crate::workload::drain::{DrainReport, Target, drain_all};
-use crate::workload::{QUEUES_PER_TOPIC, Shared, W1_TOPIC, W2_TOPIC, W3_TOPIC, w1, w2, w3};
+use crate::workload::{QUEUES_PER_TOPIC, Shared, W1_TOPIC, W2_TOPIC, W3_TOPIC, tx, w1, w2, w3};
 
 pub mod ack_loss;
 
@@ -55,9 +55,10 @@ pub const TOPICS: [&str; 3] = [W1_TOPIC, W2_TOPIC, W3_TOPIC];
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RunProfile {
-    /// Scenarios of 60-75 s with different fault mixes (CI).
+    /// Scenarios of 60-75 s with different fault mixes (CI), retention and transactions among
+    /// them.
     Short,
-    /// Ten scenarios of 300 s with every fault, and the retention scenario.
+    /// Ten scenarios of 300 s with every fault, then retention and transactions.
     Long,
     /// The scripted proof that the suite can fail: acknowledge sends on a leader cut off from
     /// its peers, kill it, heal. With `--unsafe-ack-before-commit` the checkers must report
@@ -521,7 +522,14 @@ async fn drive(
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let namesrv = cluster.namesrv_addr().to_string();
-    create_topics(&namesrv, &TOPICS).await?;
+    // The transactions scenario runs W1 beside the transaction producers.
+    let transactions = scenario.name == tx::SCENARIO;
+    let topics: Vec<&str> = if transactions {
+        vec![W1_TOPIC, tx::TX_TOPIC]
+    } else {
+        TOPICS.to_vec()
+    };
+    create_topics(&namesrv, &topics).await?;
     let (recorder, writer) =
         HistoryWriter::create(history_path).map_err(|e| format!("history: {e}"))?;
     let settings = serde_json::json!({
@@ -552,10 +560,16 @@ async fn drive(
         for id in 1..=w1::W1_CLIENTS {
             workloads.spawn(w1::run_client(shared.clone(), id));
         }
-        for id in 1..=w2::W2_PRODUCERS {
-            workloads.spawn(w2::run_producer(shared.clone(), id));
+        // Cancelled once every pending transaction is resolved: then nobody need answer checks.
+        let tx_answer_until = CancellationToken::new();
+        if transactions {
+            workloads.spawn(tx::run(shared.clone(), tx_answer_until.clone()));
+        } else {
+            for id in 1..=w2::W2_PRODUCERS {
+                workloads.spawn(w2::run_producer(shared.clone(), id));
+            }
+            workloads.spawn(w3::run(shared.clone()));
         }
-        workloads.spawn(w3::run(shared.clone()));
         workloads.close();
         let nemesis_cancel = cancel.child_token();
         let mut executor = Executor::new(cluster.clone(), cluster.net(), recorder.clone());
@@ -570,6 +584,19 @@ async fn drive(
             _ = cancel.cancelled() => {}
         }
         stop.cancel();
+        if transactions && !cancel.is_cancelled() {
+            match tx::wait_settled(cluster).await {
+                Some(took) => report.notes.push(format!(
+                    "transactions settled {:.1} s after the workloads stopped sending",
+                    took.as_secs_f64()
+                )),
+                None => report.notes.push(format!(
+                    "transactions still pending {:?} after the workloads stopped sending",
+                    tx::SETTLE_TIMEOUT
+                )),
+            }
+        }
+        tx_answer_until.cancel();
         if tokio::time::timeout(WORKLOAD_STOP_TIMEOUT, workloads.wait())
             .await
             .is_err()
@@ -582,7 +609,10 @@ async fn drive(
             .await;
         }
         if !cancel.is_cancelled() {
-            converge_and_drain(cluster, &recorder, &TOPICS, report).await?;
+            converge_and_drain(cluster, &recorder, &topics, report).await?;
+            if transactions {
+                tx::record_pending(cluster, &recorder).await?;
+            }
         }
         record_run_stop(&recorder).await
     };

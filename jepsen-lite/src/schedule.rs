@@ -233,6 +233,20 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The `transactions` scenario over `run_ms`: brokers with short transaction timeouts
+    /// (`workload::tx::broker_args`), under kills and partitions.
+    pub fn transactions(run_ms: u64, final_phase_ms: u64) -> Self {
+        Scenario {
+            broker_args: crate::workload::tx::broker_args(),
+            ..Scenario::new(
+                crate::workload::tx::SCENARIO,
+                ScheduleConfig::cadence(run_ms, final_phase_ms, transaction_faults()),
+            )
+        }
+    }
+}
+
 /// Segment size of the `retention` scenario's brokers: a few seconds of the workloads' writes,
 /// so that segments seal and expire many times in one run.
 pub const RETENTION_SEGMENT_SIZE: &str = "32KiB";
@@ -306,6 +320,22 @@ pub fn process_faults() -> Vec<Fault> {
     v
 }
 
+/// Leader kills and partitions: the faults that move a transaction's check-back to another
+/// leader or cut it off (the `transactions` scenario).
+pub fn transaction_faults() -> Vec<Fault> {
+    use PartitionShape::*;
+    let mut v: Vec<Fault> = [KillTarget::Leader, KillTarget::One]
+        .into_iter()
+        .map(|target| Fault::Kill { target })
+        .collect();
+    v.extend(
+        [IsolateLeader, MajorityMinority, Bridge]
+            .into_iter()
+            .map(|shape| Fault::Partition { shape }),
+    );
+    v
+}
+
 /// Membership changes (mixed with the others in the "mixed" scenarios).
 pub fn membership_faults() -> Vec<Fault> {
     [
@@ -337,6 +367,7 @@ impl Profile {
                 ),
                 Scenario::new("mixed", ScheduleConfig::cadence(75_000, 15_000, mixed)),
                 Scenario::retention(70_000, 15_000),
+                Scenario::transactions(60_000, 15_000),
             ],
             Profile::Long => (1..=10)
                 .map(|i| {
@@ -345,7 +376,10 @@ impl Profile {
                         ScheduleConfig::cadence(300_000, 30_000, mixed.clone()),
                     )
                 })
-                .chain([Scenario::retention(300_000, 30_000)])
+                .chain([
+                    Scenario::retention(300_000, 30_000),
+                    Scenario::transactions(300_000, 30_000),
+                ])
                 .collect(),
         }
     }

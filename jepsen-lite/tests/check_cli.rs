@@ -19,6 +19,7 @@ fn send(value: &str, at: Option<(u32, u64)>) -> Call {
         queue: at.map(|(q, _)| q),
         value: value.into(),
         offset: at.map(|(_, o)| o),
+        retried_after_unknown: false,
     })
 }
 

@@ -100,6 +100,13 @@ pub struct RaftStatus {
     /// (it goes on by itself once space is freed).
     #[serde(default)]
     pub disk_full: bool,
+    /// Transactions whose half message waits for a commit, a rollback or its last check, in
+    /// this member's applied state (jepsen-lite proves every one gets resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_transactions: Option<u64>,
+    /// Timer and delayed messages not yet due, in this member's applied state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_timers: Option<u64>,
 }
 
 impl RaftStatus {
@@ -317,6 +324,8 @@ mod tests {
             quorum_ack_age_ms: Some(12),
             disk_used_bytes: Some(4096),
             disk_full: false,
+            pending_transactions: None,
+            pending_timers: None,
         };
         pins(
             &status,
@@ -347,10 +356,12 @@ mod tests {
             quorum_ack_age_ms: None,
             disk_used_bytes: None,
             disk_full: true,
+            pending_transactions: Some(2),
+            pending_timers: Some(5),
         };
         pins(
             &status,
-            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0,"writable":false,"commit_index":null,"quorum_ack_age_ms":null,"disk_used_bytes":null,"disk_full":true}"#,
+            r#"{"broker_name":"broker-a","node_id":4,"state":"Learner","term":0,"leader":null,"last_log_index":null,"applied_index":null,"voters":[],"learners":[],"nodes":{},"followers":{},"remoting_addr":"127.0.0.4:10911","log_fsyncs":0,"log_entries_flushed":0,"writable":false,"commit_index":null,"quorum_ack_age_ms":null,"disk_used_bytes":null,"disk_full":true,"pending_transactions":2,"pending_timers":5}"#,
         );
         assert!(!status.is_leader());
     }

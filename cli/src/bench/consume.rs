@@ -125,6 +125,7 @@ pub async fn run(ctx: &Ctx, args: &ConsumeArgs) -> anyhow::Result<Report> {
             send_timeout_ms: 3000,
             rate: 0.0,
             quiet: args.quiet,
+            transaction: false,
         };
         let report = load::produce(ctx, &preload).await?;
         if !args.quiet {

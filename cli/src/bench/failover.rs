@@ -117,7 +117,11 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 /// Runs `command` with `sh -c`, the member's address in `$BENCH_MEMBER_ADDR`.
-async fn run_command(what: &str, command: &str, member_addr: &str) -> anyhow::Result<()> {
+pub(super) async fn run_command(
+    what: &str,
+    command: &str,
+    member_addr: &str,
+) -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -135,7 +139,7 @@ async fn run_command(what: &str, command: &str, member_addr: &str) -> anyhow::Re
 }
 
 /// The group's leader, once every voter answers and is caught up.
-async fn healthy_leader(ctx: &Ctx, broker_name: &str) -> anyhow::Result<MemberInfo> {
+pub(super) async fn healthy_leader(ctx: &Ctx, broker_name: &str) -> anyhow::Result<MemberInfo> {
     let deadline = tokio::time::Instant::now() + HEALTHY_TIMEOUT;
     loop {
         let problem = match ctx.group(broker_name).await {
@@ -232,6 +236,7 @@ pub async fn run(ctx: &Ctx, args: &FailoverArgs) -> anyhow::Result<ExitCode> {
         send_timeout_ms: args.send_timeout_ms,
         rate: 0.0,
         quiet: args.quiet,
+        transaction: false,
     };
     load_args.validate()?;
     ensure_topic(ctx, &args.topic, load_args.queues).await?;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use hdrhistogram::Histogram;
 use raftmq_client::{
-    ConsumeFrom, Consumer, Message, MessageQueue, Producer, SendOutcome, SendResult,
+    ConsumeFrom, Consumer, Message, MessageQueue, Producer, SendError, SendOutcome, SendResult,
+    TransactionState,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -117,7 +118,21 @@ pub async fn lane(
             ticks.tick().await;
         }
         let started = Instant::now();
-        let result = if args.batch == 1 {
+        let result = if args.transaction {
+            let message = Message::new(&topic, stamped_body(bounds.epoch, args.size));
+            producer
+                .send_in_transaction(message, |_| async { TransactionState::Commit })
+                .await
+                .and_then(|done| match done.ended {
+                    Ok(()) => Ok(done.send),
+                    // Stored as a half message, its commit not acknowledged: unknown.
+                    Err(source) => Err(SendError {
+                        source,
+                        attempts: done.send.attempts,
+                        earlier_attempt_unknown: true,
+                    }),
+                })
+        } else if args.batch == 1 {
             producer
                 .send(Message::new(&topic, stamped_body(bounds.epoch, args.size)))
                 .await

@@ -4,11 +4,14 @@
 //!   each sending and awaiting the acknowledgement again and again; W = 1 is a synchronous
 //!   send), B messages per send (B > 1: one SEND_BATCH_MESSAGE). Throughput and per-send
 //!   latency (hdrhistogram) over a measured span after a warm-up; bounded by `--duration`
-//!   and `--count`.
+//!   and `--count`. With `--transaction` each send is a transaction committed at once (half
+//!   message, then END_TRANSACTION), for the transactional send rate.
 //! - `consume`: N consumers of a fresh group read a topic from its first offset (optionally
 //!   after preloading it) until `--count` messages or the duration; throughput.
 //! - `e2e`: a consumer of a fresh group reads while producers send; the latency from the start
 //!   of a send to the delivery of its message (the send time travels in the body).
+//! - `timer`: timer messages due over a window, optionally with a leader kill in its middle;
+//!   how late each is delivered (or, with `--no-consume`, just leaves them pending).
 //! - `failover`: kills the leader (an external command) again and again under a steady load;
 //!   the time from each kill to the next send acknowledged by another member, and, at the end,
 //!   the acknowledged messages missing from the group (must be none).
@@ -20,6 +23,7 @@ mod consume;
 mod failover;
 mod load;
 pub mod stats;
+mod timer;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,6 +59,9 @@ pub enum BenchCommand {
     /// Kill the leader under load, repeatedly: time to the next acknowledged send, and
     /// acknowledged messages lost (must be zero).
     Failover(failover::FailoverArgs),
+    /// Timer messages due over a window: how late each is delivered, optionally across a
+    /// leader kill.
+    Timer(timer::TimerArgs),
 }
 
 /// The shape of a load: who sends, how much at once, for how long.
@@ -97,6 +104,10 @@ pub struct LoadArgs {
     /// No progress line.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Send each message as a transaction committed at once (half message, local transaction
+    /// that commits, END_TRANSACTION); needs `--batch 1`.
+    #[arg(long)]
+    pub transaction: bool,
 }
 
 impl LoadArgs {
@@ -130,6 +141,9 @@ impl LoadArgs {
         if self.count != 0 && self.count < self.batch as u64 {
             bail!("--count must be 0 (no bound) or at least --batch");
         }
+        if self.transaction && self.batch != 1 {
+            bail!("--transaction sends one message at a time: use --batch 1");
+        }
         if self.queues == 0 || self.send_timeout_ms == 0 {
             bail!("--queues and --send-timeout-ms must be positive");
         }
@@ -162,6 +176,10 @@ pub async fn run(ctx: &Ctx, command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::E2e(args) => load::e2e(ctx, &args).await?,
         BenchCommand::Consume(args) => consume::run(ctx, &args).await?,
         BenchCommand::Failover(args) => return failover::run(ctx, &args).await,
+        BenchCommand::Timer(args) => {
+            timer::run(ctx, &args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     if ctx.json {
         crate::output::print_json(&report)?;

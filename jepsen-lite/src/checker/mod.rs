@@ -30,6 +30,7 @@ pub mod member_logs;
 pub mod poll_order;
 pub mod retention;
 pub mod send_order;
+pub mod transactions;
 pub mod unexpected;
 pub mod unseen;
 
@@ -139,6 +140,8 @@ pub struct SendRecord<'a> {
     pub queue: Option<QueueRef>,
     /// Known for `ok` sends.
     pub offset: Option<u64>,
+    /// The producer retried it after an attempt with an unknown outcome (from the completion).
+    pub retried_after_unknown: bool,
 }
 
 /// Every send in invoke order.
@@ -169,6 +172,7 @@ pub fn sends(history: &History) -> Vec<SendRecord<'_>> {
                 } else {
                     None
                 },
+                retried_after_unknown: result.retried_after_unknown,
             })
         })
         .collect()
@@ -305,8 +309,9 @@ pub fn sends_by_value<'a, 'b>(
 pub struct CheckOptions {
     /// Member log files to scan for panics and invariant errors; `None` skips that checker.
     pub logs_dir: Option<PathBuf>,
-    /// Report duplicates without failing the run (RocketMQ producers retry, so without a broker
-    /// dedup window a retried send may legitimately be stored twice).
+    /// Report duplicates caused by a producer's retry after an unknown outcome without failing
+    /// the run (without a broker dedup window such a retry may legitimately store a value
+    /// twice). A duplicate of a value that was never retried fails the run regardless.
     pub allow_duplicates: bool,
 }
 
@@ -323,12 +328,17 @@ pub fn all(history: &History, options: &CheckOptions) -> Summary {
         send_order::check(history),
         commit_order::check(history),
         retention::check(history),
+        transactions::check(history),
     ];
     if options.allow_duplicates
         && let Some(dup) = results.iter_mut().find(|r| r.name == duplicate::NAME)
+        && dup.get(duplicate::UNRETRIED_KEY) == 0
     {
         dup.class = Class::Info;
-        dup.note = Some("duplicates allowed for this run (--allow-duplicates)".into());
+        dup.note = Some(
+            "duplicates after retries of unknown outcomes allowed for this run (--allow-duplicates)"
+                .into(),
+        );
     }
     results.push(match &options.logs_dir {
         Some(dir) => member_logs::check(dir),
@@ -386,7 +396,11 @@ mod tests {
     fn a_clean_run_passes_every_checker() {
         let summary = all(&clean_run(), &CheckOptions::default());
         for c in &summary.checkers {
-            let expected = if c.name == member_logs::NAME || c.name == retention::NAME {
+            // No log directory given; no retention asked for; no transactions in this run.
+            let expected = if c.name == member_logs::NAME
+                || c.name == retention::NAME
+                || c.name == transactions::NAME
+            {
                 Verdict::Skipped
             } else {
                 Verdict::Pass
@@ -416,6 +430,7 @@ mod tests {
             (poll_order::NAME, poll_order::anomaly_history()),
             (send_order::NAME, send_order::anomaly_history()),
             (commit_order::NAME, commit_order::anomaly_history()),
+            (transactions::NAME, transactions::anomaly_history()),
             (availability::NAME, availability::anomaly_history()),
         ];
         for (name, history) in cases {
@@ -438,12 +453,12 @@ mod tests {
     }
 
     #[test]
-    fn allowed_duplicates_are_reported_without_failing_the_run() {
+    fn allowed_retry_duplicates_are_reported_without_failing_the_run() {
         let options = CheckOptions {
             allow_duplicates: true,
             ..CheckOptions::default()
         };
-        let summary = all(&duplicate::anomaly_history(), &options);
+        let summary = all(&duplicate::retry_anomaly_history(), &options);
         let dup = summary
             .checkers
             .iter()
@@ -509,6 +524,7 @@ mod tests {
                     queue: None,
                     value: "p-never".into(),
                     offset: None,
+                    retried_after_unknown: false,
                 }),
             )
             .build();

@@ -1,13 +1,14 @@
 //! Unexpected: a value read that no send ever carried (invented or corrupted data).
 //!
-//! Needs: every `send` invoke's value, and the messages of `ok` polls and drains.
+//! Needs: every `send` and `transaction` invoke's value, and the messages of `ok` polls and
+//! drains.
 
 use std::collections::{BTreeSet, HashSet};
 
 use serde::Serialize;
 
 use super::{CheckResult, Class, reads, sends};
-use crate::history::History;
+use crate::history::{Call, History};
 
 pub const NAME: &str = "unexpected";
 
@@ -21,7 +22,17 @@ struct Example<'a> {
 
 pub fn check(history: &History) -> CheckResult {
     let mut result = CheckResult::new(NAME, Class::Safety);
-    let sent: HashSet<&str> = sends(history).iter().map(|s| s.value).collect();
+    let mut sent: HashSet<&str> = sends(history).iter().map(|s| s.value).collect();
+    // A transaction's value is sent as its half message (committed or not: whether reading it
+    // is allowed is the `transactions` checker's business).
+    sent.extend(
+        history
+            .pairs()
+            .filter_map(|(_, invoke, _)| match &invoke.call {
+                Call::Transaction(tx) => Some(tx.value.as_str()),
+                _ => None,
+            }),
+    );
     let mut reported: BTreeSet<&str> = BTreeSet::new();
     for r in reads(history) {
         result.count("reads", 1);

@@ -86,6 +86,7 @@ async fn directed_send(
         queue: Some(DIRECTED_QUEUE),
         value: value.clone(),
         offset: None,
+        retried_after_unknown: false,
     };
     shared
         .recorder

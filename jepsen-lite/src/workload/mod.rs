@@ -7,16 +7,21 @@
 //!   that per-producer per-queue order is checkable.
 //! - [`w3`]: a consumer group of real push consumers under forced rebalances (members joining
 //!   and leaving), with a producer feeding its topic.
+//! - [`tx`]: transaction producers that commit, roll back, or crash before deciding, with
+//!   check-backs answered by the rest of their producer group (the `transactions` scenario).
 //! - [`drain`]: the final read of every queue from offset 0, against every member and through
 //!   the client's routing.
 //!
 //! The outcome rule: a send (or commit) that timed out or lost its connection after being sent
 //! is recorded as `info` (unknown), never `fail`; only a definite refusal is `fail`. Producers
-//! do not retry an attempt whose outcome is unknown (so a value is stored at most once unless
-//! the broker itself duplicates it). Every operation is bounded by [`OP_TIMEOUT`]: a workload
+//! retry an attempt whose outcome is unknown, as RocketMQ's do, with the same `UNIQ_KEY`: the
+//! broker's dedup window (the idempotent producer) stores the value once and answers the retry
+//! with the first attempt's position. A completion says `retried_after_unknown` when that
+//! happened, and the `duplicate` checker fails the run if such a value is stored twice. Every operation is bounded by [`OP_TIMEOUT`]: a workload
 //! told to stop finishes the operation in hand (recording its completion) and returns.
 
 pub mod drain;
+pub mod tx;
 pub mod w1;
 pub mod w2;
 pub mod w3;
@@ -78,18 +83,23 @@ impl Shared {
         }
     }
 
-    /// A producer as the workloads use it: no retry after an unknown outcome.
+    /// A producer as the workloads use it: it retries after an unknown outcome too, as
+    /// RocketMQ's does, with the same `UNIQ_KEY`, so the broker's dedup window (the idempotent
+    /// producer, on by default) must store each value once.
     pub async fn producer(&self, group: &str) -> Result<Producer, raftmq_client::ClientError> {
+        self.producer_builder(group).build().await
+    }
+
+    /// The settings of [`Self::producer`], for producers that add to them.
+    pub fn producer_builder(&self, group: &str) -> raftmq_client::ProducerBuilder {
         Producer::builder()
             .namesrv(self.namesrv.clone())
             .group(group)
             .send_timeout(SEND_TIMEOUT)
             .retries(SEND_RETRIES)
-            .retry_on_unknown_outcome(false)
+            .retry_on_unknown_outcome(true)
             .rpc_timeout(RPC_TIMEOUT)
             .default_topic_queue_nums(QUEUES_PER_TOPIC)
-            .build()
-            .await
     }
 }
 
@@ -119,6 +129,7 @@ pub fn send_completion(
             let mut op = invoked.clone();
             op.queue = Some(queue);
             op.offset = Some(offset);
+            op.retried_after_unknown = sent.earlier_attempt_unknown;
             let event = Event::ok(process, Call::Send(op));
             match shared.node(&sent.broker_addr) {
                 Some(node) => event.with_node(node),
@@ -126,7 +137,9 @@ pub fn send_completion(
             }
         }
         Ok(Err(error)) => {
-            let call = Call::Send(invoked.clone());
+            let mut op = invoked.clone();
+            op.retried_after_unknown = error.earlier_attempt_unknown;
+            let call = Call::Send(op);
             if error.is_unknown_outcome() {
                 Event::info(process, call, error.to_string())
             } else {
@@ -157,6 +170,7 @@ pub async fn recorded_send(
         queue: None,
         value: value.clone(),
         offset: None,
+        retried_after_unknown: false,
     };
     shared
         .recorder
@@ -224,6 +238,7 @@ mod tests {
             queue: None,
             value: "c1-0".into(),
             offset: None,
+            retried_after_unknown: false,
         }
     }
 
