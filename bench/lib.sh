@@ -21,7 +21,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
 build_raftmq() {
   log "building release binaries (mqbroker, mqnamesrv, mq)"
-  (cd "$ROOT" && cargo build --release -p raftmq-broker -p raftmq-namesrv -p raftmq-cli) >&2
+  (cd "$ROOT" && cargo build --release -p raftmq-server -p raftmq-cli) >&2
 }
 
 build_nats_client() {

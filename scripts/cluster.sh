@@ -72,7 +72,7 @@ binaries() {
     else
         command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs), or set RAFTMQ_BIN_DIR"
         echo "building release binaries (cargo build --release; quick when nothing changed)..."
-        (cd "$ROOT" && cargo build --release --quiet -p raftmq-namesrv -p raftmq-broker -p raftmq-cli)
+        (cd "$ROOT" && cargo build --release --quiet -p raftmq-server -p raftmq-cli)
         BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
     fi
     for binary in mqnamesrv mqbroker mq; do

@@ -1,5 +1,5 @@
-//! Admin HTTP (axum), bound to loopback by default: the dashboard under `/ui`
-//! (`raftmq_dashboard`), health, Raft status, topics, groups,
+//! Admin HTTP (axum), bound to loopback by default: the dashboard under `/ui` (supplied by the
+//! binary, `raftmq-server`), health, Raft status, topics, groups,
 //! Prometheus metrics, the membership operations an operator needs (add a learner, change the
 //! voters, hand leadership to a member, campaign here), and the consumer offset reset
 //! (`mq offset reset`), which goes through Raft on the leader like every other write. The JSON
@@ -34,7 +34,9 @@ pub struct AdminState {
     pub log: LogReader,
 }
 
-pub fn router(state: AdminState) -> Router {
+/// The admin endpoints, and `ui` (the dashboard under `/ui`, which the binary supplies: this
+/// library does not depend on the client crate the dashboard is built on).
+pub fn router(state: AdminState, ui: Router) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -48,25 +50,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/raft/elect", post(elect))
         .route("/raft/transfer-leader", post(transfer_leader))
         .route("/offsets/reset", post(reset_offsets))
-        .with_state(state.clone())
-        .merge(dashboard(&state.ctx))
-}
-
-/// The dashboard under `/ui`, reaching the cluster through this member's NameServers.
-fn dashboard(ctx: &BrokerContext) -> Router {
-    let config = &ctx.config;
-    let served_by = format!(
-        "{} node {} ({})",
-        config.broker_name, config.node_id, config.advertise
-    );
-    let dashboard = if config.namesrv.is_empty() {
-        Err(raftmq_dashboard::SetupError(
-            "no NameServer is configured (-n / NAMESRV_ADDR)".to_owned(),
-        ))
-    } else {
-        raftmq_dashboard::Dashboard::new(served_by, &config.namesrv)
-    };
-    raftmq_dashboard::router_or_unavailable(dashboard)
+        .with_state(state)
+        .merge(ui)
 }
 
 async fn healthz() -> &'static str {

@@ -97,6 +97,16 @@ impl Broker {
     /// member with the smallest id in `config.peers` forms the group), and serves remoting and
     /// admin HTTP on the other two listeners.
     pub async fn start(config: BrokerConfig, listeners: Listeners) -> Result<Broker, BrokerError> {
+        Self::start_with_ui(config, listeners, axum::Router::new()).await
+    }
+
+    /// [`start`](Self::start), serving `ui` (the binary's dashboard under `/ui`) beside the
+    /// admin endpoints.
+    pub async fn start_with_ui(
+        config: BrokerConfig,
+        listeners: Listeners,
+        ui: axum::Router,
+    ) -> Result<Broker, BrokerError> {
         let Listeners {
             remoting,
             raft: raft_listener,
@@ -177,11 +187,14 @@ impl Broker {
         );
         tasks.spawn(server.run(shutdown.clone().cancelled_owned()));
 
-        let router = admin::router(AdminState {
-            ctx: ctx.clone(),
-            raft: raft.clone(),
-            log: node.log_reader(),
-        });
+        let router = admin::router(
+            AdminState {
+                ctx: ctx.clone(),
+                raft: raft.clone(),
+                log: node.log_reader(),
+            },
+            ui,
+        );
         let admin_shutdown = shutdown.clone();
         tasks.spawn(async move {
             let serve = axum::serve(admin_listener, router)

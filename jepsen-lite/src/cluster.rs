@@ -275,7 +275,7 @@ fn binary(dir: &Path, name: &str) -> Result<PathBuf, HarnessError> {
         Ok(path)
     } else {
         Err(HarnessError::Settings(format!(
-            "{} does not exist; build it with `cargo build -p raftmq-broker -p raftmq-namesrv` or pass --bin-dir",
+            "{} does not exist; build it with `cargo build -p raftmq-server` or pass --bin-dir",
             path.display()
         )))
     }

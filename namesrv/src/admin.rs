@@ -1,6 +1,6 @@
 //! The admin HTTP endpoints, on their own port:
 //!
-//! - `/ui`: the dashboard (`raftmq_dashboard`) of the whole cluster;
+//! - `/ui`: the dashboard of the whole cluster (supplied by the binary, `raftmq-server`);
 //! - `GET /healthz`: `ok`.
 //! - `GET /routes`: every topic's route, `{topic: TopicRouteData}` (the JSON clients get).
 //! - `GET /brokers`: per group its cluster, leader (slot 0), highest leadership term, topic
@@ -30,20 +30,10 @@ pub struct AdminState {
     pub server_stats: Arc<ServerStats>,
 }
 
-/// The JSON endpoints and, under `/ui`, the dashboard of the cluster this NameServer (at
-/// `remoting_addr`) serves.
-pub fn router(admin: AdminState, remoting_addr: std::net::SocketAddr) -> Router {
-    // Bound to every interface: the dashboard asks this NameServer on loopback.
-    let reachable = if remoting_addr.ip().is_unspecified() {
-        std::net::SocketAddr::from(([127, 0, 0, 1], remoting_addr.port()))
-    } else {
-        remoting_addr
-    };
-    let dashboard = raftmq_dashboard::Dashboard::new(
-        format!("NameServer {remoting_addr}"),
-        &[reachable.to_string()],
-    );
-    json_router(admin).merge(raftmq_dashboard::router_or_unavailable(dashboard))
+/// The JSON endpoints, and `ui` (the dashboard under `/ui`, which the binary supplies: this
+/// library does not depend on the client crate the dashboard is built on).
+pub fn router(admin: AdminState, ui: Router) -> Router {
+    json_router(admin).merge(ui)
 }
 
 fn json_router(admin: AdminState) -> Router {

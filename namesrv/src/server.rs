@@ -40,6 +40,8 @@ pub struct NameServer {
     remoting: Server<NamesrvHandler>,
     admin: TcpListener,
     state: Arc<NameServerState>,
+    /// More admin HTTP routes (the binary's dashboard under `/ui`).
+    ui: axum::Router,
 }
 
 impl NameServer {
@@ -50,7 +52,14 @@ impl NameServer {
             remoting: Server::new(remoting_listener, handler, ServerConfig::default()),
             admin: admin_listener,
             state,
+            ui: axum::Router::new(),
         }
+    }
+
+    /// Serves `ui` (the dashboard under `/ui`) beside the admin JSON endpoints.
+    pub fn with_ui(mut self, ui: axum::Router) -> Self {
+        self.ui = ui;
+        self
     }
 
     pub fn remoting_addr(&self) -> std::io::Result<SocketAddr> {
@@ -72,6 +81,7 @@ impl NameServer {
             remoting,
             admin,
             state,
+            ui,
         } = self;
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -79,11 +89,10 @@ impl NameServer {
             state: state.clone(),
             server_stats: remoting.stats(),
         };
-        let remoting_addr = remoting.local_addr()?;
         tracker.spawn(remoting.run(stop.clone().cancelled_owned()));
         tracker.spawn(expiry_loop(state, stop.clone()));
         let mut admin_task = tracker.spawn(
-            axum::serve(admin, admin::router(admin_state, remoting_addr))
+            axum::serve(admin, admin::router(admin_state, ui))
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .into_future(),
         );

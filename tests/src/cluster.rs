@@ -77,7 +77,7 @@ impl TestCluster {
     /// leader registered in the NameServer's master slot.
     pub fn start(members: u64, extra_broker_args: &[&str]) -> anyhow::Result<TestCluster> {
         let dir = tempfile::tempdir().context("creating the cluster's directory")?;
-        let namesrv_binary = workspace_binary("raftmq-namesrv", "mqnamesrv")?;
+        let namesrv_binary = workspace_binary("raftmq-server", "mqnamesrv")?;
         let mut namesrv = Process::spawn(
             &namesrv_binary,
             &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
@@ -163,7 +163,7 @@ impl TestCluster {
 
     /// Starts (or restarts) a member from its data directory.
     pub fn start_member(&mut self, node_id: u64) -> anyhow::Result<()> {
-        let binary = workspace_binary("raftmq-broker", "mqbroker")?;
+        let binary = workspace_binary("raftmq-server", "mqbroker")?;
         let args = self.member_args(node_id)?;
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut process = Process::spawn(&binary, &arg_refs)?;

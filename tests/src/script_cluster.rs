@@ -92,8 +92,8 @@ pub struct ScriptCluster {
 impl ScriptCluster {
     /// `cluster.sh up --groups <groups> --dir <temp> --host <own loopback address>`.
     pub fn up(groups: u32) -> anyhow::Result<ScriptCluster> {
-        workspace_binary("raftmq-namesrv", "mqnamesrv")?;
-        let broker = workspace_binary("raftmq-broker", "mqbroker")?;
+        workspace_binary("raftmq-server", "mqnamesrv")?;
+        let broker = workspace_binary("raftmq-server", "mqbroker")?;
         let mq = workspace_binary("raftmq-cli", "mq")?;
         let bin_dir = broker
             .parent()

@@ -25,7 +25,7 @@ async fn producer(cluster: &TestCluster) -> anyhow::Result<Producer> {
 
 /// Starts a member that is expected to refuse to start; returns its exit status and log.
 fn start_expecting_failure(cluster: &TestCluster, node_id: u64) -> anyhow::Result<(bool, String)> {
-    let binary = workspace_binary("raftmq-broker", "mqbroker")?;
+    let binary = workspace_binary("raftmq-server", "mqbroker")?;
     let args = cluster.member_args(node_id)?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut process = Process::spawn(&binary, &args)?;

@@ -481,7 +481,7 @@ fn a_member_is_added_and_removed_from_the_cluster_page() -> anyhow::Result<()> {
         format!("{ip}:{}", raftmq_tests::cluster::RAFT_PORT),
         format!("{ip}:{}", raftmq_tests::cluster::ADMIN_PORT),
     );
-    let mqbroker = raftmq_tests::workspace_binary("raftmq-broker", "mqbroker")?;
+    let mqbroker = raftmq_tests::workspace_binary("raftmq-server", "mqbroker")?;
     let namesrv = cluster.namesrv_addr.to_string();
     let data_dir = dir.path().display().to_string();
     let mut joiner = raftmq_tests::Process::spawn(

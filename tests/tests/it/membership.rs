@@ -143,7 +143,7 @@ fn membership_change_under_load_loses_no_acknowledged_message() {
     // A fourth member, started to join later, with its own ports.
     let host = cluster.host;
     let joiner_addr = format!("{host}:10941");
-    let mqbroker = workspace_binary("raftmq-broker", "mqbroker").unwrap();
+    let mqbroker = workspace_binary("raftmq-server", "mqbroker").unwrap();
     let data_dir = cluster.path().join("data/broker-a-4");
     let namesrv = cluster.namesrv_addr();
     let raft_addr = format!("{host}:10942");

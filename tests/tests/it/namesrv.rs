@@ -36,7 +36,7 @@ struct NameServer {
 
 /// Starts `mqnamesrv` on ephemeral ports and reads the addresses it announces.
 fn start_namesrv() -> anyhow::Result<NameServer> {
-    let binary = workspace_binary("raftmq-namesrv", "mqnamesrv")?;
+    let binary = workspace_binary("raftmq-server", "mqnamesrv")?;
     let mut process = Process::spawn(
         &binary,
         &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],

@@ -45,8 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let admin = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_listen))?;
-    let server = NameServer::new(remoting, admin);
-    let remoting_addr = server.remoting_addr()?;
+    let remoting_addr = remoting.local_addr()?;
+    let server = NameServer::new(remoting, admin).with_ui(raftmq_server::namesrv_ui(remoting_addr));
     let admin_addr = server.admin_addr()?;
     tracing::info!(%remoting_addr, %admin_addr, "NameServer listening");
     {

@@ -6,8 +6,8 @@
 //! mqbroker -c broker.toml          # the same keys in a TOML file; flags override it
 //! ```
 //!
-//! This binary only reads the configuration, binds the three listeners and hands them to
-//! [`Broker`]; once the broker has started it prints one line to stdout,
+//! This binary only reads the configuration, binds the three listeners and hands them, with
+//! the dashboard for `/ui`, to [`Broker`]; once the broker has started it prints one line to stdout,
 //! `mqbroker listening remoting=<addr> raft=<addr> admin=<addr>`, for scripts and tests.
 //! SIGINT or SIGTERM stop it cleanly; a Raft storage failure stops it with an error.
 
@@ -71,7 +71,8 @@ fn run(config_file: Option<&std::path::Path>, flags: &clap::ArgMatches) -> anyho
             raft: bind("raft", config.raft_listen).await?,
             admin: bind("admin HTTP", config.admin_listen).await?,
         };
-        let broker = Broker::start(config, listeners).await?;
+        let ui = raftmq_server::broker_ui(&config);
+        let broker = Broker::start_with_ui(config, listeners, ui).await?;
         // One line on stdout for scripts and tests: where this member listens.
         println!(
             "mqbroker listening remoting={} raft={} admin={}",
