@@ -100,11 +100,20 @@ pub fn member_status(ctx: &BrokerContext, log: &LogReader) -> RaftStatus {
                 .filter(|(id, _)| **id != metrics.id)
                 .map(|(id, matched)| {
                     let matched_index = matched.map(|log_id| log_id.index);
+                    let last_contact_ms = metrics
+                        .heartbeat
+                        .as_ref()
+                        .and_then(|heartbeats| heartbeats.get(id).copied().flatten())
+                        .map(|acked| {
+                            u64::try_from(openraft::Instant::elapsed(&*acked).as_millis())
+                                .unwrap_or(u64::MAX)
+                        });
                     (
                         *id,
                         FollowerStatus {
                             matched_index,
                             lag_entries: last.saturating_sub(matched_index.unwrap_or(0)),
+                            last_contact_ms,
                         },
                     )
                 })

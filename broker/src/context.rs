@@ -77,6 +77,20 @@ impl BrokerContext {
         })
     }
 
+    /// Refuses a read of committed state (consumer offsets) where it could be stale: on a
+    /// member that does not lead, or on a leader still applying what was committed before it
+    /// was elected ([`Leadership::may_read_committed`]).
+    pub fn require_current_leader(&self) -> Result<(), RequestError> {
+        self.require_leader()?;
+        if self.leadership.may_read_committed() {
+            return Ok(());
+        }
+        Err(RequestError::LeaderCatchingUp {
+            broker_name: self.config.broker_name.clone(),
+            node_id: self.config.node_id,
+        })
+    }
+
     /// A queue for a send that let the broker choose (queue id < 0): round robin.
     pub fn next_queue(&self, queue_nums: u32) -> u32 {
         self.next_queue.fetch_add(1, Ordering::Relaxed) % queue_nums.max(1)

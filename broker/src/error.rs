@@ -28,6 +28,16 @@ pub enum RequestError {
         /// The leader this member knows of, if any.
         leader: Option<NodeId>,
     },
+    /// A read of replicated state on a leader that has not yet applied everything committed
+    /// before it was elected (just after an election or a restart): answering from its applied
+    /// state could show a committed consumer offset going back. The client retries.
+    #[error(
+        "broker {broker_name} member {node_id} leads but is still applying what was committed before it was elected; retry"
+    )]
+    LeaderCatchingUp {
+        broker_name: String,
+        node_id: NodeId,
+    },
     #[error(transparent)]
     Propose(#[from] ProposeError),
     #[error(transparent)]
@@ -86,6 +96,7 @@ impl RequestError {
 pub fn error_code(error: &RequestError) -> (i32, String) {
     let code = match error {
         RequestError::NotLeader { .. } => response::SERVICE_NOT_AVAILABLE,
+        RequestError::LeaderCatchingUp { .. } => response::SYSTEM_BUSY,
         RequestError::Propose(ProposeError::NotLeader { .. }) => response::SERVICE_NOT_AVAILABLE,
         RequestError::Propose(ProposeError::ShuttingDown) => response::SERVICE_NOT_AVAILABLE,
         RequestError::Propose(ProposeError::Unknown(_)) => response::SYSTEM_ERROR,

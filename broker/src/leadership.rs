@@ -62,6 +62,20 @@ impl Leadership {
                 .is_some_and(|since| since <= Duration::from_millis(self.quorum_lease_ms))
     }
 
+    /// Whether this member may answer reads that must never go back (a group's committed
+    /// offsets): it may write, and it has applied an entry of its own term. A new leader's first
+    /// entry is the blank one it commits on election, so once that is applied, everything
+    /// committed before the election is too. Until then (after a restart the applied state may
+    /// be behind what was committed, since the state machine fsyncs only every few applies), its
+    /// applied state could be older than what a client was told is committed.
+    pub fn may_read_committed(&self) -> bool {
+        let metrics = self.metrics.borrow_watched();
+        self.may_write()
+            && metrics
+                .last_applied
+                .is_some_and(|applied| applied.leader_id.term == metrics.current_term)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.view().is_leader
     }

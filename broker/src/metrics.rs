@@ -26,8 +26,8 @@
 //!   `send_latency_seconds`, `raft_commit_latency_seconds`, `pull_requests_total`), the log's
 //!   fsyncs, and Raft per group and member (labels `cluster`, `group`, `member`): term, leader,
 //!   whether it leads and may write, last log, commit and applied index, leader changes, the
-//!   leader's last contact with a quorum, and per follower (`follower`) its matched index and
-//!   lag. Per-follower last contact is not available from openraft 0.9.
+//!   leader's last contact with a quorum, and per follower (`follower`) its matched index, lag
+//!   and last contact (openraft 0.10's heartbeat metrics).
 //!
 //! The consumer lag gauges are exported by each group's leader only (the offsets are
 //! replicated, so every member would report the same lag).
@@ -197,6 +197,8 @@ pub struct BrokerMetrics {
     pub raft_leader_changes: Counter,
     raft_follower_lag: Family<FollowerLabel, Gauge>,
     raft_follower_match_index: Family<FollowerLabel, Gauge>,
+    raft_follower_last_contact_seconds:
+        Family<FollowerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     log_fsyncs: Counter,
     log_fsync_seconds: Counter<f64>,
     log_entries_flushed: Counter,
@@ -252,6 +254,7 @@ impl BrokerMetrics {
             raft_leader_changes: Counter::default(),
             raft_follower_lag: Family::default(),
             raft_follower_match_index: Family::default(),
+            raft_follower_last_contact_seconds: Family::default(),
             log_fsyncs: Counter::default(),
             log_fsync_seconds: Counter::default(),
             log_entries_flushed: Counter::default(),
@@ -440,6 +443,11 @@ impl BrokerMetrics {
             self.raft_follower_match_index.clone(),
         );
         raft.register(
+            "raft_follower_last_contact_seconds",
+            "On the leader: seconds since each follower last acknowledged a heartbeat or an append",
+            self.raft_follower_last_contact_seconds.clone(),
+        );
+        raft.register(
             "disk_used_bytes",
             "Bytes of the files under the member's data directory",
             self.disk_used_bytes.clone(),
@@ -580,6 +588,7 @@ impl BrokerMetrics {
             .set(raft.quorum_ack_age_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
         self.raft_follower_lag.clear();
         self.raft_follower_match_index.clear();
+        self.raft_follower_last_contact_seconds.clear();
         for (follower, status) in &raft.followers {
             let label = FollowerLabel {
                 follower: *follower,
@@ -591,6 +600,11 @@ impl BrokerMetrics {
                 self.raft_follower_match_index
                     .get_or_create(&label)
                     .set(clamp_i64(matched));
+            }
+            if let Some(ms) = status.last_contact_ms {
+                self.raft_follower_last_contact_seconds
+                    .get_or_create(&label)
+                    .set(ms as f64 / 1000.0);
             }
         }
         let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());

@@ -125,6 +125,13 @@ impl GroupView {
         }
     }
 
+    /// Milliseconds since `node_id` last acknowledged the leader (a heartbeat or an append);
+    /// `None` for the leader itself or while the leader has heard nothing from it.
+    pub fn last_contact_ms_of(&self, node_id: u64) -> Option<u64> {
+        let leader = self.leader()?;
+        leader.followers.get(&node_id)?.last_contact_ms
+    }
+
     /// Entries `node_id` is behind the leader (0 for the leader itself); `None` while the
     /// leader knows nothing of what it holds.
     pub fn lag_of(&self, node_id: u64) -> Option<u64> {
@@ -484,6 +491,7 @@ mod tests {
                 FollowerStatus {
                     matched_index: Some(100),
                     lag_entries: 0,
+                    last_contact_ms: Some(20),
                 },
             ),
             (
@@ -491,6 +499,7 @@ mod tests {
                 FollowerStatus {
                     matched_index: Some(95),
                     lag_entries: 5,
+                    last_contact_ms: Some(30),
                 },
             ),
         ]);

@@ -157,10 +157,6 @@ pub fn cluster(served_by: &str, uri: &str, view: &ClusterView, health: &Health) 
         (verdict_banner(health))
         p.muted { "NameServer " (view.namesrv.join(";")) }
         @for group in &view.groups { (group_section(group)) }
-        p.gap {
-            "Not available yet: the last contact of each follower (openraft 0.9 reports none; "
-            "the leader's last quorum acknowledgement is shown instead)."
-        }
     };
     let rest = html! {
         fieldset #add-member {
@@ -236,7 +232,12 @@ fn member_row(group: &GroupView, member: &MemberView) -> Markup {
                         Some(ms) => { (ms) " ms ago (quorum)" }
                         None => "-",
                     }
-                } @else { span.gap { "n/a" } }
+                } @else {
+                    @match node.and_then(|id| group.last_contact_ms_of(id)) {
+                        Some(ms) => { (ms) " ms ago" }
+                        None => "-",
+                    }
+                }
             }
             td { @match status { Some(s) => (if s.writable { "yes" } else { "no" }), None => "-" } }
             td.num { (status.and_then(|s| s.disk_used_bytes).map_or_else(|| "-".to_owned(), bytes_text)) }

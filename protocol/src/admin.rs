@@ -53,6 +53,10 @@ pub struct ErrorBody {
 pub struct FollowerStatus {
     pub matched_index: Option<u64>,
     pub lag_entries: u64,
+    /// Milliseconds since the follower last acknowledged a heartbeat or an append (its last
+    /// contact with the leader); `None` before it ever did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_contact_ms: Option<u64>,
 }
 
 /// `GET /raft`: one member's Raft view and its log's flush counters.
@@ -306,6 +310,7 @@ mod tests {
                     FollowerStatus {
                         matched_index: Some(40),
                         lag_entries: 2,
+                        last_contact_ms: Some(15),
                     },
                 ),
                 (
@@ -313,6 +318,7 @@ mod tests {
                     FollowerStatus {
                         matched_index: None,
                         lag_entries: 42,
+                        last_contact_ms: None,
                     },
                 ),
             ]),
@@ -329,7 +335,7 @@ mod tests {
         };
         pins(
             &status,
-            r#"{"broker_name":"broker-a","node_id":1,"state":"Leader","term":3,"leader":1,"last_log_index":42,"applied_index":41,"voters":[1,2,3],"learners":[4],"nodes":{"1":"127.0.0.1:10912","2":"127.0.0.2:10912"},"followers":{"2":{"matched_index":40,"lag_entries":2},"3":{"matched_index":null,"lag_entries":42}},"remoting_addr":"127.0.0.1:10911","log_fsyncs":7,"log_entries_flushed":42,"writable":true,"commit_index":40,"quorum_ack_age_ms":12,"disk_used_bytes":4096,"disk_full":false}"#,
+            r#"{"broker_name":"broker-a","node_id":1,"state":"Leader","term":3,"leader":1,"last_log_index":42,"applied_index":41,"voters":[1,2,3],"learners":[4],"nodes":{"1":"127.0.0.1:10912","2":"127.0.0.2:10912"},"followers":{"2":{"matched_index":40,"lag_entries":2,"last_contact_ms":15},"3":{"matched_index":null,"lag_entries":42}},"remoting_addr":"127.0.0.1:10911","log_fsyncs":7,"log_entries_flushed":42,"writable":true,"commit_index":40,"quorum_ack_age_ms":12,"disk_used_bytes":4096,"disk_full":false}"#,
         );
         assert!(status.is_leader());
     }

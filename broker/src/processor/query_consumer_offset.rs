@@ -1,4 +1,6 @@
-//! QUERY_CONSUMER_OFFSET: a group's committed offset on one queue, from applied state.
+//! QUERY_CONSUMER_OFFSET: a group's committed offset on one queue, from applied state, on a
+//! leader that has applied everything committed before its election (a committed offset never
+//! appears to go back, also right after a restart of the whole group).
 //! QUERY_NOT_FOUND when the group has none there yet: the consumer then starts where its
 //! consume-from-where setting says.
 
@@ -14,6 +16,7 @@ pub(super) fn handle(
     ctx: &BrokerContext,
     request: &RemotingCommand,
 ) -> Result<RemotingCommand, RequestError> {
+    ctx.require_current_leader()?;
     let header = QueryConsumerOffsetRequestHeader::from_ext_fields(&request.ext_fields)?;
     let queue_id = u32::try_from(header.queue_id).map_err(|_| {
         RequestError::InvalidParameter(format!("queue id {} is negative", header.queue_id))

@@ -457,3 +457,69 @@ async fn retried_sends_are_stored_once_keys_are_queried_and_sql92_filters_pulls(
     rpc.shutdown().await;
     group.shutdown().await
 }
+
+/// A committed consumer offset is read from the leader, and only once it has applied what was
+/// committed before its election; a follower (whose applied state may be behind) refuses the
+/// read with SERVICE_NOT_AVAILABLE, so a committed offset never appears to go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_are_read_from_a_caught_up_leader_only() -> Result<()> {
+    use raftmq_protocol::code::request;
+    use raftmq_protocol::header::offset::{
+        QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader,
+        UpdateConsumerOffsetRequestHeader,
+    };
+    let group = TestGroup::start(3).await?;
+    let leader_id = group.wait_for_leader().await?;
+    let rpc = RpcClient::default();
+    let accepted = send(&rpc, group.member(leader_id), "k", b"creates the topic").await?;
+    assert_eq!(accepted.code, response::SUCCESS, "{:?}", accepted.remark);
+
+    let mut commit = RemotingCommand::new_request(request::UPDATE_CONSUMER_OFFSET);
+    commit.ext_fields = UpdateConsumerOffsetRequestHeader {
+        consumer_group: "offsets-group".into(),
+        topic: TOPIC.into(),
+        queue_id: QUEUE,
+        commit_offset: 1,
+        broker_name: None,
+    }
+    .to_ext_fields();
+    let committed = rpc
+        .invoke(&group.member(leader_id).remoting, commit, RPC_TIMEOUT)
+        .await?;
+    assert_eq!(committed.code, response::SUCCESS, "{:?}", committed.remark);
+
+    let query = || {
+        let mut command = RemotingCommand::new_request(request::QUERY_CONSUMER_OFFSET);
+        command.ext_fields = QueryConsumerOffsetRequestHeader {
+            consumer_group: "offsets-group".into(),
+            topic: TOPIC.into(),
+            queue_id: QUEUE,
+            set_zero_if_not_found: None,
+            broker_name: None,
+        }
+        .to_ext_fields();
+        command
+    };
+    let from_leader = rpc
+        .invoke(&group.member(leader_id).remoting, query(), RPC_TIMEOUT)
+        .await?;
+    assert_eq!(
+        from_leader.code,
+        response::SUCCESS,
+        "{:?}",
+        from_leader.remark
+    );
+    let offset = QueryConsumerOffsetResponseHeader::from_ext_fields(&from_leader.ext_fields)?;
+    assert_eq!(offset.offset, 1);
+    for (follower_id, follower) in group.others(leader_id) {
+        let refused = rpc.invoke(&follower.remoting, query(), RPC_TIMEOUT).await?;
+        assert_eq!(
+            refused.code,
+            response::SERVICE_NOT_AVAILABLE,
+            "follower {follower_id}: {:?}",
+            refused.remark
+        );
+    }
+    rpc.shutdown().await;
+    group.shutdown().await
+}

@@ -134,7 +134,8 @@ async fn every_page_shows_the_live_cluster_and_every_action_confirms_first() -> 
                 "Follower",
                 "voter",
                 "ms ago (quorum)",
-                "Not available yet: the last contact of each follower",
+                // A follower's last contact with the leader.
+                " ms ago</td>",
                 r#"hx-trigger="every 5s""#,
             ],
         )?;

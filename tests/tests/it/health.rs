@@ -134,6 +134,14 @@ fn health_exit_codes_follow_the_cluster_from_healthy_to_no_leader_to_no_namesrv(
         .filter(|id| *id != leader)
         .collect();
     cluster.kill_member(followers[0])?;
+    // The leader's last contact with each follower: the dead one's grows, the live one's stays
+    // within a few heartbeats (also the `raft_follower_last_contact_seconds` metric).
+    raftmq_tests::wait_until(STEP, || {
+        let status = cluster.raft_status(leader)?;
+        let contact = |id: u64| status.followers.get(&id).and_then(|f| f.last_contact_ms);
+        Ok(contact(followers[0]).is_some_and(|ms| ms >= 2_000)
+            && contact(followers[1]).is_some_and(|ms| ms < 2_000))
+    })?;
     let degraded = mq.health_until(3)?;
     assert!(
         degraded.stdout.contains("DEGRADED (exit 3)"),
