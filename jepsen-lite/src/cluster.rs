@@ -1288,3 +1288,36 @@ impl ProcessCluster {
         self.name_of_id(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_directories_stay_inside_the_member_mount_with_lazy_filesystems() {
+        let data = Path::new("/run/x/data");
+        assert_eq!(
+            member_data_dir(data, "n2", 0, false),
+            data.join("n2"),
+            "default layout unchanged"
+        );
+        assert_eq!(member_data_dir(data, "n2", 3, false), data.join("n2.g3"));
+        let mount = data.join("n2");
+        for generation in [0, 1, 7] {
+            let dir = member_data_dir(data, "n2", generation, true);
+            assert!(dir.starts_with(&mount), "{}", dir.display());
+            assert_ne!(
+                dir, mount,
+                "the mount root holds the control file, not the data"
+            );
+        }
+        assert_ne!(
+            member_data_dir(data, "n2", 0, true),
+            member_data_dir(data, "n2", 1, true),
+            "a re-added member starts from an empty directory"
+        );
+        // The backing directory is beside the mount, never inside it.
+        let backing = data.join(format!("n2{LAZYFS_BACKING_SUFFIX}"));
+        assert!(!backing.starts_with(&mount) && !mount.starts_with(&backing));
+    }
+}
