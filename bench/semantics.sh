@@ -69,7 +69,7 @@ member_rss() {
 
 # pending_timers <i>: the pending timers member i's state holds (GET /raft)
 pending_timers() {
-  curl -sf "http://127.0.99.$1:10913/raft" | sed -n 's/.*"pending_timers":\([0-9]*\).*/\1/p'
+  curl -sf "http://$NET.$1:10913/raft" | sed -n 's/.*"pending_timers":\([0-9]*\).*/\1/p'
 }
 
 header() {
@@ -100,7 +100,7 @@ timer_memory() {
   timeout 1800 "$BIN/mq" bench timer -c "$PENDING" --delay 3000 --spread 600 --no-consume \
     -p "$PRODUCERS" -w "$WINDOW" 2> "$OUT/timer-memory.log" | tee -a "$OUT/summary.txt"
   wait_until "every member holding $PENDING pending timers" 1500 \
-    bash -c "for i in 1 2 3; do [ \"\$(curl -sf http://127.0.99.\$i:10913/raft | sed -n 's/.*\"pending_timers\":\([0-9]*\).*/\1/p')\" -ge $PENDING ] || exit 1; done"
+    bash -c "for i in 1 2 3; do [ \"\$(curl -sf http://$NET.\$i:10913/raft | sed -n 's/.*\"pending_timers\":\([0-9]*\).*/\1/p')\" -ge $PENDING ] || exit 1; done"
   echo "pending timers: b1=$(pending_timers 1) b2=$(pending_timers 2) b3=$(pending_timers 3)" | tee -a "$OUT/summary.txt" >&2
   echo "RSS KiB after: $(member_rss)" | tee -a "$OUT/summary.txt" >&2
   du -sh "$RUN_DIR"/raftmq/b1 | sed 's/^/data dir of b1: /' | tee -a "$OUT/summary.txt" >&2

@@ -120,17 +120,24 @@ impl Broker {
         let remoting_addr = local_addr(&remoting, "remoting")?;
         let admin_addr = local_addr(&admin_listener, "admin HTTP")?;
 
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+        let data_dir_error = |source| BrokerError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
-        })?;
+        };
+        raftmq_raft::segment::create_dir_all_durably(&config.data_dir).map_err(data_dir_error)?;
         let state_machine = BrokerStateMachine::open(&config.data_dir.join(STATE_FILE))?;
+        // The state file may be new: its directory entry is durable only once the directory is
+        // synced (redb syncs the file, not its directory).
+        std::fs::File::open(&config.data_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(data_dir_error)?;
         let state = state_machine.state();
 
         let mut node_config = NodeConfig::new(config.node_id, config.data_dir.join("raft"));
         node_config.timers = config.raft_timers.clone();
         node_config.cluster_name = config.broker_name.clone();
         node_config.segment_bytes = config.segment_bytes;
+        node_config.unsafe_skip_fsync = config.unsafe_skip_fsync;
         let node = RaftNode::start(node_config, raft_listener, state_machine).await?;
         // One member forms the group: the one with the smallest id. If every member
         // initialized, each would campaign at once and the first terms would be lost to

@@ -266,6 +266,10 @@ pub struct BrokerOptions {
     /// TEST ONLY: acknowledge sends before they are committed (loses data; for jepsen-lite).
     #[arg(long, hide = true, num_args = 0, default_missing_value = "true")]
     pub unsafe_ack_before_commit: Option<bool>,
+    /// TEST ONLY: the Raft log skips its fsyncs (a power loss loses acknowledged sends; for
+    /// jepsen-lite).
+    #[arg(long, hide = true, num_args = 0, default_missing_value = "true")]
+    pub unsafe_skip_fsync: Option<bool>,
 }
 
 impl BrokerOptions {
@@ -318,6 +322,7 @@ pub struct BrokerConfig {
     pub retention: RetentionConfig,
     pub join: bool,
     pub unsafe_ack_before_commit: bool,
+    pub unsafe_skip_fsync: bool,
 }
 
 /// How pending transactions are checked with their producers.
@@ -669,6 +674,7 @@ impl BrokerConfig {
             },
             join,
             unsafe_ack_before_commit: options.unsafe_ack_before_commit.unwrap_or(false),
+            unsafe_skip_fsync: options.unsafe_skip_fsync.unwrap_or(false),
         })
     }
 }
@@ -843,6 +849,20 @@ join = true
         let options = BrokerOptions::load(None, &unsafe_ack).unwrap();
         assert_eq!(options.unsafe_ack_before_commit, Some(true));
         assert_eq!(options.join, None);
+        let skip_fsync = flags(&["--unsafe-skip-fsync"]).unwrap();
+        let options = BrokerOptions::load(None, &skip_fsync).unwrap();
+        assert_eq!(options.unsafe_skip_fsync, Some(true));
+        let config = BrokerConfig::from_options(BrokerOptions {
+            unsafe_skip_fsync: options.unsafe_skip_fsync,
+            ..minimal()
+        })
+        .unwrap();
+        assert!(config.unsafe_skip_fsync);
+        assert!(
+            !BrokerConfig::from_options(minimal())
+                .unwrap()
+                .unsafe_skip_fsync
+        );
     }
 
     fn flags_err(args: &[&str]) -> String {

@@ -13,7 +13,13 @@
 //!   Admin HTTP is not proxied (it is the harness's control plane).
 //!
 //! Members are named `n1..nN` (node names in faults and the history). Each keeps its data
-//! directory across kills and restarts. A membership change removes a member through the
+//! directory across kills and restarts. With [`ClusterSpec::lazy_fs`], each member's data lives
+//! on a lazy filesystem of its own ([`crate::lazyfs`]): `data/<name>` mounted over the backing
+//! directory `data/<name>.durable`, mounted by this (the harness's) process before any member
+//! starts (outside every network namespace: a mount made inside `ip netns exec` would be
+//! invisible outside it, while one made before is copied in), so that a power loss
+//! ([`Cluster::power_loss`]) can drop what a member wrote but did not sync. The mounts are
+//! unmounted at [`ProcessCluster::shutdown`] (or on drop), after the processes stopped. A membership change removes a member through the
 //! leader's admin HTTP and stops it; adding it back starts a fresh `--join` member (new Raft
 //! id `base + 10 * generation`, empty data directory, same name and addresses), adds it as a
 //! learner, then makes it a voter. Both are `raftmq_client::admin_http::membership` (shared
@@ -27,6 +33,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -38,6 +45,7 @@ use raftmq_protocol::admin::RaftStatus;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::lazyfs::{LazyFsOptions, MountedLazyFs};
 use crate::nemesis::{Cluster, ClusterError, ProcessSignal, send_signal};
 use crate::net::netns::{self, Netns};
 use crate::net::proxy::{ProxyNetwork, Resolver, socket_owner};
@@ -85,6 +93,10 @@ pub const MEMBERSHIP_WAITS: MembershipWaits = MembershipWaits {
     settle: SETTLE_TIMEOUT,
     poll: POLL_INTERVAL,
 };
+/// With lazy filesystems: the backing directory of member `n1` is `data/n1` + this.
+pub const LAZYFS_BACKING_SUFFIX: &str = ".durable";
+/// With lazy filesystems: the broker's data directory inside its member's mount.
+pub const LAZYFS_DATA_DIR: &str = "broker";
 /// Bytes of a log quoted in errors.
 const LOG_TAIL_BYTES: u64 = 3_000;
 
@@ -110,9 +122,13 @@ pub struct ClusterSpec {
     pub net: NetChoice,
     /// TEST ONLY: start brokers with `--unsafe-ack-before-commit`.
     pub unsafe_ack_before_commit: bool,
+    /// TEST ONLY: start brokers with `--unsafe-skip-fsync`.
+    pub unsafe_skip_fsync: bool,
     /// Extra flags for every broker: the scenario's (retention settings, short transaction
     /// timeouts).
     pub broker_args: Vec<String>,
+    /// Each member's data directory on a lazy filesystem of its own (power losses possible).
+    pub lazy_fs: bool,
 }
 
 /// Errors of starting, controlling and stopping the cluster.
@@ -218,6 +234,8 @@ struct MemberSlot {
 struct State {
     namesrv: Option<Child>,
     members: Vec<MemberSlot>,
+    /// Each member's lazy filesystem by name (empty without [`ClusterSpec::lazy_fs`]).
+    mounts: BTreeMap<String, MountedLazyFs>,
 }
 
 /// The NameServer and the broker group, as processes. Shared (`Arc`) by the nemesis and the
@@ -234,6 +252,9 @@ pub struct ProcessCluster {
     state: Mutex<State>,
     /// Running member pids by name, for the proxy layout's source resolution.
     pids: Arc<Mutex<Vec<(String, u32)>>>,
+    /// TEST ONLY: members (re)started from now on get `--unsafe-skip-fsync` (starts as
+    /// [`ClusterSpec::unsafe_skip_fsync`]).
+    skip_fsync: AtomicBool,
 }
 
 impl std::fmt::Debug for ProcessCluster {
@@ -279,6 +300,49 @@ fn binary(dir: &Path, name: &str) -> Result<PathBuf, HarnessError> {
             path.display()
         )))
     }
+}
+
+/// A member's data directory: `data/<name>`, or `data/<name>.g<generation>` once re-added;
+/// with lazy filesystems `data/<name>/broker` and `data/<name>/broker.g<generation>`, inside
+/// its mount.
+fn member_data_dir(data: &Path, name: &str, generation: u64, lazy_fs: bool) -> PathBuf {
+    let suffix = if generation == 0 {
+        String::new()
+    } else {
+        format!(".g{generation}")
+    };
+    if lazy_fs {
+        data.join(name).join(format!("{LAZYFS_DATA_DIR}{suffix}"))
+    } else {
+        data.join(format!("{name}{suffix}"))
+    }
+}
+
+/// Mounts a lazy filesystem for every member (`data/<name>` over `data/<name>.durable`). On
+/// failure the ones mounted already are unmounted (dropped).
+async fn mount_lazy_filesystems(
+    data: &Path,
+    names: &[String],
+) -> Result<BTreeMap<String, MountedLazyFs>, HarnessError> {
+    let data = data.to_path_buf();
+    let names = names.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut mounts = BTreeMap::new();
+        for name in names {
+            let backing = data.join(format!("{name}{LAZYFS_BACKING_SUFFIX}"));
+            let mountpoint = data.join(&name);
+            for dir in [&backing, &mountpoint] {
+                std::fs::create_dir_all(dir)
+                    .map_err(io_err(format!("creating {}", dir.display())))?;
+            }
+            let mounted = MountedLazyFs::mount(&backing, &mountpoint, &LazyFsOptions::default())
+                .map_err(|e| HarnessError::Process(format!("lazy filesystem of {name}: {e}")))?;
+            mounts.insert(name, mounted);
+        }
+        Ok(mounts)
+    })
+    .await
+    .map_err(|e| HarnessError::Process(format!("mounting lazy filesystems: {e}")))?
 }
 
 /// Text of `path` from byte `from` on (at most the whole file).
@@ -424,6 +488,18 @@ impl ProcessCluster {
                 addrs,
             )
         };
+        // Before any member starts, from this process (outside every namespace).
+        let mounts = if spec.lazy_fs {
+            match mount_lazy_filesystems(&data, &names).await {
+                Ok(mounts) => mounts,
+                Err(e) => {
+                    stop_network(&net).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            BTreeMap::new()
+        };
         let members = names
             .iter()
             .zip(member_addrs)
@@ -434,7 +510,7 @@ impl ProcessCluster {
                 raft_id: i as u64 + 1,
                 generation: 0,
                 addrs,
-                data_dir: data.join(name),
+                data_dir: member_data_dir(&data, name, 0, spec.lazy_fs),
                 log_path: logs.join(format!("{name}.log")),
                 child: None,
                 join: false,
@@ -445,6 +521,7 @@ impl ProcessCluster {
         let cluster = Arc::new(ProcessCluster {
             namesrv_log: logs.join("namesrv.log"),
             admin,
+            skip_fsync: AtomicBool::new(spec.unsafe_skip_fsync),
             spec,
             net: Arc::new(net),
             namesrv_addr,
@@ -452,6 +529,7 @@ impl ProcessCluster {
             state: Mutex::new(State {
                 namesrv: None,
                 members,
+                mounts,
             }),
             pids,
         });
@@ -471,6 +549,12 @@ impl ProcessCluster {
         }
         self.wait_for_registered_leader(START_TIMEOUT).await?;
         Ok(())
+    }
+
+    /// TEST ONLY: whether members started from now on get `--unsafe-skip-fsync` (those running
+    /// keep what they were started with).
+    pub fn set_unsafe_skip_fsync(&self, on: bool) {
+        self.skip_fsync.store(on, Ordering::Relaxed);
     }
 
     /// The network faults are injected through.
@@ -621,6 +705,9 @@ impl ProcessCluster {
             }
             if self.spec.unsafe_ack_before_commit {
                 cmd.arg("--unsafe-ack-before-commit");
+            }
+            if self.skip_fsync.load(Ordering::Relaxed) {
+                cmd.arg("--unsafe-skip-fsync");
             }
             cmd.args(&self.spec.broker_args);
             // Reap a previous (killed) process before replacing it.
@@ -901,22 +988,59 @@ impl ProcessCluster {
             Ok(p) => problems.extend(p),
             Err(e) => problems.push(format!("stopping processes: {e}")),
         }
-        match self.net.as_ref() {
-            AnyNet::Netns(ns) => {
-                let ns = ns.clone();
-                match tokio::task::spawn_blocking(move || ns.teardown()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => problems.push(e.to_string()),
-                    Err(e) => problems.push(format!("namespace teardown: {e}")),
-                }
+        // The processes are gone: nothing holds files open in the mounts any more.
+        let mounts = std::mem::take(&mut lock(&self.state).mounts);
+        if !mounts.is_empty() {
+            let unmounted = tokio::task::spawn_blocking(move || {
+                mounts
+                    .into_iter()
+                    .filter_map(|(name, mount)| {
+                        mount
+                            .unmount()
+                            .err()
+                            .map(|e| format!("lazy filesystem of {name}: {e}"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            match unmounted {
+                Ok(p) => problems.extend(p),
+                Err(e) => problems.push(format!("unmounting lazy filesystems: {e}")),
             }
-            AnyNet::Proxy(p) => p.shutdown().await,
+        }
+        if let Some(e) = teardown_network(&self.net).await {
+            problems.push(e);
         }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(HarnessError::Process(problems.join("; ")))
         }
+    }
+}
+
+/// Tears the network down; what went wrong, if anything.
+async fn teardown_network(net: &AnyNet) -> Option<String> {
+    match net {
+        AnyNet::Netns(ns) => {
+            let ns = ns.clone();
+            match tokio::task::spawn_blocking(move || ns.teardown()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(format!("namespace teardown: {e}")),
+            }
+        }
+        AnyNet::Proxy(p) => {
+            p.shutdown().await;
+            None
+        }
+    }
+}
+
+/// [`teardown_network`] for a start that failed before the cluster existed (logged).
+async fn stop_network(net: &AnyNet) {
+    if let Some(e) = teardown_network(net).await {
+        tracing::warn!(error = %e, "network teardown after a failed start");
     }
 }
 
@@ -1001,6 +1125,48 @@ impl Cluster for ProcessCluster {
         self.current_leader().await.map(|(name, _)| name)
     }
 
+    async fn power_loss(&self, members: &[String]) -> Result<Vec<String>, ClusterError> {
+        let mut state = lock(&self.state);
+        if state.mounts.is_empty() {
+            return Err(ClusterError::NoLazyFs);
+        }
+        if let Some(unknown) = members.iter().find(|m| !state.mounts.contains_key(*m)) {
+            return Err(ClusterError::UnknownMember(unknown.clone()));
+        }
+        // SIGKILL every target first, so that they all go down at the same moment; then reap
+        // them: a lazy filesystem may drop its unsynced data only once nobody has it open.
+        let mut killed: Vec<Child> = state
+            .members
+            .iter_mut()
+            .filter(|m| members.contains(&m.name))
+            .filter_map(|m| m.child.take())
+            .collect();
+        for child in &mut killed {
+            let _ = child.kill();
+        }
+        for child in &mut killed {
+            let _ = child.wait();
+        }
+        self.update_pids(&state);
+        for member in members {
+            let Some(mount) = state.mounts.get(member) else {
+                continue;
+            };
+            let dropped = mount.power_loss().map_err(|e| ClusterError::Control {
+                member: member.clone(),
+                message: format!("power loss: {e}"),
+            })?;
+            tracing::info!(
+                member,
+                dropped_bytes = dropped.dropped_bytes,
+                dropped_files = dropped.dropped_files,
+                dropped_entries = dropped.dropped_entries,
+                "power loss"
+            );
+        }
+        Ok(members.to_vec())
+    }
+
     async fn restart(&self, member: &str) -> Result<(), ClusterError> {
         let removed = lock(&self.state)
             .members
@@ -1078,7 +1244,7 @@ impl Cluster for ProcessCluster {
                 .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
             slot.generation += 1;
             slot.raft_id = slot.index + REJOIN_ID_STRIDE * slot.generation;
-            slot.data_dir = data_root.join(format!("{member}.g{}", slot.generation));
+            slot.data_dir = member_data_dir(&data_root, member, slot.generation, self.spec.lazy_fs);
             slot.join = true;
             slot.removed = false;
             (slot.raft_id, slot.addrs.raft_peer)
@@ -1120,5 +1286,38 @@ fn membership_failed(err: &MembershipError) -> ClusterError {
 impl ProcessCluster {
     pub fn member_of_raft_id(&self, id: u64) -> Option<String> {
         self.name_of_id(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_directories_stay_inside_the_member_mount_with_lazy_filesystems() {
+        let data = Path::new("/run/x/data");
+        assert_eq!(
+            member_data_dir(data, "n2", 0, false),
+            data.join("n2"),
+            "default layout unchanged"
+        );
+        assert_eq!(member_data_dir(data, "n2", 3, false), data.join("n2.g3"));
+        let mount = data.join("n2");
+        for generation in [0, 1, 7] {
+            let dir = member_data_dir(data, "n2", generation, true);
+            assert!(dir.starts_with(&mount), "{}", dir.display());
+            assert_ne!(
+                dir, mount,
+                "the mount root holds the control file, not the data"
+            );
+        }
+        assert_ne!(
+            member_data_dir(data, "n2", 0, true),
+            member_data_dir(data, "n2", 1, true),
+            "a re-added member starts from an empty directory"
+        );
+        // The backing directory is beside the mount, never inside it.
+        let backing = data.join(format!("n2{LAZYFS_BACKING_SUFFIX}"));
+        assert!(!backing.starts_with(&mount) && !mount.starts_with(&backing));
     }
 }

@@ -8,6 +8,9 @@
 //!   that timed out). A `harness_error` event follows, since the harness lost control; the
 //!   run's verdict is then at best "incomplete".
 //!
+//! A power loss kills its targets, drops what their lazy filesystems hold unsynced, and
+//! restarts them at its stop, as a kill does.
+//!
 //! Each installed fault is undone at its stop (heal the network, restart killed members,
 //! SIGCONT paused ones, add a removed member back). The final heal-all undoes whatever is still
 //! in place and then, as a safety net, heals the network, resumes every member and restarts
@@ -23,7 +26,7 @@ use crate::history::{
     RecordError, Recorder,
 };
 use crate::nemesis::{
-    Cluster, ClusterView, Fault, Plan, ProcessSignal, SignalError, plan, send_signal,
+    Cluster, ClusterError, ClusterView, Fault, Plan, ProcessSignal, SignalError, plan, send_signal,
 };
 use crate::net::Network;
 use crate::schedule::{Schedule, Step};
@@ -217,6 +220,22 @@ impl<C: Cluster, N: Network> Executor<C, N> {
                 }
                 return Ok(Undo::Restart(killed));
             }
+            Plan::PowerLoss(nodes) => {
+                return match self.cluster.power_loss(nodes).await {
+                    Ok(hit) if hit.is_empty() => {
+                        Err(InstallError::Skipped("no target lost power".into()))
+                    }
+                    Ok(hit) => Ok(Undo::Restart(hit)),
+                    Err(ClusterError::NoLazyFs) => {
+                        Err(InstallError::Skipped(ClusterError::NoLazyFs.to_string()))
+                    }
+                    // Some may be down: restarting a running member does nothing.
+                    Err(e) => Err(InstallError::Failed {
+                        undo: Some(Undo::Restart(nodes.clone())),
+                        error: e.to_string(),
+                    }),
+                };
+            }
             Plan::Pause(nodes) => {
                 let mut paused = Vec::new();
                 for node in nodes {
@@ -382,7 +401,7 @@ mod tests {
     use super::*;
     use crate::checker::{self, CheckOptions};
     use crate::history::{HistoryWriter, read_history};
-    use crate::nemesis::{ClusterError, KillTarget, MembershipChange, PartitionShape, PauseTarget};
+    use crate::nemesis::{KillTarget, MembershipChange, PartitionShape, PauseTarget};
     use crate::net::{Faults, NetError};
     use crate::summary::EXIT_INCOMPLETE;
     use std::collections::HashMap;
@@ -396,6 +415,8 @@ mod tests {
         leader: Mutex<Option<String>>,
         children: Mutex<HashMap<String, Child>>,
         log: Mutex<Vec<String>>,
+        /// Whether power losses are possible (members on lazy filesystems).
+        lazy_fs: bool,
     }
 
     fn sleeper() -> Child {
@@ -411,6 +432,7 @@ mod tests {
                 leader: Mutex::new(leader.map(Into::into)),
                 children: Mutex::new(children),
                 log: Mutex::new(vec![]),
+                lazy_fs: true,
             }
         }
         fn log(&self) -> Vec<String> {
@@ -470,6 +492,23 @@ mod tests {
                 .push(format!("restart {member} (signal {:?})", status.signal()));
             children.insert(member.into(), sleeper());
             Ok(())
+        }
+        async fn power_loss(&self, members: &[String]) -> Result<Vec<String>, ClusterError> {
+            if !self.lazy_fs {
+                return Err(ClusterError::NoLazyFs);
+            }
+            let mut children = self.children.lock().unwrap();
+            for member in members {
+                let child = children
+                    .get_mut(member)
+                    .ok_or_else(|| ClusterError::UnknownMember(member.clone()))?;
+                child.kill().unwrap();
+            }
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("power loss {}", members.join(" ")));
+            Ok(members.to_vec())
         }
         async fn remove_member(&self, member: &str) -> Result<(), ClusterError> {
             self.log.lock().unwrap().push(format!("remove {member}"));
@@ -584,6 +623,65 @@ mod tests {
         assert!(ex.active_windows().is_empty());
         drop(ex);
         writer.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn power_loss_kills_every_target_and_restarts_them_at_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let (rec, writer) = HistoryWriter::create(&path).unwrap();
+        let cluster = Arc::new(FakeCluster::new(3, Some("n2")));
+        let net = Arc::new(FakeNet::default());
+        let mut ex = Executor::new(cluster.clone(), net, rec);
+        let all = Fault::PowerLoss {
+            target: KillTarget::All,
+        };
+        ex.start(&step(1, 0, 0, all.clone())).await.unwrap();
+        assert_eq!(
+            ex.active_targets(1),
+            Some(vec!["n1".into(), "n2".into(), "n3".into()])
+        );
+        for member in ["n1", "n2", "n3"] {
+            eventually("the member is down", || cluster.pid(member).is_none()).await;
+        }
+        ex.stop(1).await.unwrap();
+        assert_eq!(cluster.log()[0], "power loss n1 n2 n3");
+        assert_eq!(cluster.log().len(), 4, "{:?}", cluster.log());
+        assert!(
+            cluster.log()[1..]
+                .iter()
+                .all(|l| l.ends_with("(signal Some(9))"))
+        );
+        for member in ["n1", "n2", "n3"] {
+            assert!(cluster.pid(member).is_some(), "{member} restarted");
+        }
+        // Without lazy filesystems, a power loss is skipped and nothing is killed.
+        let mut plain = FakeCluster::new(3, Some("n1"));
+        plain.lazy_fs = false;
+        let plain = Arc::new(plain);
+        let mut plain_ex = Executor::new(
+            plain.clone(),
+            Arc::new(FakeNet::default()),
+            ex.recorder.clone(),
+        );
+        plain_ex.start(&step(2, 0, 0, all)).await.unwrap();
+        assert!(plain_ex.active_windows().is_empty());
+        assert!(plain.pid("n1").is_some());
+        drop((ex, plain_ex));
+        writer.close().await.unwrap();
+        let history = read_history(&path).unwrap();
+        let completions: Vec<(u64, OpType)> = history
+            .ops
+            .iter()
+            .filter_map(|op| match (&op.call, op.kind) {
+                (Call::Nemesis(n), kind) if kind != OpType::Invoke => Some((n.window, kind)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            completions,
+            vec![(1, OpType::Ok), (1, OpType::Ok), (2, OpType::Fail)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,6 +55,10 @@ enum Command {
         /// TEST ONLY: start brokers that acknowledge before commit (the run must then fail).
         #[arg(long)]
         unsafe_ack_before_commit: bool,
+        /// TEST ONLY: start brokers whose Raft log never fsyncs (a power loss must then lose
+        /// acknowledged sends).
+        #[arg(long)]
+        unsafe_skip_fsync: bool,
         /// Network layout: namespaces + nftables (root), TCP proxies, or whichever works.
         #[arg(long, value_enum, default_value = "auto")]
         net: NetChoice,
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
             out,
             nodes,
             unsafe_ack_before_commit,
+            unsafe_skip_fsync,
             net,
             bin_dir,
             keep_data,
@@ -182,6 +187,7 @@ fn main() -> ExitCode {
                 }),
                 nodes: usize::from(nodes),
                 unsafe_ack_before_commit,
+                unsafe_skip_fsync,
                 net,
                 bin_dir,
                 keep_data,

@@ -29,7 +29,7 @@ pub enum PartitionShape {
     OneWayToLeader,
 }
 
-/// Which members a kill -9 (then restart) hits.
+/// Which members a kill -9 (then restart), or a power loss, hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KillTarget {
@@ -65,6 +65,12 @@ pub enum Fault {
     /// The leader cut off from its peers but still reachable by clients and the NameServer.
     StaleRoute,
     Kill {
+        target: KillTarget,
+    },
+    /// kill -9 of the targets at once, then everything their lazy filesystems hold unsynced
+    /// is dropped (as a power loss would); they restart at the stop. Needs a cluster whose
+    /// members run on lazy filesystems (skipped otherwise).
+    PowerLoss {
         target: KillTarget,
     },
     Pause {
@@ -106,6 +112,9 @@ impl Fault {
         ] {
             all.push(Fault::Kill { target });
         }
+        for target in [KillTarget::One, KillTarget::Minority, KillTarget::All] {
+            all.push(Fault::PowerLoss { target });
+        }
         for target in [PauseTarget::Leader, PauseTarget::Minority] {
             all.push(Fault::Pause { target });
         }
@@ -133,6 +142,9 @@ impl Fault {
                 | Fault::Kill {
                     target: KillTarget::Leader
                 }
+                | Fault::PowerLoss {
+                    target: KillTarget::Leader
+                }
                 | Fault::Pause {
                     target: PauseTarget::Leader
                 }
@@ -149,6 +161,7 @@ impl std::fmt::Display for Fault {
             Fault::Partition { shape } => write!(f, "partition-{}", snake(shape)),
             Fault::StaleRoute => write!(f, "stale-route"),
             Fault::Kill { target } => write!(f, "kill-{}", snake(target)),
+            Fault::PowerLoss { target } => write!(f, "power-loss-{}", snake(target)),
             Fault::Pause { target } => write!(f, "pause-{}", snake(target)),
             Fault::Lossy { percent } => write!(f, "lossy-{percent}pct"),
             Fault::Membership { change } => write!(f, "membership-{}", snake(change)),
@@ -195,6 +208,8 @@ pub enum Plan {
     },
     /// SIGKILL these members; restart them at stop.
     Kill(Vec<String>),
+    /// SIGKILL these members, drop their unsynced data; restart them at stop.
+    PowerLoss(Vec<String>),
     /// SIGSTOP these members; SIGCONT them at stop.
     Pause(Vec<String>),
     /// Remove this member from the voters; add it back at stop.
@@ -209,7 +224,7 @@ impl Plan {
             Plan::Partition { a, .. } => a.clone(),
             Plan::OneWay { from, .. } => from.clone(),
             Plan::Lossy { nodes, .. } => nodes.clone(),
-            Plan::Kill(nodes) | Plan::Pause(nodes) => nodes.clone(),
+            Plan::Kill(nodes) | Plan::PowerLoss(nodes) | Plan::Pause(nodes) => nodes.clone(),
             Plan::RemoveMember(node) => vec![node.clone()],
             Plan::HealAll => vec![],
         }
@@ -256,16 +271,7 @@ fn without(nodes: &[String], remove: &[String]) -> Vec<String> {
 pub fn plan(fault: &Fault, view: &ClusterView, choice: u64) -> Result<Plan, Skip> {
     let members = &view.members;
     let leader = || view.leader.clone().ok_or(Skip::NoLeader);
-    let need = |needed: usize| {
-        if members.len() < needed {
-            Err(Skip::TooFewMembers {
-                needed,
-                have: members.len(),
-            })
-        } else {
-            Ok(())
-        }
-    };
+    let need = |needed: usize| need_members(members, needed);
     let everyone: Vec<String> = members.iter().chain(&view.others).cloned().collect();
     let followers = |leader: &Option<String>| match leader {
         Some(l) => without(members, std::slice::from_ref(l)),
@@ -340,28 +346,8 @@ pub fn plan(fault: &Fault, view: &ClusterView, choice: u64) -> Result<Plan, Skip
                 a: vec![l],
             }
         }
-        Fault::Kill { target } => match target {
-            KillTarget::One => {
-                need(1)?;
-                Plan::Kill(rotated(members, choice).into_iter().take(1).collect())
-            }
-            KillTarget::Leader => Plan::Kill(vec![leader()?]),
-            KillTarget::Minority => {
-                need(3)?;
-                Plan::Kill(
-                    rotated(members, choice)
-                        .into_iter()
-                        .take(minority_size(members.len()))
-                        .collect(),
-                )
-            }
-            KillTarget::All => {
-                need(1)?;
-                let mut all = members.clone();
-                all.sort();
-                Plan::Kill(all)
-            }
-        },
+        Fault::Kill { target } => Plan::Kill(kill_targets(*target, view, choice)?),
+        Fault::PowerLoss { target } => Plan::PowerLoss(kill_targets(*target, view, choice)?),
         Fault::Pause { target } => match target {
             PauseTarget::Leader => Plan::Pause(vec![leader()?]),
             PauseTarget::Minority => {
@@ -402,6 +388,44 @@ pub fn plan(fault: &Fault, view: &ClusterView, choice: u64) -> Result<Plan, Skip
     })
 }
 
+/// `Ok` when the group has at least `needed` members.
+fn need_members(members: &[String], needed: usize) -> Result<(), Skip> {
+    if members.len() < needed {
+        Err(Skip::TooFewMembers {
+            needed,
+            have: members.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// The members a kill or a power loss aimed at `target` hits.
+fn kill_targets(target: KillTarget, view: &ClusterView, choice: u64) -> Result<Vec<String>, Skip> {
+    let members = &view.members;
+    let need = |needed: usize| need_members(members, needed);
+    Ok(match target {
+        KillTarget::One => {
+            need(1)?;
+            rotated(members, choice).into_iter().take(1).collect()
+        }
+        KillTarget::Leader => vec![view.leader.clone().ok_or(Skip::NoLeader)?],
+        KillTarget::Minority => {
+            need(3)?;
+            rotated(members, choice)
+                .into_iter()
+                .take(minority_size(members.len()))
+                .collect()
+        }
+        KillTarget::All => {
+            need(1)?;
+            let mut all = members.clone();
+            all.sort();
+            all
+        }
+    })
+}
+
 /// Errors from the cluster controller (implemented by the harness).
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -411,6 +435,9 @@ pub enum ClusterError {
     Control { member: String, message: String },
     #[error("membership change failed: {0}")]
     Membership(String),
+    /// A power loss asked of a cluster whose members do not run on lazy filesystems.
+    #[error("the members do not run on lazy filesystems")]
+    NoLazyFs,
 }
 
 /// What the nemesis needs from the cluster under test. The harness implements it against its
@@ -425,6 +452,13 @@ pub trait Cluster: Send + Sync {
     fn pid(&self, member: &str) -> Option<u32>;
     /// The current leader as the cluster reports it (admin HTTP or the NameServer).
     fn leader(&self) -> impl Future<Output = Option<String>> + Send;
+    /// Power loss of `members` at once: SIGKILL every one that runs, wait until they have
+    /// exited, then drop everything their lazy filesystems hold unsynced. Returns the members
+    /// hit; [`ClusterError::NoLazyFs`] (nothing done) when the members run on ordinary disks.
+    fn power_loss(
+        &self,
+        members: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, ClusterError>> + Send;
     /// Starts a member again after it was killed (same data directory, same address).
     fn restart(&self, member: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
     /// Removes a member from the voters through the leader.
@@ -612,6 +646,43 @@ mod tests {
             };
             assert_ne!(a, s(&["n2"]));
         }
+    }
+
+    #[test]
+    fn power_loss_hits_the_members_a_kill_would() {
+        let v = view(5, Some(3));
+        for target in [
+            KillTarget::One,
+            KillTarget::Leader,
+            KillTarget::Minority,
+            KillTarget::All,
+        ] {
+            for choice in 0..5 {
+                let Plan::Kill(killed) = plan(&Fault::Kill { target }, &v, choice).unwrap() else {
+                    panic!("kill plan");
+                };
+                let lost = plan(&Fault::PowerLoss { target }, &v, choice).unwrap();
+                assert_eq!(lost, Plan::PowerLoss(killed.clone()));
+                assert_eq!(lost.targets(), killed);
+            }
+        }
+        let all = plan(
+            &Fault::PowerLoss {
+                target: KillTarget::All,
+            },
+            &v,
+            0,
+        )
+        .unwrap();
+        assert_eq!(all.targets(), s(&["n1", "n2", "n3", "n4", "n5"]));
+        let f = Fault::PowerLoss {
+            target: KillTarget::Minority,
+        };
+        assert_eq!(f.to_string(), "power-loss-minority");
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"kind":"power_loss","target":"minority"}"#
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::workload::drain::{DrainReport, Target, drain_all};
 use crate::workload::{QUEUES_PER_TOPIC, Shared, W1_TOPIC, W2_TOPIC, W3_TOPIC, tx, w1, w2, w3};
 
 pub mod ack_loss;
+pub mod fsync_loss;
 
 /// Exit status after Ctrl-C or SIGTERM.
 pub const EXIT_INTERRUPTED: i32 = 130;
@@ -55,15 +56,20 @@ pub const TOPICS: [&str; 3] = [W1_TOPIC, W2_TOPIC, W3_TOPIC];
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RunProfile {
-    /// Scenarios of 60-75 s with different fault mixes (CI), retention and transactions among
-    /// them.
+    /// Scenarios of 60-75 s with different fault mixes (CI), retention, transactions and power
+    /// loss among them.
     Short,
-    /// Ten scenarios of 300 s with every fault, then retention and transactions.
+    /// Ten scenarios of 300 s with every fault (power losses too), then retention, transactions
+    /// and power loss.
     Long,
     /// The scripted proof that the suite can fail: acknowledge sends on a leader cut off from
     /// its peers, kill it, heal. With `--unsafe-ack-before-commit` the checkers must report
     /// the acknowledged sends lost; without it the run must pass.
     AckLoss,
+    /// The scripted proof that power-loss faults test our fsyncs: acknowledged sends, then a
+    /// power loss of every member at once. With `--unsafe-skip-fsync` the checkers must report
+    /// lost writes; without it the run must pass.
+    FsyncLoss,
 }
 
 impl RunProfile {
@@ -73,6 +79,7 @@ impl RunProfile {
             RunProfile::Short => "short",
             RunProfile::Long => "long",
             RunProfile::AckLoss => "ack-loss",
+            RunProfile::FsyncLoss => "fsync-loss",
         }
     }
 }
@@ -85,6 +92,7 @@ pub struct RunOptions {
     pub out: PathBuf,
     pub nodes: usize,
     pub unsafe_ack_before_commit: bool,
+    pub unsafe_skip_fsync: bool,
     pub net: NetChoice,
     pub bin_dir: PathBuf,
     pub keep_data: bool,
@@ -123,6 +131,7 @@ pub struct RunReport {
     pub seed: u64,
     pub nodes: usize,
     pub unsafe_ack_before_commit: bool,
+    pub unsafe_skip_fsync: bool,
     pub exit_code: i32,
     pub scenarios: Vec<ScenarioReport>,
 }
@@ -131,12 +140,17 @@ impl RunReport {
     /// A short table for people.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "jepsen-lite run --profile {} --seed {} --nodes {}{}\n",
+            "jepsen-lite run --profile {} --seed {} --nodes {}{}{}\n",
             self.profile.name(),
             self.seed,
             self.nodes,
             if self.unsafe_ack_before_commit {
                 " --unsafe-ack-before-commit"
+            } else {
+                ""
+            },
+            if self.unsafe_skip_fsync {
+                " --unsafe-skip-fsync"
             } else {
                 ""
             }
@@ -187,6 +201,7 @@ pub async fn run(options: &RunOptions, cancel: &CancellationToken) -> RunReport 
         RunProfile::Short => Profile::Short.scenarios(),
         RunProfile::Long => Profile::Long.scenarios(),
         RunProfile::AckLoss => vec![ack_loss::scenario()],
+        RunProfile::FsyncLoss => vec![fsync_loss::scenario()],
     }
     .into_iter()
     .enumerate()
@@ -232,6 +247,7 @@ pub async fn run(options: &RunOptions, cancel: &CancellationToken) -> RunReport 
         seed: options.seed,
         nodes: options.nodes,
         unsafe_ack_before_commit: options.unsafe_ack_before_commit,
+        unsafe_skip_fsync: options.unsafe_skip_fsync,
         exit_code,
         scenarios: reports,
     };
@@ -281,7 +297,10 @@ async fn run_scenario(
         dir: dir.clone(),
         net: options.net,
         unsafe_ack_before_commit: options.unsafe_ack_before_commit,
+        // The fsync-loss script starts safe brokers and restarts them with the flag itself.
+        unsafe_skip_fsync: options.unsafe_skip_fsync && options.profile != RunProfile::FsyncLoss,
         broker_args: scenario.broker_args.clone(),
+        lazy_fs: scenario.lazy_fs,
     };
     let cluster = match ProcessCluster::start(spec).await {
         Ok(c) => c,
@@ -300,6 +319,9 @@ async fn run_scenario(
     let driven = match options.profile {
         RunProfile::AckLoss => {
             ack_loss::drive(options, &cluster, &history_path, seed, &mut report, cancel).await
+        }
+        RunProfile::FsyncLoss => {
+            fsync_loss::drive(options, &cluster, &history_path, seed, &mut report, cancel).await
         }
         _ => {
             drive(
@@ -538,11 +560,13 @@ async fn drive(
         "members": options.nodes,
         "net": cluster.net().kind(),
         "unsafe_ack_before_commit": options.unsafe_ack_before_commit,
+        "unsafe_skip_fsync": options.unsafe_skip_fsync,
         "run_ms": schedule.run_ms,
         "heal_all_ms": schedule.heal_all_ms,
         "think_time_ms": options.think_time.as_millis() as u64,
         "run_seed": options.seed,
         "broker_args": scenario.broker_args,
+        "lazy_fs": scenario.lazy_fs,
         checker::retention::EXPECT_SETTING: scenario.expect_retention,
     });
     let recorded = async {

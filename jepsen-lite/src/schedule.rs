@@ -171,9 +171,10 @@ impl Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// Scenarios of 60-75 s (CI).
+    /// Scenarios of 60-75 s (CI), power loss among them.
     Short,
-    /// Eleven scenarios of 300 s.
+    /// Thirteen scenarios of 300 s: ten mixing every fault (power losses too), then
+    /// retention, transactions and power loss.
     Long,
 }
 
@@ -188,6 +189,10 @@ pub struct Scenario {
     /// The run must show retention at work (the `retention` checker judges it).
     #[serde(default)]
     pub expect_retention: bool,
+    /// Every member's data directory on a lazy filesystem of its own, so that power-loss
+    /// faults can drop what was not synced.
+    #[serde(default)]
+    pub lazy_fs: bool,
 }
 
 impl Scenario {
@@ -198,6 +203,24 @@ impl Scenario {
             config,
             broker_args: Vec::new(),
             expect_retention: false,
+            lazy_fs: false,
+        }
+    }
+
+    /// The `power-loss` scenario over `run_ms`: members on lazy filesystems, power losses of
+    /// one member, a minority and all members at once (the first fault, so that every seed has
+    /// one) beside kills and partitions.
+    pub fn power_loss(run_ms: u64, final_phase_ms: u64) -> Self {
+        let all = Fault::PowerLoss {
+            target: KillTarget::All,
+        };
+        Scenario {
+            lazy_fs: true,
+            ..Scenario::new(
+                POWER_LOSS_SCENARIO,
+                ScheduleConfig::cadence(run_ms, final_phase_ms, power_loss_scenario_faults())
+                    .with_first_fault(all),
+            )
         }
     }
 
@@ -245,6 +268,36 @@ impl Scenario {
             )
         }
     }
+}
+
+/// The power-loss scenario's name (`run --scenario power-loss`).
+pub const POWER_LOSS_SCENARIO: &str = "power-loss";
+
+/// Power loss of one member, of a minority and of every member at once.
+pub fn power_loss_faults() -> Vec<Fault> {
+    [KillTarget::One, KillTarget::Minority, KillTarget::All]
+        .into_iter()
+        .map(|target| Fault::PowerLoss { target })
+        .collect()
+}
+
+/// The `power-loss` scenario's faults: power losses (drawn half of the time), kill -9 of the
+/// leader, and the partitions that leave a member behind to catch up.
+pub fn power_loss_scenario_faults() -> Vec<Fault> {
+    let mut v = power_loss_faults();
+    v.extend(power_loss_faults());
+    v.push(Fault::Kill {
+        target: KillTarget::Leader,
+    });
+    v.extend(
+        [
+            PartitionShape::IsolateLeader,
+            PartitionShape::MajorityMinority,
+        ]
+        .into_iter()
+        .map(|shape| Fault::Partition { shape }),
+    );
+    v
 }
 
 /// Segment size of the `retention` scenario's brokers: a few seconds of the workloads' writes,
@@ -368,17 +421,25 @@ impl Profile {
                 Scenario::new("mixed", ScheduleConfig::cadence(75_000, 15_000, mixed)),
                 Scenario::retention(70_000, 15_000),
                 Scenario::transactions(60_000, 15_000),
+                Scenario::power_loss(60_000, 15_000),
             ],
+            // The long runs mix power losses in too: their members run on lazy filesystems.
             Profile::Long => (1..=10)
-                .map(|i| {
-                    Scenario::new(
+                .map(|i| Scenario {
+                    lazy_fs: true,
+                    ..Scenario::new(
                         format!("long-{i}"),
-                        ScheduleConfig::cadence(300_000, 30_000, mixed.clone()),
+                        ScheduleConfig::cadence(
+                            300_000,
+                            30_000,
+                            mixed.iter().cloned().chain(power_loss_faults()).collect(),
+                        ),
                     )
                 })
                 .chain([
                     Scenario::retention(300_000, 30_000),
                     Scenario::transactions(300_000, 30_000),
+                    Scenario::power_loss(300_000, 30_000),
                 ])
                 .collect(),
         }
@@ -517,6 +578,55 @@ mod tests {
                 assert_eq!(other.broker_args, expected, "{}", other.name);
             }
         }
+    }
+
+    #[test]
+    fn the_power_loss_scenario_runs_on_lazy_filesystems_and_loses_all_power_first() {
+        for profile in [Profile::Short, Profile::Long] {
+            let scenarios = profile.scenarios();
+            let (index, scenario) = scenarios
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.name == POWER_LOSS_SCENARIO)
+                .expect("every profile runs the power-loss scenario");
+            assert!(scenario.lazy_fs);
+            let all = Fault::PowerLoss {
+                target: KillTarget::All,
+            };
+            for seed in 0..20 {
+                let s = Schedule::generate(scenario_seed(seed, index), &scenario.config);
+                assert_eq!(s.steps[0].fault, all, "seed {seed}");
+                assert!(s.steps.len() > 1, "seed {seed}: more faults follow");
+            }
+            for target in [KillTarget::One, KillTarget::Minority, KillTarget::All] {
+                assert!(
+                    scenario
+                        .config
+                        .faults
+                        .contains(&Fault::PowerLoss { target })
+                );
+            }
+            // A power loss needs lazy filesystems: only scenarios that have them draw one.
+            for s in &scenarios {
+                let draws_power_loss = s
+                    .config
+                    .faults
+                    .iter()
+                    .any(|f| matches!(f, Fault::PowerLoss { .. }));
+                assert!(!draws_power_loss || s.lazy_fs, "{}", s.name);
+            }
+        }
+        // The long mix has power losses in every mixed scenario.
+        assert!(
+            Profile::Long
+                .scenarios()
+                .iter()
+                .filter(|s| s.name.starts_with("long-"))
+                .all(|s| s.lazy_fs
+                    && s.config.faults.contains(&Fault::PowerLoss {
+                        target: KillTarget::Minority
+                    }))
+        );
     }
 
     #[test]

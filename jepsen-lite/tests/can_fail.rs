@@ -1,11 +1,20 @@
-//! The suite can fail: the scripted `ack-loss` scenario against real `mqbroker` processes.
+//! The suite can fail: the scripted `ack-loss` and `fsync-loss` scenarios against real
+//! `mqbroker` processes.
 //!
 //! With `--unsafe-ack-before-commit` (brokers acknowledge before the write commits), the
 //! leader is cut off from its peers, acknowledges sends it can never commit, and is killed; the
 //! checkers must report every one of those acknowledged sends as lost and unseen, every time.
 //! Without the flag the same script must pass, so the failure comes from the broker, not from
-//! the scenario. Network namespaces are used when the machine allows them, TCP proxies
-//! otherwise (or with `JEPSEN_LITE_NET=proxy`).
+//! the scenario.
+//!
+//! With `--unsafe-skip-fsync` (the Raft log never fsyncs), members on lazy filesystems lose
+//! power all at once after acknowledged sends; the checkers must report those sends lost.
+//! Without the flag the same script must pass. (These two need root and FUSE, as
+//! `tests/lazyfs.rs`; they print why and pass where the machine cannot mount, unless
+//! `JEPSEN_LITE_REQUIRE_FUSE` is set.)
+//!
+//! Network namespaces are used when the machine allows them, TCP proxies otherwise (or with
+//! `JEPSEN_LITE_NET=proxy`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use jepsen_lite::checker::Verdict;
 use jepsen_lite::history::{Call, OpType, read_history};
+use jepsen_lite::lazyfs::mount::support;
+use jepsen_lite::run::fsync_loss::{SENDS_AT_STAKE, SENDS_DURABLE};
 use jepsen_lite::summary::{EXIT_PASS, EXIT_SAFETY_VIOLATION, Summary};
 
 /// Longest a build of the broker binaries may take (cold, on two busy cores).
@@ -81,20 +92,21 @@ fn build_brokers() -> PathBuf {
     dir
 }
 
-/// Runs the scripted scenario; returns the exit status and the scenario directory.
-fn run_ack_loss(unsafe_ack: bool, out: &Path) -> (i32, PathBuf) {
+/// Runs the scripted scenario `profile`, with the run flag `unsafe` if given; returns the exit
+/// status and the scenario directory.
+fn run_script(profile: &str, unsafe_flag: Option<&str>, out: &Path) -> (i32, PathBuf) {
     let bin_dir = build_brokers();
     let mut command = Command::new(env!("CARGO_BIN_EXE_jepsen-lite"));
     command
-        .args(["run", "--profile", "ack-loss", "--seed", "1"])
+        .args(["run", "--profile", profile, "--seed", "1"])
         .arg("--out")
         .arg(out)
         .arg("--bin-dir")
         .arg(&bin_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    if unsafe_ack {
-        command.arg("--unsafe-ack-before-commit");
+    if let Some(flag) = unsafe_flag {
+        command.arg(flag);
     }
     // JEPSEN_LITE_NET=proxy exercises the proxy layout where namespaces would be used.
     if let Ok(net) = std::env::var("JEPSEN_LITE_NET") {
@@ -104,9 +116,45 @@ fn run_ack_loss(unsafe_ack: bool, out: &Path) -> (i32, PathBuf) {
     let code = wait(
         &mut child,
         RUN_TIMEOUT,
-        "jepsen-lite run --profile ack-loss",
+        &format!("jepsen-lite run --profile {profile}"),
     );
-    (code, out.join("01-ack-loss"))
+    (code, out.join(format!("01-{profile}")))
+}
+
+/// Runs the scripted `ack-loss` scenario.
+fn run_ack_loss(unsafe_ack: bool, out: &Path) -> (i32, PathBuf) {
+    run_script(
+        "ack-loss",
+        unsafe_ack.then_some("--unsafe-ack-before-commit"),
+        out,
+    )
+}
+
+/// `true` (after printing why) when this machine cannot mount lazy filesystems.
+fn no_fuse() -> bool {
+    let Err(reason) = support() else {
+        return false;
+    };
+    assert!(
+        std::env::var_os("JEPSEN_LITE_REQUIRE_FUSE").is_none(),
+        "lazy filesystems required but impossible here: {reason}"
+    );
+    println!("SKIPPED: the fsync-loss script needs root and FUSE: {reason}");
+    true
+}
+
+/// The values of acknowledged sends of the `fsync-loss` script, in send order.
+fn acknowledged_sends(dir: &Path) -> Vec<String> {
+    let history = read_history(&dir.join("history.jsonl")).expect("history");
+    history
+        .ops
+        .iter()
+        .filter(|op| op.kind == OpType::Ok)
+        .filter_map(|op| match &op.call {
+            Call::Send(send) => Some(send.value.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn summary(dir: &Path) -> Summary {
@@ -171,6 +219,63 @@ fn the_same_script_passes_against_brokers_that_commit_first() {
     assert!(
         acknowledged_directed(&dir).is_empty(),
         "a leader cut off from its peers acknowledged a send"
+    );
+    let failed: Vec<String> = summary
+        .checkers
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .map(|c| format!("{c:?}"))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(code, EXIT_PASS, "verdict {:?}", summary.verdict);
+}
+
+#[test]
+fn brokers_that_skip_fsync_are_caught_losing_acknowledged_sends_to_a_power_loss() {
+    if no_fuse() {
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let (code, dir) = run_script("fsync-loss", Some("--unsafe-skip-fsync"), out.path());
+    let summary = summary(&dir);
+    let acked = acknowledged_sends(&dir);
+    assert!(
+        acked.len() > SENDS_AT_STAKE,
+        "too few acknowledged sends for anything to be at stake: {acked:?}"
+    );
+    let lost = summary
+        .checkers
+        .iter()
+        .find(|c| c.name == "lost_write")
+        .expect("the lost_write checker");
+    assert_eq!(lost.verdict, Verdict::Fail, "{lost:?}");
+    // Exactly what was acknowledged between the restart with the flag and the power loss is
+    // gone (the sends before were made durable by correct brokers).
+    let at_stake: Vec<String> = (SENDS_DURABLE..SENDS_DURABLE + SENDS_AT_STAKE)
+        .map(|i| format!("p1-{i}"))
+        .filter(|value| acked.contains(value))
+        .collect();
+    assert!(!at_stake.is_empty(), "no send at stake was acknowledged");
+    assert_eq!(lost.get("lost"), at_stake.len() as u64, "{lost:?}");
+    for example in &lost.examples {
+        let value = example["value"].as_str().unwrap_or_default();
+        assert!(at_stake.iter().any(|v| v == value), "{example}");
+    }
+    assert_eq!(code, EXIT_SAFETY_VIOLATION, "the run must exit 1");
+    assert_eq!(summary.exit_code, EXIT_SAFETY_VIOLATION);
+}
+
+#[test]
+fn the_same_power_loss_passes_against_brokers_that_fsync() {
+    if no_fuse() {
+        return;
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let (code, dir) = run_script("fsync-loss", None, out.path());
+    let summary = summary(&dir);
+    assert!(
+        acknowledged_sends(&dir).len() > SENDS_AT_STAKE,
+        "too few acknowledged sends for anything to be at stake"
     );
     let failed: Vec<String> = summary
         .checkers

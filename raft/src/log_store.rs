@@ -221,6 +221,8 @@ pub struct LogStoreConfig {
     pub cache_bytes: usize,
     /// The size at which a segment file is sealed and a new one started.
     pub segment_bytes: u64,
+    /// TEST ONLY: skip the group commit's fsyncs (see [`SegmentConfig::unsafe_skip_fsync`]).
+    pub unsafe_skip_fsync: bool,
 }
 
 impl Default for LogStoreConfig {
@@ -228,6 +230,7 @@ impl Default for LogStoreConfig {
         LogStoreConfig {
             cache_bytes: DEFAULT_LOG_CACHE_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            unsafe_skip_fsync: false,
         }
     }
 }
@@ -751,7 +754,8 @@ impl LogStore {
             path: data_dir.to_path_buf(),
             source: Box::new(source),
         };
-        std::fs::create_dir_all(data_dir).map_err(|e| open_error(LogStoreError::io(e)))?;
+        crate::segment::create_dir_all_durably(data_dir)
+            .map_err(|e| open_error(LogStoreError::io(e)))?;
         let legacy = data_dir.join(LEGACY_LOG_FILE_NAME);
         if legacy.exists() {
             return Err(open_error(LogStoreError::LegacyFormat { path: legacy }));
@@ -767,7 +771,13 @@ impl LogStore {
         };
         let segment_config = SegmentConfig {
             segment_bytes: config.segment_bytes,
+            unsafe_skip_fsync: config.unsafe_skip_fsync,
         };
+        if config.unsafe_skip_fsync {
+            tracing::warn!(
+                "raft log: fsyncs are SKIPPED (test only): a power loss loses acknowledged entries"
+            );
+        }
         let log_dir = data_dir.join(LOG_DIR_NAME);
         let (mut segments, report) =
             SegmentLog::open(&log_dir, segment_config.clone(), meta.deletable_upto())

@@ -123,6 +123,8 @@ pub struct NodeConfig {
     pub log_cache_bytes: usize,
     /// The size at which a log segment file is sealed and the next one started.
     pub segment_bytes: u64,
+    /// TEST ONLY: the log store skips its fsyncs (see [`SegmentConfig::unsafe_skip_fsync`]).
+    pub unsafe_skip_fsync: bool,
     /// A name for the group, shown in openraft's logs.
     pub cluster_name: String,
 }
@@ -138,6 +140,7 @@ impl NodeConfig {
             install_snapshot_timeout_ms: DEFAULT_INSTALL_SNAPSHOT_TIMEOUT_MS,
             log_cache_bytes: DEFAULT_LOG_CACHE_BYTES,
             segment_bytes: crate::segment::DEFAULT_SEGMENT_BYTES,
+            unsafe_skip_fsync: false,
             cluster_name: "raftmq".to_string(),
         }
     }
@@ -326,6 +329,7 @@ impl RaftNode {
             LogStoreConfig {
                 cache_bytes: config.log_cache_bytes,
                 segment_bytes: config.segment_bytes,
+                unsafe_skip_fsync: config.unsafe_skip_fsync,
             },
         )?;
         let flusher = log_store.flusher();
@@ -349,6 +353,7 @@ impl RaftNode {
                 &config.data_dir,
                 SegmentConfig {
                     segment_bytes: config.segment_bytes,
+                    unsafe_skip_fsync: config.unsafe_skip_fsync,
                 },
             ));
             match RaftServer::start(listener, raft.clone(), inbox) {

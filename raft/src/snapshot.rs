@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::log_store::{LogReader, LogStoreError, append_entries};
-use crate::segment::{SegmentConfig, SegmentLog, sync_dir};
+use crate::segment::{SegmentConfig, SegmentLog, create_dir_all_durably, sync_dir};
 use crate::types::{Entry, SnapshotMeta};
 
 /// The folder, inside the data directory, that holds the snapshots.
@@ -137,7 +137,7 @@ impl SnapshotDir {
     /// Opens (creating) `<data_dir>/snapshot`, removing what a crash left half-made.
     pub fn open(data_dir: &Path) -> Result<SnapshotDir, SnapshotFileError> {
         let root = data_dir.join(SNAPSHOT_DIR_NAME);
-        fs::create_dir_all(&root).map_err(|e| SnapshotFileError::io(&root, e))?;
+        create_dir_all_durably(&root).map_err(|e| SnapshotFileError::io(&root, e))?;
         let entries = fs::read_dir(&root).map_err(|e| SnapshotFileError::io(&root, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| SnapshotFileError::io(&root, e))?;
@@ -736,6 +736,7 @@ mod tests {
             dir,
             SegmentConfig {
                 segment_bytes: 1024,
+                ..SegmentConfig::default()
             },
         )
     }

@@ -44,6 +44,7 @@ fn uncached() -> LogStoreConfig {
     LogStoreConfig {
         cache_bytes: 0,
         segment_bytes: 1024,
+        ..LogStoreConfig::default()
     }
 }
 

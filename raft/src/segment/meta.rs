@@ -10,7 +10,7 @@
 //! Written as a temporary file, fsynced, renamed over the old one, then the directory fsynced:
 //! after a crash the file holds either the old or the new value, whole.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -93,6 +93,21 @@ impl MetaFile {
     }
 }
 
+/// Creates `dir` and whatever parents it lacks, durably: each directory created is fsynced
+/// into its parent (a new directory's entry is durable only once its parent is synced), so a
+/// power loss cannot take away a directory, and the durable files inside it, that `create_dir_all`
+/// alone would have made.
+pub fn create_dir_all_durably(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// fsyncs a directory, making creations, renames and deletions in it durable.
 pub fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
     File::open(dir)
@@ -135,5 +150,17 @@ mod tests {
         assert!(error.to_string().contains("meta"), "{error}");
         std::fs::write(meta.path(), b"RMQ").unwrap();
         assert!(meta.load().unwrap_err().is_corruption());
+    }
+
+    #[test]
+    fn creates_missing_directories_and_accepts_existing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a").join("b").join("c");
+        create_dir_all_durably(&nested).unwrap();
+        assert!(nested.is_dir());
+        create_dir_all_durably(&nested).unwrap();
+        let file = dir.path().join("a").join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(create_dir_all_durably(&file.join("below")).is_err());
     }
 }

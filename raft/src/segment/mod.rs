@@ -51,7 +51,7 @@ use bytes::Bytes;
 pub use error::{SegmentError, is_no_space};
 use file::{Flow, Segment, WalkStop, index_file_name, parse_base, segment_file_name, walk};
 pub use file::{INDEX_INTERVAL_BYTES, INDEX_SUFFIX, SEGMENT_SUFFIX, TEMP_SUFFIX};
-pub use meta::{MetaFile, sync_dir};
+pub use meta::{MetaFile, create_dir_all_durably, sync_dir};
 pub use record::{MAX_PAYLOAD_BYTES, RecordId, record_size};
 
 /// RocketMQ's CommitLog file size: 1 GiB.
@@ -71,6 +71,11 @@ pub struct SegmentConfig {
     /// A segment is sealed and a new one started before an append would take it past this size
     /// (a single record larger than this gets a segment of its own).
     pub segment_bytes: u64,
+    /// TEST ONLY (the broker's hidden `--unsafe-skip-fsync`): the group commit's fdatasyncs of
+    /// segments and of their directory are skipped, so appends are reported durable while
+    /// they sit in the page cache. A power loss then loses acknowledged entries; jepsen-lite's
+    /// power-loss proof uses it to show that its checkers catch that.
+    pub unsafe_skip_fsync: bool,
 }
 
 impl SegmentConfig {
@@ -84,6 +89,7 @@ impl Default for SegmentConfig {
     fn default() -> Self {
         SegmentConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            unsafe_skip_fsync: false,
         }
     }
 }
@@ -207,9 +213,10 @@ impl SegmentLog {
         config: SegmentConfig,
         purged: Option<u64>,
     ) -> Result<(SegmentLog, OpenReport), SegmentError> {
-        fs::create_dir_all(dir).map_err(|e| SegmentError::io("creating", dir, e))?;
+        create_dir_all_durably(dir).map_err(|e| SegmentError::io("creating", dir, e))?;
         let config = SegmentConfig {
             segment_bytes: config.segment_bytes.max(MIN_SEGMENT_BYTES),
+            ..config
         };
         let mut report = OpenReport::default();
         let listing = list_dir(dir)?;
@@ -627,6 +634,7 @@ impl SegmentLog {
             files,
             dir,
             fault_hook: self.fault_hook.clone(),
+            unsafe_skip_fsync: self.config.unsafe_skip_fsync,
         })
     }
 
@@ -858,6 +866,8 @@ pub struct SyncJob {
     files: Vec<(PathBuf, Arc<File>)>,
     dir: Option<PathBuf>,
     fault_hook: Option<FaultHook>,
+    /// [`SegmentConfig::unsafe_skip_fsync`]: `run` does nothing.
+    unsafe_skip_fsync: bool,
 }
 
 impl SyncJob {
@@ -868,6 +878,9 @@ impl SyncJob {
 
     /// fdatasyncs every touched segment, then the directory if files came or went.
     pub fn run(&self) -> Result<(), SegmentError> {
+        if self.unsafe_skip_fsync {
+            return Ok(());
+        }
         let step = |step: Step, path: &Path| match &self.fault_hook {
             Some(hook) => hook(step).map_err(|e| SegmentError::io("injected fault at", path, e)),
             None => Ok(()),

@@ -15,6 +15,7 @@ const TINY_SEGMENT_BYTES: u64 = 1024;
 fn config() -> SegmentConfig {
     SegmentConfig {
         segment_bytes: TINY_SEGMENT_BYTES,
+        ..SegmentConfig::default()
     }
 }
 
@@ -541,7 +542,10 @@ fn a_full_disk_refuses_the_roll_cleanly_and_appends_resume_when_space_is_freed()
     };
     let log_dir = disk.path.join("log");
     let segment_bytes = 64 * 1024;
-    let config = SegmentConfig { segment_bytes };
+    let config = SegmentConfig {
+        segment_bytes,
+        ..SegmentConfig::default()
+    };
     let (mut log, _) = SegmentLog::open(&log_dir, config.clone(), None).unwrap();
     // Fill the disk around the log with a ballast file.
     let ballast = disk.path.join("ballast");
@@ -576,4 +580,36 @@ fn a_full_disk_refuses_the_roll_cleanly_and_appends_resume_when_space_is_freed()
     assert_eq!(report.torn_tail, None);
     assert_eq!(log.next_index(), index + 1);
     assert!(read_all(&log).iter().all(|r| r.payload == body));
+}
+
+#[test]
+fn the_unsafe_skip_fsync_flag_turns_the_group_commit_fsyncs_into_no_ops() {
+    for skip in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SegmentConfig {
+            unsafe_skip_fsync: skip,
+            ..SegmentConfig::default()
+        };
+        let (mut log, _) = SegmentLog::open(dir.path(), config, None).unwrap();
+        let syncs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&syncs);
+        log.set_fault_hook(Arc::new(move |step| {
+            // The segments' fdatasyncs (the group commit's); directory fsyncs of creating a
+            // segment or writing a sidecar are not the group commit's and stay.
+            if step == Step::Sync {
+                seen.lock().unwrap().push(step);
+            }
+            Ok(())
+        }));
+        append_range(&mut log, 1..=3, 1);
+        log.sync().unwrap();
+        let syncs = syncs.lock().unwrap().clone();
+        if skip {
+            assert!(syncs.is_empty(), "skipped fsyncs ran: {syncs:?}");
+        } else {
+            assert!(syncs.contains(&Step::Sync), "{syncs:?}");
+        }
+        // Either way the records read back.
+        assert_eq!(indexes(&read_all(&log)), vec![1, 2, 3]);
+    }
 }

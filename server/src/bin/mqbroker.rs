@@ -62,6 +62,11 @@ fn run(config_file: Option<&std::path::Path>, flags: &clap::ArgMatches) -> anyho
             "--unsafe-ack-before-commit: sends are acknowledged BEFORE they are committed; data will be lost"
         );
     }
+    if config.unsafe_skip_fsync {
+        tracing::warn!(
+            "--unsafe-skip-fsync: the Raft log is NEVER fsynced; a power loss loses acknowledged sends"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
