@@ -36,8 +36,10 @@ before=$(du -sB1 "$RUN_DIR/raftmq/b1" | cut -f1)
   -c "$COUNT" -d 600 --warmup 0 -q --json > "$OUT/produce.json"
 # Let every member apply and flush what was committed.
 sleep 3
+# The payload acknowledged (the count is rounded to whole batches).
+payload=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes"])' "$OUT/produce.json")
 {
-  echo "payload: $COUNT x $SIZE B = $((COUNT * SIZE)) bytes (batches of $BATCH); empty member: $before bytes"
+  echo "payload: $payload bytes acknowledged ($COUNT x $SIZE B asked, batches of $BATCH); empty member: $before bytes"
   echo "| member | raft log (segments) | state machine + metadata | total | per payload byte |"
   echo "|---|---:|---:|---:|---:|"
   for i in 1 2 3; do
@@ -45,7 +47,7 @@ sleep 3
     total=$(du -sB1 "$dir" | cut -f1)
     log_bytes=$(du -sB1 "$dir/raft/log" 2> /dev/null | cut -f1 || echo 0)
     python3 -c "import sys; t,l,p=map(int,sys.argv[1:]); print(f'| b$i | {l/1e6:.1f} MB | {(t-l)/1e6:.1f} MB | {t/1e6:.1f} MB | {t/p:.3f} |')" \
-      "$total" "${log_bytes:-0}" "$((COUNT * SIZE))"
+      "$total" "${log_bytes:-0}" "$payload"
   done
 } | tee "$OUT/summary.txt"
 log "results in $OUT"

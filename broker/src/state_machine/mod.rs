@@ -35,6 +35,11 @@ use tables::*;
 /// openraft re-applies from the last durable applied id on restart. It saves an fsync per apply.
 pub const APPLIES_PER_DURABLE_COMMIT: u32 = 64;
 
+/// redb's page cache for the state machine. redb's default (1 GiB) grows with what is written,
+/// so a broker holding a million pending timers (rows in the timer and key indexes) kept
+/// hundreds of MB of pages in memory; the rows are read by range and the OS caches the file.
+pub const STATE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The broker's implementation of the raft crate's [`StateMachine`].
 pub struct BrokerStateMachine {
     db: Arc<Database>,
@@ -100,7 +105,10 @@ impl BrokerStateMachine {
             path: path.to_path_buf(),
             source: Box::new(source),
         };
-        let db = Database::create(path).map_err(|err| open_error(storage(err)))?;
+        let db = Database::builder()
+            .set_cache_size(STATE_CACHE_BYTES)
+            .create(path)
+            .map_err(|err| open_error(storage(err)))?;
         create_tables(&db).map_err(open_error)?;
         let private = load(&db).map_err(open_error)?;
         let db = Arc::new(db);
