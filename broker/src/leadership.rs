@@ -69,11 +69,15 @@ impl Leadership {
     /// be behind what was committed, since the state machine fsyncs only every few applies), its
     /// applied state could be older than what a client was told is committed.
     pub fn may_read_committed(&self) -> bool {
+        // One borrow at a time: the watch's lock is not re-entrant, and a second borrow while
+        // openraft waits to publish new metrics would deadlock the member.
+        if !self.may_write() {
+            return false;
+        }
         let metrics = self.metrics.borrow_watched();
-        self.may_write()
-            && metrics
-                .last_applied
-                .is_some_and(|applied| applied.leader_id.term == metrics.current_term)
+        metrics
+            .last_applied
+            .is_some_and(|applied| applied.leader_id.term == metrics.current_term)
     }
 
     pub fn is_leader(&self) -> bool {
