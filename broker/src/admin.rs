@@ -151,7 +151,7 @@ pub fn member_status(ctx: &BrokerContext, log: &LogReader) -> RaftStatus {
             .filter(|_| is_leader)
             .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
         disk_used_bytes: None,
-        disk_full: log.waiting_for_space,
+        disk_full: log.disk_full(),
         pending_transactions: ctx.state.pending_transactions().ok(),
         pending_timers: ctx.state.pending_timers().ok(),
     }

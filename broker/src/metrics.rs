@@ -563,7 +563,7 @@ impl BrokerMetrics {
         if let Some(bytes) = scrape.disk_used_bytes {
             self.disk_used_bytes.set(clamp_i64(bytes));
         }
-        self.disk_full.set(i64::from(scrape.log.waiting_for_space));
+        self.disk_full.set(i64::from(scrape.log.disk_full()));
         self.drop_deleted_series(scrape.state, scrape.clients);
         self.refresh_consumers(scrape.state, scrape.clients, scrape.raft.is_leader());
         let mut text = String::new();

@@ -129,6 +129,7 @@ fn delta(
         entries_read_from_cache: after.entries_read_from_cache - before.entries_read_from_cache,
         entries_read_from_disk: after.entries_read_from_disk - before.entries_read_from_disk,
         waiting_for_space: after.waiting_for_space,
+        apply_waiting_for_space: after.apply_waiting_for_space,
     }
 }
 

@@ -36,6 +36,7 @@
 //! benchmarks).
 
 pub mod codec;
+pub mod disk_space;
 pub mod log_store;
 pub mod network;
 pub mod node;

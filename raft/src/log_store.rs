@@ -270,6 +270,8 @@ pub struct LogStoreMetrics {
     entries_read_from_disk: AtomicU64,
     /// 1 while the flusher waits for disk space.
     waiting_for_space: AtomicU64,
+    /// 1 while the state machine waits for disk space before an apply (`disk_space`).
+    apply_waiting_for_space: AtomicU64,
 }
 
 /// A point-in-time copy of [`LogStoreMetrics`].
@@ -298,6 +300,16 @@ pub struct LogStoreMetricsSnapshot {
     /// The disk is full: appends wait (this member acknowledges nothing new) until space is
     /// freed.
     pub waiting_for_space: bool,
+    /// The disk is nearly full: the state machine applies nothing new until space is freed
+    /// ([`crate::disk_space`]).
+    pub apply_waiting_for_space: bool,
+}
+
+impl LogStoreMetricsSnapshot {
+    /// Whether this member is held up by a full disk, in its log or its state machine.
+    pub fn disk_full(&self) -> bool {
+        self.waiting_for_space || self.apply_waiting_for_space
+    }
 }
 
 impl LogStoreMetrics {
@@ -333,6 +345,7 @@ impl LogStoreMetrics {
             entries_read_from_cache: self.entries_read_from_cache.load(Ordering::Relaxed),
             entries_read_from_disk: self.entries_read_from_disk.load(Ordering::Relaxed),
             waiting_for_space: self.waiting_for_space.load(Ordering::Relaxed) != 0,
+            apply_waiting_for_space: self.apply_waiting_for_space.load(Ordering::Relaxed) != 0,
         }
     }
 
@@ -1049,6 +1062,14 @@ impl Debug for LogReader {
 }
 
 impl LogReader {
+    /// Says whether the state machine waits for disk space (shown with the log's metrics).
+    pub(crate) fn set_apply_waiting_for_space(&self, waiting: bool) {
+        self.shared
+            .metrics
+            .apply_waiting_for_space
+            .store(u64::from(waiting), Ordering::Relaxed);
+    }
+
     /// Entries with index in `range`, in order, clipped to the live log and to
     /// [`MAX_READ_ENTRIES`]. Reads below the in-memory cache run on a blocking thread.
     pub async fn read_entries(&self, range: Range<u64>) -> Result<Vec<Entry>, LogStoreError> {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use openraft::errors::{InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::log_store::{
     DEFAULT_LOG_CACHE_BYTES, FlusherHandle, LogReader, LogStore, LogStoreConfig, LogStoreError,
@@ -277,6 +278,7 @@ pub async fn transfer_leader(raft: &Raft, to: NodeId) -> Result<(), NodeError> {
 struct NodeHooks {
     released: Option<StateMachineReleased>,
     failure: FailureLatch,
+    stop_applies: CancellationToken,
     #[cfg(feature = "fault-injection")]
     partition: crate::network::Partition,
 }
@@ -300,6 +302,8 @@ pub struct RaftNode {
     log_reader: LogReader,
     state_machine_released: Option<StateMachineReleased>,
     state_machine_failure: FailureLatch,
+    /// Cancelled at shutdown: an apply waiting for disk space gives up.
+    stop_applies: CancellationToken,
     #[cfg(feature = "fault-injection")]
     partition: crate::network::Partition,
 }
@@ -339,6 +343,7 @@ impl RaftNode {
                 StateMachineStore::open(&config.data_dir, state_machine, log_reader.clone())?;
             let released = sm_store.released();
             let failure = sm_store.failure_latch();
+            let stop_applies = sm_store.stop_token();
             let network = NetworkFactory::with_log(log_reader.clone());
             #[cfg(feature = "fault-injection")]
             let partition = network.partition();
@@ -346,6 +351,7 @@ impl RaftNode {
             let hooks = NodeHooks {
                 released,
                 failure,
+                stop_applies,
                 #[cfg(feature = "fault-injection")]
                 partition,
             };
@@ -379,6 +385,7 @@ impl RaftNode {
                     log_reader,
                     state_machine_released: hooks.released,
                     state_machine_failure: hooks.failure,
+                    stop_applies: hooks.stop_applies,
                     #[cfg(feature = "fault-injection")]
                     partition: hooks.partition,
                 })
@@ -490,8 +497,10 @@ impl RaftNode {
             flusher,
             log_reader,
             state_machine_released,
+            stop_applies,
             ..
         } = self;
+        stop_applies.cancel();
         server.shutdown().await;
         let raft_result = raft.shutdown().await;
         drop(raft);

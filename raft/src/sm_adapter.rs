@@ -26,7 +26,9 @@ use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
+use crate::disk_space::{ApplySpace, SpaceProbe, StatvfsProbe};
 use crate::log_store::LogReader;
 use crate::snapshot::{SnapshotBundle, SnapshotDir};
 use crate::state_machine::{StateMachine, StateMachineError};
@@ -77,6 +79,10 @@ pub struct StateMachineStore {
     log: LogReader,
     released: Option<oneshot::Receiver<()>>,
     failure: FailureLatch,
+    /// Each apply first waits for room on the disk (see [`crate::disk_space`]).
+    space: ApplySpace,
+    /// Cancelled when the member stops: a wait for disk space gives up.
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for StateMachineStore {
@@ -135,8 +141,22 @@ impl StateMachineStore {
         state_machine: impl StateMachine,
         log: LogReader,
     ) -> Result<Self, SnapshotFileError> {
+        let probe = Arc::new(StatvfsProbe(data_dir.to_path_buf()));
+        Self::open_with_probe(data_dir, state_machine, log, probe)
+    }
+
+    /// [`open`](Self::open) with the free space read from `probe` (tests).
+    pub fn open_with_probe(
+        data_dir: &Path,
+        state_machine: impl StateMachine,
+        log: LogReader,
+        probe: Arc<dyn SpaceProbe>,
+    ) -> Result<Self, SnapshotFileError> {
         let (release, released) = oneshot::channel();
+        let stop = CancellationToken::new();
         Ok(StateMachineStore {
+            space: ApplySpace::new(probe, log.clone(), stop.clone()),
+            stop,
             shared: Arc::new(Shared {
                 state_machine: Mutex::new(Box::new(state_machine)),
                 _release: ReleaseSignal(Some(release)),
@@ -151,6 +171,11 @@ impl StateMachineStore {
     /// The latch that remembers this state machine's first storage failure.
     pub(crate) fn failure_latch(&self) -> FailureLatch {
         self.failure.clone()
+    }
+
+    /// Cancelling it makes an apply that waits for disk space give up (the member stops).
+    pub(crate) fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// A future-like handle that resolves when the wrapped state machine is dropped (once; later
@@ -237,6 +262,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if entries.is_empty() {
             return Ok(());
         }
+        // Never start an apply that could meet a full disk half-way (it would stop the member).
+        self.space.wait_for_room().await.map_err(io::Error::other)?;
         let count = entries.len();
         let latch = self.failure.clone();
         // Inline only when the lock is free at once: a snapshot being built or installed holds
@@ -483,6 +510,90 @@ mod tests {
         let ran_on = threads.lock().unwrap().clone();
         assert_eq!(ran_on.len(), 1);
         assert_ne!(ran_on[0], std::thread::current().id());
+    }
+
+    /// Free space as a test sets it.
+    struct SetSpace(std::sync::atomic::AtomicU64);
+
+    impl SpaceProbe for SetSpace {
+        fn probe(&self) -> io::Result<crate::disk_space::DiskSpace> {
+            Ok(crate::disk_space::DiskSpace {
+                free_bytes: self.0.load(std::sync::atomic::Ordering::SeqCst),
+                total_bytes: 1 << 30,
+            })
+        }
+    }
+
+    /// On a nearly full disk an apply waits (applying nothing, saying so in the log's metrics)
+    /// instead of failing the member, goes on by itself once space is freed, and gives up when
+    /// the member stops.
+    #[tokio::test]
+    async fn an_apply_waits_for_disk_space_and_goes_on_when_it_is_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let recorder = ThreadRecorder {
+            waits: false,
+            threads: Arc::clone(&threads),
+        };
+        let log = log_reader(&dir);
+        let probe = Arc::new(SetSpace(std::sync::atomic::AtomicU64::new(1 << 20)));
+        let mut store =
+            StateMachineStore::open_with_probe(dir.path(), recorder, log.clone(), probe.clone())
+                .unwrap();
+        let metrics = || log.metrics();
+        {
+            let mut apply = Box::pin(store.apply(one_entry(1)));
+            let waiting = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                loop {
+                    if futures::poll!(&mut apply).is_ready() {
+                        return false;
+                    }
+                    if metrics().apply_waiting_for_space {
+                        return true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            assert_eq!(waiting, Ok(true), "the apply waits, and says so");
+            assert!(metrics().disk_full());
+            assert!(threads.lock().unwrap().is_empty(), "nothing was applied");
+            probe.0.store(1 << 30, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::timeout(std::time::Duration::from_secs(10), apply)
+                .await
+                .expect("the apply goes on once space is freed")
+                .unwrap();
+        }
+        assert_eq!(threads.lock().unwrap().len(), 1);
+        assert!(!metrics().disk_full());
+    }
+
+    /// A member that stops while an apply waits for space: the wait ends with an error, not a
+    /// hang, and nothing is applied.
+    #[tokio::test]
+    async fn a_stopping_member_does_not_wait_for_disk_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let recorder = ThreadRecorder {
+            waits: false,
+            threads: Arc::clone(&threads),
+        };
+        let probe = Arc::new(SetSpace(std::sync::atomic::AtomicU64::new(0)));
+        let mut store =
+            StateMachineStore::open_with_probe(dir.path(), recorder, log_reader(&dir), probe)
+                .unwrap();
+        let stop = store.stop_token();
+        let mut apply = Box::pin(store.apply(one_entry(1)));
+        assert!(
+            futures::poll!(&mut apply).is_pending(),
+            "it waits for space"
+        );
+        stop.cancel();
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(10), apply)
+            .await
+            .expect("a stopped member does not wait for space");
+        assert!(stopped.is_err());
+        assert!(threads.lock().unwrap().is_empty(), "nothing was applied");
     }
 
     #[tokio::test]
