@@ -372,8 +372,12 @@ pub enum ConfigError {
     BadDelayLevels(#[from] DelayLevelError),
     #[error("{flag}: {reason}")]
     OutOfRange { flag: &'static str, reason: String },
-    #[error("--segment-size: {value:?} is not a size (bytes, or e.g. 64MiB, 1GiB): {reason}")]
-    BadSegmentSize { value: String, reason: String },
+    #[error("{flag}: {value:?} is not a size (bytes, or e.g. 64MiB, 1GiB): {reason}")]
+    BadSize {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error(
         "--file-reserved-time: {value:?} is not hours or a duration (e.g. 72, 30s, 3d): {reason}"
     )]
@@ -624,7 +628,8 @@ impl BrokerConfig {
             segment_bytes: match options.segment_size.as_deref() {
                 None => raftmq_raft::segment::DEFAULT_SEGMENT_BYTES,
                 Some(text) => {
-                    let bad = |reason: String| ConfigError::BadSegmentSize {
+                    let bad = |reason: String| ConfigError::BadSize {
+                        flag: "--segment-size",
                         value: text.to_owned(),
                         reason,
                     };
@@ -664,12 +669,11 @@ impl BrokerConfig {
                     .max(1),
                 snapshot_every_bytes: match options.snapshot_every_bytes.as_deref() {
                     None => DEFAULT_SNAPSHOT_EVERY_BYTES,
-                    Some(text) => {
-                        parse_size(text).map_err(|reason| ConfigError::BadSegmentSize {
-                            value: text.to_owned(),
-                            reason: format!("--snapshot-every-bytes: {reason}"),
-                        })?
-                    }
+                    Some(text) => parse_size(text).map_err(|reason| ConfigError::BadSize {
+                        flag: "--snapshot-every-bytes",
+                        value: text.to_owned(),
+                        reason,
+                    })?,
                 },
             },
             join,
@@ -750,10 +754,34 @@ mod tests {
             options.segment_size = Some(bad.into());
             let error = BrokerConfig::from_options(options.clone()).unwrap_err();
             assert!(
-                matches!(error, ConfigError::BadSegmentSize { .. }),
+                matches!(
+                    error,
+                    ConfigError::BadSize {
+                        flag: "--segment-size",
+                        ..
+                    }
+                ),
                 "{bad}: {error}"
             );
+            assert!(error.to_string().starts_with("--segment-size: "), "{error}");
         }
+        options.segment_size = None;
+        options.snapshot_every_bytes = Some("lots".into());
+        let error = BrokerConfig::from_options(options.clone()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::BadSize {
+                    flag: "--snapshot-every-bytes",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error.to_string().starts_with("--snapshot-every-bytes: "),
+            "{error}"
+        );
     }
 
     #[test]

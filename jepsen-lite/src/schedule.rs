@@ -254,9 +254,7 @@ impl Scenario {
             ..Scenario::new("retention", config)
         }
     }
-}
 
-impl Scenario {
     /// The `transactions` scenario over `run_ms`: brokers with short transaction timeouts
     /// (`workload::tx::broker_args`), under kills and partitions.
     pub fn transactions(run_ms: u64, final_phase_ms: u64) -> Self {
