@@ -25,13 +25,14 @@ use futures::future::join_all;
 use raftmq_protocol::message::{StoredMessage, property};
 use raftmq_protocol::names::now_ms;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::batcher::{MAX_BATCH_BYTES, SendRequest};
 use crate::command::{Command, OffsetCommit, QueueOffset};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
 use crate::filter::MessageFilter;
+use crate::leader_task::{LeaderTask, Round, run_while_leading};
 use crate::message_reader::QueueReadRequest;
 use crate::processor::send_message::{pending_message, resolve_topic, store};
 use crate::topic::TopicConfig;
@@ -224,46 +225,42 @@ pub fn delivered(mut message: StoredMessage) -> Result<(Destination, StoredMessa
 
 /// Runs until `shutdown`: while this member leads, delivers due messages of every level.
 pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
-    let levels = ctx.config.delay_levels.clone();
-    // Per level: when to look again after a failure (a failing level does not spin).
-    let mut paused_until: BTreeMap<u32, Instant> = BTreeMap::new();
-    let mut was_leader = false;
-    // A level that delivered a full round may have more due at once: no pause before the next.
-    let mut backlog = false;
-    loop {
-        let pause = if backlog {
-            Duration::ZERO
-        } else {
-            SCHEDULE_POLL_INTERVAL
-        };
-        backlog = false;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-        let leading = ctx.leadership.may_write();
-        if leading != was_leader {
-            info!(
-                leading,
-                "delayed delivery {}",
-                if leading { "started" } else { "stopped" }
-            );
-            was_leader = leading;
-        }
-        if !leading {
-            continue;
-        }
-        for level in 1..=levels.count() {
-            if paused_until
+    let task = DelayedDelivery {
+        levels: ctx.config.delay_levels.clone(),
+        paused_until: BTreeMap::new(),
+        shutdown: shutdown.clone(),
+    };
+    run_while_leading(ctx, shutdown, task).await
+}
+
+/// The leader's delivery of due delayed messages, level by level.
+struct DelayedDelivery {
+    levels: DelayLevels,
+    /// Per level: when to look again after a failure (a failing level does not spin).
+    paused_until: BTreeMap<u32, Instant>,
+    /// A round stops between levels when the member shuts down.
+    shutdown: CancellationToken,
+}
+
+impl LeaderTask for DelayedDelivery {
+    const NAME: &'static str = "delayed delivery";
+    const INTERVAL: Duration = SCHEDULE_POLL_INTERVAL;
+
+    /// A level that delivered a full round may have more due at once: the round says so.
+    async fn round(&mut self, ctx: &BrokerContext) -> Round {
+        let mut backlog = false;
+        for level in 1..=self.levels.count() {
+            if self
+                .paused_until
                 .get(&level)
                 .is_some_and(|until| Instant::now() < *until)
             {
                 continue;
             }
-            let Some(delay) = levels.delay(level) else {
+            let Some(delay) = self.levels.delay(level) else {
                 continue;
             };
-            match deliver_due(&ctx, level, delay).await {
+            match deliver_due(ctx, level, delay).await {
                 Ok(0) => {}
                 Ok(count) => {
                     debug!(level, count, "delivered delayed messages");
@@ -271,13 +268,15 @@ pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
                 }
                 Err(err) => {
                     warn!(level, error = %err, "delayed delivery failed; trying again shortly");
-                    paused_until.insert(level, Instant::now() + RETRY_AFTER_FAILURE);
+                    self.paused_until
+                        .insert(level, Instant::now() + RETRY_AFTER_FAILURE);
                 }
             }
-            if shutdown.is_cancelled() || !ctx.leadership.may_write() {
+            if self.shutdown.is_cancelled() || !ctx.leadership.may_write() {
                 break;
             }
         }
+        if backlog { Round::Backlog } else { Round::Done }
     }
 }
 

@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use raftmq_protocol::message::{StoredMessage, property};
 use raftmq_protocol::names::{TIMER_TOPIC, now_ms};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::batcher::MAX_BATCH_BYTES;
 use crate::command::{Applied, Claim, ReleaseBuilder, SendOutcome};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
+use crate::leader_task::{LeaderTask, Round, run_while_leading};
 use crate::message_reader::ReadError;
 use crate::processor::send_message::{pending_message, resolve_topic};
 use crate::schedule::{Destination, real_destination};
@@ -133,42 +134,42 @@ pub fn delivered(
 
 /// Runs until `shutdown`: while this member leads, delivers due timers.
 pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
-    let mut was_leader = false;
-    let mut backlog = false;
-    let mut paused_until: Option<Instant> = None;
-    loop {
-        let pause = if backlog {
-            Duration::ZERO
-        } else {
-            TIMER_POLL_INTERVAL
-        };
-        backlog = false;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+    run_while_leading(ctx, shutdown, TimerDelivery::default()).await
+}
+
+/// The leader's delivery of due timers.
+#[derive(Default)]
+struct TimerDelivery {
+    /// After a failure, no round until then (a failing store does not spin).
+    paused_until: Option<Instant>,
+}
+
+impl LeaderTask for TimerDelivery {
+    const NAME: &'static str = "timer delivery";
+    const INTERVAL: Duration = TIMER_POLL_INTERVAL;
+
+    async fn round(&mut self, ctx: &BrokerContext) -> Round {
+        if self
+            .paused_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return Round::Done;
         }
-        let leading = ctx.leadership.may_write();
-        if leading != was_leader {
-            info!(
-                leading,
-                "timer delivery {}",
-                if leading { "started" } else { "stopped" }
-            );
-            was_leader = leading;
-        }
-        if !leading || paused_until.is_some_and(|until| Instant::now() < until) {
-            continue;
-        }
-        match deliver_due(&ctx).await {
+        match deliver_due(ctx).await {
+            Ok(count) if count >= RELEASES_PER_ROUND => {
+                debug!(count, "delivered timer messages");
+                Round::Backlog
+            }
             Ok(count) => {
                 if count > 0 {
                     debug!(count, "delivered timer messages");
                 }
-                backlog = count >= RELEASES_PER_ROUND;
+                Round::Done
             }
             Err(err) => {
                 warn!(error = %err, "timer delivery failed; trying again shortly");
-                paused_until = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                self.paused_until = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                Round::Done
             }
         }
     }

@@ -33,11 +33,12 @@ use raftmq_protocol::header::transaction::CheckTransactionStateRequestHeader;
 use raftmq_protocol::message::{StoredMessage, offset_msg_id, property, sys_flag};
 use raftmq_protocol::names::{TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC, now_ms};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::command::{Applied, Claim, Command, ReleaseBuilder, SendOutcome};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
+use crate::leader_task::{LeaderTask, Round, run_while_leading};
 use crate::processor::send_message::{pending_message, resolve_topic};
 use crate::schedule::{Destination, real_destination};
 use crate::state_machine::state::PendingHalf;
@@ -229,27 +230,21 @@ async fn propose_release(
 /// Runs until `shutdown`: while this member leads, checks pending transactions with their
 /// producers.
 pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
-    let mut was_leader = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(CHECK_POLL_INTERVAL) => {}
-        }
-        let leading = ctx.leadership.may_write();
-        if leading != was_leader {
-            info!(
-                leading,
-                "transaction checks {}",
-                if leading { "started" } else { "stopped" }
-            );
-            was_leader = leading;
-        }
-        if !leading {
-            continue;
-        }
-        if let Err(err) = check_round(&ctx).await {
+    run_while_leading(ctx, shutdown, TransactionChecks).await
+}
+
+/// The leader's checks of pending transactions.
+struct TransactionChecks;
+
+impl LeaderTask for TransactionChecks {
+    const NAME: &'static str = "transaction checks";
+    const INTERVAL: Duration = CHECK_POLL_INTERVAL;
+
+    async fn round(&mut self, ctx: &BrokerContext) -> Round {
+        if let Err(err) = check_round(ctx).await {
             warn!(error = %err, "a round of transaction checks failed; trying again shortly");
         }
+        Round::Done
     }
 }
 
