@@ -143,8 +143,16 @@ fn command() -> impl Strategy<Value = RemotingCommand> {
         )
 }
 
+/// The case count: `PROPTEST_CASES` if set (`scripts/fuzz.sh`), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(ProptestConfig::with_cases(cases(2_000)))]
 
     #[test]
     fn frame_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {

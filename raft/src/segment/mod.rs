@@ -35,6 +35,8 @@
 
 mod error;
 mod file;
+#[cfg(test)]
+mod fuzz_tests;
 mod meta;
 pub mod record;
 #[cfg(test)]
