@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -370,10 +370,7 @@ impl Batcher {
     }
 
     fn next_store_timestamp_ms(&mut self) -> i64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = raftmq_protocol::names::now_ms();
         self.last_store_timestamp_ms = self.last_store_timestamp_ms.max(now);
         self.last_store_timestamp_ms
     }

@@ -709,6 +709,9 @@ impl ProcessCluster {
             if self.skip_fsync.load(Ordering::Relaxed) {
                 cmd.arg("--unsafe-skip-fsync");
             }
+            // The clock-skew fault writes the offset there; no file is no offset.
+            cmd.arg("--unsafe-clock-offset-file")
+                .arg(clock_offset_file(&slot.log_path));
             cmd.args(&self.spec.broker_args);
             // Reap a previous (killed) process before replacing it.
             if let Some(mut old) = slot.child.take() {
@@ -1097,6 +1100,12 @@ impl Drop for ProcessCluster {
     }
 }
 
+/// Where a member reads its clock offset from (beside its log, off its data filesystem so that a
+/// power loss does not drop it).
+fn clock_offset_file(log_path: &Path) -> PathBuf {
+    log_path.with_extension("clock-offset-ms")
+}
+
 impl Cluster for ProcessCluster {
     fn members(&self) -> Vec<String> {
         lock(&self.state)
@@ -1187,6 +1196,26 @@ impl Cluster for ProcessCluster {
                 member: member.into(),
                 message: e.to_string(),
             })
+    }
+
+    fn set_clock_offset(&self, member: &str, offset_ms: i64) -> Result<(), ClusterError> {
+        let log_path = lock(&self.state)
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| m.log_path.clone())
+            .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
+        let path = clock_offset_file(&log_path);
+        // Written whole, then renamed: the member never reads half a number.
+        let temp = path.with_extension("clock-offset-ms.tmp");
+        std::fs::write(&temp, offset_ms.to_string())
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .map_err(|e| ClusterError::Control {
+                member: member.into(),
+                message: format!("setting the clock offset in {}: {e}", path.display()),
+            })?;
+        tracing::info!(member, offset_ms, "clock offset set");
+        Ok(())
     }
 
     async fn remove_member(&self, member: &str) -> Result<(), ClusterError> {

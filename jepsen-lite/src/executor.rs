@@ -45,6 +45,8 @@ enum Undo {
     Restart(Vec<String>),
     Resume(Vec<(String, u32)>),
     AddMember(String),
+    /// Set these members' clocks right.
+    Unskew(Vec<String>),
 }
 
 #[derive(Debug)]
@@ -264,6 +266,17 @@ impl<C: Cluster, N: Network> Executor<C, N> {
                     }),
                 };
             }
+            Plan::ClockSkew { nodes, offset_ms } => {
+                for (done, node) in nodes.iter().enumerate() {
+                    if let Err(e) = self.cluster.set_clock_offset(node, *offset_ms) {
+                        return Err(InstallError::Failed {
+                            undo: Some(Undo::Unskew(nodes[..=done].to_vec())),
+                            error: e.to_string(),
+                        });
+                    }
+                }
+                return Ok(Undo::Unskew(nodes.clone()));
+            }
             Plan::HealAll => return Ok(Undo::Heal),
         }
         Ok(Undo::Heal)
@@ -292,6 +305,14 @@ impl<C: Cluster, N: Network> Executor<C, N> {
                 .add_member(node)
                 .await
                 .map_err(|e| e.to_string()),
+            Undo::Unskew(nodes) => {
+                for node in nodes {
+                    self.cluster
+                        .set_clock_offset(node, 0)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -518,6 +539,13 @@ mod tests {
             self.log.lock().unwrap().push(format!("add {member}"));
             Ok(())
         }
+        fn set_clock_offset(&self, member: &str, offset_ms: i64) -> Result<(), ClusterError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("clock {member} {offset_ms:+}ms"));
+            Ok(())
+        }
     }
 
     #[derive(Default)]
@@ -620,6 +648,22 @@ mod tests {
         ex.start(&remove).await.unwrap();
         ex.stop(3).await.unwrap();
         assert_eq!(&cluster.log()[1..], ["remove n1", "add n1"]);
+
+        let skew = step(
+            4,
+            0,
+            0,
+            Fault::ClockSkew {
+                target: KillTarget::Leader,
+                offset_secs: -90,
+            },
+        );
+        ex.start(&skew).await.unwrap();
+        assert_eq!(ex.active_targets(4), Some(vec!["n2".into()]));
+        assert_eq!(cluster.log().last().unwrap(), "clock n2 -90000ms");
+        assert!(cluster.pid("n2").is_some(), "a skewed member keeps running");
+        ex.stop(4).await.unwrap();
+        assert_eq!(&cluster.log()[3..], ["clock n2 -90000ms", "clock n2 +0ms"]);
         assert!(ex.active_windows().is_empty());
         drop(ex);
         writer.close().await.unwrap();

@@ -83,6 +83,14 @@ pub enum Fault {
     Membership {
         change: MembershipChange,
     },
+    /// The wall clock of the targets runs `offset_secs` seconds off (negative: behind) while
+    /// they keep running; set right at stop. Raft's timing uses the monotonic clock; what a
+    /// leader decides by wall time (due delays and timers, transaction checks, retention,
+    /// store timestamps) follows the skewed clock.
+    ClockSkew {
+        target: KillTarget,
+        offset_secs: i32,
+    },
     /// The final phase: undo everything (network healed, paused resumed, killed restarted,
     /// removed members added back).
     HealAll,
@@ -127,7 +135,24 @@ impl Fault {
         ] {
             all.push(Fault::Membership { change });
         }
+        all.extend(Fault::clock_skews());
         all
+    }
+
+    /// Clock skew of seconds to minutes, ahead and behind, on the leader or one member.
+    pub fn clock_skews() -> Vec<Fault> {
+        [
+            (KillTarget::Leader, 120),
+            (KillTarget::Leader, -120),
+            (KillTarget::One, 5),
+            (KillTarget::One, -30),
+        ]
+        .into_iter()
+        .map(|(target, offset_secs)| Fault::ClockSkew {
+            target,
+            offset_secs,
+        })
+        .collect()
     }
 
     /// Whether the fault needs to know the current leader.
@@ -151,6 +176,10 @@ impl Fault {
                 | Fault::Membership {
                     change: MembershipChange::RemoveLeader
                 }
+                | Fault::ClockSkew {
+                    target: KillTarget::Leader,
+                    ..
+                }
         )
     }
 }
@@ -165,6 +194,10 @@ impl std::fmt::Display for Fault {
             Fault::Pause { target } => write!(f, "pause-{}", snake(target)),
             Fault::Lossy { percent } => write!(f, "lossy-{percent}pct"),
             Fault::Membership { change } => write!(f, "membership-{}", snake(change)),
+            Fault::ClockSkew {
+                target,
+                offset_secs,
+            } => write!(f, "clock-skew-{}-{offset_secs:+}s", snake(target)),
             Fault::HealAll => write!(f, "heal-all"),
         }
     }
@@ -214,6 +247,11 @@ pub enum Plan {
     Pause(Vec<String>),
     /// Remove this member from the voters; add it back at stop.
     RemoveMember(String),
+    /// Shift these members' wall clocks by `offset_ms`; back to 0 at stop.
+    ClockSkew {
+        nodes: Vec<String>,
+        offset_ms: i64,
+    },
     HealAll,
 }
 
@@ -226,6 +264,7 @@ impl Plan {
             Plan::Lossy { nodes, .. } => nodes.clone(),
             Plan::Kill(nodes) | Plan::PowerLoss(nodes) | Plan::Pause(nodes) => nodes.clone(),
             Plan::RemoveMember(node) => vec![node.clone()],
+            Plan::ClockSkew { nodes, .. } => nodes.clone(),
             Plan::HealAll => vec![],
         }
     }
@@ -384,6 +423,13 @@ pub fn plan(fault: &Fault, view: &ClusterView, choice: u64) -> Result<Plan, Skip
                 ),
             }
         }
+        Fault::ClockSkew {
+            target,
+            offset_secs,
+        } => Plan::ClockSkew {
+            nodes: kill_targets(*target, view, choice)?,
+            offset_ms: i64::from(*offset_secs) * 1000,
+        },
         Fault::HealAll => Plan::HealAll,
     })
 }
@@ -465,6 +511,9 @@ pub trait Cluster: Send + Sync {
     fn remove_member(&self, member: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
     /// Adds a member back as a voter through the leader.
     fn add_member(&self, member: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Sets a member's wall-clock offset (0: none); it follows within a fraction of a second,
+    /// whether it runs now or starts later.
+    fn set_clock_offset(&self, member: &str, offset_ms: i64) -> Result<(), ClusterError>;
 }
 
 /// Signals the nemesis sends to member processes.
@@ -543,6 +592,22 @@ mod tests {
             r#"{"kind":"lossy","percent":20}"#
         );
         assert_eq!(f.to_string(), "partition-isolate-leader");
+        let skew = Fault::ClockSkew {
+            target: KillTarget::Leader,
+            offset_secs: -120,
+        };
+        assert_eq!(skew.to_string(), "clock-skew-leader--120s");
+        assert_eq!(
+            serde_json::to_string(&skew).unwrap(),
+            r#"{"kind":"clock_skew","target":"leader","offset_secs":-120}"#
+        );
+        assert_eq!(
+            plan(&skew, &view(3, Some(2)), 0).unwrap(),
+            Plan::ClockSkew {
+                nodes: s(&["n2"]),
+                offset_ms: -120_000
+            }
+        );
         for fault in Fault::vocabulary(10) {
             let back: Fault =
                 serde_json::from_str(&serde_json::to_string(&fault).unwrap()).unwrap();

@@ -173,8 +173,8 @@ impl Schedule {
 pub enum Profile {
     /// Scenarios of 60-75 s (CI), power loss among them.
     Short,
-    /// Thirteen scenarios of 300 s: ten mixing every fault (power losses too), then
-    /// retention, transactions and power loss.
+    /// Fourteen scenarios of 300 s: ten mixing every fault (power losses and clock skew too),
+    /// then retention, transactions, power loss and clock skew.
     Long,
 }
 
@@ -255,6 +255,32 @@ impl Scenario {
         }
     }
 
+    /// The `clock-skew` scenario over `run_ms`: wall clocks of the leader or one member ahead
+    /// or behind by seconds to minutes (the first fault skews the leader, so that every seed
+    /// has one), beside leader kills and partitions, under the transactions workload (whose
+    /// checks and timeouts run on the leader's wall clock).
+    pub fn clock_skew(run_ms: u64, final_phase_ms: u64) -> Self {
+        let mut faults = Fault::clock_skews();
+        faults.extend(Fault::clock_skews());
+        faults.push(Fault::Kill {
+            target: KillTarget::Leader,
+        });
+        faults.push(Fault::Partition {
+            shape: PartitionShape::IsolateLeader,
+        });
+        let first = Fault::ClockSkew {
+            target: KillTarget::Leader,
+            offset_secs: 120,
+        };
+        Scenario {
+            broker_args: crate::workload::tx::broker_args(),
+            ..Scenario::new(
+                CLOCK_SKEW_SCENARIO,
+                ScheduleConfig::cadence(run_ms, final_phase_ms, faults).with_first_fault(first),
+            )
+        }
+    }
+
     /// The `transactions` scenario over `run_ms`: brokers with short transaction timeouts
     /// (`workload::tx::broker_args`), under kills and partitions.
     pub fn transactions(run_ms: u64, final_phase_ms: u64) -> Self {
@@ -267,6 +293,9 @@ impl Scenario {
         }
     }
 }
+
+/// The clock-skew scenario's name (`run --scenario clock-skew`).
+pub const CLOCK_SKEW_SCENARIO: &str = "clock-skew";
 
 /// The power-loss scenario's name (`run --scenario power-loss`).
 pub const POWER_LOSS_SCENARIO: &str = "power-loss";
@@ -430,7 +459,12 @@ impl Profile {
                         ScheduleConfig::cadence(
                             300_000,
                             30_000,
-                            mixed.iter().cloned().chain(power_loss_faults()).collect(),
+                            mixed
+                                .iter()
+                                .cloned()
+                                .chain(power_loss_faults())
+                                .chain(Fault::clock_skews())
+                                .collect(),
                         ),
                     )
                 })
@@ -438,6 +472,7 @@ impl Profile {
                     Scenario::retention(300_000, 30_000),
                     Scenario::transactions(300_000, 30_000),
                     Scenario::power_loss(300_000, 30_000),
+                    Scenario::clock_skew(300_000, 30_000),
                 ])
                 .collect(),
         }

@@ -2,6 +2,7 @@
 //! system topic names, the retry and dead-letter topics of a group, Java's `String.hashCode`
 //! (tag codes and sharding keys), the "outcome unknown" remark, and the default ports.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The topic a RocketMQ client falls back to for a topic it has no route for: a broker that
@@ -70,14 +71,35 @@ pub fn tags_code(tag: &str) -> i64 {
     i64::from(java_string_hash(tag))
 }
 
-/// Milliseconds since the Unix epoch (0 before it, saturating far after it): the clock of
-/// born and store timestamps.
+/// Milliseconds since the Unix epoch (0 before it, saturating far after it), shifted by the
+/// process's [clock offset](set_clock_offset_ms): the clock of born and store timestamps, and of
+/// everything a broker leader decides by time (due delays and timers, transaction checks,
+/// retention, POP invisibility).
 pub fn now_ms() -> i64 {
-    SystemTime::now()
+    let system = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
+        });
+    system
+        .saturating_add(CLOCK_OFFSET_MS.load(Ordering::Relaxed))
+        .max(0)
+}
+
+/// See [`set_clock_offset_ms`].
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// TEST ONLY: shifts this process's [`now_ms`] by `offset_ms` (negative: behind), as a wrong
+/// system clock would. mqbroker's hidden `--unsafe-clock-offset-file` sets it, and jepsen-lite's
+/// clock-skew fault changes it while the member runs. Raft timing (elections, leases) uses the
+/// monotonic clock and is not shifted, as a wall-clock jump would not shift it either.
+pub fn set_clock_offset_ms(offset_ms: i64) {
+    CLOCK_OFFSET_MS.store(offset_ms, Ordering::Relaxed);
+}
+
+/// The offset [`set_clock_offset_ms`] set (0 unless a test skews this process's clock).
+pub fn clock_offset_ms() -> i64 {
+    CLOCK_OFFSET_MS.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -30,6 +30,11 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(flatten)]
     options: BrokerOptions,
+    /// TEST ONLY: a file holding a clock offset in milliseconds (e.g. `-90000`), read every
+    /// 200 ms: this member's wall clock runs that far off (jepsen-lite's clock-skew fault). A
+    /// missing or empty file is no offset.
+    #[arg(long, hide = true)]
+    unsafe_clock_offset_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -45,7 +50,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(cli.config.as_deref(), &matches) {
+    match run(
+        cli.config.as_deref(),
+        cli.unsafe_clock_offset_file.as_deref(),
+        &matches,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // Our errors already carry their causes in their messages.
@@ -55,7 +64,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config_file: Option<&std::path::Path>, flags: &clap::ArgMatches) -> anyhow::Result<()> {
+fn run(
+    config_file: Option<&std::path::Path>,
+    clock_offset_file: Option<&std::path::Path>,
+    flags: &clap::ArgMatches,
+) -> anyhow::Result<()> {
     let config = BrokerConfig::from_options(BrokerOptions::load(config_file, flags)?)?;
     if config.unsafe_ack_before_commit {
         tracing::warn!(
@@ -71,6 +84,13 @@ fn run(config_file: Option<&std::path::Path>, flags: &clap::ArgMatches) -> anyho
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        if let Some(path) = clock_offset_file {
+            tracing::warn!(
+                path = %path.display(),
+                "--unsafe-clock-offset-file: this member's wall clock follows the offset in that file"
+            );
+            tokio::spawn(follow_clock_offset(path.to_path_buf()));
+        }
         let listeners = Listeners {
             remoting: bind("remoting", config.listen).await?,
             raft: bind("raft", config.raft_listen).await?,
@@ -88,6 +108,40 @@ fn run(config_file: Option<&std::path::Path>, flags: &clap::ArgMatches) -> anyho
         broker.run(wait_for_signal()).await?;
         Ok(())
     })
+}
+
+/// Sets this process's clock offset from `path` every 200 ms, for as long as it runs.
+async fn follow_clock_offset(path: PathBuf) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(200));
+    let mut unreadable_reported = false;
+    loop {
+        interval.tick().await;
+        let offset = match tokio::fs::read_to_string(&path).await {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(err) => Err(err.to_string()),
+            Ok(text) if text.trim().is_empty() => Ok(0),
+            Ok(text) => text.trim().parse::<i64>().map_err(|err| err.to_string()),
+        };
+        match offset {
+            Ok(offset) => {
+                unreadable_reported = false;
+                let before = raftmq_protocol::names::clock_offset_ms();
+                if offset != before {
+                    tracing::warn!(
+                        offset_ms = offset,
+                        before_ms = before,
+                        "clock offset changed"
+                    );
+                    raftmq_protocol::names::set_clock_offset_ms(offset);
+                }
+            }
+            Err(reason) if !unreadable_reported => {
+                tracing::warn!(path = %path.display(), %reason, "cannot read the clock offset; keeping the one in force");
+                unreadable_reported = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Binds one listener; the error names what it is for, the address and the cause.
