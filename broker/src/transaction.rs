@@ -250,6 +250,11 @@ impl LeaderTask for TransactionChecks {
 
 /// Whether a pending transaction is due for a check at `now_ms`: its first check comes
 /// `timeout` after its half message was stored, later ones `check_interval` after the last.
+///
+/// A last touch further in the future than a whole `timeout` was made by a leader whose clock
+/// ran ahead of this one: it is due now, or the transaction would wait out the skew as well
+/// (jepsen-lite's clock-skew scenario left transactions pending for the 2 minutes a skewed
+/// leader had put their last check ahead).
 fn due_for_check(
     half: &PendingHalf,
     now_ms: i64,
@@ -261,7 +266,9 @@ fn due_for_check(
     } else {
         check_interval
     };
-    half.last_touch_ms.saturating_add(wait.as_millis() as i64) <= now_ms
+    let touched_by_a_clock_ahead =
+        half.last_touch_ms > now_ms.saturating_add(timeout.as_millis() as i64);
+    touched_by_a_clock_ahead || half.last_touch_ms.saturating_add(wait.as_millis() as i64) <= now_ms
 }
 
 /// One round: every pending transaction due for a check is checked (or given up).
@@ -269,9 +276,14 @@ async fn check_round(ctx: &BrokerContext) -> Result<(), RequestError> {
     let config = ctx.config.transactions;
     let now = now_ms();
     let shortest_wait = config.timeout.min(config.check_interval).as_millis() as i64;
-    let candidates = ctx
+    let mut candidates = ctx
         .state
         .halves_touched_before(now.saturating_sub(shortest_wait), CHECKS_PER_ROUND)?;
+    // And those a leader with a clock ahead of this one touched "in the future".
+    candidates.extend(ctx.state.halves_touched_after(
+        now.saturating_add(config.timeout.as_millis() as i64),
+        CHECKS_PER_ROUND,
+    )?);
     for half in candidates {
         if !ctx.leadership.may_write() {
             return Ok(());
@@ -406,6 +418,18 @@ mod tests {
         let checked = PendingHalf { checks: 1, ..fresh };
         assert!(!due_for_check(&checked, 7_000, timeout, interval));
         assert!(due_for_check(&checked, 31_000, timeout, interval));
+        // Touched 2 minutes "from now" by a leader whose clock ran ahead: due at once; a touch
+        // less than a timeout ahead (a clock stepped back a little) is not.
+        let ahead = PendingHalf {
+            last_touch_ms: 121_000,
+            ..checked
+        };
+        assert!(due_for_check(&ahead, 1_000, timeout, interval));
+        let slightly_ahead = PendingHalf {
+            last_touch_ms: 3_000,
+            ..checked
+        };
+        assert!(!due_for_check(&slightly_ahead, 1_000, timeout, interval));
     }
 
     #[test]

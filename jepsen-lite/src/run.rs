@@ -544,8 +544,8 @@ async fn drive(
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let namesrv = cluster.namesrv_addr().to_string();
-    // The transactions scenario runs W1 beside the transaction producers.
-    let transactions = scenario.name == tx::SCENARIO;
+    // The transactions and clock-skew scenarios run W1 beside the transaction producers.
+    let transactions = scenario.runs_transactions();
     let topics: Vec<&str> = if transactions {
         vec![W1_TOPIC, tx::TX_TOPIC]
     } else {

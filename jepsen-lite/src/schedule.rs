@@ -281,6 +281,12 @@ impl Scenario {
         }
     }
 
+    /// Whether the scenario runs the transaction producers beside W1 (`transactions`, and
+    /// `clock-skew`, whose skewed leaders time transaction checks).
+    pub fn runs_transactions(&self) -> bool {
+        self.name == crate::workload::tx::SCENARIO || self.name == CLOCK_SKEW_SCENARIO
+    }
+
     /// The `transactions` scenario over `run_ms`: brokers with short transaction timeouts
     /// (`workload::tx::broker_args`), under kills and partitions.
     pub fn transactions(run_ms: u64, final_phase_ms: u64) -> Self {
@@ -600,10 +606,11 @@ mod tests {
                 assert_eq!(s.steps[0].fault, replace, "seed {seed}");
                 assert!(s.steps.len() > 1, "seed {seed}: more faults follow");
             }
-            // The others start default brokers, but for the transactions scenario's timeouts.
+            // The others start default brokers, but for the transaction timeouts of the
+            // scenarios that run transactions.
             for other in scenarios.iter().filter(|s| s.name != "retention") {
                 assert!(!other.expect_retention, "{}", other.name);
-                let expected = if other.name == crate::workload::tx::SCENARIO {
+                let expected = if other.runs_transactions() {
                     crate::workload::tx::broker_args()
                 } else {
                     Vec::new()

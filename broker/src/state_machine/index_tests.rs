@@ -286,6 +286,16 @@ fn a_transaction_is_checked_then_ended_once() {
         vec![pending]
     );
     assert!(state.halves_touched_before(999_999, 10).unwrap().is_empty());
+    assert_eq!(
+        state.halves_touched_after(999_999, 10).unwrap(),
+        vec![pending]
+    );
+    assert!(
+        state
+            .halves_touched_after(1_000_000, 10)
+            .unwrap()
+            .is_empty()
+    );
 
     let checked = Command::TransactionChecked {
         half: physical,

@@ -434,15 +434,30 @@ impl BrokerState {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<PendingHalf>, StateReadError> {
+        self.halves_touched_in(..=(before_ms, u64::MAX), limit)
+    }
+
+    /// Pending transactions last touched after `after_ms`, oldest first, at most `limit`: on
+    /// a leader whose clock says `after_ms` is the future, they were touched by a clock that
+    /// ran ahead of this one.
+    pub fn halves_touched_after(
+        &self,
+        after_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingHalf>, StateReadError> {
+        self.halves_touched_in((after_ms.saturating_add(1), 0).., limit)
+    }
+
+    fn halves_touched_in(
+        &self,
+        range: impl std::ops::RangeBounds<(i64, u64)>,
+        limit: usize,
+    ) -> Result<Vec<PendingHalf>, StateReadError> {
         let txn = self.db.begin_read().map_err(read_error)?;
         let checks = txn.open_table(indexes::HALF_CHECKS).map_err(read_error)?;
         let halves = txn.open_table(indexes::HALF_MESSAGES).map_err(read_error)?;
         let mut found_halves = Vec::new();
-        for found in checks
-            .range(..=(before_ms, u64::MAX))
-            .map_err(read_error)?
-            .take(limit)
-        {
+        for found in checks.range(range).map_err(read_error)?.take(limit) {
             let (last_touch_ms, physical) = found.map_err(read_error)?.0.value();
             let checks = halves
                 .get(physical)
