@@ -33,6 +33,7 @@ pub mod filter;
 pub mod leadership;
 pub mod message_reader;
 pub mod metrics;
+pub mod pop;
 pub mod processor;
 pub mod queue_locks;
 pub mod registration;
