@@ -167,6 +167,8 @@ fn number<T: std::str::FromStr>(what: &str, field: &str) -> Result<T, HandleErro
 }
 
 fn from_extra_info(fields: &[&str], topic: &str) -> Result<ReceiptHandle, HandleError> {
+    // The checkpoint offset is RocketMQ's; checked for form only.
+    number::<i64>("ckQueueOffset", fields[0])?;
     let pop_ms: i64 = number("popTime", fields[1])?;
     let invisible_ms: u64 = number("invisibleTime", fields[2])?;
     let revive: i32 = number("reviveQid", fields[3])?;

@@ -614,3 +614,6 @@ fn with_reconsume_times(message: &[u8], times: u32) -> Result<Bytes, RequestErro
     copy[at..at + 4].copy_from_slice(&(times as i32).to_be_bytes());
     Ok(copy.freeze())
 }
+
+#[cfg(test)]
+mod tests;

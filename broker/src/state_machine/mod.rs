@@ -800,4 +800,6 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
 #[cfg(test)]
 mod index_tests;
 #[cfg(test)]
+mod pop_tests;
+#[cfg(test)]
 mod tests;
