@@ -213,7 +213,10 @@ pub async fn pop(ctx: &BrokerContext, request: &PopRequest<'_>) -> Result<PopRes
             }
             remaining = remaining.saturating_sub(plan.offsets.len());
         }
-        if !plan.redeliver.is_empty() || plan.to_cursor > plan.from_cursor {
+        // A queue the group never popped is planned even with nothing to hand out: apply
+        // then pins where it starts (its end, with `init_from_end`), so later pops and the
+        // notification long poll agree on it.
+        if !plan.redeliver.is_empty() || plan.to_cursor > plan.from_cursor || stored.is_none() {
             plans.push(plan);
         }
     }

@@ -329,6 +329,29 @@ async fn bad_pop_input_gets_clear_errors() -> Result<()> {
     let notified = invoke(notify).await?;
     assert_eq!(notified.code, response::SUCCESS);
     assert!(NotificationResponseHeader::from_ext_fields(&notified.ext_fields)?.has_msg);
+
+    // BATCH_ACK_MESSAGE: the other two, by a bit set over their first offset; a body that is
+    // not JSON, or a bit set that is not base64, is refused.
+    let (_, rest) = pop(&rpc, member, pop_request(0, 2, 60_000, 0)).await?;
+    assert_eq!(rest.len(), 2);
+    let pop_time = rest[0].extra_info.split(' ').nth(1).unwrap_or_default();
+    let batch = |bits: &str| {
+        let mut command = RemotingCommand::new_request(request::BATCH_ACK_MESSAGE);
+        command.body = format!(
+            r#"{{"acks":[{{"c":"{GROUP}","t":"{TOPIC}","r":"0","so":1,"q":0,"rq":0,"pt":{pop_time},"it":60000,"b":"{bits}"}}]}}"#
+        )
+        .into_bytes()
+        .into();
+        command
+    };
+    let mut garbage = RemotingCommand::new_request(request::BATCH_ACK_MESSAGE);
+    garbage.body = bytes::Bytes::from_static(b"{not json");
+    assert_eq!(invoke(garbage).await?.code, response::INVALID_PARAMETER);
+    assert_eq!(invoke(batch("**")).await?.code, response::INVALID_PARAMETER);
+    let acked = invoke(batch("Aw==")).await?;
+    assert_eq!(acked.code, response::SUCCESS, "{:?}", acked.remark);
+    let queue = member.ctx.state.pop_queue(GROUP, TOPIC, 0);
+    assert!(queue.is_some_and(|queue| queue.in_flight.is_empty() && queue.cursor == 3));
     rpc.shutdown().await;
     group.shutdown().await
 }

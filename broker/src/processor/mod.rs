@@ -2,6 +2,7 @@
 //! holds its header parsing, handling and response. This file only dispatches.
 
 mod ack_message;
+mod batch_ack_message;
 mod change_invisible_time;
 mod check_client_config;
 mod consumer_send_msg_back;
@@ -67,6 +68,7 @@ pub fn route_of(code: i32) -> Option<Route> {
         | END_TRANSACTION
         | POP_MESSAGE
         | ACK_MESSAGE
+        | BATCH_ACK_MESSAGE
         | CHANGE_MESSAGE_INVISIBLETIME => Route::Replicated,
         PULL_MESSAGE
         | QUERY_MESSAGE
@@ -149,6 +151,7 @@ async fn dispatch(
         END_TRANSACTION => end_transaction::handle(ctx, request).await,
         POP_MESSAGE => pop_message::handle(ctx, request).await,
         ACK_MESSAGE => ack_message::handle(ctx, request).await,
+        BATCH_ACK_MESSAGE => batch_ack_message::handle(ctx, request).await,
         CHANGE_MESSAGE_INVISIBLETIME => change_invisible_time::handle(ctx, request).await,
         NOTIFICATION => notification::handle(ctx, request).await,
         QUERY_MESSAGE => query_message::handle(ctx, request).await,
@@ -229,6 +232,7 @@ mod tests {
             request::END_TRANSACTION,
             request::POP_MESSAGE,
             request::ACK_MESSAGE,
+            request::BATCH_ACK_MESSAGE,
             request::CHANGE_MESSAGE_INVISIBLETIME,
         ] {
             assert_eq!(route_of(code), Some(Route::Replicated), "code {code}");

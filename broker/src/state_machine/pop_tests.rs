@@ -345,3 +345,26 @@ fn pop_state_survives_a_restart_and_a_snapshot() {
     let other = open(&other_dir);
     assert_eq!(other.state().pop_queue(GROUP, TOPIC, 0), Some(expected));
 }
+
+#[test]
+fn a_group_new_to_a_queue_starts_where_it_asked_and_stays_there() {
+    let (_dir, mut sm) = setup(3, 16);
+    // Starting at the end: nothing is handed out, but the start is pinned at 3.
+    let mut from_end = pop_command(1_000, false, vec![], (3, 3));
+    if let Command::Pop(pop) = &mut from_end {
+        pop.init_from_end = true;
+    }
+    assert_eq!(
+        popped(apply_one(&mut sm, normal(3, &from_end, &[]))),
+        vec![]
+    );
+    assert_eq!(sm.state().pop_queue(GROUP, TOPIC, 0).unwrap().cursor, 3);
+    assert_eq!(sm.state().pop_cursor(GROUP, TOPIC, 0, false), 3);
+    let (command, blob) = send(TOPIC, 0, 1, 11);
+    apply_one(&mut sm, normal(4, &command, &blob));
+    let next = pop_command(2_000, false, vec![], (3, 4));
+    assert_eq!(
+        popped(apply_one(&mut sm, normal(5, &next, &[]))),
+        vec![(3, 1)]
+    );
+}
