@@ -37,6 +37,8 @@ pub struct BrokerContext {
     /// Serializes POP plans on this member (`crate::pop::pop`): a plan reads a queue's pop
     /// cursor, and a second plan from the same cursor would be refused at apply.
     pub pop_planning: tokio::sync::Mutex<()>,
+    /// POP long polls held at once (`crate::pop::MAX_POP_WAITERS`); more answer POLLING_FULL.
+    pub pop_waiters: tokio::sync::Semaphore,
     next_queue: AtomicU32,
 }
 
@@ -65,6 +67,7 @@ impl BrokerContext {
             tracker,
             register_now: Arc::new(Notify::new()),
             pop_planning: tokio::sync::Mutex::new(()),
+            pop_waiters: tokio::sync::Semaphore::new(crate::pop::MAX_POP_WAITERS),
             next_queue: AtomicU32::new(0),
         }
     }

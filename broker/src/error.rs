@@ -64,6 +64,9 @@ pub enum RequestError {
     StateRead(#[from] StateReadError),
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// Too many POP long polls are held already.
+    #[error("{0} POP long polls are held already; poll again later")]
+    PollingFull(usize),
     /// A POP receipt handle (or `extraInfo`) that cannot be used.
     #[error(transparent)]
     ReceiptHandle(#[from] HandleError),
@@ -124,6 +127,7 @@ pub fn error_code(error: &RequestError) -> (i32, String) {
             HandleError::Stale | HandleError::NotInFlight | HandleError::NeverPopped,
         ) => response::NO_MESSAGE,
         RequestError::ReceiptHandle(_) => response::INVALID_PARAMETER,
+        RequestError::PollingFull(_) => response::POLLING_FULL,
         RequestError::StateRead(_) | RequestError::Read(_) | RequestError::Internal(_) => {
             response::SYSTEM_ERROR
         }

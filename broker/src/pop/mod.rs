@@ -76,6 +76,9 @@ pub const MAX_INVISIBLE_MS: u64 = 12 * 3600 * 1000;
 /// Longest long poll (RocketMQ's broker suspends at most 15 s... for pulls; pop clients ask for
 /// up to 20 s in gRPC's long polling timeout, so allow that).
 pub const MAX_POP_WAIT: Duration = Duration::from_secs(30);
+/// POP long polls (and notifications) one member holds at once; a request past it is answered
+/// [`RequestError::PollingFull`] at once (RocketMQ's POLLING_FULL, its `maxPopPollingSize`).
+pub const MAX_POP_WAITERS: usize = 4096;
 /// Bound on pop attempts within one long poll (each either hands something out, or waits).
 const MAX_POP_ROUNDS: usize = 256;
 
@@ -284,12 +287,19 @@ pub async fn pop_or_wait(
 ) -> Result<PopResult, RequestError> {
     let deadline = tokio::time::Instant::now() + wait.min(MAX_POP_WAIT);
     let mut result = pop(ctx, request).await?;
+    if !result.messages.is_empty() || wait.is_zero() {
+        return Ok(result);
+    }
+    let _waiting = ctx
+        .pop_waiters
+        .try_acquire()
+        .map_err(|_| RequestError::PollingFull(MAX_POP_WAITERS))?;
     for _ in 0..MAX_POP_ROUNDS {
         if !result.messages.is_empty() || tokio::time::Instant::now() >= deadline {
             break;
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !wait_for_message(
+        if !poppable_within(
             ctx,
             request.group,
             request.topic,
@@ -310,6 +320,23 @@ pub async fn pop_or_wait(
 /// a message past its cursor, or a delivery whose invisible time ended. `Ok(false)` when the
 /// time ran out (or the broker stops).
 pub async fn wait_for_message(
+    ctx: &BrokerContext,
+    group: &str,
+    topic: &str,
+    queue_id: Option<u32>,
+    fifo: bool,
+    wait: Duration,
+) -> Result<bool, RequestError> {
+    let _waiting = match ctx.pop_waiters.try_acquire() {
+        Ok(permit) => Some(permit),
+        Err(_) if wait.is_zero() => None,
+        Err(_) => return Err(RequestError::PollingFull(MAX_POP_WAITERS)),
+    };
+    poppable_within(ctx, group, topic, queue_id, fifo, wait).await
+}
+
+/// [`wait_for_message`] without taking a place among the waiters (a pop's long poll has one).
+async fn poppable_within(
     ctx: &BrokerContext,
     group: &str,
     topic: &str,

@@ -352,6 +352,20 @@ async fn bad_pop_input_gets_clear_errors() -> Result<()> {
     assert_eq!(acked.code, response::SUCCESS, "{:?}", acked.remark);
     let queue = member.ctx.state.pop_queue(GROUP, TOPIC, 0);
     assert!(queue.is_some_and(|queue| queue.in_flight.is_empty() && queue.cursor == 3));
+
+    // Every long-poll place taken: a pop that would wait answers POLLING_FULL at once; one
+    // that would not wait is still served.
+    let all = u32::try_from(crate::pop::MAX_POP_WAITERS)?;
+    let held = member.ctx.pop_waiters.acquire_many(all).await?;
+    assert_eq!(
+        invoke(pop_request(0, 1, 60_000, 5_000)).await?.code,
+        response::POLLING_FULL
+    );
+    assert_eq!(
+        invoke(pop_request(0, 1, 60_000, 0)).await?.code,
+        response::PULL_NOT_FOUND
+    );
+    drop(held);
     rpc.shutdown().await;
     group.shutdown().await
 }
