@@ -105,9 +105,16 @@ pub fn apply_pop(mem: &mut MemState, touched: &mut Touched, pop: &PopCommand) ->
     let mut handed = Vec::new();
     for plan in &pop.queues {
         let key: PopKey = (pop.group.clone(), pop.topic.clone(), plan.queue_id);
-        let Some(queue_state) = mem.queues.get(&(pop.topic.clone(), plan.queue_id)).copied() else {
+        let queue_nums = mem.topics.get(&pop.topic).map_or(0, |t| t.queue_nums());
+        if plan.queue_id >= queue_nums {
             continue;
-        };
+        }
+        // A queue nothing was ever sent to is empty (and gets its cursor pinned all the same).
+        let queue_state = mem
+            .queues
+            .get(&(pop.topic.clone(), plan.queue_id))
+            .copied()
+            .unwrap_or_default();
         let cursor = effective_cursor(mem, &key, mem.pop.get(&key), pop.init_from_end);
         let mut queue = mem.pop.get(&key).cloned().unwrap_or_default();
         queue.cursor = cursor;

@@ -368,3 +368,22 @@ fn a_group_new_to_a_queue_starts_where_it_asked_and_stays_there() {
         vec![(3, 1)]
     );
 }
+
+#[test]
+fn a_pop_of_an_empty_queue_pins_its_cursor_and_a_queue_past_the_topic_is_ignored() {
+    let (_dir, mut sm) = setup(1, 16);
+    let mut empty = pop_command(1_000, false, vec![], (0, 0));
+    if let Command::Pop(pop) = &mut empty {
+        pop.queues[0].queue_id = 3;
+        let mut beyond = pop.queues[0].clone();
+        beyond.queue_id = 4;
+        pop.queues.push(beyond);
+    }
+    assert_eq!(popped(apply_one(&mut sm, normal(3, &empty, &[]))), vec![]);
+    assert_eq!(
+        sm.state().pop_queue(GROUP, TOPIC, 3).map(|q| q.cursor),
+        Some(0)
+    );
+    // The topic has 4 queues: no state for a fifth.
+    assert_eq!(sm.state().pop_queue(GROUP, TOPIC, 4), None);
+}
