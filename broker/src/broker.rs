@@ -220,6 +220,7 @@ impl Broker {
         tasks.spawn(count_leader_changes(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::schedule::run(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::timer::run(ctx.clone(), shutdown.clone()));
+        tasks.spawn(crate::pop::dead_letter::run(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::transaction::run(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::retention::run(
             ctx.clone(),

@@ -52,6 +52,18 @@ pub enum Command {
     /// `from_index` are gone; every queue's minimum offset moves past them and their index rows
     /// go. Never moves back: a lower `from_index` than the floor in force changes nothing.
     Retain { from_index: u64 },
+    /// POP: hand out messages of a group's queues, invisible to the group for a while
+    /// (`crate::pop` plans it on the leader; apply checks the plan against the state).
+    Pop(PopCommand),
+    /// POP: messages consumed; they never come back.
+    Ack { group: String, acks: Vec<PopTarget> },
+    /// POP: a handed-out message stays invisible for `invisible_ms` from `now_ms`.
+    ChangeInvisible {
+        group: String,
+        target: PopTarget,
+        now_ms: i64,
+        invisible_ms: u64,
+    },
 }
 
 impl Command {
@@ -147,12 +159,82 @@ impl ReleaseBuilder {
 }
 
 /// A pending record a release consumes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Claim {
     /// A timer message, by its due time and the physical offset of its copy in the timer topic.
     Timer { due_ms: i64, physical: u64 },
     /// A transaction, by the physical offset of its half message.
     Transaction { half: u64 },
+    /// A popped message of `group` leaving its in-flight set for the group's DLQ: only while
+    /// it is still in flight under the same delivery.
+    Pop { group: String, target: PopTarget },
+}
+
+/// One delivery of a popped message: its queue and offset, and the time of the pop (or change
+/// of invisibility) that handed it out. A later delivery of the same message has a later
+/// `pop_ms`, so a target names one delivery and a stale one is told apart.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PopTarget {
+    pub topic: String,
+    pub queue_id: u32,
+    pub offset: u64,
+    pub pop_ms: i64,
+}
+
+/// A pop planned by the leader (`crate::pop::pop`): for each queue, which expired deliveries
+/// to hand out again and which new offsets to hand out. The leader chooses new offsets because
+/// only it reads the messages (a tag or SQL filter needs their properties); apply takes them
+/// only if the queue's pop cursor is still where the leader read from, so two pops racing on
+/// one queue never hand out one offset twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopCommand {
+    pub group: String,
+    pub topic: String,
+    /// The leader's clock: the pop time of every delivery, and what "expired" is judged by.
+    pub now_ms: i64,
+    pub invisible_ms: u64,
+    /// Orderly: a queue hands out its next message only once nothing of it is in flight.
+    pub fifo: bool,
+    /// Where a queue the group never consumed starts: its end (else its first message).
+    pub init_from_end: bool,
+    pub queues: Vec<QueuePop>,
+}
+
+/// One queue's part of a [`PopCommand`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePop {
+    pub queue_id: u32,
+    /// Expired deliveries to hand out again: `(offset, pop_ms of the expired delivery)`.
+    pub redeliver: Vec<(u64, i64)>,
+    /// The pop cursor the leader read new messages from ...
+    pub from_cursor: u64,
+    /// ... where its read ended (past messages the filter skipped) ...
+    pub to_cursor: u64,
+    /// ... and the offsets in between that matched, ascending.
+    pub offsets: Vec<u64>,
+}
+
+/// A delivery apply handed out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Popped {
+    pub queue_id: u32,
+    pub offset: u64,
+    /// 1 for the first delivery.
+    pub attempt: u32,
+    pub invisible_until_ms: i64,
+}
+
+/// What became of one ack (or change of invisibility).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AckOutcome {
+    /// Done.
+    Done,
+    /// Not in flight any more: acked (perhaps by a retry of this ack) or dead-lettered.
+    NotInFlight,
+    /// In flight under a later delivery: the handle is stale.
+    Stale,
+    /// The offset was never handed out to this group.
+    NeverPopped,
 }
 
 /// Sends packed into one entry by the leader's proposal batcher: one `SendUnit` per client
@@ -228,6 +310,15 @@ pub enum Applied {
     /// The command was valid to replicate but refused by the state it met (deterministically,
     /// on every member).
     Refused(Refusal),
+    /// What a pop handed out, in queue order, offset order within a queue.
+    Popped(Vec<Popped>),
+    /// One outcome per ack, in order.
+    Acked(Vec<AckOutcome>),
+    /// A change of invisibility: its outcome, and the delivery's new invisible time when done.
+    Changed {
+        outcome: AckOutcome,
+        invisible_until_ms: i64,
+    },
 }
 
 /// What became of one send request (or one unit) inside a batch.

@@ -34,6 +34,11 @@ pub struct BrokerContext {
     pub tracker: TaskTracker,
     /// Asks the registration task to register with the NameServers now (topics changed).
     pub register_now: Arc<Notify>,
+    /// Serializes POP plans on this member (`crate::pop::pop`): a plan reads a queue's pop
+    /// cursor, and a second plan from the same cursor would be refused at apply.
+    pub pop_planning: tokio::sync::Mutex<()>,
+    /// POP long polls held at once (`crate::pop::MAX_POP_WAITERS`); more answer POLLING_FULL.
+    pub pop_waiters: tokio::sync::Semaphore,
     next_queue: AtomicU32,
 }
 
@@ -61,6 +66,8 @@ impl BrokerContext {
             shutdown,
             tracker,
             register_now: Arc::new(Notify::new()),
+            pop_planning: tokio::sync::Mutex::new(()),
+            pop_waiters: tokio::sync::Semaphore::new(crate::pop::MAX_POP_WAITERS),
             next_queue: AtomicU32::new(0),
         }
     }

@@ -12,6 +12,7 @@ use raftmq_raft::NodeId;
 use crate::batcher::ProposeError;
 use crate::command::Refusal;
 use crate::message_reader::ReadError;
+use crate::pop::HandleError;
 use crate::state_machine::state::StateReadError;
 
 /// A request that could not be served.
@@ -63,6 +64,12 @@ pub enum RequestError {
     StateRead(#[from] StateReadError),
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// Too many POP long polls are held already.
+    #[error("{0} POP long polls are held already; poll again later")]
+    PollingFull(usize),
+    /// A POP receipt handle (or `extraInfo`) that cannot be used.
+    #[error(transparent)]
+    ReceiptHandle(#[from] HandleError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -114,6 +121,13 @@ pub fn error_code(error: &RequestError) -> (i32, String) {
         RequestError::GroupNotExist(_) => response::SUBSCRIPTION_GROUP_NOT_EXIST,
         RequestError::NotFound(_) => response::QUERY_NOT_FOUND,
         RequestError::SubscriptionParse(_) => response::SUBSCRIPTION_PARSE_FAILED,
+        // As RocketMQ's ACK_MESSAGE and CHANGE_MESSAGE_INVISIBLETIME answer a handle that no
+        // longer names a message in flight, and a malformed one.
+        RequestError::ReceiptHandle(
+            HandleError::Stale | HandleError::NotInFlight | HandleError::NeverPopped,
+        ) => response::NO_MESSAGE,
+        RequestError::ReceiptHandle(_) => response::INVALID_PARAMETER,
+        RequestError::PollingFull(_) => response::POLLING_FULL,
         RequestError::StateRead(_) | RequestError::Read(_) | RequestError::Internal(_) => {
             response::SYSTEM_ERROR
         }

@@ -34,6 +34,7 @@ pub mod leader_task;
 pub mod leadership;
 pub mod message_reader;
 pub mod metrics;
+pub mod pop;
 pub mod processor;
 pub mod queue_locks;
 pub mod registration;

@@ -149,6 +149,21 @@ impl TestGroup {
         Ok(leader)
     }
 
+    /// Stops one member as `mqbroker` does on SIGTERM (the rest keep running, and elect a new
+    /// leader if it led); fails if it did not stop cleanly.
+    pub async fn stop_member(&mut self, id: NodeId) -> Result<()> {
+        let member = self
+            .members
+            .remove(&id)
+            .ok_or_else(|| anyhow!("no running member {id}"))?;
+        member.stop.cancel();
+        member
+            .running
+            .await
+            .with_context(|| format!("member {id} panicked"))?
+            .with_context(|| format!("member {id} did not stop cleanly"))
+    }
+
     /// Stops every member as `mqbroker` does on SIGTERM; fails if one did not stop cleanly.
     pub async fn shutdown(self) -> Result<()> {
         for member in self.members.values() {

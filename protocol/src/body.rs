@@ -180,3 +180,110 @@ mod tests {
         assert_eq!(KvTable::decode(&kv.encode().unwrap()).unwrap(), kv);
     }
 }
+
+#[cfg(test)]
+mod batch_ack_tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_ack_body_decodes_with_java_names_and_its_bit_set_names_offsets() {
+        // Bits 0, 2 and 9: Java's BitSet.toByteArray() is [0b101, 0b10], base64 "BQI=".
+        let json = r#"{"brokerName":"broker-a","acks":[{"c":"g","t":"T","r":"0","so":10,"q":1,"rq":0,"pt":5,"it":6,"b":"BQI="}]}"#;
+        let body: BatchAckMessageRequestBody = serde_json::from_str(json).unwrap();
+        assert_eq!(body.acks[0].consumer_group, "g");
+        assert_eq!(body.acks[0].offsets().unwrap(), vec![10, 12, 19]);
+        let long =
+            r#"{"acks":[{"consumerGroup":"g","topic":"T","startOffset":0,"bitSet":"AQ=="}]}"#;
+        let body: BatchAckMessageRequestBody = serde_json::from_str(long).unwrap();
+        assert_eq!(body.acks[0].offsets().unwrap(), vec![0]);
+        let mut bad = body.acks[0].clone();
+        bad.bit_set = "**".into();
+        assert!(bad.offsets().is_err());
+        bad.bit_set = "AQ==".into();
+        bad.start_offset = -1;
+        assert!(bad.offsets().is_err());
+    }
+}
+
+/// The most offsets one BATCH_ACK_MESSAGE may ack (its bit sets are bounded by this too).
+pub const MAX_BATCH_ACK_OFFSETS: usize = 4096;
+
+/// The body of BATCH_ACK_MESSAGE (RocketMQ's `BatchAckMessageRequestBody`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BatchAckMessageRequestBody {
+    pub broker_name: String,
+    pub acks: Vec<BatchAck>,
+}
+
+/// One pop's acks (RocketMQ's `BatchAck`, short JSON names with the long ones accepted): the
+/// offsets `start_offset + i` for every bit `i` set in `bit_set`, all popped at `pop_time`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchAck {
+    #[serde(rename = "c", alias = "consumerGroup")]
+    pub consumer_group: String,
+    #[serde(rename = "t", alias = "topic")]
+    pub topic: String,
+    /// "0" for the topic itself, "1"/"2" for a pop retry topic.
+    #[serde(rename = "r", alias = "retry")]
+    pub retry: String,
+    #[serde(rename = "so", alias = "startOffset")]
+    pub start_offset: i64,
+    #[serde(rename = "q", alias = "queueId")]
+    pub queue_id: i32,
+    #[serde(rename = "rq", alias = "reviveQueueId")]
+    pub revive_queue_id: i32,
+    #[serde(rename = "pt", alias = "popTime")]
+    pub pop_time: i64,
+    #[serde(rename = "it", alias = "invisibleTime")]
+    pub invisible_time: i64,
+    /// Java's `BitSet.toByteArray()` in base64 (bit `i` is bit `i % 8` of byte `i / 8`).
+    #[serde(rename = "b", alias = "bitSet")]
+    pub bit_set: String,
+}
+
+impl BatchAck {
+    /// The offsets acked, ascending; an error for a bit set that is not base64 or names more
+    /// than [`MAX_BATCH_ACK_OFFSETS`] offsets, or offsets past `i64::MAX`.
+    pub fn offsets(&self) -> Result<Vec<u64>, crate::WireError> {
+        use base64::Engine;
+        let invalid = |field: &'static str, value: String, reason: &'static str| {
+            crate::WireError::InvalidField {
+                field,
+                value,
+                reason,
+            }
+        };
+        let start = u64::try_from(self.start_offset).map_err(|_| {
+            invalid(
+                "so",
+                self.start_offset.to_string(),
+                "a negative start offset",
+            )
+        })?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.bit_set.as_bytes())
+            .map_err(|_| invalid("b", self.bit_set.clone(), "not base64"))?;
+        if bytes.len() > MAX_BATCH_ACK_OFFSETS / 8 {
+            return Err(invalid(
+                "b",
+                format!("{} bytes", bytes.len()),
+                "names more offsets than one batch ack may",
+            ));
+        }
+        let mut offsets = Vec::new();
+        for (index, byte) in bytes.iter().enumerate() {
+            for bit in 0..8u64 {
+                if byte & (1 << bit) != 0 {
+                    let offset = start
+                        .checked_add(index as u64 * 8 + bit)
+                        .filter(|offset| *offset <= i64::MAX as u64)
+                        .ok_or_else(|| invalid("so", start.to_string(), "offsets overflow"))?;
+                    offsets.push(offset);
+                }
+            }
+        }
+        Ok(offsets)
+    }
+}

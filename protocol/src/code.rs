@@ -78,11 +78,25 @@ pub mod request {
     pub const SET_MESSAGE_REQUEST_MODE: i32 = 401;
     pub const GET_BROKER_MEMBER_GROUP: i32 = 901;
     pub const BROKER_HEARTBEAT: i32 = 904;
+    pub const POP_MESSAGE: i32 = 200050;
+    pub const ACK_MESSAGE: i32 = 200051;
+    pub const PEEK_MESSAGE: i32 = 200052;
+    pub const CHANGE_MESSAGE_INVISIBLETIME: i32 = 200053;
+    pub const NOTIFICATION: i32 = 200054;
+    pub const POLLING_INFO: i32 = 200055;
+    pub const BATCH_ACK_MESSAGE: i32 = 200151;
 
     /// The constant's name for a known code (for logs and metric labels).
     pub fn name(code: i32) -> Option<&'static str> {
         Some(match code {
             SEND_MESSAGE => "SEND_MESSAGE",
+            POP_MESSAGE => "POP_MESSAGE",
+            ACK_MESSAGE => "ACK_MESSAGE",
+            PEEK_MESSAGE => "PEEK_MESSAGE",
+            CHANGE_MESSAGE_INVISIBLETIME => "CHANGE_MESSAGE_INVISIBLETIME",
+            NOTIFICATION => "NOTIFICATION",
+            POLLING_INFO => "POLLING_INFO",
+            BATCH_ACK_MESSAGE => "BATCH_ACK_MESSAGE",
             PULL_MESSAGE => "PULL_MESSAGE",
             QUERY_MESSAGE => "QUERY_MESSAGE",
             QUERY_CONSUMER_OFFSET => "QUERY_CONSUMER_OFFSET",

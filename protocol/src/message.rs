@@ -75,6 +75,8 @@ pub mod property {
     pub const MAX_OFFSET: &str = "MAX_OFFSET";
     pub const BUYER_ID: &str = "BUYER_ID";
     pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+    /// A popped message's extra info (receipt handle), set by the consumer from the pop answer.
+    pub const POP_CK: &str = "POP_CK";
     pub const TRANSFER_FLAG: &str = "TRANSFER_FLAG";
     pub const CORRECTION_FLAG: &str = "CORRECTION_FLAG";
     pub const MQ2_FLAG: &str = "MQ2_FLAG";

@@ -1,6 +1,9 @@
 //! Request dispatch: one table decides how each request code is served, and one file per code
 //! holds its header parsing, handling and response. This file only dispatches.
 
+mod ack_message;
+mod batch_ack_message;
+mod change_invisible_time;
 mod check_client_config;
 mod consumer_send_msg_back;
 mod delete_topic_in_broker;
@@ -14,6 +17,8 @@ mod get_min_offset;
 mod heart_beat;
 pub(crate) use heart_beat::notify_consumer_ids_changed;
 mod lock_batch_mq;
+mod notification;
+mod pop_message;
 mod pull_message;
 mod query_consumer_offset;
 mod query_message;
@@ -60,7 +65,11 @@ pub fn route_of(code: i32) -> Option<Route> {
         | UPDATE_CONSUMER_OFFSET
         | UPDATE_AND_CREATE_TOPIC
         | DELETE_TOPIC_IN_BROKER
-        | END_TRANSACTION => Route::Replicated,
+        | END_TRANSACTION
+        | POP_MESSAGE
+        | ACK_MESSAGE
+        | BATCH_ACK_MESSAGE
+        | CHANGE_MESSAGE_INVISIBLETIME => Route::Replicated,
         PULL_MESSAGE
         | QUERY_MESSAGE
         | QUERY_CONSUMER_OFFSET
@@ -71,7 +80,8 @@ pub fn route_of(code: i32) -> Option<Route> {
         | VIEW_MESSAGE_BY_ID
         | GET_ALL_TOPIC_CONFIG
         | GET_BROKER_RUNTIME_INFO
-        | CHECK_CLIENT_CONFIG => Route::Read,
+        | CHECK_CLIENT_CONFIG
+        | NOTIFICATION => Route::Read,
         HEART_BEAT
         | UNREGISTER_CLIENT
         | GET_CONSUMER_LIST_BY_GROUP
@@ -139,6 +149,11 @@ async fn dispatch(
         CONSUMER_SEND_MSG_BACK => consumer_send_msg_back::handle(ctx, connection, request).await,
         UPDATE_CONSUMER_OFFSET => update_consumer_offset::handle(ctx, request).await,
         END_TRANSACTION => end_transaction::handle(ctx, request).await,
+        POP_MESSAGE => pop_message::handle(ctx, request).await,
+        ACK_MESSAGE => ack_message::handle(ctx, request).await,
+        BATCH_ACK_MESSAGE => batch_ack_message::handle(ctx, request).await,
+        CHANGE_MESSAGE_INVISIBLETIME => change_invisible_time::handle(ctx, request).await,
+        NOTIFICATION => notification::handle(ctx, request).await,
         QUERY_MESSAGE => query_message::handle(ctx, request).await,
         UPDATE_AND_CREATE_TOPIC => update_and_create_topic::handle(ctx, request).await,
         DELETE_TOPIC_IN_BROKER => delete_topic_in_broker::handle(ctx, request).await,
@@ -165,6 +180,13 @@ async fn dispatch(
 
 /// A pull that may be suspended (RocketMQ's `is_long_polling` label of `rpc_latency`).
 fn is_long_polling(request: &RemotingCommand) -> bool {
+    if request.code == request::POP_MESSAGE || request.code == request::NOTIFICATION {
+        return request
+            .ext_fields
+            .get("pollTime")
+            .and_then(|time| time.parse::<i64>().ok())
+            .is_some_and(|time| time > 0);
+    }
     request.code == request::PULL_MESSAGE
         && request
             .ext_fields
@@ -184,7 +206,7 @@ fn checked_queue_id(topic: &str, queue_id: i32, queue_nums: u32) -> Result<u32, 
 }
 
 /// A topic that must exist (reads).
-fn existing_topic(
+pub(crate) fn existing_topic(
     ctx: &BrokerContext,
     topic: &str,
 ) -> Result<crate::topic::TopicConfig, RequestError> {
@@ -208,6 +230,10 @@ mod tests {
             request::DELETE_TOPIC_IN_BROKER,
             request::CONSUMER_SEND_MSG_BACK,
             request::END_TRANSACTION,
+            request::POP_MESSAGE,
+            request::ACK_MESSAGE,
+            request::BATCH_ACK_MESSAGE,
+            request::CHANGE_MESSAGE_INVISIBLETIME,
         ] {
             assert_eq!(route_of(code), Some(Route::Replicated), "code {code}");
         }

@@ -12,6 +12,7 @@ use raftmq_protocol::names::{
 use raftmq_raft::StateMachineError;
 
 use super::indexes::{Indexes, KeyKind, MAX_KEYS_PER_MESSAGE};
+use super::pop::{self, PopKey};
 use super::state::{IndexRow, MemState, OffsetKey, QueueKey};
 use crate::command::{
     Applied, Claim, Command, DecodedEntry, Duplicate, Location, OffsetCommit, Refusal, SendBatch,
@@ -38,6 +39,8 @@ pub struct Touched {
     pub retain_from: Option<u64>,
     /// Index rows retention dropped: `(topic, queue id, first offset)`.
     pub dropped_rows: Vec<(String, u32, u64)>,
+    /// POP state of these `(group, topic, queue)` changed (absent from the state: removed).
+    pub pop_queues: BTreeSet<PopKey>,
 }
 
 /// Applies the command of the entry at `log_index`. Errors are storage errors of the indexes
@@ -82,6 +85,28 @@ pub fn apply_command(
             Applied::Done
         }
         Command::CommitOffsets(commit) => apply_commit(state, touched, commit),
+        Command::Pop(command) => {
+            if !state.topics.contains_key(&command.topic) {
+                return Ok(Applied::Refused(Refusal::TopicMissing(
+                    command.topic.clone(),
+                )));
+            }
+            Applied::Popped(pop::apply_pop(state, touched, command))
+        }
+        Command::Ack { group, acks } => Applied::Acked(pop::apply_ack(state, touched, group, acks)),
+        Command::ChangeInvisible {
+            group,
+            target,
+            now_ms,
+            invisible_ms,
+        } => {
+            let (outcome, invisible_until_ms) =
+                pop::apply_change_invisible(state, touched, group, target, *now_ms, *invisible_ms);
+            Applied::Changed {
+                outcome,
+                invisible_until_ms,
+            }
+        }
         Command::UpsertTopic(config) => {
             upsert_topic(state, touched, config.clone());
             Applied::Done
@@ -116,6 +141,7 @@ pub fn apply_command(
                 state.consumer_offsets.remove(&key);
                 touched.consumer_offsets.insert(key);
             }
+            pop::forget(state, touched, |(g, _, _)| g == group);
             Applied::Done
         }
     })
@@ -158,12 +184,13 @@ fn apply_send(
         // physical offset is fixed by the entry alone.
         ordinal = ordinal.saturating_add(unit.messages.len() as u32);
         if let Some(claim) = claims.and_then(|claims| claims.get(unit_index)) {
-            let pending = match *claim {
-                Claim::Timer { due_ms, physical } => indexes.take_timer(due_ms, physical)?,
-                Claim::Transaction { half } => indexes.take_half(half)?,
+            let pending = match claim {
+                Claim::Timer { due_ms, physical } => indexes.take_timer(*due_ms, *physical)?,
+                Claim::Transaction { half } => indexes.take_half(*half)?,
+                Claim::Pop { group, target } => pop::take(state, touched, group, target),
             };
             if !pending {
-                outcomes.push(SendOutcome::Refused(Refusal::NotPending(*claim)));
+                outcomes.push(SendOutcome::Refused(Refusal::NotPending(claim.clone())));
                 continue;
             }
             if unit.messages.is_empty() {
@@ -418,5 +445,6 @@ fn delete_topic(state: &mut MemState, touched: &mut Touched, topic: &str) {
         state.consumer_offsets.remove(&key);
         touched.consumer_offsets.insert(key);
     }
+    pop::forget(state, touched, |(_, t, _)| t == topic);
     touched.index_rows.retain(|(t, _, _)| t != topic);
 }

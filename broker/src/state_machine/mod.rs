@@ -9,6 +9,7 @@
 
 mod apply;
 pub mod indexes;
+pub mod pop;
 pub mod state;
 mod tables;
 
@@ -85,6 +86,9 @@ enum ImageFrame {
     IndexRows(Vec<(String, u32, IndexRow)>),
     LogTimes(Vec<(u64, i64)>),
     Indexes(Box<indexes::IndexImage>),
+    /// POP state, [`IMAGE_ROWS_PER_FRAME`] queues at most per frame (last: images written
+    /// before POP existed simply have none).
+    Pop(Vec<(pop::PopKey, pop::PopQueue)>),
 }
 
 /// A redb error, by kind (full disk, I/O, corrupt file, ...).
@@ -193,6 +197,7 @@ impl BrokerStateMachine {
                 indexes.drop_keys_older_than(first_kept_ms)?;
             }
             self.drop_below(from, &mut touched)?;
+            pop::drop_below_queue_minimum(&mut self.private, &mut touched);
         }
         drop(indexes);
         self.persist(txn, &touched)?;
@@ -354,6 +359,18 @@ impl BrokerStateMachine {
                 }
             }
 
+            if !touched.pop_queues.is_empty() {
+                let mut table = txn.open_table(POP_QUEUES).map_err(storage)?;
+                for key in &touched.pop_queues {
+                    let table_key = (key.0.as_str(), key.1.as_str(), key.2);
+                    match state.pop.get(key) {
+                        Some(queue) => table.insert(table_key, encode_meta(queue)?.as_slice()),
+                        None => table.remove(table_key),
+                    }
+                    .map_err(storage)?;
+                }
+            }
+
             if !touched.log_times.is_empty() || touched.retain_from.is_some() {
                 let mut log_times = txn.open_table(LOG_TIMES).map_err(storage)?;
                 for (log_index, store_ms) in &touched.log_times {
@@ -403,6 +420,7 @@ impl BrokerStateMachine {
                 &private.consumer_offsets,
                 &mut shared.consumer_offsets,
             );
+            copy_keys(&touched.pop_queues, &private.pop, &mut shared.pop);
         });
     }
 
@@ -453,6 +471,14 @@ impl BrokerStateMachine {
         indexes::image_in_parts(&txn, IMAGE_ROWS_PER_FRAME, |part| {
             write_frame(out, &ImageFrame::Indexes(Box::new(part))).map_err(io)
         })?;
+        let pop_queues: Vec<_> = self.private.pop.iter().collect();
+        for part in pop_queues.chunks(IMAGE_ROWS_PER_FRAME) {
+            let part: Vec<_> = part
+                .iter()
+                .map(|(key, queue)| ((*key).clone(), (*queue).clone()))
+                .collect();
+            write_frame(out, &ImageFrame::Pop(part)).map_err(io)?;
+        }
         out.flush().map_err(io)
     }
 
@@ -485,6 +511,7 @@ impl BrokerStateMachine {
             "consumer_offsets",
             "queue_index",
             "log_times",
+            "pop_queues",
         ]
         .into_iter()
         .chain(indexes::TABLE_NAMES)
@@ -536,6 +563,18 @@ impl BrokerStateMachine {
                         }
                     }
                     ImageFrame::Indexes(part) => indexes::restore(&txn, &part)?,
+                    ImageFrame::Pop(part) => {
+                        let mut table = txn.open_table(POP_QUEUES).map_err(storage)?;
+                        for (key, queue) in part {
+                            table
+                                .insert(
+                                    (key.0.as_str(), key.1.as_str(), key.2),
+                                    encode_meta(&queue)?.as_slice(),
+                                )
+                                .map_err(storage)?;
+                            self.private.pop.insert(key, queue);
+                        }
+                    }
                 }
             }
         }
@@ -661,6 +700,7 @@ fn open_all_tables(txn: &redb::WriteTransaction) -> Result<(), StateMachineError
     txn.open_table(CONSUMER_OFFSETS).map_err(storage)?;
     txn.open_table(QUEUE_INDEX).map_err(storage)?;
     txn.open_table(LOG_TIMES).map_err(storage)?;
+    txn.open_table(POP_QUEUES).map_err(storage)?;
     indexes::create_tables(txn)?;
     Ok(())
 }
@@ -741,10 +781,25 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
             value.value(),
         );
     }
+    for found in txn
+        .open_table(POP_QUEUES)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (key, value) = found.map_err(storage)?;
+        let (group, topic, queue_id) = key.value();
+        let queue =
+            raftmq_raft::codec::decode(value.value()).map_err(|e| corrupt("pop queue", e))?;
+        mem.pop
+            .insert((group.to_string(), topic.to_string(), queue_id), queue);
+    }
     Ok(mem)
 }
 
 #[cfg(test)]
 mod index_tests;
+#[cfg(test)]
+mod pop_tests;
 #[cfg(test)]
 mod tests;

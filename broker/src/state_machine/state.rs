@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::indexes::{self, KeyKind};
+use super::pop::{InFlight, PopKey, PopQueue};
 use super::tables::{LOG_TIMES, QUEUE_INDEX};
 use crate::topic::{GroupConfig, TopicConfig};
 use raftmq_raft::{LogId, StoredMembership};
@@ -41,6 +42,11 @@ pub struct MemState {
     /// Log entries below this index are gone with retention (their messages are below every
     /// queue's minimum offset); the log may delete them.
     pub retention_floor: u64,
+    /// POP cursors and in-flight deliveries. Not in this struct's encoding: the snapshot image
+    /// carries it in frames of its own and redb in a table of its own, so images and files
+    /// written before POP existed still read.
+    #[serde(skip)]
+    pub pop: BTreeMap<PopKey, PopQueue>,
 }
 
 /// One row of the queue index: where a run of a queue's messages sits in the log.
@@ -221,6 +227,50 @@ impl BrokerState {
                 .collect();
             groups.dedup();
             groups
+        })
+    }
+
+    /// A group's POP state of one queue, if it ever popped it.
+    pub fn pop_queue(&self, group: &str, topic: &str, queue_id: u32) -> Option<PopQueue> {
+        self.read(|mem| {
+            mem.pop
+                .get(&(group.to_string(), topic.to_string(), queue_id))
+                .cloned()
+        })
+    }
+
+    /// Where a group's next pop of a queue reads new messages from (see
+    /// [`super::pop::effective_cursor`]).
+    pub fn pop_cursor(&self, group: &str, topic: &str, queue_id: u32, init_from_end: bool) -> u64 {
+        self.read(|mem| {
+            let key = (group.to_string(), topic.to_string(), queue_id);
+            super::pop::effective_cursor(mem, &key, mem.pop.get(&key), init_from_end)
+        })
+    }
+
+    /// How many times a group's message is handed out before it is dead-lettered.
+    pub fn pop_max_deliveries(&self, group: &str) -> u32 {
+        self.read(|mem| super::pop::max_deliveries(mem, group))
+    }
+
+    /// Deliveries whose invisible time ended at or before `now_ms` and that were handed out
+    /// as often as their group allows: what the dead-letter task moves to `%DLQ%<group>`.
+    /// At most `limit`, in key order.
+    pub fn pop_exhausted(&self, now_ms: i64, limit: usize) -> Vec<(PopKey, u64, InFlight)> {
+        self.read(|mem| {
+            let mut found = Vec::new();
+            for (key, queue) in &mem.pop {
+                let max = super::pop::max_deliveries(mem, &key.0);
+                for (offset, entry) in &queue.in_flight {
+                    if found.len() >= limit {
+                        return found;
+                    }
+                    if entry.invisible_until_ms <= now_ms && entry.attempt >= max {
+                        found.push((key.clone(), *offset, *entry));
+                    }
+                }
+            }
+            found
         })
     }
 

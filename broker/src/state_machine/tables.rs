@@ -39,3 +39,8 @@ pub const QUEUE_INDEX: TableDefinition<IndexKey, IndexValue> = TableDefinition::
 pub type IndexKey<'a> = (&'a str, u32, u64);
 /// `(log index, unit index, first ordinal, count, store timestamp ms, bytes)`
 pub type IndexValue = (u64, u32, u32, u32, i64, u64);
+
+/// (group, topic, queue id) -> codec(PopQueue): a group's POP cursor and in-flight deliveries
+/// of one queue.
+pub const POP_QUEUES: TableDefinition<(&str, &str, u32), &[u8]> =
+    TableDefinition::new("pop_queues");

@@ -15,7 +15,7 @@ fn log_id(index: u64) -> LogId {
     raftmq_raft::log_id(1, 1, index)
 }
 
-fn normal(index: u64, command: &Command, blob: &[u8]) -> Entry {
+pub(super) fn normal(index: u64, command: &Command, blob: &[u8]) -> Entry {
     let payload = encode_entry(command, blob).unwrap();
     Entry {
         log_id: log_id(index),
@@ -24,7 +24,7 @@ fn normal(index: u64, command: &Command, blob: &[u8]) -> Entry {
 }
 
 /// A send of `count` one-byte messages to one queue, auto-creating the topic with 4 queues.
-fn send(topic: &str, queue_id: u32, count: u32, store_ms: i64) -> (Command, Vec<u8>) {
+pub(super) fn send(topic: &str, queue_id: u32, count: u32, store_ms: i64) -> (Command, Vec<u8>) {
     let messages = (0..count)
         .map(|i| MessageSlot {
             start: i,
@@ -45,12 +45,12 @@ fn send(topic: &str, queue_id: u32, count: u32, store_ms: i64) -> (Command, Vec<
     (command, vec![b'x'; count as usize])
 }
 
-fn apply_one(sm: &mut BrokerStateMachine, entry: Entry) -> Applied {
+pub(super) fn apply_one(sm: &mut BrokerStateMachine, entry: Entry) -> Applied {
     let responses = sm.apply(vec![entry]).unwrap();
     decode_applied(&responses[0].0).unwrap()
 }
 
-fn open(dir: &tempfile::TempDir) -> BrokerStateMachine {
+pub(super) fn open(dir: &tempfile::TempDir) -> BrokerStateMachine {
     BrokerStateMachine::open(&dir.path().join("state.redb")).unwrap()
 }
 

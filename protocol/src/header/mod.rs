@@ -147,6 +147,7 @@ macro_rules! ext_header {
 pub mod client;
 pub mod namesrv;
 pub mod offset;
+pub mod pop;
 pub mod pull;
 pub mod send;
 pub mod topic;
@@ -155,6 +156,7 @@ pub mod transaction;
 pub use client::*;
 pub use namesrv::*;
 pub use offset::*;
+pub use pop::*;
 pub use pull::*;
 pub use send::*;
 pub use topic::*;
