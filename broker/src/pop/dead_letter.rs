@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 use raftmq_protocol::message::{StoredMessage, property};
 use raftmq_protocol::names::{dlq_topic, now_ms};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::batcher::MAX_BATCH_BYTES;
 use crate::command::{Applied, Claim, PopTarget, ReleaseBuilder, SendOutcome};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
 use crate::filter::MessageFilter;
+use crate::leader_task::{LeaderTask, Round, run_while_leading};
 use crate::message_reader::QueueReadRequest;
 use crate::processor::send_message::{pending_message, resolve_topic};
 
@@ -34,35 +35,32 @@ pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown`: while this member leads, dead-letters exhausted deliveries.
 pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
-    let mut was_leader = false;
-    let mut backlog = false;
-    let mut paused_until: Option<Instant> = None;
-    loop {
-        let pause = if backlog {
-            Duration::ZERO
-        } else {
-            DEAD_LETTER_POLL_INTERVAL
-        };
-        backlog = false;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-        let leading = ctx.leadership.may_write() && ctx.leadership.may_read_committed();
-        if leading != was_leader {
-            info!(
-                leading,
-                "POP dead-lettering {}",
-                if leading { "started" } else { "stopped" }
-            );
-            was_leader = leading;
-        }
-        if !leading || paused_until.is_some_and(|until| Instant::now() < until) {
-            continue;
+    run_while_leading(ctx, shutdown, DeadLettering::default()).await
+}
+
+/// The leader's dead-lettering of exhausted POP deliveries.
+#[derive(Default)]
+struct DeadLettering {
+    /// After a failure, no round until then (a failing store does not spin).
+    paused_until: Option<Instant>,
+}
+
+impl LeaderTask for DeadLettering {
+    const NAME: &'static str = "POP dead-lettering";
+    const INTERVAL: Duration = DEAD_LETTER_POLL_INTERVAL;
+
+    async fn round(&mut self, ctx: &BrokerContext) -> Round {
+        // The in-flight set read below must include every committed pop and ack.
+        if !ctx.leadership.may_read_committed()
+            || self
+                .paused_until
+                .is_some_and(|until| Instant::now() < until)
+        {
+            return Round::Done;
         }
         let exhausted = ctx.state.pop_exhausted(now_ms(), DEAD_LETTERS_PER_ROUND);
         if exhausted.is_empty() {
-            continue;
+            return Round::Done;
         }
         let items: Vec<(String, PopTarget, u32)> = exhausted
             .into_iter()
@@ -77,16 +75,19 @@ pub async fn run(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
             })
             .collect();
         let count = items.len();
-        match dead_letter(&ctx, &items).await {
+        match dead_letter(ctx, &items).await {
             Ok(moved) => {
                 debug!(moved, "dead-lettered POP deliveries");
-                backlog = count >= DEAD_LETTERS_PER_ROUND;
+                if count >= DEAD_LETTERS_PER_ROUND {
+                    return Round::Backlog;
+                }
             }
             Err(err) => {
                 warn!(error = %err, "POP dead-lettering failed; trying again shortly");
-                paused_until = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                self.paused_until = Some(Instant::now() + RETRY_AFTER_FAILURE);
             }
         }
+        Round::Done
     }
 }
 
