@@ -34,6 +34,10 @@ pub struct BrokerContext {
     pub tracker: TaskTracker,
     /// Asks the registration task to register with the NameServers now (topics changed).
     pub register_now: Arc<Notify>,
+    /// The 5.x clients' Telemetry streams open on this member (settings, check-backs).
+    pub telemetry: Arc<crate::grpc::telemetry::TelemetryClients>,
+    /// gRPC channels to the other members, for writes forwarded to the leader.
+    pub grpc_channels: crate::grpc::forward::Channels,
     next_queue: AtomicU32,
 }
 
@@ -61,6 +65,8 @@ impl BrokerContext {
             shutdown,
             tracker,
             register_now: Arc::new(Notify::new()),
+            telemetry: Arc::default(),
+            grpc_channels: crate::grpc::forward::Channels::default(),
             next_queue: AtomicU32::new(0),
         }
     }

@@ -30,6 +30,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod filter;
+pub mod grpc;
 pub mod leadership;
 pub mod message_reader;
 pub mod metrics;
