@@ -1,70 +1,34 @@
-//! QueryRoute and QueryAssignment: a topic's queues on this group, with the group's endpoints
-//! listing every live member. A 5.x client opens one channel per endpoints value and fails over
-//! between its addresses, so when the leader dies the channel moves to another member, which
-//! forwards writes to the new leader ([`super::forward`]).
-
-use std::time::Duration;
-
-use openraft::Instant as _;
+//! QueryRoute and QueryAssignment: a topic's queues on this group, with the endpoints of the
+//! member answering ([`group_endpoints`] says why not all members): it forwards writes to the
+//! leader ([`super::forward`]), so a leader change is invisible to the client.
 
 use super::pb::{self, AddressScheme, MessageQueue, MessageType, Permission};
 use crate::context::BrokerContext;
 use crate::error::RequestError;
 use crate::topic::{AUTO_CREATE_QUEUE_NUMS, TopicConfig, validate_topic_name};
 
-/// A follower the leader has not heard from for this long is left out of routes (clients such
-/// as Java's refuse to start when an endpoint is down).
-pub const MEMBER_SILENT_MAX: Duration = Duration::from_secs(3);
-
-/// The members whose gRPC addresses a route lists, this member's view: on a leader those that
-/// acknowledged it recently, elsewhere every voter (a follower cannot tell). The leader comes
-/// first.
-pub fn live_members(ctx: &BrokerContext) -> Vec<raftmq_raft::NodeId> {
-    let metrics = ctx.leadership.metrics();
-    let membership = metrics.membership_config.membership();
-    let leader = metrics.current_leader;
-    let leads = ctx.leadership.is_leader();
-    let mut members: Vec<_> = membership
-        .voter_ids()
-        .filter(|id| {
-            if !leads || *id == ctx.config.node_id {
-                return true;
-            }
-            metrics
-                .heartbeat
-                .as_ref()
-                .and_then(|heartbeats| heartbeats.get(id).copied().flatten())
-                .is_some_and(|acked| acked.elapsed() <= MEMBER_SILENT_MAX)
-        })
-        .collect();
-    if !members.contains(&ctx.config.node_id) {
-        // A learner (or a member being added) still serves: it forwards.
-        members.push(ctx.config.node_id);
-    }
-    members.sort_by_key(|id| (Some(*id) != leader, *id != ctx.config.node_id, *id));
-    members
-}
-
-/// The endpoints of this group: the gRPC address of every live member known.
+/// The endpoints of this group in a route: the address of the member answering, which serves
+/// every RPC and forwards writes to whichever member leads, so a leader change needs no new
+/// route.
+///
+/// Why not every live member: grpc-core clients (Python, C++, C#, PHP) open one channel for a
+/// multi-address endpoints value and send the comma-joined address list as the HTTP/2
+/// `:authority` (`a:8081,b:8081`), which the h2 server under tonic refuses as malformed
+/// (RST_STREAM PROTOCOL_ERROR on every call). A client that must survive the loss of the member
+/// it asked lists several access points itself.
 pub fn group_endpoints(ctx: &BrokerContext) -> pb::Endpoints {
-    let addresses: Vec<_> = live_members(ctx)
-        .into_iter()
-        .filter_map(|id| ctx.config.grpc_peers.get(&id))
-        .collect();
-    let scheme = if addresses.iter().all(|addr| addr.is_ipv4()) {
+    let addr = ctx.config.grpc_advertise;
+    let scheme = if addr.is_ipv4() {
         AddressScheme::IPv4
     } else {
         AddressScheme::IPv6
     };
     pb::Endpoints {
         scheme: scheme as i32,
-        addresses: addresses
-            .into_iter()
-            .map(|addr| pb::Address {
-                host: addr.ip().to_string(),
-                port: i32::from(addr.port()),
-            })
-            .collect(),
+        addresses: vec![pb::Address {
+            host: addr.ip().to_string(),
+            port: i32::from(addr.port()),
+        }],
     }
 }
 
