@@ -56,7 +56,7 @@ start_broker() {
   # shellcheck disable=SC2086
   RUST_LOG=${RUST_LOG:-warn} ${!wrap_var:-} "$BIN/mqbroker" -n "$NAMESRV" --broker-name broker-a --node-id "$i" \
     --peers "$peers" --listen "$NET.$i:10911" --raft-listen "$NET.$i:10912" \
-    --admin-listen "$NET.$i:10913" --data-dir "$RUN_DIR/raftmq/b$i" $BROKER_FLAGS \
+    --admin-listen "$NET.$i:10913" --grpc-listen "$NET.$i:8081" --data-dir "$RUN_DIR/raftmq/b$i" $BROKER_FLAGS \
     >> "$RUN_DIR/raftmq/b$i.out" 2>> "$RUN_DIR/raftmq/b$i.log" &
   echo $! > "$RUN_DIR/raftmq/b$i.pid"
 }

@@ -10,6 +10,8 @@
 # Ports on --host (default 127.0.0.1): NameServer 9876 (admin HTTP 9877). Group g (a, b, ...)
 # member n (1..3): remoting 10911 + 1000*g + 10*(n-1), Raft +1, admin HTTP +2; so broker-a is
 # 10911/10921/10931 (Raft 10912/10922/10932, admin 10913/10923/10933) and broker-b 11911/...
+# RocketMQ 5 gRPC (for the official 5.x clients): 8081 + 10*g + (n-1), so broker-a is
+# 8081/8082/8083 and broker-b 8091/...; a 5.x client uses $HOST:8081 as its endpoint.
 # Distinct --host addresses (127.23.5.1, ...) let several clusters run side by side.
 #
 # Binaries: built with `cargo build --release` (a no-op when fresh), or taken from
@@ -35,7 +37,7 @@ READY_TIMEOUT_MS=60000
 STOP_TIMEOUT_S=10
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -82,6 +84,7 @@ binaries() {
 
 group_letter() { printf "\\$(printf '%03o' $((97 + $1)))"; }
 remoting_port() { echo $((10911 + 1000 * $1 + 10 * ($2 - 1))); }
+grpc_port() { echo $((8081 + 10 * $1 + $2 - 1)); }
 
 # Whether a process runs (a zombie, exited but not reaped by its parent, does not).
 running() {
@@ -126,18 +129,20 @@ up() {
     start namesrv mqnamesrv --listen "$namesrv" --admin-listen "$HOST:$NAMESRV_ADMIN_PORT"
     echo "NameServer on $namesrv (admin http://$HOST:$NAMESRV_ADMIN_PORT)"
     for ((g = 0; g < GROUPS_WANTED; g++)); do
-        local broker="broker-$(group_letter "$g")" peers="" n port
+        local broker="broker-$(group_letter "$g")" peers="" grpc_peers="" n port
         for ((n = 1; n <= MEMBERS; n++)); do
             port="$(remoting_port "$g" "$n")"
             peers+="${peers:+,}$n=$HOST:$((port + 1))"
+            grpc_peers+="${grpc_peers:+,}$n=$HOST:$(grpc_port "$g" "$n")"
         done
         for ((n = 1; n <= MEMBERS; n++)); do
             port="$(remoting_port "$g" "$n")"
             start "$broker-$n" mqbroker -n "$namesrv" --broker-name "$broker" --node-id "$n" \
                 --peers "$peers" --listen "$HOST:$port" --raft-listen "$HOST:$((port + 1))" \
-                --admin-listen "$HOST:$((port + 2))" --data-dir "$DIR/data/$broker-$n"
+                --admin-listen "$HOST:$((port + 2))" --grpc-listen "$HOST:$(grpc_port "$g" "$n")" \
+                --grpc-peers "$grpc_peers" --data-dir "$DIR/data/$broker-$n"
         done
-        echo "$broker: members 1..$MEMBERS on $HOST:$(remoting_port "$g" 1),$(remoting_port "$g" 2),$(remoting_port "$g" 3)"
+        echo "$broker: members 1..$MEMBERS on $HOST:$(remoting_port "$g" 1),$(remoting_port "$g" 2),$(remoting_port "$g" 3) (gRPC $HOST:$(grpc_port "$g" 1),$(grpc_port "$g" 2),$(grpc_port "$g" 3))"
     done
 
     echo "waiting for every group to elect a leader and register it..."
@@ -157,6 +162,7 @@ up() {
 
 The cluster is up (data and logs under $DIR).
   export NAMESRV_ADDR=$namesrv
+  RocketMQ 5.x clients (gRPC): endpoint $HOST:$(grpc_port 0 1)
   $BIN/mq topic create -t TopicTest               # 8 queues on every group
   $BIN/mq produce -t TopicTest "hello"            # or: --count 1000 --size 1024
   $BIN/mq consume -t TopicTest -g my_group --count 1

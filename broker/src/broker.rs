@@ -5,11 +5,12 @@
 //! `127.0.0.1:0`) and gives a shutdown future, as in tokio's mini-redis `server::run`:
 //!
 //! ```text
-//! Broker::start(config, Listeners { remoting, raft, admin })
+//! Broker::start(config, Listeners { remoting, raft, admin, grpc })
 //!   <data_dir>/broker-state.redb     BrokerStateMachine (index, offsets, topics)
 //!   <data_dir>/raft/                 RaftNode (the log = the commit log), on `raft`
 //!   remoting                         remoting server -> processor::BrokerHandler
 //!   admin                            admin HTTP
+//!   grpc                             RocketMQ 5 gRPC -> grpc::MessagingServer
 //! Broker::run(shutdown)
 //!   serves until `shutdown` completes or Raft stops on a storage error; then stops accepting,
 //!   answers requests in hand, unregisters, stops Raft, closes storage
@@ -80,6 +81,8 @@ pub struct Listeners {
     pub raft: TcpListener,
     /// Admin HTTP.
     pub admin: TcpListener,
+    /// RocketMQ 5 gRPC (MessagingService), for the official 5.x clients.
+    pub grpc: TcpListener,
 }
 
 /// A started broker member: storage open, Raft running, every server accepting.
@@ -90,6 +93,7 @@ pub struct Broker {
     tasks: TaskTracker,
     remoting_addr: SocketAddr,
     admin_addr: SocketAddr,
+    grpc_addr: SocketAddr,
 }
 
 impl Broker {
@@ -111,6 +115,7 @@ impl Broker {
             remoting,
             raft: raft_listener,
             admin: admin_listener,
+            grpc: grpc_listener,
         } = listeners;
         let local_addr = |listener: &TcpListener, what| {
             listener
@@ -119,6 +124,7 @@ impl Broker {
         };
         let remoting_addr = local_addr(&remoting, "remoting")?;
         let admin_addr = local_addr(&admin_listener, "admin HTTP")?;
+        let grpc_addr = local_addr(&grpc_listener, "gRPC")?;
 
         let data_dir_error = |source| BrokerError::DataDir {
             path: config.data_dir.display().to_string(),
@@ -193,6 +199,11 @@ impl Broker {
             ServerConfig::default(),
         );
         tasks.spawn(server.run(shutdown.clone().cancelled_owned()));
+        tasks.spawn(crate::grpc::serve(
+            ctx.clone(),
+            grpc_listener,
+            shutdown.clone(),
+        ));
 
         let router = admin::router(
             AdminState {
@@ -222,6 +233,10 @@ impl Broker {
         tasks.spawn(crate::timer::run(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::pop::dead_letter::run(ctx.clone(), shutdown.clone()));
         tasks.spawn(crate::transaction::run(ctx.clone(), shutdown.clone()));
+        tasks.spawn(crate::transaction::relay_grpc_checks(
+            ctx.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(crate::retention::run(
             ctx.clone(),
             raft.clone(),
@@ -235,6 +250,7 @@ impl Broker {
             remoting = %remoting_addr,
             raft = %node.local_addr(),
             admin = %admin_addr,
+            grpc = %grpc_addr,
             "broker started"
         );
         Ok(Broker {
@@ -244,6 +260,7 @@ impl Broker {
             tasks,
             remoting_addr,
             admin_addr,
+            grpc_addr,
         })
     }
 
@@ -258,6 +275,11 @@ impl Broker {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where 5.x clients connect (gRPC; the advertised address is in the config).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
     }
 
     pub fn context(&self) -> &Arc<BrokerContext> {

@@ -25,6 +25,9 @@ pub const DEFAULT_RAFT_LISTEN: SocketAddr =
 /// Admin HTTP; bound to loopback by default because it can change membership.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), BROKER_ADMIN_PORT);
+/// RocketMQ 5's gRPC port (the proxy's default), on every interface.
+pub const DEFAULT_GRPC_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8081);
 pub const DEFAULT_CLUSTER_NAME: &str = "DefaultCluster";
 pub const DEFAULT_BROKER_NAME: &str = "broker-a";
 /// Topics are created on their first send (RocketMQ's autoCreateTopicEnable).
@@ -116,6 +119,22 @@ pub struct BrokerOptions {
         )
     )]
     pub admin_listen: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "RocketMQ 5 gRPC (MessagingService) listen address",
+            DEFAULT_GRPC_LISTEN
+        )
+    )]
+    pub grpc_listen: Option<String>,
+    /// The gRPC address 5.x clients are told to use for this member [default: the gRPC listen
+    /// address, loopback if that is unspecified].
+    #[arg(long)]
+    pub grpc_advertise: Option<String>,
+    /// The gRPC addresses of the group's members, `1=host:port,2=host:port,...`: routes list
+    /// them, and a follower forwards writes to its leader's [default: this member alone].
+    #[arg(long)]
+    pub grpc_peers: Option<String>,
     /// Where this member keeps its state and its Raft log.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -308,6 +327,11 @@ pub struct BrokerConfig {
     pub advertise: SocketAddr,
     pub raft_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub grpc_listen: SocketAddr,
+    /// The gRPC address of this member that clients dial.
+    pub grpc_advertise: SocketAddr,
+    /// Every member's gRPC address by node id (this member's included).
+    pub grpc_peers: BTreeMap<NodeId, SocketAddr>,
     pub data_dir: PathBuf,
     pub auto_create_topic: bool,
     pub register_interval: Duration,
@@ -533,6 +557,34 @@ impl BrokerConfig {
             Some(addr) => parse_addr("--admin-listen", addr)?,
             None => DEFAULT_ADMIN_LISTEN,
         };
+        let grpc_listen = match options.grpc_listen.as_deref() {
+            Some(addr) => parse_addr("--grpc-listen", addr)?,
+            None => DEFAULT_GRPC_LISTEN,
+        };
+        let grpc_advertise = match options.grpc_advertise.as_deref() {
+            Some(addr) => parse_addr("--grpc-advertise", addr)?,
+            None if grpc_listen.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], grpc_listen.port()))
+            }
+            None => grpc_listen,
+        };
+        let mut grpc_peers = BTreeMap::new();
+        for (id, addr) in parse_peers(options.grpc_peers.as_deref().unwrap_or(""))
+            .map_err(|err| ConfigError::BadPeers(format!("--grpc-peers: {err}")))?
+        {
+            grpc_peers.insert(id, parse_addr("--grpc-peers", &addr)?);
+        }
+        match grpc_peers.get(&node_id) {
+            Some(own) if *own != grpc_advertise => {
+                return Err(ConfigError::BadPeers(format!(
+                    "--grpc-peers lists node {node_id} at {own}, but its gRPC address is {grpc_advertise}"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                grpc_peers.insert(node_id, grpc_advertise);
+            }
+        }
         let join = options.join.unwrap_or(false);
         let mut peers = parse_peers(options.peers.as_deref().unwrap_or(""))?;
         if peers.is_empty() {
@@ -609,6 +661,9 @@ impl BrokerConfig {
             advertise,
             raft_listen,
             admin_listen,
+            grpc_listen,
+            grpc_advertise,
+            grpc_peers,
             data_dir,
             auto_create_topic: options
                 .auto_create_topic

@@ -39,6 +39,10 @@ pub struct BrokerContext {
     pub pop_planning: tokio::sync::Mutex<()>,
     /// POP long polls held at once (`crate::pop::MAX_POP_WAITERS`); more answer POLLING_FULL.
     pub pop_waiters: tokio::sync::Semaphore,
+    /// The 5.x clients' Telemetry streams open on this member (settings, check-backs).
+    pub telemetry: Arc<crate::grpc::telemetry::TelemetryClients>,
+    /// gRPC channels to the other members, for writes forwarded to the leader.
+    pub grpc_channels: crate::grpc::forward::Channels,
     next_queue: AtomicU32,
 }
 
@@ -68,6 +72,8 @@ impl BrokerContext {
             register_now: Arc::new(Notify::new()),
             pop_planning: tokio::sync::Mutex::new(()),
             pop_waiters: tokio::sync::Semaphore::new(crate::pop::MAX_POP_WAITERS),
+            telemetry: Arc::default(),
+            grpc_channels: crate::grpc::forward::Channels::default(),
             next_queue: AtomicU32::new(0),
         }
     }

@@ -30,6 +30,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod filter;
+pub mod grpc;
 pub mod leader_task;
 pub mod leadership;
 pub mod message_reader;

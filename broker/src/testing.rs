@@ -44,6 +44,8 @@ pub struct TestMember {
     pub raft: Raft,
     /// Where its remoting server listens, as `RpcClient::invoke` takes it.
     pub remoting: String,
+    /// Where its gRPC server listens.
+    pub grpc: SocketAddr,
     stop: CancellationToken,
     running: JoinHandle<Result<(), BrokerError>>,
 }
@@ -77,6 +79,7 @@ impl TestGroup {
                 remoting: bind_any().await?,
                 raft: bind_any().await?,
                 admin: bind_any().await?,
+                grpc: bind_any().await?,
             };
             bound.insert(id, listeners);
         }
@@ -85,6 +88,11 @@ impl TestGroup {
             peers.push(format!("{id}={}", listeners.raft.local_addr()?));
         }
         let peers = peers.join(",");
+        let mut grpc_peers = Vec::new();
+        for (id, listeners) in &bound {
+            grpc_peers.push(format!("{id}={}", listeners.grpc.local_addr()?));
+        }
+        let grpc_peers = grpc_peers.join(",");
         let mut members = BTreeMap::new();
         for (id, listeners) in bound {
             let addr = |listener: &TcpListener| -> Result<Option<String>> {
@@ -98,6 +106,8 @@ impl TestGroup {
                 listen: addr(&listeners.remoting)?,
                 raft_listen: addr(&listeners.raft)?,
                 admin_listen: addr(&listeners.admin)?,
+                grpc_listen: addr(&listeners.grpc)?,
+                grpc_peers: Some(grpc_peers.clone()),
                 ..BrokerOptions::default()
             };
             configure(&mut options);
@@ -110,6 +120,7 @@ impl TestGroup {
                 ctx: broker.context().clone(),
                 raft: broker.raft().clone(),
                 remoting: broker.remoting_addr().to_string(),
+                grpc: broker.grpc_addr(),
                 stop: stop.clone(),
                 running: tokio::spawn(broker.run(stop.cancelled_owned())),
             };

@@ -362,6 +362,10 @@ fn ask_producer(ctx: &BrokerContext, half: PendingHalf, message: StoredMessage) 
         .get(property::PRODUCER_GROUP)
         .cloned()
         .unwrap_or_default();
+    if group == crate::grpc::send::GRPC_PRODUCER_GROUP {
+        ask_grpc_producer(ctx, half, message);
+        return;
+    }
     let handles = ctx.clients.producer_handles(&group);
     // Spread checks over the group's producers.
     let Some(handle) = handles.get(half.physical as usize % handles.len().max(1)) else {
@@ -397,6 +401,81 @@ fn ask_producer(ctx: &BrokerContext, half: PendingHalf, message: StoredMessage) 
     check.body = body.freeze();
     if let Err(err) = handle.try_send(&check) {
         debug!(error = %err, group, "could not send a transaction check");
+    }
+}
+
+/// Runs until `shutdown`: on a member that does not lead, relays the leader's checks of 5.x
+/// producers' transactions to the producers whose Telemetry streams are open here. A 5.x
+/// client keeps one channel per group and it may sit on any member, so a check only the leader
+/// pushed would miss most producers. The leader's replicated check count tells when a check
+/// happened: each increase seen here is relayed once. An answer reaching any member is
+/// forwarded to the leader and ends the transaction once.
+pub async fn relay_grpc_checks(ctx: Arc<BrokerContext>, shutdown: CancellationToken) {
+    let mut relayed: BTreeMap<u64, u32> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CHECK_POLL_INTERVAL) => {}
+        }
+        if ctx.leadership.is_leader() || ctx.telemetry.is_empty() {
+            relayed.clear();
+            continue;
+        }
+        let halves = match ctx
+            .state
+            .halves_touched_before(now_ms().saturating_add(1), CHECKS_PER_ROUND)
+        {
+            Ok(halves) => halves,
+            Err(err) => {
+                debug!(error = %err, "cannot list pending transactions to relay checks");
+                continue;
+            }
+        };
+        let mut still_pending = BTreeMap::new();
+        for half in halves {
+            still_pending.insert(half.physical, half.checks);
+            if half.checks == 0 || relayed.get(&half.physical) == Some(&half.checks) {
+                continue;
+            }
+            let Ok(Some(message)) = pending_half_message(&ctx, half.physical).await else {
+                continue;
+            };
+            let grpc = message
+                .properties
+                .get(property::PRODUCER_GROUP)
+                .is_some_and(|group| group == crate::grpc::send::GRPC_PRODUCER_GROUP);
+            if grpc {
+                ask_grpc_producer(&ctx, half, message);
+            }
+        }
+        relayed = still_pending;
+    }
+}
+
+/// A half message a 5.x producer sent: a RecoverOrphanedTransactionCommand on the Telemetry
+/// stream of a producer publishing its real topic, open on this member. The transaction id is
+/// the one its send answered (the half message's offset message id).
+fn ask_grpc_producer(ctx: &BrokerContext, half: PendingHalf, message: StoredMessage) {
+    let topic = match real_destination(&message) {
+        Ok(destination) => destination.topic,
+        Err(err) => {
+            warn!(error = %err, half = half.physical, "a half message names no real topic");
+            return;
+        }
+    };
+    let command = crate::grpc::pb::RecoverOrphanedTransactionCommand {
+        message: Some(crate::grpc::send::message_of(&message, &topic)),
+        transaction_id: crate::grpc::send::transaction_id(&ctx.config.broker_name, half.physical),
+    };
+    if !ctx
+        .telemetry
+        .recover_orphaned_transaction(&topic, half.physical, command)
+    {
+        debug!(
+            topic,
+            half = half.physical,
+            "no 5.x producer of the topic on this member to check a transaction with"
+        );
     }
 }
 

@@ -690,6 +690,8 @@ impl ProcessCluster {
                 .args(["--listen", &slot.addrs.listen.to_string()])
                 .args(["--raft-listen", &slot.addrs.raft_listen.to_string()])
                 .args(["--admin-listen", &slot.addrs.admin.to_string()])
+                // No 5.x client in these scenarios: any free port on the member's address.
+                .args(["--grpc-listen", &format!("{}:0", slot.addrs.listen.ip())])
                 .args(["--register-interval-ms", &REGISTER_INTERVAL_MS.to_string()])
                 .arg("--data-dir")
                 .arg(&slot.data_dir)

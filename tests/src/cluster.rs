@@ -16,6 +16,8 @@ use crate::{AdminHttp, Process, wait_until, workspace_binary};
 pub const REMOTING_PORT: u16 = 10911;
 pub const RAFT_PORT: u16 = 10912;
 pub const ADMIN_PORT: u16 = 10913;
+/// RocketMQ 5's gRPC port (the proxy's), for 5.x clients.
+pub const GRPC_PORT: u16 = 8081;
 /// Bound on starting a process or a group electing a leader.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one admin HTTP call.
@@ -40,6 +42,10 @@ impl Member {
 
     pub fn admin(&self) -> SocketAddr {
         SocketAddr::from((self.ip, ADMIN_PORT))
+    }
+
+    pub fn grpc(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, GRPC_PORT))
     }
 
     pub fn is_running(&self) -> bool {
@@ -136,6 +142,15 @@ impl TestCluster {
             .join(",")
     }
 
+    /// `1=ip:grpc,2=ip:grpc,...` for every member.
+    pub fn grpc_peers(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.node_id, m.grpc()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The `mqbroker` arguments of a member.
     pub fn member_args(&self, node_id: u64) -> anyhow::Result<Vec<String>> {
         let member = self.member(node_id)?;
@@ -154,6 +169,10 @@ impl TestCluster {
             member.raft().to_string(),
             "--admin-listen".into(),
             member.admin().to_string(),
+            "--grpc-listen".into(),
+            member.grpc().to_string(),
+            "--grpc-peers".into(),
+            self.grpc_peers(),
             "--data-dir".into(),
             member.data_dir.display().to_string(),
         ];

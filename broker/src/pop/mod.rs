@@ -286,7 +286,7 @@ pub async fn pop_or_wait(
     wait: Duration,
 ) -> Result<PopResult, RequestError> {
     let deadline = tokio::time::Instant::now() + wait.min(MAX_POP_WAIT);
-    let mut result = pop(ctx, request).await?;
+    let mut result = first_pop(ctx, request, deadline).await?;
     if !result.messages.is_empty() || wait.is_zero() {
         return Ok(result);
     }
@@ -315,6 +315,30 @@ pub async fn pop_or_wait(
     }
     Ok(result)
 }
+
+/// The first pop of a long poll. A leader elected a moment ago has not applied an entry of its
+/// term yet (`LeaderCatchingUp`, SYSTEM_BUSY); within the poll's time the pop waits for that
+/// (every [`CATCH_UP_RETRY`]) rather than answering busy: a consumer that long-polls right
+/// after a failover gets its messages, not an error.
+async fn first_pop(
+    ctx: &BrokerContext,
+    request: &PopRequest<'_>,
+    deadline: tokio::time::Instant,
+) -> Result<PopResult, RequestError> {
+    loop {
+        match pop(ctx, request).await {
+            Err(RequestError::LeaderCatchingUp { .. })
+                if tokio::time::Instant::now() + CATCH_UP_RETRY < deadline =>
+            {
+                tokio::time::sleep(CATCH_UP_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a long poll looks again whether a new leader has caught up.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(20);
 
 /// Waits up to `wait` until the group has something to pop from the topic (one queue, or any):
 /// a message past its cursor, or a delivery whose invisible time ended. `Ok(false)` when the

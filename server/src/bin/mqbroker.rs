@@ -95,15 +95,17 @@ fn run(
             remoting: bind("remoting", config.listen).await?,
             raft: bind("raft", config.raft_listen).await?,
             admin: bind("admin HTTP", config.admin_listen).await?,
+            grpc: bind("gRPC", config.grpc_listen).await?,
         };
         let ui = raftmq_server::broker_ui(&config);
         let broker = Broker::start_with_ui(config, listeners, ui).await?;
         // One line on stdout for scripts and tests: where this member listens.
         println!(
-            "mqbroker listening remoting={} raft={} admin={}",
+            "mqbroker listening remoting={} raft={} admin={} grpc={}",
             broker.remoting_addr(),
             broker.raft_addr(),
-            broker.admin_addr()
+            broker.admin_addr(),
+            broker.grpc_addr()
         );
         broker.run(wait_for_signal()).await?;
         Ok(())

@@ -501,6 +501,9 @@ fn a_member_is_added_and_removed_from_the_cluster_page() -> anyhow::Result<()> {
             &raft,
             "--admin-listen",
             &admin,
+            // No gRPC client in this test: any free port.
+            "--grpc-listen",
+            "127.0.0.1:0",
             "--data-dir",
             &data_dir,
         ],

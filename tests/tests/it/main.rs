@@ -8,6 +8,7 @@ mod cli;
 mod dashboard;
 mod data_plane;
 mod delay;
+mod grpc_python;
 mod health;
 mod membership;
 mod namesrv;

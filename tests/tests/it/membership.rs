@@ -164,6 +164,9 @@ fn membership_change_under_load_loses_no_acknowledged_message() {
             &raft_addr,
             "--admin-listen",
             &admin_addr,
+            // No gRPC client in this test: any free port.
+            "--grpc-listen",
+            "127.0.0.1:0",
             "--data-dir",
             data_dir.to_str().unwrap(),
         ],

@@ -1,0 +1,414 @@
+//! The MessagingService on a real 3-member group in one process: routes, settings, sends
+//! through a follower across a leader change, transactions with a check-back, and bad input.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use super::pb::{self, Code, MessageType, MessagingServiceClient, telemetry_command::Command};
+use crate::testing::{TestGroup, wait_until};
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn client(addr: std::net::SocketAddr) -> Result<MessagingServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(MessagingServiceClient::new(channel))
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CLIENT_TIMEOUT);
+    request
+        .metadata_mut()
+        .insert("x-mq-client-id", "test-client@1".parse().unwrap());
+    request
+}
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource {
+        resource_namespace: String::new(),
+        name: name.into(),
+    })
+}
+
+fn message(topic: &str, id: &str, body: &[u8], message_type: MessageType) -> pb::Message {
+    pb::Message {
+        topic: resource(topic),
+        user_properties: [("k".to_string(), "v".to_string())].into(),
+        system_properties: Some(pb::SystemProperties {
+            tag: Some("TagA".into()),
+            keys: vec!["key1".into()],
+            message_id: id.into(),
+            message_type: message_type as i32,
+            ..pb::SystemProperties::default()
+        }),
+        body: body.to_vec(),
+    }
+}
+
+async fn send(
+    client: &mut MessagingServiceClient<Channel>,
+    message: pb::Message,
+) -> Result<pb::SendResultEntry> {
+    let answer = client
+        .send_message(request(pb::SendMessageRequest {
+            messages: vec![message],
+        }))
+        .await?
+        .into_inner();
+    answer
+        .entries
+        .into_iter()
+        .next()
+        .context("a send answered no entry")
+}
+
+fn code_of(status: &Option<pb::Status>) -> i32 {
+    status.as_ref().map_or(0, |status| status.code)
+}
+
+/// Messages stored in a topic's queues, as the member's applied state counts them.
+fn stored_count(member: &crate::testing::TestMember, topic: &str) -> u64 {
+    let Some(config) = member.ctx.state.topic(topic) else {
+        return 0;
+    };
+    (0..config.queue_nums())
+        .map(|queue| member.ctx.state.queue(topic, queue).next_offset)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sends_through_a_follower_survive_a_leader_change_and_are_stored_once() -> Result<()> {
+    let mut group = TestGroup::start(3).await?;
+    let leader = group.wait_for_leader().await?;
+    let (follower, _) = group.others(leader).next().context("no follower")?;
+    let mut to_follower = client(group.member(follower).grpc).await?;
+
+    // The route names the member asked, and writable queues of broker id 0.
+    let route = to_follower
+        .query_route(request(pb::QueryRouteRequest {
+            topic: resource("GrpcTopic"),
+            endpoints: None,
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&route.status), Code::Ok as i32);
+    assert_eq!(route.message_queues.len(), 8);
+    let queue = &route.message_queues[0];
+    assert_eq!(queue.permission, pb::Permission::ReadWrite as i32);
+    let broker = queue.broker.as_ref().context("no broker")?;
+    assert_eq!(broker.id, 0);
+    let addresses = &broker.endpoints.as_ref().context("no endpoints")?.addresses;
+    assert_eq!(addresses.len(), 1, "{addresses:?}");
+    assert_eq!(
+        addresses[0].port,
+        i32::from(group.member(follower).grpc.port())
+    );
+
+    const BEFORE: usize = 40;
+    const AFTER: usize = 40;
+    for i in 0..BEFORE {
+        let entry = send(
+            &mut to_follower,
+            message("GrpcTopic", &format!("ID-{i}"), b"x", MessageType::Normal),
+        )
+        .await?;
+        assert_eq!(code_of(&entry.status), Code::Ok as i32, "{entry:?}");
+        assert_eq!(entry.message_id, format!("ID-{i}"));
+    }
+    // A retried send (same message id) is stored once.
+    let again = send(
+        &mut to_follower,
+        message("GrpcTopic", "ID-0", b"x", MessageType::Normal),
+    )
+    .await?;
+    assert_eq!(code_of(&again.status), Code::Ok as i32);
+
+    // The leader goes; the follower's clients keep sending, and the follower finds the new one.
+    group.stop_member(leader).await?;
+    let started = std::time::Instant::now();
+    for i in BEFORE..BEFORE + AFTER {
+        let entry = send(
+            &mut to_follower,
+            message("GrpcTopic", &format!("ID-{i}"), b"x", MessageType::Normal),
+        )
+        .await?;
+        assert_eq!(code_of(&entry.status), Code::Ok as i32, "{entry:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let new_leader = group.wait_for_leader().await?;
+    let total = (BEFORE + AFTER) as u64;
+    wait_until("every send stored once on the new leader", || {
+        (stored_count(group.member(new_leader), "GrpcTopic") == total).then_some(())
+    })
+    .await?;
+    group.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_code_never_a_panic() -> Result<()> {
+    let group = TestGroup::start_with(1, |options| options.max_message_bytes = Some(1024)).await?;
+    let leader = group.wait_for_leader().await?;
+    let mut to_leader = client(group.member(leader).grpc).await?;
+
+    let no_topic = send(&mut to_leader, message("", "A", b"x", MessageType::Normal)).await?;
+    assert_eq!(code_of(&no_topic.status), Code::IllegalTopic as i32);
+    let too_big = send(
+        &mut to_leader,
+        message("T", "B", &[0; 2048], MessageType::Normal),
+    )
+    .await?;
+    assert_eq!(code_of(&too_big.status), Code::MessageBodyTooLarge as i32);
+    let mut reserved = message("T", "C", b"x", MessageType::Normal);
+    reserved
+        .user_properties
+        .insert("UNIQ_KEY".into(), "mine".into());
+    let reserved = send(&mut to_leader, reserved).await?;
+    assert_eq!(
+        code_of(&reserved.status),
+        Code::IllegalMessagePropertyKey as i32
+    );
+    let mut no_id = message("T", "", b"x", MessageType::Normal);
+    no_id.system_properties.as_mut().unwrap().message_id.clear();
+    assert_eq!(
+        code_of(&send(&mut to_leader, no_id).await?.status),
+        Code::IllegalMessageId as i32
+    );
+    let mut bad_name = message("T", "D", b"x", MessageType::Normal);
+    bad_name.topic = resource("no spaces allowed");
+    assert_ne!(
+        code_of(&send(&mut to_leader, bad_name).await?.status),
+        Code::Ok as i32
+    );
+    let empty = to_leader
+        .send_message(request(pb::SendMessageRequest { messages: vec![] }))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&empty.status), Code::BadRequest as i32);
+
+    let route = to_leader
+        .query_route(request(pb::QueryRouteRequest::default()))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&route.status), Code::BadRequest as i32);
+    let end = to_leader
+        .end_transaction(request(pb::EndTransactionRequest {
+            topic: resource("T"),
+            transaction_id: "not-an-id".into(),
+            resolution: pb::TransactionResolution::Commit as i32,
+            ..pb::EndTransactionRequest::default()
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&end.status), Code::InvalidTransactionId as i32);
+    let offset = to_leader
+        .get_offset(request(pb::GetOffsetRequest::default()))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&offset.status), Code::BadRequest as i32);
+    // Nothing was stored by any of it.
+    assert_eq!(stored_count(group.member(leader), "T"), 0);
+    group.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_commit_and_an_orphan_is_checked_back_on_the_telemetry_stream() -> Result<()> {
+    let group = TestGroup::start_with(1, |options| {
+        options.transaction_timeout_ms = Some(300);
+        options.transaction_check_interval_ms = Some(300);
+    })
+    .await?;
+    let leader = group.wait_for_leader().await?;
+    let mut to_leader = client(group.member(leader).grpc).await?;
+
+    // Telemetry: the server answers the producer's settings at once.
+    let (settings_sender, settings_receiver) = tokio::sync::mpsc::channel(4);
+    settings_sender
+        .send(pb::TelemetryCommand {
+            status: None,
+            command: Some(Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::Producer as i32),
+                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                    topics: vec![resource("TxTopic").unwrap()],
+                    max_body_size: 0,
+                    validate_message_type: false,
+                })),
+                ..pb::Settings::default()
+            })),
+        })
+        .await?;
+    let mut telemetry = to_leader
+        .telemetry(request(tokio_stream::wrappers::ReceiverStream::new(
+            settings_receiver,
+        )))
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(CLIENT_TIMEOUT, telemetry.next())
+        .await?
+        .context("the telemetry stream ended")??;
+    assert_eq!(code_of(&first.status), Code::Ok as i32);
+    let Some(Command::Settings(settings)) = first.command else {
+        bail!("the first answer is not settings: {first:?}");
+    };
+    let Some(pb::settings::PubSub::Publishing(publishing)) = settings.pub_sub else {
+        bail!("no publishing settings");
+    };
+    assert_eq!(publishing.max_body_size, 4 << 20);
+
+    // Committed at once: the message reaches its topic.
+    let half = send(
+        &mut to_leader,
+        message("TxTopic", "TX-1", b"a", MessageType::Transaction),
+    )
+    .await?;
+    assert_eq!(code_of(&half.status), Code::Ok as i32, "{half:?}");
+    assert_eq!(
+        stored_count(group.member(leader), "TxTopic"),
+        0,
+        "a half message is not visible"
+    );
+    let end = to_leader
+        .end_transaction(request(pb::EndTransactionRequest {
+            topic: resource("TxTopic"),
+            message_id: "TX-1".into(),
+            transaction_id: half.transaction_id.clone(),
+            resolution: pb::TransactionResolution::Commit as i32,
+            source: pb::TransactionSource::SourceClient as i32,
+            trace_context: String::new(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&end.status), Code::Ok as i32, "{end:?}");
+    assert_eq!(stored_count(group.member(leader), "TxTopic"), 1);
+
+    // Left pending: the broker asks the producer on its Telemetry stream, which commits.
+    let orphan = send(
+        &mut to_leader,
+        message("TxTopic", "TX-2", b"b", MessageType::Transaction),
+    )
+    .await?;
+    let check = loop {
+        let command = tokio::time::timeout(CLIENT_TIMEOUT, telemetry.next())
+            .await?
+            .context("the telemetry stream ended")??;
+        if let Some(Command::RecoverOrphanedTransactionCommand(check)) = command.command {
+            break check;
+        }
+    };
+    assert_eq!(check.transaction_id, orphan.transaction_id);
+    let checked = check.message.context("no message in the check")?;
+    assert_eq!(checked.system_properties.unwrap().message_id, "TX-2");
+    assert_eq!(checked.body, b"b");
+    let end = to_leader
+        .end_transaction(request(pb::EndTransactionRequest {
+            topic: resource("TxTopic"),
+            message_id: "TX-2".into(),
+            transaction_id: check.transaction_id,
+            resolution: pb::TransactionResolution::Commit as i32,
+            source: pb::TransactionSource::SourceServerCheck as i32,
+            trace_context: String::new(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&end.status), Code::Ok as i32);
+    assert_eq!(stored_count(group.member(leader), "TxTopic"), 2);
+    drop(settings_sender);
+    group.shutdown().await
+}
+
+/// Opens a producer's Telemetry stream publishing `topic` and returns it after the server's
+/// settings answer (and the sender, which keeps the stream open while it lives).
+async fn producer_telemetry(
+    client: &mut MessagingServiceClient<Channel>,
+    topic: &str,
+) -> Result<(
+    tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
+    tonic::Streaming<pb::TelemetryCommand>,
+)> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(pb::TelemetryCommand {
+            status: None,
+            command: Some(Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::Producer as i32),
+                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                    topics: vec![resource(topic).unwrap()],
+                    max_body_size: 0,
+                    validate_message_type: false,
+                })),
+                ..pb::Settings::default()
+            })),
+        })
+        .await?;
+    let mut stream = client
+        .telemetry(request(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
+        .await?
+        .into_inner();
+    let first = tokio::time::timeout(CLIENT_TIMEOUT, stream.next())
+        .await?
+        .context("the telemetry stream ended")??;
+    assert!(
+        matches!(first.command, Some(Command::Settings(_))),
+        "{first:?}"
+    );
+    Ok((sender, stream))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_producer_on_a_follower_is_checked_back_and_its_answer_reaches_the_leader() -> Result<()>
+{
+    let group = TestGroup::start_with(3, |options| {
+        options.transaction_timeout_ms = Some(300);
+        options.transaction_check_interval_ms = Some(300);
+    })
+    .await?;
+    let leader = group.wait_for_leader().await?;
+    let (follower, _) = group.others(leader).next().context("no follower")?;
+    let mut to_follower = client(group.member(follower).grpc).await?;
+    let (_keep_open, mut telemetry) = producer_telemetry(&mut to_follower, "TxFollower").await?;
+
+    let orphan = send(
+        &mut to_follower,
+        message("TxFollower", "TX-F", b"f", MessageType::Transaction),
+    )
+    .await?;
+    assert_eq!(code_of(&orphan.status), Code::Ok as i32, "{orphan:?}");
+    let check = loop {
+        let command = tokio::time::timeout(CLIENT_TIMEOUT, telemetry.next())
+            .await?
+            .context("the telemetry stream ended")??;
+        if let Some(Command::RecoverOrphanedTransactionCommand(check)) = command.command {
+            break check;
+        }
+    };
+    assert_eq!(check.transaction_id, orphan.transaction_id);
+    let end = to_follower
+        .end_transaction(request(pb::EndTransactionRequest {
+            topic: resource("TxFollower"),
+            message_id: "TX-F".into(),
+            transaction_id: check.transaction_id,
+            resolution: pb::TransactionResolution::Commit as i32,
+            source: pb::TransactionSource::SourceServerCheck as i32,
+            trace_context: String::new(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&end.status), Code::Ok as i32, "{end:?}");
+    wait_until("the committed message on the leader", || {
+        (stored_count(group.member(leader), "TxFollower") == 1).then_some(())
+    })
+    .await?;
+    group.shutdown().await
+}
