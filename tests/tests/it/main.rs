@@ -11,5 +11,6 @@ mod delay;
 mod health;
 mod membership;
 mod namesrv;
+mod pop;
 mod retention;
 mod semantics;
