@@ -7,6 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use raftmq_protocol::body::{ConsumerListBody, HeartbeatData, KvTable};
 use raftmq_protocol::code::{request, response};
+use raftmq_protocol::header::pop::{
+    AckMessageRequestHeader, ChangeInvisibleTimeRequestHeader, ChangeInvisibleTimeResponseHeader,
+    PopMessageRequestHeader, PopMessageResponseHeader,
+};
 use raftmq_protocol::header::pull::pull_sys_flag;
 use raftmq_protocol::header::{
     ConsumerSendMsgBackRequestHeader, CreateTopicRequestHeader, DeleteTopicRequestHeader,
@@ -129,6 +133,39 @@ pub struct PullResult {
     pub messages: Vec<ReceivedMessage>,
 }
 
+/// What to pop (POP_MESSAGE): up to `max_messages` of a queue (`queue.queue_id` -1: any queue
+/// of the topic), invisible to the group for `invisible`.
+#[derive(Clone, Debug)]
+pub struct PopRequest {
+    pub group: String,
+    pub queue: MessageQueue,
+    pub max_messages: i32,
+    pub invisible: Duration,
+    /// Long poll: wait up to this long for a message.
+    pub poll: Option<Duration>,
+    /// A tag expression (`*`, `a || b`).
+    pub expression: String,
+    /// Orderly: a queue's next message only after the previous one is acked.
+    pub orderly: bool,
+}
+
+/// A popped message and its receipt handle (`extraInfo`, what an ack names it by).
+#[derive(Clone, Debug)]
+pub struct PoppedMessage {
+    pub message: ReceivedMessage,
+    pub extra_info: String,
+}
+
+/// The answer to a pop: empty when nothing was there (after the long poll, if any).
+#[derive(Clone, Debug, Default)]
+pub struct PopResult {
+    pub pop_time_ms: i64,
+    pub invisible_time_ms: i64,
+    /// Messages of the popped queues never handed out yet.
+    pub rest: i64,
+    pub messages: Vec<PoppedMessage>,
+}
+
 /// Typed requests to brokers, by address. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct BrokerClient {
@@ -246,6 +283,155 @@ impl BrokerClient {
             queue_id: header.queue_id,
             queue_offset: header.queue_offset,
         })
+    }
+
+    /// POP_MESSAGE: each message comes with the `extraInfo` RocketMQ's clients build for it
+    /// (`startOffset popTime invisibleTime reviveQid 0 brokerName queueId offset`).
+    pub async fn pop(&self, addr: &str, pop: &PopRequest) -> Result<PopResult, ClientError> {
+        let header = PopMessageRequestHeader {
+            consumer_group: pop.group.clone(),
+            topic: pop.queue.topic.clone(),
+            queue_id: pop.queue.queue_id,
+            max_msg_nums: pop.max_messages,
+            invisible_time: millis(pop.invisible),
+            poll_time: pop.poll.map_or(0, millis),
+            born_time: raftmq_protocol::names::now_ms(),
+            init_mode: 0,
+            exp_type: Some("TAG".into()),
+            exp: Some(pop.expression.clone()),
+            order: Some(pop.orderly),
+            attempt_id: None,
+        };
+        let timeout = pop
+            .poll
+            .map_or(self.timeout, |poll| poll + LONG_POLL_MARGIN);
+        let answer = self
+            .call(
+                addr,
+                RemotingCommand::new_request(request::POP_MESSAGE).with_header(&header),
+                timeout,
+                &[
+                    response::SUCCESS,
+                    response::PULL_NOT_FOUND,
+                    response::POLLING_TIMEOUT,
+                ],
+            )
+            .await?;
+        let header = PopMessageResponseHeader::from_ext_fields(&answer.ext_fields)
+            .map_err(|error| ClientError::bad_response(addr, error))?;
+        let mut result = PopResult {
+            pop_time_ms: header.pop_time,
+            invisible_time_ms: header.invisible_time,
+            rest: header.rest_num,
+            messages: Vec::new(),
+        };
+        if answer.code != response::SUCCESS {
+            return Ok(result);
+        }
+        // `0 queueId startOffset` per queue, `;`-separated.
+        let start_offsets: Vec<(i32, i64)> = header
+            .start_offset_info
+            .as_deref()
+            .unwrap_or_default()
+            .split(';')
+            .filter_map(|entry| {
+                let mut fields = entry.split(' ').skip(1);
+                Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+            })
+            .collect();
+        for stored in
+            decode_stored(&answer.body).map_err(|error| ClientError::bad_response(addr, error))?
+        {
+            let queue_id = stored.queue_id;
+            let offset = stored.queue_offset;
+            let start = start_offsets
+                .iter()
+                .find(|(id, _)| *id == queue_id)
+                .map_or(offset, |(_, start)| *start);
+            let extra_info = format!(
+                "{start} {} {} {} 0 {} {queue_id} {offset}",
+                header.pop_time, header.invisible_time, header.revive_qid, pop.queue.broker_name
+            );
+            result.messages.push(PoppedMessage {
+                message: ReceivedMessage::from_stored(
+                    &pop.queue.topic,
+                    &pop.queue.broker_name,
+                    stored,
+                ),
+                extra_info,
+            });
+        }
+        Ok(result)
+    }
+
+    /// ACK_MESSAGE: a popped message was consumed; it never comes back.
+    pub async fn ack(
+        &self,
+        addr: &str,
+        group: &str,
+        popped: &PoppedMessage,
+    ) -> Result<(), ClientError> {
+        let header = AckMessageRequestHeader {
+            consumer_group: group.into(),
+            topic: popped.message.queue.topic.clone(),
+            queue_id: popped.message.queue.queue_id,
+            extra_info: popped.extra_info.clone(),
+            offset: popped.message.queue_offset,
+        };
+        self.call(
+            addr,
+            RemotingCommand::new_request(request::ACK_MESSAGE).with_header(&header),
+            self.timeout,
+            &[response::SUCCESS],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// CHANGE_MESSAGE_INVISIBLETIME: the message stays invisible for `invisible` from now; its
+    /// `extra_info` becomes the new handle (the old one is stale).
+    pub async fn change_invisible_time(
+        &self,
+        addr: &str,
+        group: &str,
+        popped: &mut PoppedMessage,
+        invisible: Duration,
+    ) -> Result<(), ClientError> {
+        let header = ChangeInvisibleTimeRequestHeader {
+            consumer_group: group.into(),
+            topic: popped.message.queue.topic.clone(),
+            queue_id: popped.message.queue.queue_id,
+            extra_info: popped.extra_info.clone(),
+            offset: popped.message.queue_offset,
+            invisible_time: millis(invisible),
+        };
+        let answer = self
+            .call(
+                addr,
+                RemotingCommand::new_request(request::CHANGE_MESSAGE_INVISIBLETIME)
+                    .with_header(&header),
+                self.timeout,
+                &[response::SUCCESS],
+            )
+            .await?;
+        let changed = ChangeInvisibleTimeResponseHeader::from_ext_fields(&answer.ext_fields)
+            .map_err(|error| ClientError::bad_response(addr, error))?;
+        let mut fields: Vec<String> = popped.extra_info.split(' ').map(str::to_owned).collect();
+        if fields.len() < 8 {
+            return Err(ClientError::bad_response(
+                addr,
+                raftmq_protocol::WireError::InvalidField {
+                    field: "extraInfo",
+                    value: popped.extra_info.clone(),
+                    reason: "has fewer than 8 fields",
+                },
+            ));
+        }
+        fields[1] = changed.pop_time.to_string();
+        fields[2] = changed.invisible_time.to_string();
+        fields[3] = changed.revive_qid.to_string();
+        popped.extra_info = fields.join(" ");
+        Ok(())
     }
 
     /// PULL_MESSAGE. Long polls when `pull.suspend` is set (the deadline allows for it).

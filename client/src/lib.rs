@@ -13,7 +13,8 @@
 //! - `instance`: the client instance (RocketMQ's `MQClientInstance`) every producer and
 //!   consumer runs on — the RPC client, the route cache and its periodic refresh, heartbeats.
 //! - [`broker_client`]: [`BrokerClient`] — one typed call per broker request, to an address you
-//!   choose (pull from a given member, offsets, heartbeats, topics).
+//!   choose (pull from a given member, POP with ack and change of invisibility, offsets,
+//!   heartbeats, topics).
 //! - [`admin`]: [`Admin`] — routes, cluster info, topic create/delete, queue and consumer
 //!   offsets, raw pulls from the leader or a named member (what `mq` and jepsen-lite use).
 //! - [`admin_http`]: [`AdminHttpClient`] — the brokers' and NameServers' admin HTTP API, one
@@ -44,7 +45,10 @@ pub mod route_explain;
 
 pub use admin::Admin;
 pub use admin_http::{AdminHttpClient, AdminHttpError};
-pub use broker_client::{BrokerClient, PullRequest, PullResult, PullStatus, SendReply, SendStatus};
+pub use broker_client::{
+    BrokerClient, PopRequest, PopResult, PoppedMessage, PullRequest, PullResult, PullStatus,
+    SendReply, SendStatus,
+};
 pub use consumer::{ConsumeFrom, ConsumeStatus, Consumer, ConsumerBuilder, Delivery};
 pub use error::ClientError;
 pub use message::{Message, MessageQueue, ReceivedMessage};

@@ -12,5 +12,6 @@ mod grpc_python;
 mod health;
 mod membership;
 mod namesrv;
+mod pop;
 mod retention;
 mod semantics;
