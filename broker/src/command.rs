@@ -15,6 +15,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use raftmq_protocol::acl::AclChange;
+
 use crate::topic::{GroupConfig, TopicConfig};
 
 /// Largest number of messages one entry may hold: a message's physical offset is
@@ -52,6 +54,9 @@ pub enum Command {
     /// `from_index` are gone; every queue's minimum offset moves past them and their index rows
     /// go. Never moves back: a lower `from_index` than the floor in force changes nothing.
     Retain { from_index: u64 },
+    /// A change to the group's ACL configuration (accounts, whitelists, the on switch),
+    /// validated by the leader before it is proposed.
+    Acl(AclChange),
 }
 
 impl Command {
@@ -321,6 +326,8 @@ pub enum Refusal {
     /// this leader or an earlier one), or dropped.
     #[error("nothing pending to release: {0:?}")]
     NotPending(Claim),
+    #[error("ACL change refused: {0}")]
+    Acl(String),
 }
 
 /// An entry payload that is not a well-formed command: corruption, since only a leader of this

@@ -44,6 +44,8 @@ pub struct TestMember {
     pub raft: Raft,
     /// Where its remoting server listens, as `RpcClient::invoke` takes it.
     pub remoting: String,
+    /// Where its admin HTTP listens, `host:port`.
+    pub admin: String,
     stop: CancellationToken,
     running: JoinHandle<Result<(), BrokerError>>,
 }
@@ -110,6 +112,7 @@ impl TestGroup {
                 ctx: broker.context().clone(),
                 raft: broker.raft().clone(),
                 remoting: broker.remoting_addr().to_string(),
+                admin: broker.admin_addr().to_string(),
                 stop: stop.clone(),
                 running: tokio::spawn(broker.run(stop.cancelled_owned())),
             };
@@ -147,6 +150,21 @@ impl TestGroup {
         })
         .await?;
         Ok(leader)
+    }
+
+    /// Stops member `id` as `mqbroker` does on SIGTERM and removes it from the group (the
+    /// others go on: a stopped leader is replaced by an election).
+    pub async fn stop_member(&mut self, id: NodeId) -> Result<()> {
+        let member = self
+            .members
+            .remove(&id)
+            .ok_or_else(|| anyhow!("no member {id}"))?;
+        member.stop.cancel();
+        member
+            .running
+            .await
+            .with_context(|| format!("member {id} panicked"))?
+            .with_context(|| format!("member {id} did not stop cleanly"))
     }
 
     /// Stops every member as `mqbroker` does on SIGTERM; fails if one did not stop cleanly.

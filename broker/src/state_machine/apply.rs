@@ -38,6 +38,8 @@ pub struct Touched {
     pub retain_from: Option<u64>,
     /// Index rows retention dropped: `(topic, queue id, first offset)`.
     pub dropped_rows: Vec<(String, u32, u64)>,
+    /// The ACL configuration changed.
+    pub acl: bool,
 }
 
 /// Applies the command of the entry at `log_index`. Errors are storage errors of the indexes
@@ -82,6 +84,13 @@ pub fn apply_command(
             Applied::Done
         }
         Command::CommitOffsets(commit) => apply_commit(state, touched, commit),
+        Command::Acl(change) => match state.acl.apply(change.clone()) {
+            Ok(()) => {
+                touched.acl = true;
+                Applied::Done
+            }
+            Err(refused) => Applied::Refused(Refusal::Acl(refused.to_string())),
+        },
         Command::UpsertTopic(config) => {
             upsert_topic(state, touched, config.clone());
             Applied::Done

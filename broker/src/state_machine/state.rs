@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::indexes::{self, KeyKind};
 use super::tables::{LOG_TIMES, QUEUE_INDEX};
 use crate::topic::{GroupConfig, TopicConfig};
+use raftmq_protocol::acl::AclConfig;
 use raftmq_raft::{LogId, StoredMembership};
 
 /// `(topic, queue id)`
@@ -41,6 +42,8 @@ pub struct MemState {
     /// Log entries below this index are gone with retention (their messages are below every
     /// queue's minimum offset); the log may delete them.
     pub retention_floor: u64,
+    /// Who may do what (`raftmq_protocol::acl`): replicated, so every member decides alike.
+    pub acl: AclConfig,
 }
 
 /// One row of the queue index: where a run of a queue's messages sits in the log.
@@ -114,6 +117,11 @@ impl BrokerState {
     /// A receiver that changes whenever new entries are applied (the applied log index).
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    /// Runs `f` on the applied ACL configuration (the lock is held only for `f`).
+    pub fn with_acl<T>(&self, f: impl FnOnce(&AclConfig) -> T) -> T {
+        self.read(|mem| f(&mem.acl))
     }
 
     /// The latest store timestamp applied.

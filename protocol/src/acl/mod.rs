@@ -28,5 +28,5 @@ pub use model::{
 };
 pub use signature::{
     ACCESS_KEY, GRPC_AUTHORIZATION_ALGORITHM, GrpcAuthorization, Proof, SECURITY_TOKEN, SIGNATURE,
-    SignatureError, sign_remoting, sign_remoting_request,
+    SessionCredentials, SignatureError, sign_remoting, sign_remoting_request,
 };

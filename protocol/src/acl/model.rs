@@ -227,7 +227,7 @@ impl fmt::Display for AddressPattern {
 }
 
 /// One account (RocketMQ's `PlainAccessConfig`).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub access_key: String,
     pub secret_key: String,
@@ -450,6 +450,20 @@ impl AclConfig {
         proof: Option<Proof<'_>>,
         needs: &Needs,
     ) -> Result<Granted, Denial> {
+        self.check_with_bootstrap(enforced, peer, proof, needs, None)
+    }
+
+    /// [`AclConfig::check`] that also knows `bootstrap`, a member-local account (from the
+    /// member's own configuration, not replicated) used when no replicated account has its
+    /// access key: how the first admin reaches a cluster whose ACL holds no account yet.
+    pub fn check_with_bootstrap(
+        &self,
+        enforced: bool,
+        peer: IpAddr,
+        proof: Option<Proof<'_>>,
+        needs: &Needs,
+        bootstrap: Option<&Account>,
+    ) -> Result<Granted, Denial> {
         if !enforced {
             return Ok(Granted::AclOff);
         }
@@ -462,7 +476,11 @@ impl AclConfig {
         let Some(access_key) = proof.access_key().filter(|key| !key.is_empty()) else {
             return Err(Denial::NoAccessKey);
         };
-        let Some(account) = self.accounts.get(access_key) else {
+        let account = self
+            .accounts
+            .get(access_key)
+            .or_else(|| bootstrap.filter(|bootstrap| bootstrap.access_key == access_key));
+        let Some(account) = account else {
             return Err(Denial::UnknownAccount(access_key.to_string()));
         };
         let access_key = account.access_key.clone();
@@ -756,6 +774,41 @@ mod tests {
         assert!(matches!(
             acl.check_grpc(true, PEER, Some(&good), Some(date), &subscribe),
             Err(Denial::NoPermission { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bootstrap_account_is_known_until_a_replicated_one_takes_its_key() {
+        let acl = config();
+        let mut root = account("root");
+        root.admin = true;
+        root.topic_perms.clear();
+        root.group_perms.clear();
+        let admin_needs = Needs {
+            admin: true,
+            resources: vec![],
+        };
+        let signed_root = signed("root", "root-secret");
+        assert_eq!(
+            check(&acl, &signed_root, &admin_needs),
+            Err(Denial::UnknownAccount("root".into()))
+        );
+        let proof = Proof::Remoting {
+            ext_fields: &signed_root,
+            body: b"m",
+        };
+        assert!(
+            acl.check_with_bootstrap(true, PEER, Some(proof), &admin_needs, Some(&root))
+                .is_ok()
+        );
+        let wrong = signed("root", "guessed-secret");
+        let proof = Proof::Remoting {
+            ext_fields: &wrong,
+            body: b"m",
+        };
+        assert!(matches!(
+            acl.check_with_bootstrap(true, PEER, Some(proof), &admin_needs, Some(&root)),
+            Err(Denial::BadSignature { .. })
         ));
     }
 

@@ -90,6 +90,44 @@ pub fn sign_remoting_request(
     ext_fields.insert(SIGNATURE.to_string(), signature);
 }
 
+/// An account's keys on the client side (RocketMQ's `SessionCredentials`): signs every request
+/// as `AclClientRPCHook` does. `Debug` never shows the secret key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionCredentials {
+    pub access_key: String,
+    pub secret_key: String,
+    pub security_token: Option<String>,
+}
+
+impl SessionCredentials {
+    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        SessionCredentials {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            security_token: None,
+        }
+    }
+
+    /// Signs `request` (its ext fields and body as they are now).
+    pub fn sign(&self, request: &mut crate::RemotingCommand) {
+        sign_remoting_request(
+            &mut request.ext_fields,
+            &request.body,
+            &self.access_key,
+            &self.secret_key,
+            self.security_token.as_deref(),
+        );
+    }
+}
+
+impl std::fmt::Debug for SessionCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCredentials")
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a request presents to prove it was sent by the holder of an account's secret key.
 #[derive(Clone, Copy, Debug)]
 pub enum Proof<'a> {
