@@ -54,7 +54,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding the admin address {}", args.admin_listen))?;
     let remoting_addr = remoting.local_addr()?;
     let server = NameServer::new(remoting, admin)
-        .with_ui(raftmq_server::namesrv_ui(remoting_addr))
+        .with_ui(raftmq_server::namesrv_ui(
+            remoting_addr,
+            args.admin_token.clone(),
+        ))
         .with_admin_token(args.admin_token);
     let admin_addr = server.admin_addr()?;
     tracing::info!(%remoting_addr, %admin_addr, "NameServer listening");
