@@ -2,7 +2,8 @@
 # A local RaftMQ cluster in one command: 1 NameServer and one 3-member broker group (a Raft
 # group) per --groups, all on one loopback address, data and logs under one folder.
 #
-#   scripts/cluster.sh up     [--groups N] [--dir DIR] [--host IP]   start, wait, round trip
+#   scripts/cluster.sh up     [--groups N] [--dir DIR] [--host IP] [--acl]
+#                                                                    start, wait, round trip
 #   scripts/cluster.sh status [--dir DIR] [--json]                   mq cluster status
 #   scripts/cluster.sh logs   [--dir DIR] [-f]                       the logs' tails (-f: follow)
 #   scripts/cluster.sh down   [--dir DIR]                            stop what `up` started
@@ -13,6 +14,13 @@
 # RocketMQ 5 gRPC (for the official 5.x clients): 8081 + 10*g + (n-1), so broker-a is
 # 8081/8082/8083 and broker-b 8091/...; a 5.x client uses $HOST:8081 as its endpoint.
 # Distinct --host addresses (127.23.5.1, ...) let several clusters run side by side.
+#
+# --acl: every member enforces ACL (mqbroker --acl) and guards its admin HTTP with a token.
+# The bootstrap admin account's keys and the token come from RAFTMQ_ACL_ADMIN_ACCESS_KEY,
+# RAFTMQ_ACL_ADMIN_SECRET_KEY and RAFTMQ_ADMIN_TOKEN, or are generated, and are written to
+# DIR/acl.env (mode 600; `source` it to use mq as that admin). The round trip then creates an
+# account for the smoke topic with `mq acl set-account`, sends and reads with it, and shows an
+# unsigned send refused.
 #
 # Binaries: built with `cargo build --release` (a no-op when fresh), or taken from
 # $RAFTMQ_BIN_DIR when set (tests point it at target/debug). `down` stops only the processes
@@ -29,6 +37,7 @@ HOST=127.0.0.1
 FOLLOW=0
 JSON=()
 MEMBERS=3
+ACL=0
 MAX_GROUPS=8
 NAMESRV_PORT=9876
 NAMESRV_ADMIN_PORT=9877
@@ -37,7 +46,7 @@ READY_TIMEOUT_MS=60000
 STOP_TIMEOUT_S=10
 
 usage() {
-    sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -53,6 +62,7 @@ while [[ $# -gt 0 ]]; do
         --host) HOST="${2:-}"; shift 2 ;;
         -f|--follow) FOLLOW=1; shift ;;
         --json) JSON=(--json); shift ;;
+        --acl) ACL=1; shift ;;
         -h|--help) usage ;;
         *) echo "cluster.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -66,6 +76,18 @@ DIR="$(cd "$DIR" && pwd)"
 PIDS="$DIR/pids"
 LOGS="$DIR/logs"
 ENV_FILE="$DIR/cluster.env"
+ACL_ENV_FILE="$DIR/acl.env"
+
+# A random secret of printable characters (no shell-special ones).
+secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
+
+# Exports the ACL keys and admin token of a cluster started with --acl, if it was.
+load_acl_env() {
+    if [[ -f "$ACL_ENV_FILE" ]]; then
+        # shellcheck disable=SC1090
+        source "$ACL_ENV_FILE"
+    fi
+}
 
 # Where the binaries are: $RAFTMQ_BIN_DIR, or a release build.
 binaries() {
@@ -125,6 +147,20 @@ up() {
     mkdir -p "$PIDS" "$LOGS"
     local namesrv="$HOST:$NAMESRV_PORT"
     printf 'HOST=%s\nGROUPS=%s\nNAMESRV=%s\nBIN=%s\n' "$HOST" "$GROUPS_WANTED" "$namesrv" "$BIN" >"$ENV_FILE"
+    local acl_flags=()
+    rm -f "$ACL_ENV_FILE"
+    if ((ACL)); then
+        # The members read the keys and the token from the environment (flags show in ps).
+        export RAFTMQ_ACL_ADMIN_ACCESS_KEY="${RAFTMQ_ACL_ADMIN_ACCESS_KEY:-raftmq-admin}"
+        export RAFTMQ_ACL_ADMIN_SECRET_KEY="${RAFTMQ_ACL_ADMIN_SECRET_KEY:-$(secret)}"
+        export RAFTMQ_ADMIN_TOKEN="${RAFTMQ_ADMIN_TOKEN:-$(secret)}"
+        (
+            umask 077
+            printf 'export RAFTMQ_ACCESS_KEY=%q\nexport RAFTMQ_SECRET_KEY=%q\nexport RAFTMQ_ADMIN_TOKEN=%q\n' \
+                "$RAFTMQ_ACL_ADMIN_ACCESS_KEY" "$RAFTMQ_ACL_ADMIN_SECRET_KEY" "$RAFTMQ_ADMIN_TOKEN" >"$ACL_ENV_FILE"
+        )
+        acl_flags=(--acl)
+    fi
 
     start namesrv mqnamesrv --listen "$namesrv" --admin-listen "$HOST:$NAMESRV_ADMIN_PORT"
     echo "NameServer on $namesrv (admin http://$HOST:$NAMESRV_ADMIN_PORT)"
@@ -140,11 +176,14 @@ up() {
             start "$broker-$n" mqbroker -n "$namesrv" --broker-name "$broker" --node-id "$n" \
                 --peers "$peers" --listen "$HOST:$port" --raft-listen "$HOST:$((port + 1))" \
                 --admin-listen "$HOST:$((port + 2))" --grpc-listen "$HOST:$(grpc_port "$g" "$n")" \
-                --grpc-peers "$grpc_peers" --data-dir "$DIR/data/$broker-$n"
+                --grpc-peers "$grpc_peers" --data-dir "$DIR/data/$broker-$n" \
+                "${acl_flags[@]}"
         done
         echo "$broker: members 1..$MEMBERS on $HOST:$(remoting_port "$g" 1),$(remoting_port "$g" 2),$(remoting_port "$g" 3) (gRPC $HOST:$(grpc_port "$g" 1),$(grpc_port "$g" 2),$(grpc_port "$g" 3))"
     done
 
+    # mq signs as the bootstrap admin and sends the token (RAFTMQ_ACCESS_KEY, ...).
+    load_acl_env
     echo "waiting for every group to elect a leader and register it..."
     if ! "$BIN/mq" -n "$namesrv" cluster wait --groups "$GROUPS_WANTED" --timeout-ms "$READY_TIMEOUT_MS"; then
         echo "cluster.sh: the cluster did not become ready; the logs' tails:" >&2
@@ -157,6 +196,25 @@ up() {
     "$BIN/mq" -n "$namesrv" topic create -t ClusterSmokeTest
     "$BIN/mq" -n "$namesrv" produce -t ClusterSmokeTest "hello from cluster.sh"
     "$BIN/mq" -n "$namesrv" consume -t ClusterSmokeTest -g cluster_sh_smoke --count 1 --idle-timeout-ms 15000
+    if ((ACL)); then
+        echo
+        echo "ACL: an account allowed on the smoke topic and group, a send and a read with it,"
+        echo "and an unsigned send refused"
+        local app_secret
+        app_secret="$(secret)"
+        RAFTMQ_ACL_ACCOUNT_SECRET_KEY="$app_secret" "$BIN/mq" -n "$namesrv" acl set-account cluster-sh-app \
+            --topic 'ClusterSmokeTest=PUB|SUB' --group 'cluster_sh_smoke=SUB'
+        RAFTMQ_ACCESS_KEY=cluster-sh-app RAFTMQ_SECRET_KEY="$app_secret" \
+            "$BIN/mq" -n "$namesrv" produce -t ClusterSmokeTest "hello under ACL"
+        RAFTMQ_ACCESS_KEY=cluster-sh-app RAFTMQ_SECRET_KEY="$app_secret" \
+            "$BIN/mq" -n "$namesrv" consume -t ClusterSmokeTest -g cluster_sh_smoke --count 1 --idle-timeout-ms 15000
+        if env -u RAFTMQ_ACCESS_KEY -u RAFTMQ_SECRET_KEY \
+            "$BIN/mq" -n "$namesrv" produce -t ClusterSmokeTest "unsigned" >/dev/null 2>&1; then
+            die "an unsigned send was accepted under ACL"
+        fi
+        echo "an unsigned send was refused (NO_PERMISSION)"
+        "$BIN/mq" -n "$namesrv" acl list
+    fi
 
     cat <<EOF
 
@@ -169,6 +227,9 @@ The cluster is up (data and logs under $DIR).
   $0 status --dir $DIR
   $0 down --dir $DIR
 EOF
+    if ((ACL)); then
+        echo "  source $ACL_ENV_FILE    # ACL is on: mq signs as the bootstrap admin"
+    fi
 }
 
 down() {
@@ -201,6 +262,7 @@ status() {
     local namesrv bin
     namesrv="$(sed -n 's/^NAMESRV=//p' "$ENV_FILE")"
     bin="$(sed -n 's/^BIN=//p' "$ENV_FILE")"
+    load_acl_env
     "${bin:-$ROOT/target/release}/mq" -n "$namesrv" cluster status "${JSON[@]}"
 }
 

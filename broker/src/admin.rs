@@ -2,7 +2,10 @@
 //! binary, `raftmq-server`), health, Raft status, topics, groups,
 //! Prometheus metrics, the membership operations an operator needs (add a learner, change the
 //! voters, hand leadership to a member, campaign here), and the consumer offset reset
-//! (`mq offset reset`), which goes through Raft on the leader like every other write. The JSON
+//! (`mq offset reset`), which goes through Raft on the leader like every other write, and the
+//! ACL configuration (`GET /acl` without secrets, `POST /acl` with one change, replicated). With
+//! an admin token configured, every request that is not a read, and everything under `/acl`,
+//! needs `Authorization: Bearer <token>` ([`require_admin_token`]). The JSON
 //! bodies are `raftmq_protocol::admin`'s types, shared with the admin client (`mq`,
 //! jepsen-lite, tests).
 
@@ -15,10 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::{BasicNode, ChangeMembers};
+use raftmq_protocol::acl::{AclChange, AclView};
 use raftmq_protocol::admin::{
-    AddLearner, ChangeMembership, ELECTION_STARTED, ElectAnswer, ErrorBody, FollowerStatus,
-    GroupQueueStatus, GroupStatus, HEALTHY, MembershipAnswer, RaftStatus, RemoveLearner,
-    ResetAnswer, ResetOffsets, ResetQueue, TopicStatus, TransferLeader, TransferLeaderAnswer,
+    AclAnswer, AddLearner, AdminToken, ChangeMembership, ELECTION_STARTED, ElectAnswer, ErrorBody,
+    FollowerStatus, GroupQueueStatus, GroupStatus, HEALTHY, MembershipAnswer, RaftStatus,
+    RemoveLearner, ResetAnswer, ResetOffsets, ResetQueue, TopicStatus, TransferLeader,
+    TransferLeaderAnswer, admin_request_needs_token,
 };
 
 use crate::command::{Applied, Command, OffsetCommit, QueueOffset};
@@ -50,8 +55,90 @@ pub fn router(state: AdminState, ui: Router) -> Router {
         .route("/raft/elect", post(elect))
         .route("/raft/transfer-leader", post(transfer_leader))
         .route("/offsets/reset", post(reset_offsets))
-        .with_state(state)
+        .route("/acl", get(acl_view).post(acl_change))
+        .with_state(state.clone())
         .merge(ui)
+        .layer(axum::middleware::from_fn_with_state(
+            state.ctx.config.admin_token.clone(),
+            require_admin_token,
+        ))
+}
+
+/// Refuses (401) a request that needs the admin token and does not carry it. Shared by the
+/// NameServer's admin HTTP through the same rule (`raftmq_protocol::admin`).
+pub async fn require_admin_token(
+    State(token): State<Option<AdminToken>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &token {
+        let read = matches!(
+            *request.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if admin_request_needs_token(read, request.uri().path()) {
+            let presented = request
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok());
+            if !token.accepts(presented) {
+                tracing::warn!(
+                    method = %request.method(),
+                    path = request.uri().path(),
+                    "admin request refused: missing or wrong bearer token"
+                );
+                let mut refused = failure(
+                    StatusCode::UNAUTHORIZED,
+                    "this admin request needs Authorization: Bearer <admin token>",
+                );
+                refused.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+                return refused;
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// `GET /acl`: the group's ACL configuration as applied on this member, without secret keys.
+async fn acl_view(State(state): State<AdminState>) -> Json<AclView> {
+    let enforced = state.ctx.acl_enforced();
+    Json(state.ctx.state.with_acl(|acl| acl.view(enforced)))
+}
+
+/// `POST /acl` on the leader: one [`AclChange`], checked, then replicated; every member of the
+/// group enforces it once applied.
+async fn acl_change(State(state): State<AdminState>, Json(change): Json<AclChange>) -> Response {
+    let ctx = &state.ctx;
+    if let Err(err) = change.validate() {
+        return failure(StatusCode::BAD_REQUEST, err);
+    }
+    if let Err(err) = ctx.require_leader() {
+        return failure(StatusCode::CONFLICT, err);
+    }
+    // Never log the change itself: an account carries its secret key.
+    let what = match &change {
+        AclChange::SetEnabled(enabled) => format!("enabled={enabled}"),
+        AclChange::UpsertAccount(account) => format!("upsert account {}", account.access_key),
+        AclChange::DeleteAccount(access_key) => format!("delete account {access_key}"),
+        AclChange::SetGlobalWhitelist(list) => format!("global whitelist of {}", list.len()),
+    };
+    match ctx.proposer.propose(Command::Acl(change)).await {
+        Ok(Applied::Done) => {
+            // Applied here, so the applied index is at or past the change's own entry.
+            let log_index = ctx.state.applied().map_or(0, |id| id.index);
+            tracing::info!(change = %what, log_index, "ACL changed");
+            Json(AclAnswer { log_index }).into_response()
+        }
+        Ok(Applied::Refused(refusal)) => failure(StatusCode::CONFLICT, refusal),
+        Ok(other) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected apply answer {other:?}"),
+        ),
+        Err(err) => failure(StatusCode::SERVICE_UNAVAILABLE, err),
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -15,6 +15,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use raftmq_protocol::acl::AclChange;
+
 use crate::topic::{GroupConfig, TopicConfig};
 
 /// Largest number of messages one entry may hold: a message's physical offset is
@@ -64,6 +66,9 @@ pub enum Command {
         now_ms: i64,
         invisible_ms: u64,
     },
+    /// A change to the group's ACL configuration (accounts, whitelists, the on switch),
+    /// validated by the leader before it is proposed.
+    Acl(AclChange),
 }
 
 impl Command {
@@ -412,6 +417,8 @@ pub enum Refusal {
     /// this leader or an earlier one), or dropped.
     #[error("nothing pending to release: {0:?}")]
     NotPending(Claim),
+    #[error("ACL change refused: {0}")]
+    Acl(String),
 }
 
 /// An entry payload that is not a well-formed command: corruption, since only a leader of this

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::FromArgMatches;
+use raftmq_protocol::acl::Account;
+use raftmq_protocol::admin::AdminToken;
 use raftmq_protocol::names::{BROKER_ADMIN_PORT, BROKER_PORT, BROKER_RAFT_PORT};
 use serde::Deserialize;
 
@@ -282,6 +284,21 @@ pub struct BrokerOptions {
     // stands.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub join: Option<bool>,
+    /// Enforce ACL on this member whatever the group's replicated switch says (RocketMQ's
+    /// aclEnable). Start every member of every group with it to turn ACL on cluster-wide.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub acl: Option<bool>,
+    /// Access key of a member-local admin account that works before any ACL account exists
+    /// (bootstrap: `mq acl` with these keys creates the others). Same keys on every member.
+    #[arg(long, env = "RAFTMQ_ACL_ADMIN_ACCESS_KEY")]
+    pub acl_admin_access_key: Option<String>,
+    /// Secret key of that account (prefer the environment variable: flags show in `ps`).
+    #[arg(long, env = "RAFTMQ_ACL_ADMIN_SECRET_KEY", hide_env_values = true)]
+    pub acl_admin_secret_key: Option<String>,
+    /// Bearer token that admin HTTP requires on every state-changing request and on /acl;
+    /// required when --admin-listen is not loopback.
+    #[arg(long, env = raftmq_protocol::admin::ADMIN_TOKEN_ENV, hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
     /// TEST ONLY: acknowledge sends before they are committed (loses data; for jepsen-lite).
     #[arg(long, hide = true, num_args = 0, default_missing_value = "true")]
     pub unsafe_ack_before_commit: Option<bool>,
@@ -347,6 +364,12 @@ pub struct BrokerConfig {
     pub join: bool,
     pub unsafe_ack_before_commit: bool,
     pub unsafe_skip_fsync: bool,
+    /// Enforce ACL here whatever the replicated switch says.
+    pub acl: bool,
+    /// What admin HTTP requires on state-changing requests (`None`: loopback only, open).
+    pub admin_token: Option<AdminToken>,
+    /// The member-local bootstrap admin account (`--acl-admin-access-key` and secret).
+    pub acl_bootstrap_admin: Option<Account>,
 }
 
 /// How pending transactions are checked with their producers.
@@ -408,6 +431,10 @@ pub enum ConfigError {
     BadReservedTime { value: String, reason: String },
     #[error("--disk-max-used-space-ratio: {0} is not a percentage from 10 to 95")]
     BadDiskRatio(u8),
+    #[error("{0}")]
+    AdminExposed(String),
+    #[error("ACL bootstrap admin: {0}")]
+    BadAclAdmin(String),
 }
 
 /// RocketMQ's `fileReservedTime`: 72 hours.
@@ -512,6 +539,32 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> 
     Ok(peers)
 }
 
+/// The bootstrap admin account from its two keys: both or neither.
+fn bootstrap_admin(
+    access_key: Option<String>,
+    secret_key: Option<String>,
+) -> Result<Option<Account>, ConfigError> {
+    let (access_key, secret_key) = match (access_key, secret_key) {
+        (None, None) => return Ok(None),
+        (Some(access_key), Some(secret_key)) => (access_key, secret_key),
+        _ => {
+            return Err(ConfigError::BadAclAdmin(
+                "give both --acl-admin-access-key and --acl-admin-secret-key, or neither".into(),
+            ));
+        }
+    };
+    let account = Account {
+        access_key,
+        secret_key,
+        admin: true,
+        ..Account::default()
+    };
+    account
+        .validate()
+        .map_err(|err| ConfigError::BadAclAdmin(err.to_string()))?;
+    Ok(Some(account))
+}
+
 /// Splits RocketMQ's `host:port;host:port` NameServer list.
 pub fn parse_namesrv_list(text: &str) -> Vec<String> {
     text.split(';')
@@ -585,6 +638,8 @@ impl BrokerConfig {
                 grpc_peers.insert(node_id, grpc_advertise);
             }
         }
+        raftmq_protocol::admin::check_admin_exposure(admin_listen, options.admin_token.as_ref())
+            .map_err(ConfigError::AdminExposed)?;
         let join = options.join.unwrap_or(false);
         let mut peers = parse_peers(options.peers.as_deref().unwrap_or(""))?;
         if peers.is_empty() {
@@ -734,6 +789,12 @@ impl BrokerConfig {
             join,
             unsafe_ack_before_commit: options.unsafe_ack_before_commit.unwrap_or(false),
             unsafe_skip_fsync: options.unsafe_skip_fsync.unwrap_or(false),
+            acl: options.acl.unwrap_or(false),
+            admin_token: options.admin_token,
+            acl_bootstrap_admin: bootstrap_admin(
+                options.acl_admin_access_key,
+                options.acl_admin_secret_key,
+            )?,
         })
     }
 }
@@ -749,6 +810,57 @@ mod tests {
             peers: Some("1=127.0.0.1:20001, 2=127.0.0.1:20002,3=127.0.0.1:20003".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_member_refuses_admin_off_loopback_without_a_token() {
+        let exposed = BrokerOptions {
+            admin_listen: Some("0.0.0.0:10913".into()),
+            ..minimal()
+        };
+        let refused = BrokerConfig::from_options(exposed.clone()).unwrap_err();
+        assert!(matches!(refused, ConfigError::AdminExposed(_)));
+        assert!(refused.to_string().contains("--admin-token"), "{refused}");
+        let guarded = BrokerOptions {
+            admin_token: Some("0123456789abcdef-token".parse().unwrap()),
+            acl: Some(true),
+            ..exposed
+        };
+        let half = BrokerOptions {
+            acl_admin_access_key: Some("root".into()),
+            ..guarded.clone()
+        };
+        assert!(matches!(
+            BrokerConfig::from_options(half),
+            Err(ConfigError::BadAclAdmin(_))
+        ));
+        let bootstrap = BrokerOptions {
+            acl_admin_access_key: Some("root".into()),
+            acl_admin_secret_key: Some("root-secret".into()),
+            ..guarded.clone()
+        };
+        let root = BrokerConfig::from_options(bootstrap)
+            .unwrap()
+            .acl_bootstrap_admin
+            .unwrap();
+        assert!(root.admin);
+        let config = BrokerConfig::from_options(guarded).unwrap();
+        assert!(config.acl);
+        assert!(config.admin_token.is_some());
+        assert!(!format!("{config:?}").contains("abcdef"));
+        let given = flags(&[
+            "--node-id",
+            "1",
+            "--data-dir",
+            "/tmp/d",
+            "--acl",
+            "--admin-token",
+            "0123456789abcdef-token",
+        ])
+        .unwrap();
+        let options = BrokerOptions::load(None, &given).unwrap();
+        assert_eq!(options.acl, Some(true));
+        assert!(options.admin_token.is_some());
     }
 
     #[test]

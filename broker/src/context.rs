@@ -104,6 +104,54 @@ impl BrokerContext {
         })
     }
 
+    /// Whether this member enforces the ACL: the group's replicated switch, or its own `--acl`.
+    pub fn acl_enforced(&self) -> bool {
+        self.config.acl || self.state.with_acl(|acl| acl.enabled)
+    }
+
+    /// The ACL decision for a remoting request, before any processor sees it. A refusal is
+    /// counted and logged (access key and reason, never a secret or signature) and answered
+    /// with NO_PERMISSION by the caller.
+    pub fn check_remoting_acl(
+        &self,
+        peer: std::net::IpAddr,
+        request: &raftmq_protocol::RemotingCommand,
+    ) -> Result<(), raftmq_protocol::acl::Denial> {
+        use raftmq_protocol::acl::remoting::{needs_of, proof_of};
+        let enforced = self.acl_enforced();
+        if !enforced {
+            return Ok(());
+        }
+        let decision = needs_of(request).and_then(|needs| {
+            self.state.with_acl(|acl| {
+                acl.check_with_bootstrap(
+                    enforced,
+                    peer,
+                    Some(proof_of(request)),
+                    &needs,
+                    self.config.acl_bootstrap_admin.as_ref(),
+                )
+            })
+        });
+        match decision {
+            Ok(_) => Ok(()),
+            Err(denial) => {
+                self.metrics.observe_acl_denied("remoting", denial.kind());
+                tracing::warn!(
+                    code = request.code,
+                    %peer,
+                    access_key = request
+                        .ext_fields
+                        .get(raftmq_protocol::acl::ACCESS_KEY)
+                        .map_or("", String::as_str),
+                    reason = %denial,
+                    "request refused by the ACL"
+                );
+                Err(denial)
+            }
+        }
+    }
+
     /// A queue for a send that let the broker choose (queue id < 0): round robin.
     pub fn next_queue(&self, queue_nums: u32) -> u32 {
         self.next_queue.fetch_add(1, Ordering::Relaxed) % queue_nums.max(1)

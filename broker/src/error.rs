@@ -113,6 +113,7 @@ pub fn error_code(error: &RequestError) -> (i32, String) {
         RequestError::Refused(Refusal::TopicNotWritable(_)) => response::NO_PERMISSION,
         RequestError::Refused(Refusal::GroupMissing(_)) => response::SUBSCRIPTION_GROUP_NOT_EXIST,
         RequestError::Refused(Refusal::NotPending(_)) => response::SYSTEM_ERROR,
+        RequestError::Refused(Refusal::Acl(_)) => response::INVALID_PARAMETER,
         RequestError::BadHeader(_) => response::INVALID_PARAMETER,
         RequestError::TopicNotExist(_) => response::TOPIC_NOT_EXIST,
         RequestError::NoPermission(_) => response::NO_PERMISSION,

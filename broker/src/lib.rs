@@ -19,8 +19,13 @@
 //! retries take a detour through [`schedule`]. Start at [`broker`] for how the pieces are
 //! wired ([`broker::Broker::start`] takes listeners the caller bound, [`broker::Broker::run`] a
 //! shutdown future), [`config`] for the options (flags and TOML keys in one struct),
-//! [`command`] for what an entry carries.
+//! [`command`] for what an entry carries. Access control (`raftmq_protocol::acl`) is decided
+//! in [`processor::BrokerHandler`] before any processor runs
+//! ([`context::BrokerContext::check_remoting_acl`]); its configuration is replicated
+//! ([`command::Command::Acl`]).
 
+#[cfg(test)]
+mod acl_tests;
 pub mod admin;
 pub mod batcher;
 pub mod broker;

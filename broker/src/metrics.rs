@@ -138,6 +138,13 @@ pub struct ConsumerConnectionLabels {
     pub is_system: bool,
 }
 
+/// Labels of refused requests: the protocol and why (`raftmq_protocol::acl::Denial::kind`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AclDeniedLabels {
+    pub protocol_type: &'static str,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FollowerLabel {
     pub follower: u64,
@@ -167,6 +174,8 @@ pub struct BrokerMetrics {
     pub timers_delivered: Counter,
     /// Transactions ended by END_TRANSACTION, by `result` (`commit`, `rollback`).
     pub transactions_ended: Family<ResultLabel, Counter>,
+    /// Requests the ACL refused, by protocol and reason.
+    pub acl_denied: Family<AclDeniedLabels, Counter>,
     /// Totals for GET_BROKER_RUNTIME_INFO (`msgPutTotalTodayNow`, `msgGetTotalTodayNow`); not
     /// exported (the per-topic RocketMQ counters are).
     pub messages_stored: Counter,
@@ -224,6 +233,7 @@ impl BrokerMetrics {
             pull_requests: Counter::default(),
             timers_delivered: Counter::default(),
             transactions_ended: Family::default(),
+            acl_denied: Family::default(),
             messages_stored: Counter::default(),
             messages_pulled: Counter::default(),
             messages_in: Family::default(),
@@ -342,6 +352,11 @@ impl BrokerMetrics {
         );
 
         let raftmq = self.registry.sub_registry_with_prefix("raftmq");
+        raftmq.register(
+            "acl_denied_requests",
+            "Requests refused by the ACL (NO_PERMISSION), by protocol and reason",
+            self.acl_denied.clone(),
+        );
         raftmq.register(
             "send_requests",
             "Send requests by result",
@@ -551,6 +566,16 @@ impl BrokerMetrics {
         self.rpc_latency
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    /// One request refused by the ACL.
+    pub fn observe_acl_denied(&self, protocol_type: &'static str, reason: &'static str) {
+        self.acl_denied
+            .get_or_create(&AclDeniedLabels {
+                protocol_type,
+                reason,
+            })
+            .inc();
     }
 
     fn lock_series(&self) -> std::sync::MutexGuard<'_, TopicSeries> {

@@ -46,6 +46,8 @@ pub struct TestMember {
     pub remoting: String,
     /// Where its gRPC server listens.
     pub grpc: SocketAddr,
+    /// Where its admin HTTP listens, `host:port`.
+    pub admin: String,
     stop: CancellationToken,
     running: JoinHandle<Result<(), BrokerError>>,
 }
@@ -121,6 +123,7 @@ impl TestGroup {
                 raft: broker.raft().clone(),
                 remoting: broker.remoting_addr().to_string(),
                 grpc: broker.grpc_addr(),
+                admin: broker.admin_addr().to_string(),
                 stop: stop.clone(),
                 running: tokio::spawn(broker.run(stop.cancelled_owned())),
             };

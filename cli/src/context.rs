@@ -17,8 +17,10 @@ use raftmq_client::admin_http::membership::LeaderView;
 use raftmq_client::cluster_view::{ADMIN_ADDR_KEY, ClusterViewer, reachable_admin};
 use raftmq_client::namesrv::namesrv_list_or_env;
 use raftmq_client::{AdminHttpClient, BrokerClient, NameServerClient};
+use raftmq_protocol::acl::SessionCredentials;
+use raftmq_protocol::admin::AdminToken;
 use raftmq_protocol::route::ClusterInfo;
-use raftmq_remoting::RpcClient;
+use raftmq_remoting::{RpcClient, RpcClientConfig};
 
 /// Deadline of one request to a NameServer or broker.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -35,23 +37,46 @@ pub struct Ctx {
     pub namesrv_list: String,
     pub namesrv: NameServerClient,
     pub broker: BrokerClient,
-    /// Admin HTTP calls (each names the member it asks).
+    /// Admin HTTP calls (each names the member it asks), with the admin token if given.
     pub admin: AdminHttpClient,
+    /// Signs every remoting request (`--access-key`/`--secret-key`), and is handed to the
+    /// producers and consumers commands start.
+    pub credentials: Option<SessionCredentials>,
 }
 
 impl Ctx {
-    pub fn new(namesrv: Option<&str>, json: bool) -> anyhow::Result<Ctx> {
+    pub fn new(
+        namesrv: Option<&str>,
+        json: bool,
+        credentials: Option<SessionCredentials>,
+        admin_token: Option<AdminToken>,
+    ) -> anyhow::Result<Ctx> {
         let addrs = namesrv_list_or_env(namesrv)?;
         let namesrv_list = addrs.join(";");
-        let rpc = RpcClient::default();
+        let rpc = RpcClient::new(RpcClientConfig {
+            credentials: credentials.clone(),
+            ..RpcClientConfig::default()
+        });
         let namesrv = NameServerClient::new(rpc.clone(), addrs)?.with_timeout(RPC_TIMEOUT);
         Ok(Ctx {
             json,
             namesrv_list,
             namesrv,
             broker: BrokerClient::new(rpc).with_timeout(RPC_TIMEOUT),
-            admin: AdminHttpClient::new()?.with_timeout(ADMIN_TIMEOUT),
+            admin: AdminHttpClient::new()?
+                .with_timeout(ADMIN_TIMEOUT)
+                .with_token(admin_token),
+            credentials,
         })
+    }
+
+    /// A remoting admin client (topic creation, routes, queries) signing with the credentials.
+    pub fn signed_admin(&self) -> anyhow::Result<raftmq_client::Admin> {
+        Ok(raftmq_client::Admin::with_credentials(
+            Some(&self.namesrv_list),
+            raftmq_client::broker_client::DEFAULT_RPC_TIMEOUT,
+            self.credentials.clone(),
+        )?)
     }
 
     /// The cluster view (`GET /raft` of every member) that `mq cluster health`, `mq topic route

@@ -34,6 +34,26 @@ struct Cli {
     /// Print one JSON document for scripts instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Sign every request with this ACL account (brokers enforcing ACL).
+    #[arg(
+        long,
+        env = "RAFTMQ_ACCESS_KEY",
+        global = true,
+        requires = "secret_key"
+    )]
+    access_key: Option<String>,
+    /// The account's secret key (prefer the environment variable: flags show in `ps`).
+    #[arg(
+        long,
+        env = "RAFTMQ_SECRET_KEY",
+        hide_env_values = true,
+        global = true,
+        requires = "access_key"
+    )]
+    secret_key: Option<String>,
+    /// Bearer token for the members' admin HTTP (started with --admin-token).
+    #[arg(long, env = raftmq_protocol::admin::ADMIN_TOKEN_ENV, hide_env_values = true, global = true)]
+    admin_token: Option<raftmq_protocol::admin::AdminToken>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +76,9 @@ enum Command {
     /// Single messages.
     #[command(subcommand)]
     Message(cmd::message::MessageCommand),
+    /// ACL: accounts, permissions, whitelists, the on switch (admin HTTP on each leader).
+    #[command(subcommand)]
+    Acl(cmd::acl::AclCommand),
     /// Broker groups: Raft state, membership changes, leadership.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCommand),
@@ -98,7 +121,18 @@ fn fail(err: &anyhow::Error) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = Ctx::new(cli.namesrv.as_deref(), cli.json)?;
+    let credentials = match (cli.access_key, cli.secret_key) {
+        (Some(access_key), Some(secret_key)) => Some(
+            raftmq_protocol::acl::SessionCredentials::new(access_key, secret_key),
+        ),
+        _ => None,
+    };
+    let ctx = Ctx::new(
+        cli.namesrv.as_deref(),
+        cli.json,
+        credentials,
+        cli.admin_token,
+    )?;
     match cli.command {
         Command::Produce(args) => cmd::produce::run(&ctx, args).await,
         Command::Consume(args) => cmd::consume::run(&ctx, args).await,
@@ -107,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Offset(command) => cmd::offset::run(&ctx, command).await,
         Command::Message(command) => cmd::message::run(&ctx, command).await,
         Command::Cluster(command) => cmd::cluster::run(&ctx, command).await,
+        Command::Acl(command) => cmd::acl::run(&ctx, command).await,
         Command::Bench(command) => bench::run(&ctx, command).await,
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }

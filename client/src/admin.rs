@@ -49,8 +49,21 @@ impl Admin {
     }
 
     pub fn with_timeout(namesrv: Option<&str>, timeout: Duration) -> Result<Self, ClientError> {
+        Admin::with_credentials(namesrv, timeout, None)
+    }
+
+    /// An admin client whose requests are signed with `credentials` (brokers enforcing ACL;
+    /// topic administration needs an admin account).
+    pub fn with_credentials(
+        namesrv: Option<&str>,
+        timeout: Duration,
+        credentials: Option<raftmq_protocol::acl::SessionCredentials>,
+    ) -> Result<Self, ClientError> {
         let addrs = namesrv_list_or_env(namesrv)?;
-        let rpc = RpcClient::default();
+        let rpc = RpcClient::new(raftmq_remoting::RpcClientConfig {
+            credentials,
+            ..Default::default()
+        });
         Ok(Admin {
             namesrv: NameServerClient::new(rpc.clone(), addrs)?.with_timeout(timeout),
             broker: BrokerClient::new(rpc.clone()).with_timeout(timeout),

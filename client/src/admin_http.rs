@@ -22,10 +22,11 @@
 
 use std::time::Duration;
 
+use raftmq_protocol::acl::{AclChange, AclView};
 use raftmq_protocol::admin::{
-    AddLearner, ChangeMembership, ElectAnswer, ErrorBody, GroupStatus, MembershipAnswer,
-    RaftStatus, RegisteredGroup, RemoveLearner, ResetAnswer, ResetOffsets, Routes, TopicStatus,
-    TransferLeader, TransferLeaderAnswer,
+    AclAnswer, AddLearner, AdminToken, ChangeMembership, ElectAnswer, ErrorBody, GroupStatus,
+    MembershipAnswer, RaftStatus, RegisteredGroup, RemoveLearner, ResetAnswer, ResetOffsets,
+    Routes, TopicStatus, TransferLeader, TransferLeaderAnswer,
 };
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
@@ -110,6 +111,8 @@ pub enum AdminHttpError {
 pub struct AdminHttpClient {
     http: reqwest::Client,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer` on every call (servers started with an admin token).
+    token: Option<AdminToken>,
 }
 
 impl AdminHttpClient {
@@ -125,6 +128,7 @@ impl AdminHttpClient {
         Ok(AdminHttpClient {
             http,
             timeout: DEFAULT_TIMEOUT,
+            token: None,
         })
     }
 
@@ -133,6 +137,25 @@ impl AdminHttpClient {
         AdminHttpClient {
             http: self.http.clone(),
             timeout,
+            token: self.token.clone(),
+        }
+    }
+
+    /// The same client sending `token` as `Authorization: Bearer` on every call (`None`:
+    /// none), for servers that require it on state-changing requests.
+    pub fn with_token(&self, token: Option<AdminToken>) -> AdminHttpClient {
+        AdminHttpClient {
+            http: self.http.clone(),
+            timeout: self.timeout,
+            token,
+        }
+    }
+
+    /// Adds the bearer token, if any.
+    fn authorized(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.token {
+            Some(token) => request.header(reqwest::header::AUTHORIZATION, token.header_value()),
+            None => request,
         }
     }
 
@@ -230,6 +253,20 @@ impl AdminHttpClient {
         self.post_json(addr, "/offsets/reset", request).await
     }
 
+    /// `GET /acl`: the group's ACL configuration as this member applied it (no secrets).
+    pub async fn acl(&self, addr: &str) -> Result<AclView, AdminHttpError> {
+        self.get_json(addr, "/acl").await
+    }
+
+    /// `POST /acl` (on the leader): one ACL change; answers once it is applied there.
+    pub async fn change_acl(
+        &self,
+        addr: &str,
+        change: &AclChange,
+    ) -> Result<AclAnswer, AdminHttpError> {
+        self.post_json(addr, "/acl", change).await
+    }
+
     // ---- NameServer ----
 
     /// `GET /routes`: every topic's route.
@@ -247,10 +284,11 @@ impl AdminHttpClient {
     /// `GET` of a dashboard page, `path_and_query` as `/ui/topic?name=T`: its HTML.
     pub async fn page(&self, addr: &str, path_and_query: &str) -> Result<String, AdminHttpError> {
         let call = AdminCall::new("GET", path_and_query, addr);
-        let request = self
-            .http
-            .get(format!("http://{}{}", call.addr, call.path))
-            .header(reqwest::header::ACCEPT, "text/html");
+        let request = self.authorized(
+            self.http
+                .get(format!("http://{}{}", call.addr, call.path))
+                .header(reqwest::header::ACCEPT, "text/html"),
+        );
         let body = self.exchange(&call, request).await?;
         String::from_utf8(body).map_err(|_| AdminHttpError::NotText { call })
     }
@@ -268,14 +306,15 @@ impl AdminHttpClient {
             .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
             .collect::<Vec<_>>()
             .join("&");
-        let request = self
-            .http
-            .post(format!("http://{}{}", call.addr, call.path))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body);
+        let request = self.authorized(
+            self.http
+                .post(format!("http://{}{}", call.addr, call.path))
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body),
+        );
         let body = self.exchange(&call, request).await?;
         String::from_utf8(body).map_err(|_| AdminHttpError::NotText { call })
     }
@@ -283,9 +322,11 @@ impl AdminHttpClient {
     // ---- one exchange ----
 
     fn request(&self, method: Method, call: &AdminCall) -> RequestBuilder {
-        self.http
-            .request(method, format!("http://{}{}", call.addr, call.path))
-            .header(reqwest::header::ACCEPT, "application/json")
+        self.authorized(
+            self.http
+                .request(method, format!("http://{}{}", call.addr, call.path))
+                .header(reqwest::header::ACCEPT, "application/json"),
+        )
     }
 
     async fn get_text(&self, addr: &str, path: &'static str) -> Result<String, AdminHttpError> {

@@ -34,6 +34,7 @@ use crate::client_id::new_client_id;
 use crate::error::ClientError;
 use crate::namesrv::{NameServerClient, namesrv_list_or_env};
 use crate::route::RouteCache;
+use raftmq_protocol::acl::SessionCredentials;
 
 /// How often a client heartbeats to the brokers of its routes (RocketMQ's 30 s).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
@@ -60,6 +61,8 @@ pub(crate) struct InstanceConfig {
     pub(crate) auto_create_queue_nums: Option<u32>,
     /// Answers requests brokers send this client (a consumer's rebalance notices).
     pub(crate) inbound: Option<Arc<dyn InboundRequestHandler>>,
+    /// Signs every request (brokers enforcing ACL).
+    pub(crate) credentials: Option<SessionCredentials>,
 }
 
 /// The shared route and membership machinery of one producer or consumer; see the module docs.
@@ -94,9 +97,13 @@ impl ClientInstance {
             ));
         }
         let client_id = config.client_id.unwrap_or_else(|| new_client_id(&addrs[0]));
+        let rpc_config = RpcClientConfig {
+            credentials: config.credentials,
+            ..RpcClientConfig::default()
+        };
         let rpc = match config.inbound {
-            Some(inbound) => RpcClient::with_inbound_handler(RpcClientConfig::default(), inbound),
-            None => RpcClient::default(),
+            Some(inbound) => RpcClient::with_inbound_handler(rpc_config, inbound),
+            None => RpcClient::new(rpc_config),
         };
         let namesrv = NameServerClient::new(rpc.clone(), addrs)?.with_timeout(config.rpc_timeout);
         let routes = match config.auto_create_queue_nums {
@@ -424,6 +431,7 @@ mod tests {
 
     fn config(namesrv: &str, refresh: Duration, heartbeat: Duration) -> InstanceConfig {
         InstanceConfig {
+            credentials: None,
             namesrv: Some(namesrv.to_owned()),
             client_id: Some("10.0.0.1@1#1".to_owned()),
             rpc_timeout: Duration::from_secs(3),

@@ -75,12 +75,25 @@ impl Dashboard {
     /// The dashboard of a server that reaches the cluster through the NameServers in
     /// `namesrv` (`host:port` each).
     pub fn new(served_by: String, namesrv: &[String]) -> Result<Dashboard, SetupError> {
+        Dashboard::with_access(served_by, namesrv, None, None)
+    }
+
+    /// [`Dashboard::new`] for a cluster that enforces ACL (`credentials` sign its remoting
+    /// requests) or guards admin HTTP (`admin_token` goes with its admin calls and actions).
+    pub fn with_access(
+        served_by: String,
+        namesrv: &[String],
+        credentials: Option<raftmq_protocol::acl::SessionCredentials>,
+        admin_token: Option<raftmq_protocol::admin::AdminToken>,
+    ) -> Result<Dashboard, SetupError> {
         let list = namesrv.join(";");
         let setup = |err: &dyn std::fmt::Display| SetupError(err.to_string());
-        let admin = Admin::with_timeout(Some(&list), CALL_TIMEOUT).map_err(|e| setup(&e))?;
+        let admin = Admin::with_credentials(Some(&list), CALL_TIMEOUT, credentials)
+            .map_err(|e| setup(&e))?;
         let http = AdminHttpClient::new()
             .map_err(|e| setup(&e))?
-            .with_timeout(CALL_TIMEOUT);
+            .with_timeout(CALL_TIMEOUT)
+            .with_token(admin_token);
         let viewer = ClusterViewer::new(admin.namesrv().clone(), admin.broker().clone(), http);
         Ok(Dashboard {
             served_by,

@@ -17,6 +17,7 @@ use crate::admin::{self, AdminState};
 use crate::processor::NamesrvHandler;
 use crate::route_table::EXPIRY_SCAN_INTERVAL;
 use crate::state::NameServerState;
+use raftmq_protocol::admin::AdminToken;
 
 /// RocketMQ's NameServer port, on every interface.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -42,6 +43,8 @@ pub struct NameServer {
     state: Arc<NameServerState>,
     /// More admin HTTP routes (the binary's dashboard under `/ui`).
     ui: axum::Router,
+    /// What admin HTTP requires on state-changing requests (`None`: open, loopback only).
+    admin_token: Option<AdminToken>,
 }
 
 impl NameServer {
@@ -53,7 +56,16 @@ impl NameServer {
             admin: admin_listener,
             state,
             ui: axum::Router::new(),
+            admin_token: None,
         }
+    }
+
+    /// Requires `token` on admin HTTP requests that may change state (the dashboard's
+    /// actions); without it the admin listener must be on loopback
+    /// ([`raftmq_protocol::admin::check_admin_exposure`], which the binary applies).
+    pub fn with_admin_token(mut self, token: Option<AdminToken>) -> Self {
+        self.admin_token = token;
+        self
     }
 
     /// Serves `ui` (the dashboard under `/ui`) beside the admin JSON endpoints.
@@ -82,6 +94,7 @@ impl NameServer {
             admin,
             state,
             ui,
+            admin_token,
         } = self;
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -92,7 +105,7 @@ impl NameServer {
         tracker.spawn(remoting.run(stop.clone().cancelled_owned()));
         tracker.spawn(expiry_loop(state, stop.clone()));
         let mut admin_task = tracker.spawn(
-            axum::serve(admin, admin::router(admin_state, ui))
+            axum::serve(admin, admin::router(admin_state, ui, admin_token))
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .into_future(),
         );

@@ -18,6 +18,13 @@
 //! | `POST /raft/remove-learner` | [`RemoveLearner`] | [`MembershipAnswer`] |
 //! | `POST /raft/elect` | (any body) | [`ElectAnswer`] |
 //! | `POST /offsets/reset` | [`ResetOffsets`] | [`ResetAnswer`] |
+//! | `GET /acl` | | [`crate::acl::AclView`] (no secret keys) |
+//! | `POST /acl` | [`crate::acl::AclChange`] | [`AclAnswer`] |
+//!
+//! Authentication: a server given an admin token ([`AdminToken`]) requires
+//! `Authorization: Bearer <token>` on every request that is not a `GET` or `HEAD`, and on
+//! everything under `/acl`; a wrong or missing token is answered 401. A server without a token
+//! must listen for admin HTTP on loopback only ([`check_admin_exposure`]).
 //!
 //! NameServer: `GET /healthz` (text), `GET /routes` ([`Routes`]), `GET /brokers`
 //! (`[`[`RegisteredGroup`]`]`), `GET /metrics` (OpenMetrics text).
@@ -33,6 +40,91 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::route::TopicRouteData;
+
+/// The environment variable holding the admin token, for the servers and for `mq`.
+pub const ADMIN_TOKEN_ENV: &str = "RAFTMQ_ADMIN_TOKEN";
+
+/// Shortest admin token accepted: a guessable token is no protection.
+pub const ADMIN_TOKEN_MIN_CHARS: usize = 16;
+
+/// The bearer token that guards admin HTTP. Never printed: `Debug` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Whether an `Authorization` header value is `Bearer <this token>`, compared in constant
+    /// time so that timing does not reveal how much of a guess was right.
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(presented) = authorization.and_then(|value| value.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        bool::from(presented.trim().as_bytes().ct_eq(self.0.as_bytes()))
+    }
+
+    /// The `Authorization` header value a client sends.
+    pub fn header_value(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl TryFrom<String> for AdminToken {
+    type Error = String;
+
+    fn try_from(token: String) -> Result<Self, Self::Error> {
+        let token = token.trim().to_string();
+        if token.chars().count() < ADMIN_TOKEN_MIN_CHARS
+            || !token.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(format!(
+                "an admin token must be at least {ADMIN_TOKEN_MIN_CHARS} printable ASCII characters without spaces"
+            ));
+        }
+        Ok(AdminToken(token))
+    }
+}
+
+impl std::str::FromStr for AdminToken {
+    type Err = String;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        AdminToken::try_from(token.to_string())
+    }
+}
+
+/// Refuses admin HTTP on an address other hosts can reach (not loopback) without a token:
+/// anyone reaching it could change Raft membership or reset offsets.
+pub fn check_admin_exposure(
+    admin_listen: std::net::SocketAddr,
+    token: Option<&AdminToken>,
+) -> Result<(), String> {
+    if token.is_some() || admin_listen.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "admin HTTP would listen on {admin_listen}, which is not loopback, without a token: set --admin-token (or {ADMIN_TOKEN_ENV}) or listen on 127.0.0.1"
+    ))
+}
+
+/// Whether a request to admin HTTP must carry the token (when one is set): every request
+/// that may change state, and the ACL configuration.
+pub fn admin_request_needs_token(method_is_read: bool, path: &str) -> bool {
+    !method_is_read || path == "/acl" || path.starts_with("/acl/")
+}
+
+/// `POST /acl`'s answer: the change is applied on the leader, whose applied log index was then
+/// `log_index` (at or past the change's own entry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclAnswer {
+    pub log_index: u64,
+}
 
 /// `GET /healthz`'s text on both servers.
 pub const HEALTHY: &str = "ok\n";
@@ -547,5 +639,45 @@ mod tests {
             }],
             r#"[{"broker_name":"broker-a","cluster":"DefaultCluster","leader":"127.0.0.2:10911","term":4,"members":[{"addr":"127.0.0.2:10911","broker_id":0,"raft_node_id":2,"raft_term":4,"claims_leadership":true,"ha_server_addr":"","last_registration_age_ms":1500}],"topics":3}]"#,
         );
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_checked_exactly_and_never_printed() {
+        let token: AdminToken = "0123456789abcdef-token".parse().unwrap();
+        assert!(token.accepts(Some("Bearer 0123456789abcdef-token")));
+        assert!(token.accepts(Some(&token.header_value())));
+        for wrong in [
+            None,
+            Some(""),
+            Some("0123456789abcdef-token"),
+            Some("Bearer 0123456789abcdef-toke"),
+            Some("Bearer 0123456789abcdef-token2"),
+            Some("Basic 0123456789abcdef-token"),
+        ] {
+            assert!(!token.accepts(wrong), "{wrong:?} accepted");
+        }
+        assert!(!format!("{token:?}").contains("abcdef"));
+        assert!("short".parse::<AdminToken>().is_err());
+        assert!("has a space in it, long".parse::<AdminToken>().is_err());
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let token: AdminToken = "0123456789abcdef-token".parse().unwrap();
+        let loopback = "127.0.0.1:10913".parse().unwrap();
+        let everywhere = "0.0.0.0:10913".parse().unwrap();
+        assert!(check_admin_exposure(loopback, None).is_ok());
+        assert!(check_admin_exposure("[::1]:10913".parse().unwrap(), None).is_ok());
+        let refused = check_admin_exposure(everywhere, None).unwrap_err();
+        assert!(refused.contains("--admin-token"), "{refused}");
+        assert!(check_admin_exposure(everywhere, Some(&token)).is_ok());
+        assert!(admin_request_needs_token(false, "/raft/elect"));
+        assert!(admin_request_needs_token(true, "/acl"));
+        assert!(!admin_request_needs_token(true, "/raft"));
     }
 }

@@ -17,6 +17,8 @@
 //!   heartbeat, ...), tolerant of Java fastjson's unquoted numeric keys.
 //! - [`admin`]: the admin HTTP API's JSON bodies (broker `/raft`, `/topics`, membership
 //!   changes, offset reset; NameServer `/routes`, `/brokers`), shared by servers and clients.
+//! - [`acl`]: access control as RocketMQ's plain ACL: accounts and permissions, the remoting
+//!   and gRPC request signatures, and the one decision every protocol calls.
 //! - [`backoff`]: the one retry backoff policy (doubling, capped, jittered) that the client and
 //!   the Raft transport share; here because every crate can depend on this one.
 //!
@@ -41,6 +43,7 @@ macro_rules! json_body {
     )*};
 }
 
+pub mod acl;
 pub mod admin;
 pub mod backoff;
 pub mod body;

@@ -21,22 +21,41 @@ pub fn broker_ui(config: &BrokerConfig) -> axum::Router {
             "no NameServer is configured (-n / NAMESRV_ADDR)".to_owned(),
         ))
     } else {
-        raftmq_dashboard::Dashboard::new(served_by, &config.namesrv)
+        // The member's own bootstrap admin and admin token, so that the dashboard can read
+        // the cluster and act on it when ACL and the token are on.
+        let credentials = config.acl_bootstrap_admin.as_ref().map(|account| {
+            raftmq_protocol::acl::SessionCredentials::new(
+                account.access_key.clone(),
+                account.secret_key.clone(),
+            )
+        });
+        raftmq_dashboard::Dashboard::with_access(
+            served_by,
+            &config.namesrv,
+            credentials,
+            config.admin_token.clone(),
+        )
     };
     raftmq_dashboard::router_or_unavailable(dashboard)
 }
 
 /// The dashboard a NameServer serves: the cluster it knows, asked at `remoting_addr` (on
-/// loopback when it listens on every interface).
-pub fn namesrv_ui(remoting_addr: SocketAddr) -> axum::Router {
+/// loopback when it listens on every interface). `admin_token` goes with its admin calls and
+/// actions (one token for the cluster's admin ports).
+pub fn namesrv_ui(
+    remoting_addr: SocketAddr,
+    admin_token: Option<raftmq_protocol::admin::AdminToken>,
+) -> axum::Router {
     let reachable = if remoting_addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], remoting_addr.port()))
     } else {
         remoting_addr
     };
-    let dashboard = raftmq_dashboard::Dashboard::new(
+    let dashboard = raftmq_dashboard::Dashboard::with_access(
         format!("NameServer {remoting_addr}"),
         &[reachable.to_string()],
+        None,
+        admin_token,
     );
     raftmq_dashboard::router_or_unavailable(dashboard)
 }

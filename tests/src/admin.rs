@@ -99,6 +99,20 @@ impl AdminHttp {
         })
     }
 
+    /// `POST /acl` on a group's leader, with the admin token the members were started with.
+    pub fn change_acl(
+        &self,
+        leader: SocketAddr,
+        token: raftmq_protocol::admin::AdminToken,
+        change: raftmq_protocol::acl::AclChange,
+    ) -> anyhow::Result<()> {
+        let client = self.client.with_token(Some(token));
+        let http = AdminHttp { client };
+        http.call(leader, move |client, addr| async move {
+            client.change_acl(&addr, &change).await.map(|_| ())
+        })
+    }
+
     /// `GET /routes` of a NameServer.
     pub fn routes(&self, addr: SocketAddr) -> anyhow::Result<Routes> {
         self.call(

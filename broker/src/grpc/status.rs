@@ -45,6 +45,7 @@ pub fn code_of(error: &RequestError) -> Code {
             Code::ConsumerGroupNotFound
         }
         RequestError::Refused(Refusal::NotPending(_)) => Code::InvalidTransactionId,
+        RequestError::Refused(Refusal::Acl(_)) => Code::BadRequest,
         RequestError::BadHeader(_)
         | RequestError::InvalidParameter(_)
         | RequestError::MessageIllegal(_) => Code::BadRequest,

@@ -104,7 +104,11 @@ impl RequestHandler for BrokerHandler {
         request: RemotingCommand,
     ) -> Option<RemotingCommand> {
         let started = std::time::Instant::now();
-        let result = dispatch(&self.ctx, &connection, &request).await;
+        // The ACL decides before any processor runs, so a refused request changes nothing.
+        let result = match self.ctx.check_remoting_acl(connection.peer.ip(), &request) {
+            Ok(()) => dispatch(&self.ctx, &connection, &request).await,
+            Err(denial) => Err(RequestError::NoPermission(denial.to_string())),
+        };
         let answer = result.unwrap_or_else(|err| {
             let (code, remark) = error_code(&err);
             debug!(code, %remark, "request failed");

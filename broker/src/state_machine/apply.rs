@@ -41,6 +41,8 @@ pub struct Touched {
     pub dropped_rows: Vec<(String, u32, u64)>,
     /// POP state of these `(group, topic, queue)` changed (absent from the state: removed).
     pub pop_queues: BTreeSet<PopKey>,
+    /// The ACL configuration changed.
+    pub acl: bool,
 }
 
 /// Applies the command of the entry at `log_index`. Errors are storage errors of the indexes
@@ -107,6 +109,13 @@ pub fn apply_command(
                 invisible_until_ms,
             }
         }
+        Command::Acl(change) => match state.acl.apply(change.clone()) {
+            Ok(()) => {
+                touched.acl = true;
+                Applied::Done
+            }
+            Err(refused) => Applied::Refused(Refusal::Acl(refused.to_string())),
+        },
         Command::UpsertTopic(config) => {
             upsert_topic(state, touched, config.clone());
             Applied::Done

@@ -382,6 +382,10 @@ impl BrokerStateMachine {
             }
 
             let mut meta = txn.open_table(META).map_err(storage)?;
+            if touched.acl {
+                meta.insert(META_ACL, encode_meta(&state.acl)?.as_slice())
+                    .map_err(storage)?;
+            }
             if touched.retain_from.is_some() {
                 let floor = encode_meta(&state.retention_floor)?;
                 meta.insert(META_RETENTION_FLOOR, floor.as_slice())
@@ -412,6 +416,9 @@ impl BrokerStateMachine {
             shared.membership = private.membership.clone();
             shared.last_store_timestamp_ms = private.last_store_timestamp_ms;
             shared.retention_floor = private.retention_floor;
+            if touched.acl {
+                shared.acl = private.acl.clone();
+            }
             copy_keys(&touched.topics, &private.topics, &mut shared.topics);
             copy_keys(&touched.groups, &private.groups, &mut shared.groups);
             copy_keys(&touched.queues, &private.queues, &mut shared.queues);
@@ -529,6 +536,7 @@ impl BrokerStateMachine {
             queues: self.private.queues.keys().cloned().collect(),
             consumer_offsets: self.private.consumer_offsets.keys().cloned().collect(),
             retain_from: Some(self.private.retention_floor),
+            acl: true,
             ..Touched::default()
         };
         self.write_changes(&txn, &touched)?;
@@ -723,6 +731,9 @@ fn load(db: &Database) -> Result<MemState, StateMachineError> {
     if let Some(bytes) = meta.get(META_RETENTION_FLOOR).map_err(storage)? {
         mem.retention_floor =
             raftmq_raft::codec::decode(bytes.value()).map_err(|e| corrupt("retention floor", e))?;
+    }
+    if let Some(bytes) = meta.get(META_ACL).map_err(storage)? {
+        mem.acl = raftmq_raft::codec::decode(bytes.value()).map_err(|e| corrupt("acl", e))?;
     }
     if let Some(bytes) = meta.get(META_LAST_STORE_TIMESTAMP).map_err(storage)? {
         mem.last_store_timestamp_ms = raftmq_raft::codec::decode(bytes.value())

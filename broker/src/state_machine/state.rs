@@ -12,6 +12,7 @@ use super::indexes::{self, KeyKind};
 use super::pop::{InFlight, PopKey, PopQueue};
 use super::tables::{LOG_TIMES, QUEUE_INDEX};
 use crate::topic::{GroupConfig, TopicConfig};
+use raftmq_protocol::acl::AclConfig;
 use raftmq_raft::{LogId, StoredMembership};
 
 /// `(topic, queue id)`
@@ -47,6 +48,8 @@ pub struct MemState {
     /// written before POP existed still read.
     #[serde(skip)]
     pub pop: BTreeMap<PopKey, PopQueue>,
+    /// Who may do what (`raftmq_protocol::acl`): replicated, so every member decides alike.
+    pub acl: AclConfig,
 }
 
 /// One row of the queue index: where a run of a queue's messages sits in the log.
@@ -120,6 +123,11 @@ impl BrokerState {
     /// A receiver that changes whenever new entries are applied (the applied log index).
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    /// Runs `f` on the applied ACL configuration (the lock is held only for `f`).
+    pub fn with_acl<T>(&self, f: impl FnOnce(&AclConfig) -> T) -> T {
+        self.read(|mem| f(&mem.acl))
     }
 
     /// The latest store timestamp applied.

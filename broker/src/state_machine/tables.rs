@@ -5,12 +5,15 @@
 use redb::TableDefinition;
 
 /// `"applied"` -> codec(LogId), `"membership"` -> codec(StoredMembership),
-/// `"last_store_timestamp_ms"` -> codec(i64), `"retention_floor"` -> codec(u64).
+/// `"last_store_timestamp_ms"` -> codec(i64), `"retention_floor"` -> codec(u64),
+/// `"acl"` -> codec(AclConfig).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_APPLIED: &str = "applied";
 pub const META_MEMBERSHIP: &str = "membership";
 pub const META_LAST_STORE_TIMESTAMP: &str = "last_store_timestamp_ms";
 pub const META_RETENTION_FLOOR: &str = "retention_floor";
+/// `"acl"` -> codec(AclConfig): small (accounts and whitelists), written whole when it changes.
+pub const META_ACL: &str = "acl";
 
 /// topic -> codec(TopicConfig)
 pub const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");

@@ -145,6 +145,7 @@ pub async fn run(ctx: &Ctx, args: &ConsumeArgs) -> anyhow::Result<Report> {
         let goal = args.count;
         let consumer = Consumer::builder()
             .namesrv(ctx.namesrv_list.clone())
+            .credentials(ctx.credentials.clone())
             .group(&group)
             .subscribe(&args.topic, "*")
             .consume_from(ConsumeFrom::First)

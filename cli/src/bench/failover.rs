@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
-use raftmq_client::{Admin, MessageQueue};
+use raftmq_client::MessageQueue;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -189,7 +189,7 @@ async fn count_missing(ctx: &Ctx, acked: &[Acked]) -> anyhow::Result<u64> {
     for ack in acked {
         by_queue.entry(&ack.queue).or_default().push(ack);
     }
-    let admin = Admin::new(Some(&ctx.namesrv_list))?;
+    let admin = ctx.signed_admin()?;
     let leaders = ctx.leaders().await?;
     let mut missing = 0u64;
     for (queue, acks) in by_queue {

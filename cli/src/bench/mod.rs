@@ -30,8 +30,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use raftmq_client::Producer;
 use raftmq_client::admin::TopicConfig;
-use raftmq_client::{Admin, Producer};
 
 use crate::context::Ctx;
 
@@ -192,7 +192,7 @@ pub async fn run(ctx: &Ctx, command: BenchCommand) -> anyhow::Result<ExitCode> {
 /// Creates `topic` with `queues` queues unless it exists, and waits until the NameServer
 /// routes it; returns how many readable queues it has.
 pub async fn ensure_topic(ctx: &Ctx, topic: &str, queues: u32) -> anyhow::Result<usize> {
-    let admin = Admin::new(Some(&ctx.namesrv_list))?;
+    let admin = ctx.signed_admin()?;
     let result = async {
         if admin.route(topic).await?.is_none() {
             admin
@@ -226,6 +226,7 @@ pub async fn new_producer(
 ) -> anyhow::Result<Producer> {
     let mut builder = Producer::builder()
         .namesrv(ctx.namesrv_list.clone())
+        .credentials(ctx.credentials.clone())
         .group(group)
         .send_timeout(send_timeout)
         .async_window(window.clamp(1, raftmq_client::producer::MAX_ASYNC_WINDOW));

@@ -248,6 +248,7 @@ pub async fn run(ctx: &Ctx, args: &TimerArgs) -> anyhow::Result<()> {
     } else {
         let (consumer, deliveries) = Consumer::builder()
             .namesrv(ctx.namesrv_list.clone())
+            .credentials(ctx.credentials.clone())
             .group(fresh_name("bench_timer"))
             .subscribe(&topic, "*")
             .consume_from(ConsumeFrom::First)
@@ -386,7 +387,7 @@ pub async fn run(ctx: &Ctx, args: &TimerArgs) -> anyhow::Result<()> {
 
 /// The broker group serving `topic` (the first its route names).
 async fn ctx_broker_name(ctx: &Ctx, topic: &str) -> anyhow::Result<String> {
-    let admin = raftmq_client::Admin::new(Some(&ctx.namesrv_list))?;
+    let admin = ctx.signed_admin()?;
     let route = admin.route(topic).await;
     admin.shutdown().await;
     match route? {

@@ -162,7 +162,7 @@ async fn query(
     max: i32,
 ) -> anyhow::Result<ExitCode> {
     raftmq_client::message::validate_topic(topic)?;
-    let admin = raftmq_client::Admin::new(Some(&ctx.namesrv_list))?;
+    let admin = ctx.signed_admin()?;
     let found = admin
         .query_messages(topic, key, unique, range_ms, max)
         .await;

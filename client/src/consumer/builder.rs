@@ -3,6 +3,7 @@
 //! route refresh, heartbeats; `crate::instance`), makes it known to the brokers, takes its
 //! first share of queues and starts the rebalance and offset commit tasks.
 
+use raftmq_protocol::acl::SessionCredentials;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
@@ -94,6 +95,7 @@ pub struct ConsumerBuilder {
     consume_retry_topic: bool,
     handler_drain_timeout: Duration,
     broadcasting: Option<Option<PathBuf>>,
+    credentials: Option<SessionCredentials>,
 }
 
 impl Default for ConsumerBuilder {
@@ -118,11 +120,19 @@ impl Default for ConsumerBuilder {
             consume_retry_topic: true,
             handler_drain_timeout: HANDLER_DRAIN_TIMEOUT,
             broadcasting: None,
+            credentials: None,
         }
     }
 }
 
 impl ConsumerBuilder {
+    /// Signs every request with an account's keys, as RocketMQ's `AclClientRPCHook` does (for
+    /// brokers that enforce ACL); `None` sends requests unsigned.
+    pub fn credentials(mut self, credentials: Option<SessionCredentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     /// NameServers, `host:port[;host:port]`; without it, `NAMESRV_ADDR` is read.
     pub fn namesrv(mut self, list: impl Into<String>) -> Self {
         self.namesrv = Some(list.into());
@@ -372,6 +382,7 @@ impl ConsumerBuilder {
                 rpc_timeout: self.rpc_timeout,
                 route_refresh_interval: self.route_refresh_interval,
                 heartbeat_interval: self.heartbeat_interval,
+                credentials: self.credentials.clone(),
                 auto_create_queue_nums: None,
                 inbound: Some(Arc::new(NotifyHandler {
                     group: config.group.clone(),

@@ -2,6 +2,7 @@
 //! and checks; [`ProducerBuilder::build`] starts the producer's client instance (connections,
 //! route refresh, heartbeats; `crate::instance`).
 
+use raftmq_protocol::acl::SessionCredentials;
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -63,6 +64,7 @@ pub struct ProducerBuilder {
     rpc_timeout: Duration,
     route_refresh_interval: Duration,
     transaction_checker: Option<TransactionChecker>,
+    credentials: Option<SessionCredentials>,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -91,11 +93,19 @@ impl Default for ProducerBuilder {
             rpc_timeout: DEFAULT_RPC_TIMEOUT,
             route_refresh_interval: ROUTE_REFRESH_INTERVAL,
             transaction_checker: None,
+            credentials: None,
         }
     }
 }
 
 impl ProducerBuilder {
+    /// Signs every request with an account's keys, as RocketMQ's `AclClientRPCHook` does (for
+    /// brokers that enforce ACL); `None` sends requests unsigned.
+    pub fn credentials(mut self, credentials: Option<SessionCredentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     /// NameServers, `host:port[;host:port]`; without it, `NAMESRV_ADDR` is read.
     pub fn namesrv(mut self, list: impl Into<String>) -> Self {
         self.namesrv = Some(list.into());
@@ -231,6 +241,7 @@ impl ProducerBuilder {
                 rpc_timeout: self.rpc_timeout,
                 route_refresh_interval: self.route_refresh_interval,
                 heartbeat_interval: PRODUCER_HEARTBEAT_INTERVAL,
+                credentials: self.credentials.clone(),
                 auto_create_queue_nums: Some(self.default_topic_queue_nums),
                 inbound: check_handler
                     .clone()

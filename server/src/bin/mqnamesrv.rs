@@ -26,6 +26,11 @@ struct Args {
     /// Address for the admin HTTP endpoints.
     #[arg(long, env = "RAFTMQ_NAMESRV_ADMIN_LISTEN", default_value_t = DEFAULT_ADMIN_LISTEN)]
     admin_listen: SocketAddr,
+
+    /// Bearer token admin HTTP requires on state-changing requests; required when
+    /// --admin-listen is not loopback.
+    #[arg(long, env = raftmq_protocol::admin::ADMIN_TOKEN_ENV, hide_env_values = true)]
+    admin_token: Option<raftmq_protocol::admin::AdminToken>,
 }
 
 #[tokio::main]
@@ -39,6 +44,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
+    raftmq_protocol::admin::check_admin_exposure(args.admin_listen, args.admin_token.as_ref())
+        .map_err(anyhow::Error::msg)?;
     let remoting = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the remoting address {}", args.listen))?;
@@ -46,7 +53,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_listen))?;
     let remoting_addr = remoting.local_addr()?;
-    let server = NameServer::new(remoting, admin).with_ui(raftmq_server::namesrv_ui(remoting_addr));
+    let server = NameServer::new(remoting, admin)
+        .with_ui(raftmq_server::namesrv_ui(
+            remoting_addr,
+            args.admin_token.clone(),
+        ))
+        .with_admin_token(args.admin_token);
     let admin_addr = server.admin_addr()?;
     tracing::info!(%remoting_addr, %admin_addr, "NameServer listening");
     {

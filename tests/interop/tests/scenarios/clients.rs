@@ -395,6 +395,18 @@ pub async fn start_selected_consumer(
     client_config: ClientConfig,
     register_listener: impl FnOnce(&mut DefaultMQPushConsumer),
 ) -> anyhow::Result<DefaultMQPushConsumer> {
+    start_signed_consumer(env, selection, client_config, None, register_listener).await
+}
+
+/// [`start_selected_consumer`] with an RPC hook on every request (RocketMQ's
+/// `AclClientRPCHook` for brokers enforcing ACL).
+pub async fn start_signed_consumer(
+    env: &Env,
+    selection: Selection<'_>,
+    client_config: ClientConfig,
+    rpc_hook: Option<Arc<dyn rocketmq_transport::api::RPCHook>>,
+    register_listener: impl FnOnce(&mut DefaultMQPushConsumer),
+) -> anyhow::Result<DefaultMQPushConsumer> {
     let Selection {
         group,
         topic,
@@ -409,6 +421,7 @@ pub async fn start_selected_consumer(
         .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
         .consume_thread_min(1)
         .consume_thread_max(CONSUME_THREADS_MAX)
+        .rpc_hook(rpc_hook)
         .build();
     match selector {
         Some(selector) => bounded(
