@@ -247,8 +247,12 @@ pub struct ProcessCluster {
     namesrv_addr: SocketAddr,
     namesrv_admin: SocketAddr,
     namesrv_log: PathBuf,
-    /// Admin HTTP calls to the members and the NameServer ([`ADMIN_TIMEOUT`] each).
+    /// Admin HTTP calls to the members and the NameServer ([`ADMIN_TIMEOUT`] each), with the
+    /// run's admin token.
     admin: AdminHttpClient,
+    /// The admin token every process of the run is started with (their admin HTTP listens on
+    /// namespace addresses, not loopback, so they refuse to start without one).
+    admin_token: String,
     state: Mutex<State>,
     /// Running member pids by name, for the proxy layout's source resolution.
     pids: Arc<Mutex<Vec<(String, u32)>>>,
@@ -517,8 +521,14 @@ impl ProcessCluster {
                 removed: false,
             })
             .collect();
-        let admin = AdminHttpClient::new()?.with_timeout(ADMIN_TIMEOUT);
+        let admin_token: String = (0..32)
+            .map(|_| char::from_digit(u32::from(rand::random::<u8>() % 16), 16).unwrap_or('0'))
+            .collect();
+        let admin = AdminHttpClient::new()?
+            .with_timeout(ADMIN_TIMEOUT)
+            .with_token(admin_token.parse().ok());
         let cluster = Arc::new(ProcessCluster {
+            admin_token,
             namesrv_log: logs.join("namesrv.log"),
             admin,
             skip_fsync: AtomicBool::new(spec.unsafe_skip_fsync),
@@ -626,10 +636,12 @@ impl ProcessCluster {
     }
 
     fn command(&self, node: &str, program: &Path) -> Result<Command, HarnessError> {
-        Ok(match self.net.as_ref() {
+        let mut command = match self.net.as_ref() {
             AnyNet::Netns(ns) => ns.command(node, program)?,
             AnyNet::Proxy(_) => Command::new(program),
-        })
+        };
+        command.env(raftmq_protocol::admin::ADMIN_TOKEN_ENV, &self.admin_token);
+        Ok(command)
     }
 
     async fn start_namesrv(&self) -> Result<(), HarnessError> {
