@@ -675,3 +675,70 @@ async fn pop_over_grpc_through_a_follower_survives_a_leader_change() -> Result<(
     .await?;
     group.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receiving_per_queue_through_a_follower_misses_nothing_across_a_leader_change() -> Result<()>
+{
+    const TOPIC: &str = "GrpcPopQueues";
+    const GROUP: &str = "GrpcPopQueuesGroup";
+    const SENT: usize = 400;
+    let mut group = TestGroup::start(3).await?;
+    let leader = group.wait_for_leader().await?;
+    let (follower, _) = group.others(leader).next().context("no follower")?;
+    let mut to_follower = client(group.member(follower).grpc).await?;
+    for i in 0..SENT {
+        let entry = send(
+            &mut to_follower,
+            message(TOPIC, &format!("Q-{i}"), b"x", MessageType::Normal),
+        )
+        .await?;
+        assert_eq!(code_of(&entry.status), Code::Ok as i32, "{entry:?}");
+    }
+    let mut consumed = std::collections::BTreeSet::new();
+    let mut stopped = false;
+    let started = std::time::Instant::now();
+    let mut round = 0i32;
+    while consumed.len() < SENT {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("only {} consumed", consumed.len());
+        }
+        if !stopped && consumed.len() >= SENT / 3 {
+            group.stop_member(leader).await?;
+            stopped = true;
+        }
+        let mut call = request(pb::ReceiveMessageRequest {
+            group: resource(GROUP),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(TOPIC),
+                id: round % 8,
+                ..pb::MessageQueue::default()
+            }),
+            batch_size: 8,
+            invisible_duration: duration_ms(5_000),
+            long_polling_timeout: duration_ms(5_000),
+            ..pb::ReceiveMessageRequest::default()
+        });
+        round += 1;
+        call.set_timeout(Duration::from_secs(3));
+        let Ok(answer) = to_follower.receive_message(call).await else {
+            continue;
+        };
+        let mut stream = answer.into_inner();
+        let mut handles = Vec::new();
+        let mut ids = Vec::new();
+        while let Some(Ok(item)) = stream.next().await {
+            if let Some(pb::receive_message_response::Content::Message(message)) = item.content {
+                ids.push(system(&message).message_id.clone());
+                handles.push(system(&message).receipt_handle.clone().unwrap());
+            }
+        }
+        if handles.is_empty() {
+            continue;
+        }
+        let acked = ack(&mut to_follower, GROUP, TOPIC, &handles).await?;
+        if code_of(&acked.status) == Code::Ok as i32 {
+            consumed.extend(ids);
+        }
+    }
+    group.shutdown().await
+}
