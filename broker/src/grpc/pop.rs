@@ -34,8 +34,10 @@ use crate::pop::{self, PopRequest, ReceiptHandle};
 
 /// A receive's long poll ends this long before the call's deadline.
 pub const REPLY_MARGIN: Duration = Duration::from_millis(500);
-/// How long a message received with `auto_renew` stays invisible (see the module docs).
-pub const AUTO_RENEW_INVISIBLE: Duration = Duration::from_secs(300);
+/// How long a message received with `auto_renew` stays invisible (see the module docs): the
+/// proxy's default invisible time. A delivery whose answer was lost in a failover comes back
+/// after it.
+pub const AUTO_RENEW_INVISIBLE: Duration = Duration::from_secs(60);
 /// Set by a follower forwarding a receive of an orderly (FIFO) group.
 pub const FIFO_HEADER: &str = "x-raftmq-fifo";
 

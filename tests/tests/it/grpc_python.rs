@@ -344,6 +344,10 @@ async fn consume_through_a_leader_kill(
             stop.to_str().context("stop path")?,
             "--max-seconds",
             &CONSUMER_TIMEOUT.as_secs().to_string(),
+            // Longer than a PushConsumer's invisible time (60 s): a delivery whose answer was
+            // lost in the kill comes back after it.
+            "--idle",
+            "90",
         ],
     )?;
     let producer_script = workspace_root().join("tests/interop-grpc/producer.py");
