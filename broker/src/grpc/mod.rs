@@ -7,16 +7,18 @@
 //!   telemetry.rs   Telemetry: Settings both ways (settings.rs), transaction check-backs
 //!   send.rs        SendMessage, EndTransaction: the remoting send path, via forward.rs
 //!   offset.rs      GetOffset, QueryOffset, UpdateOffset
+//!   pop.rs         ReceiveMessage, AckMessage, ChangeInvisibleDuration,
+//!                  ForwardMessageToDeadLetterQueue: POP consumption (crate::pop), via forward.rs
 //!   forward.rs     a write reaching a follower is forwarded to the leader, across leader changes
 //!   status.rs      the one mapping from errors to definition.proto's Code
 //! ```
 //!
-//! POP consumption (ReceiveMessage, AckMessage, ChangeInvisibleDuration,
-//! ForwardMessageToDeadLetterQueue) is answered NOT_IMPLEMENTED until the broker state machine
-//! has POP state; PullMessage, RecallMessage and SyncLiteSubscription likewise.
+//! PullMessage is answered NOT_IMPLEMENTED (pull over remoting), RecallMessage and
+//! SyncLiteSubscription UNSUPPORTED.
 
 pub mod forward;
 pub mod offset;
+pub mod pop;
 pub mod route;
 pub mod send;
 pub mod settings;
@@ -28,7 +30,7 @@ mod tests;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, TryStreamExt as _};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -81,14 +83,6 @@ fn client_id<T>(request: &tonic::Request<T>) -> Option<String> {
         .and_then(|value| value.to_str().ok())
         .filter(|id| !id.is_empty())
         .map(str::to_string)
-}
-
-/// An answer for the POP operations until the broker has POP state.
-fn pop_not_implemented() -> pb::Status {
-    status::status(
-        Code::NotImplemented,
-        "POP consumption (receive, ack, change invisible duration, dead-letter forward) is not available on this broker yet",
-    )
 }
 
 #[tonic::async_trait]
@@ -169,39 +163,74 @@ impl MessagingService for MessagingServer {
 
     type ReceiveMessageStream = ResponseStream<pb::ReceiveMessageResponse>;
 
+    #[instrument(skip_all)]
     async fn receive_message(
         &self,
-        _request: tonic::Request<pb::ReceiveMessageRequest>,
+        request: tonic::Request<pb::ReceiveMessageRequest>,
     ) -> Result<tonic::Response<Self::ReceiveMessageStream>, tonic::Status> {
-        let answer = pb::ReceiveMessageResponse {
-            content: Some(pb::receive_message_response::Content::Status(
-                pop_not_implemented(),
-            )),
-        };
-        Ok(tonic::Response::new(Box::pin(futures::stream::iter([Ok(
-            answer,
-        )]))))
+        let deadline = forward::deadline_of(request.metadata());
+        let group = request
+            .get_ref()
+            .group
+            .as_ref()
+            .map(|group| group.name.clone())
+            .unwrap_or_default();
+        let fifo = pop::fifo_of(&self.ctx, request.metadata(), &group);
+        let answer = forward::write(
+            &self.ctx,
+            request,
+            pop::receive_status,
+            move |ctx, message| async move { pop::receive(&ctx, message, fifo, deadline).await },
+            move |mut client, mut request| async move {
+                if fifo {
+                    request.metadata_mut().insert(
+                        pop::FIFO_HEADER,
+                        tonic::metadata::MetadataValue::from_static("1"),
+                    );
+                }
+                // The leader's answer is bounded (one pop): collect it, then replay it.
+                let stream = client.receive_message(request).await?.into_inner();
+                let answer: Vec<pb::ReceiveMessageResponse> = stream.try_collect().await?;
+                Ok(tonic::Response::new(answer))
+            },
+        )
+        .await?
+        .into_inner();
+        Ok(tonic::Response::new(Box::pin(futures::stream::iter(
+            answer.into_iter().map(Ok),
+        ))))
     }
 
+    #[instrument(skip_all)]
     async fn ack_message(
         &self,
-        _request: tonic::Request<pb::AckMessageRequest>,
+        request: tonic::Request<pb::AckMessageRequest>,
     ) -> Result<tonic::Response<pb::AckMessageResponse>, tonic::Status> {
-        Ok(tonic::Response::new(pb::AckMessageResponse {
-            status: Some(pop_not_implemented()),
-            entries: Vec::new(),
-        }))
+        forward::write(
+            &self.ctx,
+            request,
+            |answer: &pb::AckMessageResponse| answer.status.as_ref(),
+            |ctx, message| async move { pop::ack(&ctx, message).await },
+            |mut client, request| async move { client.ack_message(request).await },
+        )
+        .await
     }
 
+    #[instrument(skip_all)]
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _request: tonic::Request<pb::ForwardMessageToDeadLetterQueueRequest>,
+        request: tonic::Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<tonic::Response<pb::ForwardMessageToDeadLetterQueueResponse>, tonic::Status> {
-        Ok(tonic::Response::new(
-            pb::ForwardMessageToDeadLetterQueueResponse {
-                status: Some(pop_not_implemented()),
+        forward::write(
+            &self.ctx,
+            request,
+            |answer: &pb::ForwardMessageToDeadLetterQueueResponse| answer.status.as_ref(),
+            |ctx, message| async move { pop::forward_to_dlq(&ctx, message).await },
+            |mut client, request| async move {
+                client.forward_message_to_dead_letter_queue(request).await
             },
-        ))
+        )
+        .await
     }
 
     type PullMessageStream = ResponseStream<pb::PullMessageResponse>;
@@ -304,14 +333,19 @@ impl MessagingService for MessagingServer {
         }))
     }
 
+    #[instrument(skip_all)]
     async fn change_invisible_duration(
         &self,
-        _request: tonic::Request<pb::ChangeInvisibleDurationRequest>,
+        request: tonic::Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<tonic::Response<pb::ChangeInvisibleDurationResponse>, tonic::Status> {
-        Ok(tonic::Response::new(pb::ChangeInvisibleDurationResponse {
-            status: Some(pop_not_implemented()),
-            receipt_handle: String::new(),
-        }))
+        forward::write(
+            &self.ctx,
+            request,
+            |answer: &pb::ChangeInvisibleDurationResponse| answer.status.as_ref(),
+            |ctx, message| async move { pop::change_invisible(&ctx, message).await },
+            |mut client, request| async move { client.change_invisible_duration(request).await },
+        )
+        .await
     }
 
     async fn recall_message(

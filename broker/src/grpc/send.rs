@@ -388,11 +388,13 @@ pub fn message_of(stored: &StoredMessage, topic: &str) -> pb::Message {
     }
 }
 
-/// The MD5 of a body in lowercase hex, as the proxy computes `body_digest`.
+/// The MD5 of a body in uppercase hex, as the proxy computes `body_digest` (RocketMQ's
+/// `UtilAll.bytes2string`); the Python client compares it with its own uppercase digest and
+/// drops a message whose digest differs.
 pub fn md5_hex(body: &[u8]) -> String {
     use md5::Digest as _;
     let digest = md5::Md5::digest(body);
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    digest.iter().map(|byte| format!("{byte:02X}")).collect()
 }
 
 #[cfg(test)]
@@ -419,8 +421,8 @@ mod tests {
     }
 
     #[test]
-    fn md5_is_lowercase_hex() {
-        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(md5_hex(b"hello"), "5d41402abc4b2a76b9719d911017c592");
+    fn md5_is_uppercase_hex() {
+        assert_eq!(md5_hex(b""), "D41D8CD98F00B204E9800998ECF8427E");
+        assert_eq!(md5_hex(b"hello"), "5D41402ABC4B2A76B9719D911017C592");
     }
 }

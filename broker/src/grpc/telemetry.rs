@@ -91,6 +91,18 @@ impl TelemetryClients {
         self.lock().remove(client_id);
     }
 
+    /// Whether the client's Settings here say its subscription of `group` is FIFO.
+    pub fn fifo(&self, client_id: &str, group: &str) -> bool {
+        self.lock().get(client_id).is_some_and(|client| {
+            matches!(
+                &client.settings.pub_sub,
+                Some(PubSub::Subscription(subscription))
+                    if subscription.fifo == Some(true)
+                        && subscription.group.as_ref().is_some_and(|g| g.name == group)
+            )
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }

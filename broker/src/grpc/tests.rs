@@ -412,3 +412,333 @@ async fn a_producer_on_a_follower_is_checked_back_and_its_answer_reaches_the_lea
     .await?;
     group.shutdown().await
 }
+
+fn duration_ms(ms: u64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+/// What one ReceiveMessage answered: its status, its messages, whether it ended with a
+/// delivery timestamp.
+struct Received {
+    status: i32,
+    messages: Vec<pb::Message>,
+    delivery_timestamp: bool,
+}
+
+async fn receive(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    invisible_ms: u64,
+    timeout: Duration,
+) -> Result<Received> {
+    let mut call = request(pb::ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(topic),
+            id: -1,
+            ..pb::MessageQueue::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 32,
+        invisible_duration: duration_ms(invisible_ms),
+        auto_renew: false,
+        long_polling_timeout: duration_ms(20_000),
+        attempt_id: None,
+    });
+    call.set_timeout(timeout);
+    let mut stream = client.receive_message(call).await?.into_inner();
+    let mut received = Received {
+        status: 0,
+        messages: Vec::new(),
+        delivery_timestamp: false,
+    };
+    while let Some(item) = stream.next().await {
+        match item?.content.context("an empty receive item")? {
+            pb::receive_message_response::Content::Status(status) => received.status = status.code,
+            pb::receive_message_response::Content::Message(message) => {
+                received.messages.push(message)
+            }
+            pb::receive_message_response::Content::DeliveryTimestamp(_) => {
+                received.delivery_timestamp = true
+            }
+        }
+    }
+    Ok(received)
+}
+
+fn system(message: &pb::Message) -> &pb::SystemProperties {
+    message
+        .system_properties
+        .as_ref()
+        .expect("system properties")
+}
+
+async fn ack(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    handles: &[String],
+) -> Result<pb::AckMessageResponse> {
+    Ok(client
+        .ack_message(request(pb::AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries: handles
+                .iter()
+                .map(|handle| pb::AckMessageEntry {
+                    message_id: String::new(),
+                    receipt_handle: handle.clone(),
+                    lite_topic: None,
+                })
+                .collect(),
+        }))
+        .await?
+        .into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pop_over_grpc_through_a_follower_survives_a_leader_change() -> Result<()> {
+    const TOPIC: &str = "GrpcPopTopic";
+    const GROUP: &str = "GrpcPopGroup";
+    const SENT: usize = 12;
+    const INVISIBLE_MS: u64 = 3_000;
+    let mut group = TestGroup::start(3).await?;
+    let leader = group.wait_for_leader().await?;
+    let (follower, _) = group.others(leader).next().context("no follower")?;
+    let mut to_follower = client(group.member(follower).grpc).await?;
+    for i in 0..SENT {
+        let entry = send(
+            &mut to_follower,
+            message(
+                TOPIC,
+                &format!("POP-{i}"),
+                format!("body-{i}").as_bytes(),
+                MessageType::Normal,
+            ),
+        )
+        .await?;
+        assert_eq!(code_of(&entry.status), Code::Ok as i32, "{entry:?}");
+    }
+
+    // Everything is handed out once, with the fields the clients read.
+    let mut first: Vec<pb::Message> = Vec::new();
+    for _ in 0..SENT {
+        if first.len() == SENT {
+            break;
+        }
+        let got = receive(&mut to_follower, GROUP, TOPIC, INVISIBLE_MS, CLIENT_TIMEOUT).await?;
+        assert_eq!(got.status, Code::Ok as i32);
+        assert!(got.delivery_timestamp);
+        first.extend(got.messages);
+    }
+    assert_eq!(first.len(), SENT);
+    let mut ids: Vec<String> = first.iter().map(|m| system(m).message_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), SENT, "{ids:?}");
+    for message in &first {
+        let system = system(message);
+        assert!(system.message_id.starts_with("POP-"));
+        assert_eq!(system.delivery_attempt, Some(1));
+        assert_eq!(
+            message.body,
+            format!("body-{}", &system.message_id[4..]).into_bytes()
+        );
+        assert_eq!(
+            system.body_digest.as_ref().map(|d| d.checksum.clone()),
+            Some(super::send::md5_hex(&message.body))
+        );
+        assert_eq!(system.body_encoding, pb::Encoding::Identity as i32);
+        assert_eq!(system.tag.as_deref(), Some("TagA"));
+        assert_eq!(system.keys, vec!["key1".to_string()]);
+        assert!(
+            system
+                .receipt_handle
+                .as_deref()
+                .is_some_and(|h| !h.is_empty())
+        );
+        assert!(system.store_timestamp.is_some() && system.queue_offset.is_some());
+    }
+    let handle = |i: usize| system(&first[i]).receipt_handle.clone().unwrap();
+    let id = |i: usize| system(&first[i]).message_id.clone();
+
+    // Acks: 0..4 acked; a garbage handle is INVALID_RECEIPT_HANDLE for its entry only.
+    let mut handles: Vec<String> = (0..4).map(handle).collect();
+    handles.push("not a handle".into());
+    let acked = ack(&mut to_follower, GROUP, TOPIC, &handles).await?;
+    assert_eq!(code_of(&acked.status), Code::MultipleResults as i32);
+    for entry in &acked.entries[..4] {
+        assert_eq!(code_of(&entry.status), Code::Ok as i32, "{entry:?}");
+    }
+    assert_eq!(
+        code_of(&acked.entries[4].status),
+        Code::InvalidReceiptHandle as i32
+    );
+    // 4 is kept invisible for a minute; its old handle is stale from then on.
+    let changed = to_follower
+        .change_invisible_duration(request(pb::ChangeInvisibleDurationRequest {
+            group: resource(GROUP),
+            topic: resource(TOPIC),
+            receipt_handle: handle(4),
+            invisible_duration: duration_ms(60_000),
+            message_id: id(4),
+            ..pb::ChangeInvisibleDurationRequest::default()
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&changed.status), Code::Ok as i32, "{changed:?}");
+    assert_ne!(changed.receipt_handle, handle(4));
+    let stale = ack(&mut to_follower, GROUP, TOPIC, &[handle(4)]).await?;
+    assert_eq!(code_of(&stale.status), Code::InvalidReceiptHandle as i32);
+
+    // The leader goes while 4..12 are in flight.
+    group.stop_member(leader).await?;
+    // The old leader's handles work on the new one: 4 is acked, 5 dead-lettered.
+    let acked = ack(
+        &mut to_follower,
+        GROUP,
+        TOPIC,
+        std::slice::from_ref(&changed.receipt_handle),
+    )
+    .await?;
+    assert_eq!(code_of(&acked.status), Code::Ok as i32, "{acked:?}");
+    let dead = to_follower
+        .forward_message_to_dead_letter_queue(request(pb::ForwardMessageToDeadLetterQueueRequest {
+            group: resource(GROUP),
+            topic: resource(TOPIC),
+            receipt_handle: handle(5),
+            message_id: id(5),
+            delivery_attempt: 1,
+            max_delivery_attempts: 17,
+            lite_topic: None,
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(code_of(&dead.status), Code::Ok as i32, "{dead:?}");
+
+    // 6..12 were never acked: they come back, attempt 2, and nothing acked does.
+    let expected: std::collections::BTreeSet<String> = (6..SENT).map(id).collect();
+    let mut again: std::collections::BTreeMap<String, String> = Default::default();
+    let started = std::time::Instant::now();
+    while again.len() < expected.len() {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("only {again:?} came back");
+        }
+        let got = receive(&mut to_follower, GROUP, TOPIC, INVISIBLE_MS, CLIENT_TIMEOUT).await?;
+        for message in got.messages {
+            let system = system(&message);
+            assert!(
+                expected.contains(&system.message_id),
+                "{} came back after an ack or dead-lettering",
+                system.message_id
+            );
+            assert_eq!(system.delivery_attempt, Some(2), "{}", system.message_id);
+            again.insert(
+                system.message_id.clone(),
+                system.receipt_handle.clone().unwrap(),
+            );
+        }
+    }
+    let handles: Vec<String> = again.values().cloned().collect();
+    let acked = ack(&mut to_follower, GROUP, TOPIC, &handles).await?;
+    assert_eq!(code_of(&acked.status), Code::Ok as i32, "{acked:?}");
+
+    // Nothing is left: an empty poll is MESSAGE_NOT_FOUND, answered before the call's deadline.
+    let polled = std::time::Instant::now();
+    let empty = receive(
+        &mut to_follower,
+        GROUP,
+        TOPIC,
+        INVISIBLE_MS,
+        Duration::from_secs(2),
+    )
+    .await?;
+    assert_eq!(empty.status, Code::MessageNotFound as i32);
+    assert!(empty.messages.is_empty());
+    assert!(
+        polled.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        polled.elapsed()
+    );
+
+    let new_leader = group.wait_for_leader().await?;
+    wait_until("the dead-lettered message stored in the DLQ", || {
+        (stored_count(group.member(new_leader), &format!("%DLQ%{GROUP}")) == 1).then_some(())
+    })
+    .await?;
+    group.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receiving_per_queue_through_a_follower_misses_nothing_across_a_leader_change() -> Result<()>
+{
+    const TOPIC: &str = "GrpcPopQueues";
+    const GROUP: &str = "GrpcPopQueuesGroup";
+    const SENT: usize = 400;
+    let mut group = TestGroup::start(3).await?;
+    let leader = group.wait_for_leader().await?;
+    let (follower, _) = group.others(leader).next().context("no follower")?;
+    let mut to_follower = client(group.member(follower).grpc).await?;
+    for i in 0..SENT {
+        let entry = send(
+            &mut to_follower,
+            message(TOPIC, &format!("Q-{i}"), b"x", MessageType::Normal),
+        )
+        .await?;
+        assert_eq!(code_of(&entry.status), Code::Ok as i32, "{entry:?}");
+    }
+    let mut consumed = std::collections::BTreeSet::new();
+    let mut stopped = false;
+    let started = std::time::Instant::now();
+    let mut round = 0i32;
+    while consumed.len() < SENT {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("only {} consumed", consumed.len());
+        }
+        if !stopped && consumed.len() >= SENT / 3 {
+            group.stop_member(leader).await?;
+            stopped = true;
+        }
+        let mut call = request(pb::ReceiveMessageRequest {
+            group: resource(GROUP),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(TOPIC),
+                id: round % 8,
+                ..pb::MessageQueue::default()
+            }),
+            batch_size: 8,
+            invisible_duration: duration_ms(5_000),
+            long_polling_timeout: duration_ms(5_000),
+            ..pb::ReceiveMessageRequest::default()
+        });
+        round += 1;
+        call.set_timeout(Duration::from_secs(3));
+        let Ok(answer) = to_follower.receive_message(call).await else {
+            continue;
+        };
+        let mut stream = answer.into_inner();
+        let mut handles = Vec::new();
+        let mut ids = Vec::new();
+        while let Some(Ok(item)) = stream.next().await {
+            if let Some(pb::receive_message_response::Content::Message(message)) = item.content {
+                ids.push(system(&message).message_id.clone());
+                handles.push(system(&message).receipt_handle.clone().unwrap());
+            }
+        }
+        if handles.is_empty() {
+            continue;
+        }
+        let acked = ack(&mut to_follower, GROUP, TOPIC, &handles).await?;
+        if code_of(&acked.status) == Code::Ok as i32 {
+            consumed.extend(ids);
+        }
+    }
+    group.shutdown().await
+}
