@@ -11,6 +11,10 @@ set -euo pipefail
 CLIENT="rocketmq-python-client==5.1.2"
 VENV="${1:?usage: $0 VENV_DIR}"
 
+# Tests run in parallel and share the venv: one installs, the others wait and then reuse it.
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
 if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import rocketmq' 2>/dev/null; then
     echo "setup-python-client: $CLIENT present in $VENV"
     exit 0
