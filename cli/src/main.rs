@@ -146,3 +146,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Completions { .. } => Ok(ExitCode::SUCCESS),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+    use crate::cmd::acl::AclCommand;
+
+    /// `mq acl set-account AK` names the account to create; mq's own `--access-key` (which signs
+    /// the requests) stays the caller's. A shared clap id once made mq sign with the account
+    /// being created, so no leader answered (`scripts/cluster.sh up --acl` failed).
+    #[test]
+    fn the_account_of_set_account_is_not_the_signing_account() {
+        let cli = Cli::try_parse_from([
+            "mq",
+            "--access-key",
+            "operator",
+            "--secret-key",
+            "operator-secret",
+            "acl",
+            "set-account",
+            "app",
+            "--account-secret-key",
+            "app-secret",
+        ])
+        .unwrap();
+        assert_eq!(cli.access_key.as_deref(), Some("operator"));
+        assert_eq!(cli.secret_key.as_deref(), Some("operator-secret"));
+        let Command::Acl(AclCommand::SetAccount {
+            access_key,
+            secret_key,
+            ..
+        }) = cli.command
+        else {
+            panic!("not acl set-account");
+        };
+        assert_eq!(
+            (access_key.as_str(), secret_key.as_str()),
+            ("app", "app-secret")
+        );
+    }
+}

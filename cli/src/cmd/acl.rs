@@ -30,9 +30,17 @@ pub enum AclCommand {
     },
     /// Create an account or replace it whole.
     SetAccount {
+        /// The account's access key. (Its own clap id: `access_key` is mq's global signing
+        /// option, and a shared id made mq sign with the account being created.)
+        #[arg(id = "account_access_key", value_name = "ACCESS_KEY")]
         access_key: String,
         /// The account's secret key (at least 6 characters).
-        #[arg(long, env = "RAFTMQ_ACL_ACCOUNT_SECRET_KEY", hide_env_values = true)]
+        #[arg(
+            id = "account_secret_key",
+            long = "account-secret-key",
+            env = "RAFTMQ_ACL_ACCOUNT_SECRET_KEY",
+            hide_env_values = true
+        )]
         secret_key: String,
         /// May create and delete topics and groups (and, with no --topic/--group, use all).
         #[arg(long)]
@@ -57,6 +65,7 @@ pub enum AclCommand {
     },
     /// Delete an account.
     DeleteAccount {
+        #[arg(id = "account_access_key", value_name = "ACCESS_KEY")]
         access_key: String,
         #[arg(short = 'b', long)]
         broker_name: Option<String>,
