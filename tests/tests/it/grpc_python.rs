@@ -85,6 +85,40 @@ async fn create_topic(cluster: &TestCluster, topic: &str) -> anyhow::Result<Admi
     Ok(admin)
 }
 
+/// Kills `leader` (still the registered leader: the test fails otherwise), then waits until the
+/// Python producer has finished all its sends (by `deadline`) and succeeded; returns when the
+/// kill happened, in Unix milliseconds.
+async fn kill_leader_then_let_the_producer_finish(
+    cluster: &mut TestCluster,
+    leader: u64,
+    producer: &mut Process,
+    deadline: Instant,
+) -> anyhow::Result<i64> {
+    ensure!(
+        cluster.wait_for_registered_leader(STEP)? == leader,
+        "the leader changed before the kill"
+    );
+    let killed_at_ms = now_ms();
+    cluster.kill_member(leader)?;
+    let status = loop {
+        if let Some(status) = producer.try_status()? {
+            break status;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the producer did not finish: {}",
+            producer.log_tail()
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    ensure!(
+        status.success(),
+        "the producer failed ({status}): {}",
+        producer.log_tail()
+    );
+    Ok(killed_at_ms)
+}
+
 /// Runs the Python producer through a leader kill; returns the stored bodies by queue (in queue
 /// order) and the indexes acknowledged.
 async fn produce_through_a_leader_kill(
@@ -138,28 +172,9 @@ async fn produce_through_a_leader_kill(
         );
         tokio::time::sleep(POLL).await;
     }
-    ensure!(
-        cluster.wait_for_registered_leader(STEP)? == leader,
-        "the leader changed before the kill"
-    );
-    let killed_at_ms = now_ms();
-    cluster.kill_member(leader)?;
-    let status = loop {
-        if let Some(status) = producer.try_status()? {
-            break status;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the producer did not finish: {}",
-            producer.log_tail()
-        );
-        tokio::time::sleep(POLL).await;
-    };
-    ensure!(
-        status.success(),
-        "the producer failed ({status}): {}",
-        producer.log_tail()
-    );
+    let killed_at_ms =
+        kill_leader_then_let_the_producer_finish(&mut cluster, leader, &mut producer, deadline)
+            .await?;
     let (acked, failed) = read_acked(&out)?;
     let before = acked
         .iter()
@@ -385,28 +400,9 @@ async fn consume_through_a_leader_kill(
         );
         tokio::time::sleep(POLL).await;
     }
-    ensure!(
-        cluster.wait_for_registered_leader(STEP)? == leader,
-        "the leader changed before the kill"
-    );
-    let killed_at_ms = now_ms();
-    cluster.kill_member(leader)?;
-    let status = loop {
-        if let Some(status) = producer.try_status()? {
-            break status;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the producer did not finish: {}",
-            producer.log_tail()
-        );
-        tokio::time::sleep(POLL).await;
-    };
-    ensure!(
-        status.success(),
-        "the producer failed ({status}): {}",
-        producer.log_tail()
-    );
+    let killed_at_ms =
+        kill_leader_then_let_the_producer_finish(&mut cluster, leader, &mut producer, deadline)
+            .await?;
     // The consumer drains what is left: it stops once it consumed every acknowledged send (or
     // after a minute without consuming anything).
     let (acked, _) = read_acked(&sent)?;
