@@ -232,30 +232,8 @@ async fn transactions_commit_and_an_orphan_is_checked_back_on_the_telemetry_stre
     let mut to_leader = client(group.member(leader).grpc).await?;
 
     // Telemetry: the server answers the producer's settings at once.
-    let (settings_sender, settings_receiver) = tokio::sync::mpsc::channel(4);
-    settings_sender
-        .send(pb::TelemetryCommand {
-            status: None,
-            command: Some(Command::Settings(pb::Settings {
-                client_type: Some(pb::ClientType::Producer as i32),
-                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
-                    topics: vec![resource("TxTopic").unwrap()],
-                    max_body_size: 0,
-                    validate_message_type: false,
-                })),
-                ..pb::Settings::default()
-            })),
-        })
-        .await?;
-    let mut telemetry = to_leader
-        .telemetry(request(tokio_stream::wrappers::ReceiverStream::new(
-            settings_receiver,
-        )))
-        .await?
-        .into_inner();
-    let first = tokio::time::timeout(CLIENT_TIMEOUT, telemetry.next())
-        .await?
-        .context("the telemetry stream ended")??;
+    let (settings_sender, mut telemetry, first) =
+        producer_telemetry(&mut to_leader, "TxTopic").await?;
     assert_eq!(code_of(&first.status), Code::Ok as i32);
     let Some(Command::Settings(settings)) = first.command else {
         bail!("the first answer is not settings: {first:?}");
@@ -326,14 +304,15 @@ async fn transactions_commit_and_an_orphan_is_checked_back_on_the_telemetry_stre
     group.shutdown().await
 }
 
-/// Opens a producer's Telemetry stream publishing `topic` and returns it after the server's
-/// settings answer (and the sender, which keeps the stream open while it lives).
+/// Opens a producer's Telemetry stream publishing `topic` and returns it with the server's
+/// first answer, its settings (and the sender, which keeps the stream open while it lives).
 async fn producer_telemetry(
     client: &mut MessagingServiceClient<Channel>,
     topic: &str,
 ) -> Result<(
     tokio::sync::mpsc::Sender<pb::TelemetryCommand>,
     tonic::Streaming<pb::TelemetryCommand>,
+    pb::TelemetryCommand,
 )> {
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     sender
@@ -363,7 +342,7 @@ async fn producer_telemetry(
         matches!(first.command, Some(Command::Settings(_))),
         "{first:?}"
     );
-    Ok((sender, stream))
+    Ok((sender, stream, first))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -377,7 +356,8 @@ async fn a_producer_on_a_follower_is_checked_back_and_its_answer_reaches_the_lea
     let leader = group.wait_for_leader().await?;
     let (follower, _) = group.others(leader).next().context("no follower")?;
     let mut to_follower = client(group.member(follower).grpc).await?;
-    let (_keep_open, mut telemetry) = producer_telemetry(&mut to_follower, "TxFollower").await?;
+    let (_keep_open, mut telemetry, _settings) =
+        producer_telemetry(&mut to_follower, "TxFollower").await?;
 
     let orphan = send(
         &mut to_follower,
