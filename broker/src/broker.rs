@@ -39,8 +39,8 @@ use crate::metrics::BrokerMetrics;
 use crate::processor::BrokerHandler;
 use crate::state_machine::BrokerStateMachine;
 use raftmq_raft::{
-    InitializeOutcome, MetricsReceiver, Node, NodeConfig, NodeError, Raft, RaftNode,
-    StateMachineError,
+    DEFAULT_SCRUB_BYTES_PER_SEC, InitializeOutcome, MetricsReceiver, Node, NodeConfig, NodeError,
+    Raft, RaftNode, ScrubConfig, StateMachineError,
 };
 
 /// How often silent clients are looked for.
@@ -144,6 +144,10 @@ impl Broker {
         node_config.cluster_name = config.broker_name.clone();
         node_config.segment_bytes = config.segment_bytes;
         node_config.unsafe_skip_fsync = config.unsafe_skip_fsync;
+        node_config.log_scrub = config.log_scrub_interval.map(|interval| ScrubConfig {
+            interval,
+            bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
+        });
         let node = RaftNode::start(node_config, raft_listener, state_machine).await?;
         // One member forms the group: the one with the smallest id. If every member
         // initialized, each would campaign at once and the first terms would be lost to

@@ -279,6 +279,14 @@ pub struct BrokerOptions {
         )
     )]
     pub snapshot_every_bytes: Option<String>,
+    #[arg(
+        long,
+        help = with_default(
+            "How often every sealed commit log segment is read back and its CRCs checked (a pass also runs at start); a duration such as 12h, or off",
+            "24h"
+        )
+    )]
+    pub log_scrub_interval: Option<String>,
     /// Join an existing group later (as a learner) instead of forming one from --peers.
     // A flag without a value, as before; `None` when absent so that a file's `join = true`
     // stands.
@@ -360,6 +368,9 @@ pub struct BrokerConfig {
     pub timer_max_delay: Duration,
     /// The size at which a commit log segment file is sealed.
     pub segment_bytes: u64,
+    /// How often the log scrub checks the sealed segments again (`None`: never, not even at
+    /// start).
+    pub log_scrub_interval: Option<Duration>,
     pub retention: RetentionConfig,
     pub join: bool,
     pub unsafe_ack_before_commit: bool,
@@ -431,6 +442,12 @@ pub enum ConfigError {
     BadReservedTime { value: String, reason: String },
     #[error("--disk-max-used-space-ratio: {0} is not a percentage from 10 to 95")]
     BadDiskRatio(u8),
+    #[error("{flag}: {value:?} is not a duration (e.g. 30s, 12h) or off: {reason}")]
+    BadDuration {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("{0}")]
     AdminExposed(String),
     #[error("ACL bootstrap admin: {0}")]
@@ -753,6 +770,26 @@ impl BrokerConfig {
                     bytes
                 }
             },
+            log_scrub_interval: match options.log_scrub_interval.as_deref().map(str::trim) {
+                None => Some(raftmq_raft::node::DEFAULT_LOG_SCRUB_INTERVAL),
+                Some("off") => None,
+                Some(text) => {
+                    let interval =
+                        humantime::parse_duration(text).map_err(|e| ConfigError::BadDuration {
+                            flag: "--log-scrub-interval",
+                            value: text.to_owned(),
+                            reason: e.to_string(),
+                        })?;
+                    if interval.is_zero() {
+                        return Err(ConfigError::BadDuration {
+                            flag: "--log-scrub-interval",
+                            value: text.to_owned(),
+                            reason: "zero would scrub without pause; say off to turn it off".into(),
+                        });
+                    }
+                    Some(interval)
+                }
+            },
             retention: RetentionConfig {
                 file_reserved_time: match options.file_reserved_time.as_deref() {
                     None => DEFAULT_FILE_RESERVED_TIME,
@@ -892,6 +929,34 @@ mod tests {
             BrokerConfig::from_options(bad),
             Err(ConfigError::BadDiskRatio(100))
         ));
+    }
+
+    #[test]
+    fn the_log_scrub_interval_takes_a_duration_or_off() {
+        let mut options = BrokerOptions {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            ..BrokerOptions::default()
+        };
+        let scrub = |options: &BrokerOptions| {
+            BrokerConfig::from_options(options.clone()).map(|c| c.log_scrub_interval)
+        };
+        assert_eq!(
+            scrub(&options).unwrap(),
+            Some(raftmq_raft::node::DEFAULT_LOG_SCRUB_INTERVAL)
+        );
+        options.log_scrub_interval = Some("90s".into());
+        assert_eq!(scrub(&options).unwrap(), Some(Duration::from_secs(90)));
+        options.log_scrub_interval = Some("off".into());
+        assert_eq!(scrub(&options).unwrap(), None);
+        for bad in ["0s", "soon", "-5m"] {
+            options.log_scrub_interval = Some(bad.into());
+            let error = scrub(&options).unwrap_err();
+            assert!(
+                error.to_string().starts_with("--log-scrub-interval: "),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -130,6 +130,8 @@ fn delta(
         entries_read_from_disk: after.entries_read_from_disk - before.entries_read_from_disk,
         waiting_for_space: after.waiting_for_space,
         apply_waiting_for_space: after.apply_waiting_for_space,
+        segments_scrubbed: after.segments_scrubbed - before.segments_scrubbed,
+        scrub_passes: after.scrub_passes - before.scrub_passes,
     }
 }
 

@@ -48,7 +48,9 @@ pub mod storage_fault;
 pub mod testing;
 pub mod types;
 
-pub use log_store::{LogReader, LogStoreError, LogStoreMetricsSnapshot};
+pub use log_store::{
+    DEFAULT_SCRUB_BYTES_PER_SEC, LogReader, LogStoreError, LogStoreMetricsSnapshot, ScrubConfig,
+};
 pub use node::{InitializeOutcome, NodeConfig, NodeError, RaftNode, RaftTimers};
 pub use state_machine::{StateMachine, StateMachineError};
 pub use storage_fault::{FailureKind, StorageFailure};

@@ -31,6 +31,9 @@
 //!             snapshot (a member that caught up by snapshot reads old messages from them)
 //! raft-meta   vote, committed log id, last purged log id and the retention floor, replaced
 //!             atomically ([`crate::segment::MetaFile`])
+//! CORRUPT     only after corrupt data was found (a bad record met by a read or by the scrub,
+//!             `scrub.rs`): why. The store then refuses to open: this member's log is not a
+//!             faithful copy any more and must be rebuilt from its group.
 //! ```
 //!
 //! Two lower bounds: openraft's purge point (`last_purged`: entries at or below it are no longer
@@ -40,6 +43,7 @@
 
 mod flusher;
 mod mem;
+mod scrub;
 #[cfg(test)]
 mod test_backend;
 #[cfg(test)]
@@ -69,6 +73,8 @@ use crate::segment::{
 use crate::storage_fault::{FailureKind, is_no_space};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
+pub use scrub::{DEFAULT_SCRUB_BYTES_PER_SEC, ScrubConfig};
+
 /// The directory of the segment files inside a node's data directory.
 pub const LOG_DIR_NAME: &str = "log";
 
@@ -77,6 +83,9 @@ pub const HISTORY_DIR_NAME: &str = "history";
 
 /// The metadata file (vote, committed, purge point, retention floor) in the data directory.
 pub const META_FILE_NAME: &str = "raft-meta";
+
+/// The marker left in the data directory once corrupt data was found (see the module docs).
+pub const CORRUPT_MARKER_FILE_NAME: &str = "CORRUPT";
 
 /// The redb file in which RaftMQ before the segment files kept its log: a data directory that
 /// holds one is refused with a clear error instead of being read as empty.
@@ -124,6 +133,12 @@ pub enum LogStoreError {
     CorruptEntry { index: u64, reason: String },
     #[error("raft log metadata is corrupt: {reason}")]
     CorruptMeta { reason: String },
+    /// Corrupt data was found earlier (the marker file says what and where): the member must
+    /// not take part in its group with this log.
+    #[error(
+        "this member's raft log was found corrupt earlier ({reason}; recorded in {marker}): its data cannot be trusted. Replace the member: remove it from its group (mq cluster remove-member), clear its --data-dir, and add it back (mq cluster add-member); it catches up from its peers"
+    )]
+    MarkedCorrupt { marker: PathBuf, reason: String },
     #[error("raft log is missing entries {missing:?} that should be on disk")]
     MissingEntries { missing: Range<u64> },
     /// A data directory written by a RaftMQ that kept its log in redb.
@@ -187,6 +202,7 @@ impl LogStoreError {
             },
             LogStoreError::CorruptEntry { .. }
             | LogStoreError::CorruptMeta { .. }
+            | LogStoreError::MarkedCorrupt { .. }
             | LogStoreError::MissingEntries { .. } => FailureKind::Corrupt,
             LogStoreError::PreviousFailure { .. } => FailureKind::PreviousFailure,
             LogStoreError::LegacyFormat { .. }
@@ -195,6 +211,20 @@ impl LogStoreError {
             | LogStoreError::ReadTask(_)
             | LogStoreError::Closed
             | LogStoreError::Spawn(_) => FailureKind::Other,
+        }
+    }
+
+    /// Whether this error means a record on disk is not what was written (a bad CRC, a cut
+    /// or misnumbered record, an entry that does not decode): the cases that mark the data
+    /// directory corrupt. Not a missing range (which a race can explain) nor a metadata file
+    /// (checked when the store opens).
+    pub fn is_corrupt_record(&self) -> bool {
+        match self {
+            LogStoreError::Segments { source } => {
+                source.is_corruption() && !matches!(**source, SegmentError::CorruptMeta { .. })
+            }
+            LogStoreError::CorruptEntry { .. } => true,
+            _ => false,
         }
     }
 
@@ -223,6 +253,8 @@ pub struct LogStoreConfig {
     pub segment_bytes: u64,
     /// TEST ONLY: skip the group commit's fsyncs (see [`SegmentConfig::unsafe_skip_fsync`]).
     pub unsafe_skip_fsync: bool,
+    /// Background verification of the finalized segments (`None`: off).
+    pub scrub: Option<ScrubConfig>,
 }
 
 impl Default for LogStoreConfig {
@@ -231,6 +263,7 @@ impl Default for LogStoreConfig {
             cache_bytes: DEFAULT_LOG_CACHE_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             unsafe_skip_fsync: false,
+            scrub: None,
         }
     }
 }
@@ -272,6 +305,8 @@ pub struct LogStoreMetrics {
     waiting_for_space: AtomicU64,
     /// 1 while the state machine waits for disk space before an apply (`disk_space`).
     apply_waiting_for_space: AtomicU64,
+    segments_scrubbed: AtomicU64,
+    scrub_passes: AtomicU64,
 }
 
 /// A point-in-time copy of [`LogStoreMetrics`].
@@ -303,6 +338,10 @@ pub struct LogStoreMetricsSnapshot {
     /// The disk is nearly full: the state machine applies nothing new until space is freed
     /// ([`crate::disk_space`]).
     pub apply_waiting_for_space: bool,
+    /// Finalized segments the scrub verified (every record's CRC), over all passes.
+    pub segments_scrubbed: u64,
+    /// Complete scrub passes over every finalized segment.
+    pub scrub_passes: u64,
 }
 
 impl LogStoreMetricsSnapshot {
@@ -346,6 +385,8 @@ impl LogStoreMetrics {
             entries_read_from_disk: self.entries_read_from_disk.load(Ordering::Relaxed),
             waiting_for_space: self.waiting_for_space.load(Ordering::Relaxed) != 0,
             apply_waiting_for_space: self.apply_waiting_for_space.load(Ordering::Relaxed) != 0,
+            segments_scrubbed: self.segments_scrubbed.load(Ordering::Relaxed),
+            scrub_passes: self.scrub_passes.load(Ordering::Relaxed),
         }
     }
 
@@ -388,11 +429,41 @@ impl Shared {
             })
     }
 
-    /// Remembers `error` as the store's failure if it is the first one.
+    /// Remembers `error` as the store's failure if it is the first one. Corrupt data is also
+    /// recorded durably in the marker file, so that the member refuses to start with this log
+    /// again (a restart would otherwise go on until something read the bad record again).
     pub(crate) fn fail(&self, error: &LogStoreError) {
+        // The marker first: whoever sees the failure may stop the process at once.
+        if self.failure.get().is_none() && error.is_corrupt_record() {
+            self.mark_corrupt(error);
+        }
         if self.failure.set(error.clone()).is_ok() {
             tracing::error!(%error, "raft log store failed; every later call fails too");
         }
+    }
+
+    fn mark_corrupt(&self, error: &LogStoreError) {
+        let marker = MetaFile::new(&self.data_dir, CORRUPT_MARKER_FILE_NAME);
+        match marker.store(error.to_string().as_bytes()) {
+            Ok(()) => tracing::error!(
+                marker = %marker.path().display(),
+                "raft log: corrupt data recorded; this member will refuse to start until it is replaced"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                "raft log: cannot record the corruption in {}",
+                marker.path().display()
+            ),
+        }
+    }
+
+    /// Fails the store when a read met corrupt data (other read errors leave it running).
+    fn check_read<T>(&self, read: Result<T, LogStoreError>) -> Result<T, LogStoreError> {
+        read.inspect_err(|error| {
+            if error.is_corrupt_record() {
+                self.fail(error);
+            }
+        })
     }
 
     /// Runs `work` on the open segment log, shared with readers (closing waits for it).
@@ -481,7 +552,7 @@ impl Shared {
         if start >= live_start {
             return self.read_range_blocking(start, end);
         }
-        let mut entries = self.read_below_live(start, end.min(live_start))?;
+        let mut entries = self.check_read(self.read_below_live(start, end.min(live_start)))?;
         let contiguous_to_live = entries.last().map_or(start == live_start, |last| {
             last.log_id.index + 1 == live_start
         });
@@ -773,6 +844,19 @@ impl LogStore {
         if legacy.exists() {
             return Err(open_error(LogStoreError::LegacyFormat { path: legacy }));
         }
+        let marker = MetaFile::new(data_dir, CORRUPT_MARKER_FILE_NAME);
+        let marked = match marker.load() {
+            Ok(None) => None,
+            Ok(Some(reason)) => Some(String::from_utf8_lossy(&reason).into_owned()),
+            // A damaged marker still says that something was found.
+            Err(e) => Some(format!("the marker itself is unreadable: {e}")),
+        };
+        if let Some(reason) = marked {
+            return Err(open_error(LogStoreError::MarkedCorrupt {
+                marker: marker.path().to_path_buf(),
+                reason,
+            }));
+        }
         let meta_file = MetaFile::new(data_dir, META_FILE_NAME);
         let meta = match meta_file.load().map_err(|e| open_error(e.into()))? {
             None => LogMeta::default(),
@@ -876,6 +960,13 @@ impl LogStore {
             thread: Arc::new(Mutex::new(Some(thread))),
             shared: Arc::clone(&shared),
         };
+        if let Some(scrub) = config.scrub {
+            let scrub_shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("raft-log-scrub".to_string())
+                .spawn(move || scrub::run(&scrub_shared, scrub))
+                .map_err(|e| open_error(LogStoreError::Spawn(Arc::new(e))))?;
+        }
         Ok(LogStore {
             shared,
             tx,

@@ -26,8 +26,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::log_store::{
-    DEFAULT_LOG_CACHE_BYTES, FlusherHandle, LogReader, LogStore, LogStoreConfig, LogStoreError,
-    LogStoreMetricsSnapshot,
+    DEFAULT_LOG_CACHE_BYTES, DEFAULT_SCRUB_BYTES_PER_SEC, FlusherHandle, LogReader, LogStore,
+    LogStoreConfig, LogStoreError, LogStoreMetricsSnapshot, ScrubConfig,
 };
 use crate::network::{NetworkFactory, RaftServer};
 use crate::segment::SegmentConfig;
@@ -126,9 +126,15 @@ pub struct NodeConfig {
     pub segment_bytes: u64,
     /// TEST ONLY: the log store skips its fsyncs (see [`SegmentConfig::unsafe_skip_fsync`]).
     pub unsafe_skip_fsync: bool,
+    /// The log's background check of its finalized segments (`None`: off).
+    pub log_scrub: Option<ScrubConfig>,
     /// A name for the group, shown in openraft's logs.
     pub cluster_name: String,
 }
+
+/// How often the log scrub checks every finalized segment again (the first pass runs at start).
+pub const DEFAULT_LOG_SCRUB_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(24 * 60 * 60);
 
 impl NodeConfig {
     /// A config with the default timers and limits.
@@ -142,6 +148,10 @@ impl NodeConfig {
             log_cache_bytes: DEFAULT_LOG_CACHE_BYTES,
             segment_bytes: crate::segment::DEFAULT_SEGMENT_BYTES,
             unsafe_skip_fsync: false,
+            log_scrub: Some(ScrubConfig {
+                interval: DEFAULT_LOG_SCRUB_INTERVAL,
+                bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
+            }),
             cluster_name: "raftmq".to_string(),
         }
     }
@@ -334,6 +344,7 @@ impl RaftNode {
                 cache_bytes: config.log_cache_bytes,
                 segment_bytes: config.segment_bytes,
                 unsafe_skip_fsync: config.unsafe_skip_fsync,
+                scrub: config.log_scrub,
             },
         )?;
         let flusher = log_store.flusher();

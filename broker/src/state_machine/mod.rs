@@ -109,8 +109,12 @@ impl BrokerStateMachine {
             path: path.to_path_buf(),
             source: Box::new(source),
         };
+        // Every page's checksum is verified at open (redb does it after a crash anyway): a file
+        // damaged on disk is refused with an error naming it, where a plain open may panic
+        // or trust it. The cost is one read of the file per start.
         let db = Database::builder()
             .set_cache_size(STATE_CACHE_BYTES)
+            .set_check_integrity_on_open(true)
             .create(path)
             .map_err(|err| open_error(storage(err)))?;
         create_tables(&db).map_err(open_error)?;

@@ -473,6 +473,15 @@ async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
     close(store).await;
     scribble(&path, position + 30, &byte);
 
+    // And it was marked: even with the byte put back, the member refuses to start with this
+    // data directory, saying where the corruption was and what to do.
+    let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
+    assert_eq!(error.kind(), FailureKind::Corrupt, "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("Replace the member"), "{text}");
+    std::fs::remove_file(dir.path().join(CORRUPT_MARKER_FILE_NAME)).unwrap();
+
     // A corrupt metadata file stops the open itself.
     let meta = dir.path().join(META_FILE_NAME);
     let mut bytes = std::fs::read(&meta).unwrap();
@@ -488,6 +497,84 @@ async fn corrupt_bytes_on_disk_are_an_error_not_a_panic() {
     std::fs::write(dir.path().join(LEGACY_LOG_FILE_NAME), b"old").unwrap();
     let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
     assert!(error.to_string().contains("older RaftMQ"), "{error}");
+}
+
+/// A scrub that runs a pass at once and then not again during a test.
+fn scrubbing() -> LogStoreConfig {
+    LogStoreConfig {
+        scrub: Some(ScrubConfig {
+            interval: Duration::from_secs(3600),
+            bytes_per_sec: u64::MAX,
+        }),
+        ..uncached()
+    }
+}
+
+/// Waits (bounded) until `done` holds.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT_MAX;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_finds_a_flipped_bit_in_a_finalized_segment_and_the_member_refuses_to_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path(), uncached());
+    let entries: Vec<Entry> = (0..=100).map(|i| entry(1, i)).collect();
+    assert!(durable(append(&mut store, entries).await).await);
+    let (path, position) = record_of(&store, 5);
+    close(store).await;
+
+    // Untouched data: the scrub checks every finalized segment and finds nothing.
+    let store = open(dir.path(), scrubbing());
+    wait_until("a clean scrub pass", || store.metrics().scrub_passes == 1).await;
+    assert!(
+        store.metrics().segments_scrubbed > 2,
+        "{:?}",
+        store.metrics()
+    );
+    assert!(store.reader().first_failure().is_none());
+    close(store).await;
+
+    // One bit flipped in entry 5's payload. Nothing reads entry 5, yet the scrub finds it:
+    // the store fails (the member stops) and marks the data directory.
+    let mut byte = [0u8; 1];
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(&path).unwrap();
+        file.read_exact_at(&mut byte, position + 30).unwrap();
+    }
+    scribble(&path, position + 30, &[byte[0] ^ 0x08]);
+    let store = open(dir.path(), scrubbing());
+    wait_until("the scrub to fail the store", || {
+        store.reader().first_failure().is_some()
+    })
+    .await;
+    let failure = store.reader().first_failure().unwrap();
+    assert_eq!(failure.kind(), FailureKind::Corrupt, "{failure:?}");
+    assert!(
+        failure.to_string().contains(&path.display().to_string()),
+        "{failure}"
+    );
+    // Every later call fails (openraft sees it at its next write and stops the node).
+    assert!(store.reader().try_get_log_entries(99..100).await.is_err());
+    close(store).await;
+
+    let error = LogStore::open(dir.path(), LogStoreConfig::default()).unwrap_err();
+    assert!(
+        matches!(error.first_failure(), LogStoreError::Open { source, .. } if matches!(**source, LogStoreError::MarkedCorrupt { .. })),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,15 @@ pub enum SegmentError {
         needed: u64,
         available: u64,
     },
+    /// A finalized segment whose records end before the count its sidecar index records.
+    #[error(
+        "{path} holds records up to log index {found_next} (exclusive), its index says {expected_next}"
+    )]
+    ShortSegment {
+        path: PathBuf,
+        expected_next: u64,
+        found_next: u64,
+    },
     /// The segments do not cover a contiguous range of indexes: a file is missing.
     #[error(
         "segment files do not follow each other: {previous} ends at index {previous_last}, {next} starts at {next_first}"
@@ -106,6 +115,7 @@ impl SegmentError {
             SegmentError::Corrupt { .. }
                 | SegmentError::OutOfOrder { .. }
                 | SegmentError::Truncated { .. }
+                | SegmentError::ShortSegment { .. }
                 | SegmentError::Gap { .. }
                 | SegmentError::CorruptMeta { .. }
         )
