@@ -46,7 +46,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::lazyfs::{LazyFsOptions, MountedLazyFs};
-use crate::nemesis::{Cluster, ClusterError, ProcessSignal, send_signal};
+use crate::nemesis::{
+    BitFlipReport, Cluster, ClusterError, CorruptFile, ProcessSignal, send_signal,
+};
 use crate::net::netns::{self, Netns};
 use crate::net::proxy::{ProxyNetwork, Resolver, socket_owner};
 use crate::net::{HOST, NetError, Network};
@@ -1114,6 +1116,58 @@ impl Drop for ProcessCluster {
     }
 }
 
+/// A member's data directory layout, as the broker writes it (the harness drives the broker
+/// binaries and does not link them): `broker::STATE_FILE`, and the segment files of
+/// `raftmq_raft::segment` (`<base>.log`, finalized ones with a `<base>.idx` beside them) in
+/// `raft/` + `log_store::LOG_DIR_NAME`.
+const STATE_MACHINE_FILE: &str = "broker-state.redb";
+const SEGMENT_DIR: &str = "raft/log";
+
+/// The member's file a bit flip hits, picked with `choice`, relative to its data directory:
+/// one of the finalized segments (those with a sidecar index), or the state machine's file.
+fn corruptible_file(
+    data_dir: &Path,
+    file: CorruptFile,
+    choice: u64,
+) -> Result<Option<PathBuf>, std::io::Error> {
+    match file {
+        CorruptFile::StateMachine => {
+            let path = PathBuf::from(STATE_MACHINE_FILE);
+            Ok(data_dir.join(&path).exists().then_some(path))
+        }
+        CorruptFile::Segment => {
+            let log_dir = PathBuf::from(SEGMENT_DIR);
+            let mut sealed: Vec<PathBuf> = Vec::new();
+            for entry in std::fs::read_dir(data_dir.join(&log_dir))? {
+                let path = entry?.path();
+                let finalized = path.extension().is_some_and(|e| e == "log")
+                    && path.with_extension("idx").exists();
+                if finalized && let Some(name) = path.file_name() {
+                    sealed.push(log_dir.join(name));
+                }
+            }
+            sealed.sort();
+            if sealed.is_empty() {
+                return Ok(None);
+            }
+            let pick = usize::try_from(choice % sealed.len() as u64).unwrap_or(0);
+            Ok(Some(sealed.swap_remove(pick)))
+        }
+    }
+}
+
+/// Flips bit `bit` of the byte at `position` of `path` and syncs the file (through a lazy
+/// filesystem too, so that the damage is durable).
+fn flip_bit_in(path: &Path, position: u64, bit: u8) -> Result<(), std::io::Error> {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, position)?;
+    byte[0] ^= 1 << (bit % 8);
+    file.write_all_at(&byte, position)?;
+    file.sync_all()
+}
+
 /// Where a member reads its clock offset from (beside its log, off its data filesystem so that a
 /// power loss does not drop it).
 fn clock_offset_file(log_path: &Path) -> PathBuf {
@@ -1230,6 +1284,88 @@ impl Cluster for ProcessCluster {
             })?;
         tracing::info!(member, offset_ms, "clock offset set");
         Ok(())
+    }
+
+    async fn flip_bit(
+        &self,
+        member: &str,
+        file: CorruptFile,
+        choice: u64,
+    ) -> Result<BitFlipReport, ClusterError> {
+        let control = |message: String| ClusterError::Control {
+            member: member.into(),
+            message,
+        };
+        let data_dir = lock(&self.state)
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| m.data_dir.clone())
+            .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
+        self.kill_and_reap(member);
+        let picked = corruptible_file(&data_dir, file, choice)
+            .map_err(|e| control(format!("listing {}: {e}", data_dir.display())))?;
+        let Some(relative) = picked else {
+            self.restart(member).await?;
+            return Err(ClusterError::NothingToCorrupt {
+                member: member.into(),
+                what: match file {
+                    CorruptFile::Segment => "sealed segment",
+                    CorruptFile::StateMachine => "state machine file",
+                },
+            });
+        };
+        let path = data_dir.join(&relative);
+        let len = std::fs::metadata(&path)
+            .map_err(|e| control(format!("{}: {e}", path.display())))?
+            .len();
+        if len == 0 {
+            self.restart(member).await?;
+            return Err(ClusterError::NothingToCorrupt {
+                member: member.into(),
+                what: "non-empty file",
+            });
+        }
+        // Other bits of the same draw than the file's pick.
+        let position = (choice >> 16) % len;
+        let bit = ((choice >> 8) % 8) as u8;
+        flip_bit_in(&path, position, bit)
+            .map_err(|e| control(format!("flipping a bit of {}: {e}", path.display())))?;
+        tracing::info!(member, file = %relative.display(), position, bit, "bit flipped");
+        let refused = match self.spawn_member(member).await {
+            Ok(()) => None,
+            // It exited before it listened: it would not start with the damaged file.
+            Err(HarnessError::Process(message)) => Some(message),
+            Err(e) => return Err(control(e.to_string())),
+        };
+        Ok(BitFlipReport {
+            file: relative.display().to_string(),
+            position,
+            bit,
+            refused,
+        })
+    }
+
+    fn set_space_left(&self, member: &str, left: Option<u64>) -> Result<(), ClusterError> {
+        let state = lock(&self.state);
+        if state.mounts.is_empty() {
+            return Err(ClusterError::NoLazyFs);
+        }
+        let mount = state
+            .mounts
+            .get(member)
+            .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
+        mount.set_space_left(left);
+        Ok(())
+    }
+
+    fn log_tail(&self, member: &str) -> String {
+        let path = lock(&self.state)
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .map(|m| m.log_path.clone());
+        path.map(|p| log_tail(&p)).unwrap_or_default()
     }
 
     async fn remove_member(&self, member: &str) -> Result<(), ClusterError> {

@@ -22,11 +22,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::{
-    Call, Event, HARNESS_PROCESS, HarnessErrorOp, NEMESIS_PROCESS, NemesisOp, NemesisPhase, OpType,
-    RecordError, Recorder,
+    Call, CorruptionOutcome, Detection, Event, HARNESS_PROCESS, HarnessErrorOp, NEMESIS_PROCESS,
+    NemesisOp, NemesisPhase, OpType, RecordError, Recorder,
 };
 use crate::nemesis::{
-    Cluster, ClusterError, ClusterView, Fault, Plan, ProcessSignal, SignalError, plan, send_signal,
+    Cluster, ClusterError, ClusterView, CorruptFile, Fault, Plan, ProcessSignal, SignalError, plan,
+    send_signal,
 };
 use crate::net::Network;
 use crate::schedule::{Schedule, Step};
@@ -47,6 +48,34 @@ enum Undo {
     AddMember(String),
     /// Set these members' clocks right.
     Unskew(Vec<String>),
+    /// Replace a member whose data was damaged (remove it, add it back fresh): always, or
+    /// only when it is not running (it refused or stopped).
+    Replace {
+        node: String,
+        always: bool,
+    },
+    /// Give these members' data filesystems room again.
+    Unfill(Vec<String>),
+}
+
+/// How long a segment bit flip's start waits for the member to find the damage: its scrub
+/// reads every sealed segment right after it starts, which takes well under a second at these
+/// sizes.
+pub const DETECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A fault in place: how to undo it, and for a bit flip what became of it.
+struct Installed {
+    undo: Undo,
+    corruption: Option<CorruptionOutcome>,
+}
+
+impl From<Undo> for Installed {
+    fn from(undo: Undo) -> Self {
+        Installed {
+            undo,
+            corruption: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -149,6 +178,7 @@ impl<C: Cluster, N: Network> Executor<C, N> {
             phase: NemesisPhase::Start,
             fault: step.fault.clone(),
             targets: vec![],
+            corruption: None,
         };
         self.record(OpType::Invoke, &op, None).await?;
         let view = ClusterView {
@@ -162,13 +192,14 @@ impl<C: Cluster, N: Network> Executor<C, N> {
         };
         op.targets = resolved.targets();
         match self.install(&resolved).await {
-            Ok(undo) => {
+            Ok(Installed { undo, corruption }) => {
                 self.active.push(Active {
                     window: step.window,
                     fault: step.fault.clone(),
                     targets: op.targets.clone(),
                     undo,
                 });
+                op.corruption = corruption;
                 self.record(OpType::Ok, &op, None).await
             }
             Err(InstallError::Skipped(reason)) => {
@@ -190,7 +221,7 @@ impl<C: Cluster, N: Network> Executor<C, N> {
         }
     }
 
-    async fn install(&self, p: &Plan) -> Result<Undo, InstallError> {
+    async fn install(&self, p: &Plan) -> Result<Installed, InstallError> {
         let net_failed = |e: crate::net::NetError| InstallError::Failed {
             undo: Some(Undo::Heal),
             error: e.to_string(),
@@ -220,14 +251,14 @@ impl<C: Cluster, N: Network> Executor<C, N> {
                 if killed.is_empty() {
                     return Err(InstallError::Skipped("every target is already down".into()));
                 }
-                return Ok(Undo::Restart(killed));
+                return Ok(Undo::Restart(killed).into());
             }
             Plan::PowerLoss(nodes) => {
                 return match self.cluster.power_loss(nodes).await {
                     Ok(hit) if hit.is_empty() => {
                         Err(InstallError::Skipped("no target lost power".into()))
                     }
-                    Ok(hit) => Ok(Undo::Restart(hit)),
+                    Ok(hit) => Ok(Undo::Restart(hit).into()),
                     Err(ClusterError::NoLazyFs) => {
                         Err(InstallError::Skipped(ClusterError::NoLazyFs.to_string()))
                     }
@@ -255,11 +286,11 @@ impl<C: Cluster, N: Network> Executor<C, N> {
                 if paused.is_empty() {
                     return Err(InstallError::Skipped("every target is down".into()));
                 }
-                return Ok(Undo::Resume(paused));
+                return Ok(Undo::Resume(paused).into());
             }
             Plan::RemoveMember(node) => {
                 return match self.cluster.remove_member(node).await {
-                    Ok(()) => Ok(Undo::AddMember(node.clone())),
+                    Ok(()) => Ok(Undo::AddMember(node.clone()).into()),
                     Err(e) => Err(InstallError::Failed {
                         undo: Some(Undo::AddMember(node.clone())),
                         error: e.to_string(),
@@ -275,11 +306,90 @@ impl<C: Cluster, N: Network> Executor<C, N> {
                         });
                     }
                 }
-                return Ok(Undo::Unskew(nodes.clone()));
+                return Ok(Undo::Unskew(nodes.clone()).into());
             }
-            Plan::HealAll => return Ok(Undo::Heal),
+            Plan::BitFlip { node, file, choice } => {
+                return self.install_bit_flip(node, *file, *choice).await;
+            }
+            Plan::DiskFull(nodes) => {
+                for (done, node) in nodes.iter().enumerate() {
+                    match self.cluster.set_space_left(node, Some(0)) {
+                        Ok(()) => {}
+                        Err(ClusterError::NoLazyFs) => {
+                            return Err(InstallError::Skipped(ClusterError::NoLazyFs.to_string()));
+                        }
+                        Err(e) => {
+                            return Err(InstallError::Failed {
+                                undo: Some(Undo::Unfill(nodes[..=done].to_vec())),
+                                error: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                return Ok(Undo::Unfill(nodes.clone()).into());
+            }
+            Plan::HealAll => return Ok(Undo::Heal.into()),
         }
-        Ok(Undo::Heal)
+        Ok(Undo::Heal.into())
+    }
+
+    /// Kills `node`, flips a bit of `file`, starts it again, then waits (at most
+    /// [`DETECTION_WAIT`]) to see whether it stops on its own.
+    async fn install_bit_flip(
+        &self,
+        node: &str,
+        file: CorruptFile,
+        choice: u64,
+    ) -> Result<Installed, InstallError> {
+        // A segment flip must always be found, so the member is replaced whatever it did; a
+        // state machine flip that redb repaired (or that hit a free page) leaves it running.
+        let undo = Undo::Replace {
+            node: node.to_string(),
+            always: file == CorruptFile::Segment,
+        };
+        let report = match self.cluster.flip_bit(node, file, choice).await {
+            Ok(report) => report,
+            Err(skip @ ClusterError::NothingToCorrupt { .. }) => {
+                return Err(InstallError::Skipped(skip.to_string()));
+            }
+            Err(e) => {
+                return Err(InstallError::Failed {
+                    undo: Some(undo),
+                    error: e.to_string(),
+                });
+            }
+        };
+        let (detection, reason) = match report.refused {
+            Some(reason) => (Detection::RefusedToStart, Some(reason)),
+            // The state machine's file is checked whole when it opens, before the member
+            // listens: one that started has accepted (or repaired) it.
+            None if file == CorruptFile::StateMachine => (Detection::Running, None),
+            None => {
+                let deadline = Instant::now() + DETECTION_WAIT;
+                loop {
+                    if self.cluster.pid(node).is_none() {
+                        break (
+                            Detection::StoppedAfterStart,
+                            Some(self.cluster.log_tail(node)),
+                        );
+                    }
+                    if Instant::now() >= deadline {
+                        break (Detection::Running, None);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        };
+        Ok(Installed {
+            undo,
+            corruption: Some(CorruptionOutcome {
+                file: report.file,
+                position: report.position,
+                bit: report.bit,
+                detection,
+                reason: reason.map(|r| error_line(&r)),
+            }),
+        })
     }
 
     async fn undo(&self, undo: &Undo) -> Result<(), String> {
@@ -313,6 +423,27 @@ impl<C: Cluster, N: Network> Executor<C, N> {
                 }
                 Ok(())
             }
+            Undo::Replace { node, always } => {
+                if !*always && self.cluster.pid(node).is_some() {
+                    return Ok(());
+                }
+                self.cluster
+                    .remove_member(node)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.cluster
+                    .add_member(node)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Undo::Unfill(nodes) => {
+                for node in nodes {
+                    self.cluster
+                        .set_space_left(node, None)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -328,6 +459,7 @@ impl<C: Cluster, N: Network> Executor<C, N> {
             phase: NemesisPhase::Stop,
             fault: active.fault.clone(),
             targets: active.targets.clone(),
+            corruption: None,
         };
         self.record(OpType::Invoke, &op, None).await?;
         match self.undo(&active.undo).await {
@@ -348,6 +480,7 @@ impl<C: Cluster, N: Network> Executor<C, N> {
             phase: NemesisPhase::Stop,
             fault: Fault::HealAll,
             targets: vec![],
+            corruption: None,
         };
         self.record(OpType::Invoke, &op, None).await?;
         let mut errors = Vec::new();
@@ -417,6 +550,19 @@ impl<C: Cluster, N: Network> Executor<C, N> {
     }
 }
 
+/// The line of a member's log tail that says why it stopped: the last one that mentions
+/// corruption, else the last line; at most 400 characters.
+fn error_line(log_tail: &str) -> String {
+    let line = log_tail
+        .lines()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().contains("corrupt"))
+        .or_else(|| log_tail.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("")
+        .trim();
+    line.chars().take(400).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +584,8 @@ mod tests {
         log: Mutex<Vec<String>>,
         /// Whether power losses are possible (members on lazy filesystems).
         lazy_fs: bool,
+        /// What a member does after a bit flip.
+        after_flip: Mutex<Detection>,
     }
 
     fn sleeper() -> Child {
@@ -454,6 +602,7 @@ mod tests {
                 children: Mutex::new(children),
                 log: Mutex::new(vec![]),
                 lazy_fs: true,
+                after_flip: Mutex::new(Detection::StoppedAfterStart),
             }
         }
         fn log(&self) -> Vec<String> {
@@ -545,6 +694,55 @@ mod tests {
                 .unwrap()
                 .push(format!("clock {member} {offset_ms:+}ms"));
             Ok(())
+        }
+        async fn flip_bit(
+            &self,
+            member: &str,
+            file: CorruptFile,
+            choice: u64,
+        ) -> Result<crate::nemesis::BitFlipReport, ClusterError> {
+            let mut children = self.children.lock().unwrap();
+            let child = children
+                .get_mut(member)
+                .ok_or_else(|| ClusterError::UnknownMember(member.into()))?;
+            child.kill().unwrap();
+            child.wait().unwrap();
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("flip {member} {file:?} {choice}"));
+            let after = *self.after_flip.lock().unwrap();
+            let refused = match after {
+                Detection::RefusedToStart => Some("corrupt: refused".to_string()),
+                // Exits at once, as a member whose scrub found the damage.
+                Detection::StoppedAfterStart => {
+                    children.insert(member.into(), Command::new("true").spawn().unwrap());
+                    None
+                }
+                Detection::Running => {
+                    children.insert(member.into(), sleeper());
+                    None
+                }
+            };
+            Ok(crate::nemesis::BitFlipReport {
+                file: "raft/log/00000000000000000000.log".into(),
+                position: 42,
+                bit: 3,
+                refused,
+            })
+        }
+        fn set_space_left(&self, member: &str, left: Option<u64>) -> Result<(), ClusterError> {
+            if !self.lazy_fs {
+                return Err(ClusterError::NoLazyFs);
+            }
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("space {member} {left:?}"));
+            Ok(())
+        }
+        fn log_tail(&self, member: &str) -> String {
+            format!("started\nERROR {member}: corrupt record in 00000000000000000000.log\n")
         }
     }
 
@@ -836,6 +1034,68 @@ mod tests {
         let summary = checker::all(&history, &CheckOptions::default());
         assert_eq!(summary.harness_error_count, 1);
         assert_eq!(summary.exit_code, EXIT_INCOMPLETE);
+    }
+
+    #[tokio::test]
+    async fn a_bit_flip_records_how_the_member_took_it_and_replaces_it_at_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rec, writer) = HistoryWriter::create(&dir.path().join("h.jsonl")).unwrap();
+        let cluster = Arc::new(FakeCluster::new(3, Some("n1")));
+        let net = Arc::new(FakeNet::default());
+        let mut ex = Executor::new(cluster.clone(), net, rec);
+        let segment = Fault::BitFlip {
+            file: CorruptFile::Segment,
+        };
+        let state = Fault::BitFlip {
+            file: CorruptFile::StateMachine,
+        };
+        // A segment flip the member finds: the outcome says so, and the stop replaces it.
+        ex.start(&step(1, 0, 0, segment.clone())).await.unwrap();
+        ex.stop(1).await.unwrap();
+        // A state machine flip that redb repaired: the member runs on and is kept.
+        *cluster.after_flip.lock().unwrap() = Detection::Running;
+        ex.start(&step(2, 0, 0, state)).await.unwrap();
+        ex.stop(2).await.unwrap();
+        // A full disk is filled and emptied again.
+        let full = Fault::DiskFull {
+            target: KillTarget::Leader,
+        };
+        ex.start(&step(3, 0, 0, full)).await.unwrap();
+        ex.stop(3).await.unwrap();
+        let log = cluster.log();
+        assert_eq!(
+            log,
+            vec![
+                "flip n1 Segment 0",
+                "remove n1",
+                "add n1",
+                "flip n1 StateMachine 0",
+                "space n1 Some(0)",
+                "space n1 None",
+            ],
+            "{log:?}"
+        );
+        drop(ex);
+        writer.close().await.unwrap();
+        let history = read_history(&dir.path().join("h.jsonl")).unwrap();
+        let outcomes: Vec<CorruptionOutcome> = history
+            .ops
+            .iter()
+            .filter_map(|e| match &e.call {
+                Call::Nemesis(op) if e.kind == OpType::Ok => op.corruption.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+        assert_eq!(outcomes[0].detection, Detection::StoppedAfterStart);
+        assert!(
+            outcomes[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("corrupt record in 00000000000000000000.log")),
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes[1].detection, Detection::Running);
     }
 
     #[tokio::test]

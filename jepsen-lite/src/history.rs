@@ -216,6 +216,34 @@ pub struct NemesisOp {
     /// The members (or other nodes) the fault was aimed at, once resolved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
+    /// A bit flip's start: what was flipped and what the member made of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corruption: Option<CorruptionOutcome>,
+}
+
+/// What a bit flip damaged and how the member took it (judged by the `corruption` checker).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorruptionOutcome {
+    /// The file, relative to the member's data directory.
+    pub file: String,
+    pub position: u64,
+    pub bit: u8,
+    pub detection: Detection,
+    /// The member's own words (its error line), when it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How a member took a flipped bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detection {
+    /// It would not start with the damaged file.
+    RefusedToStart,
+    /// It started, found the damage (its scrub) and stopped.
+    StoppedAfterStart,
+    /// Still running when the harness stopped waiting.
+    Running,
 }
 
 /// `run`: the run's settings and seed (`phase` start) and its end.
@@ -1006,9 +1034,35 @@ pub mod build {
                 phase,
                 fault,
                 targets: vec!["n1".into()],
+                corruption: None,
             };
             self.push(NEMESIS_PROCESS, OpType::Invoke, Call::Nemesis(op.clone()));
             self.push(NEMESIS_PROCESS, outcome, Call::Nemesis(op))
+        }
+        /// A bit flip's start, completed `ok` with what the member made of it.
+        pub fn bit_flip(
+            &mut self,
+            window: u64,
+            file: crate::nemesis::CorruptFile,
+            detection: Detection,
+            reason: Option<&str>,
+        ) -> &mut Self {
+            let mut op = NemesisOp {
+                window,
+                phase: NemesisPhase::Start,
+                fault: Fault::BitFlip { file },
+                targets: vec!["n1".into()],
+                corruption: None,
+            };
+            self.push(NEMESIS_PROCESS, OpType::Invoke, Call::Nemesis(op.clone()));
+            op.corruption = Some(CorruptionOutcome {
+                file: "raft/log/00000000000000000417.log".into(),
+                position: 1234,
+                bit: 3,
+                detection,
+                reason: reason.map(String::from),
+            });
+            self.push(NEMESIS_PROCESS, OpType::Ok, Call::Nemesis(op))
         }
         pub fn build(&self) -> History {
             History::from_ops(self.ops.clone()).expect("hand-made history is valid")
@@ -1055,6 +1109,7 @@ mod tests {
                         shape: PartitionShape::IsolateLeader,
                     },
                     targets: vec![],
+                    corruption: None,
                 }),
             ),
         ]

@@ -55,6 +55,17 @@ pub enum MembershipChange {
     RemoveLeader,
 }
 
+/// Which file of a member a bit flip damages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorruptFile {
+    /// A sealed (finalized) commit log segment: the member must find it (its scrub reads
+    /// every sealed segment at start) and stop, refusing to start again with that log.
+    Segment,
+    /// The state machine's database: the member refuses to open it, or redb repairs it.
+    StateMachine,
+}
+
 /// One fault of the vocabulary, as written in the schedule and the history.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -90,6 +101,19 @@ pub enum Fault {
     ClockSkew {
         target: KillTarget,
         offset_secs: i32,
+    },
+    /// One member killed, one bit of one of its files flipped on disk, the member started
+    /// again. Whatever it does (refuse to start, stop when its scrub finds the damage, or run
+    /// on when redb repaired its file), no corrupt message may be delivered; a member that
+    /// stopped is replaced at stop (removed, its data cleared, added back as a fresh member).
+    BitFlip {
+        file: CorruptFile,
+    },
+    /// The targets' data filesystem is full (no file may grow); room again at stop. Needs lazy
+    /// filesystems (skipped otherwise). A full member stops taking writes; the group goes on
+    /// with the others.
+    DiskFull {
+        target: KillTarget,
     },
     /// The final phase: undo everything (network healed, paused resumed, killed restarted,
     /// removed members added back).
@@ -136,7 +160,26 @@ impl Fault {
             all.push(Fault::Membership { change });
         }
         all.extend(Fault::clock_skews());
+        all.extend(Fault::disk_faults());
         all
+    }
+
+    /// Bit flips in a sealed segment and in the state machine's file, and full disks.
+    pub fn disk_faults() -> Vec<Fault> {
+        vec![
+            Fault::BitFlip {
+                file: CorruptFile::Segment,
+            },
+            Fault::BitFlip {
+                file: CorruptFile::StateMachine,
+            },
+            Fault::DiskFull {
+                target: KillTarget::One,
+            },
+            Fault::DiskFull {
+                target: KillTarget::Leader,
+            },
+        ]
     }
 
     /// Clock skew of seconds to minutes, ahead and behind, on the leader or one member.
@@ -180,6 +223,9 @@ impl Fault {
                     target: KillTarget::Leader,
                     ..
                 }
+                | Fault::DiskFull {
+                    target: KillTarget::Leader
+                }
         )
     }
 }
@@ -198,6 +244,8 @@ impl std::fmt::Display for Fault {
                 target,
                 offset_secs,
             } => write!(f, "clock-skew-{}-{offset_secs:+}s", snake(target)),
+            Fault::BitFlip { file } => write!(f, "bit-flip-{}", snake(file)),
+            Fault::DiskFull { target } => write!(f, "disk-full-{}", snake(target)),
             Fault::HealAll => write!(f, "heal-all"),
         }
     }
@@ -252,6 +300,15 @@ pub enum Plan {
         nodes: Vec<String>,
         offset_ms: i64,
     },
+    /// Kill this member, flip a bit of `file` (picked with `choice`), start it again; replace
+    /// it at stop if it stopped.
+    BitFlip {
+        node: String,
+        file: CorruptFile,
+        choice: u64,
+    },
+    /// Fill these members' data filesystems; room again at stop.
+    DiskFull(Vec<String>),
     HealAll,
 }
 
@@ -264,7 +321,8 @@ impl Plan {
             Plan::Lossy { nodes, .. } => nodes.clone(),
             Plan::Kill(nodes) | Plan::PowerLoss(nodes) | Plan::Pause(nodes) => nodes.clone(),
             Plan::RemoveMember(node) => vec![node.clone()],
-            Plan::ClockSkew { nodes, .. } => nodes.clone(),
+            Plan::ClockSkew { nodes, .. } | Plan::DiskFull(nodes) => nodes.clone(),
+            Plan::BitFlip { node, .. } => vec![node.clone()],
             Plan::HealAll => vec![],
         }
     }
@@ -430,6 +488,17 @@ pub fn plan(fault: &Fault, view: &ClusterView, choice: u64) -> Result<Plan, Skip
             nodes: kill_targets(*target, view, choice)?,
             offset_ms: i64::from(*offset_secs) * 1000,
         },
+        Fault::BitFlip { file } => {
+            // The damaged member may be out until stop: the others must still be a majority
+            // that can replace it.
+            need(3)?;
+            Plan::BitFlip {
+                node: kill_targets(KillTarget::One, view, choice)?.remove(0),
+                file: *file,
+                choice,
+            }
+        }
+        Fault::DiskFull { target } => Plan::DiskFull(kill_targets(*target, view, choice)?),
         Fault::HealAll => Plan::HealAll,
     })
 }
@@ -484,6 +553,9 @@ pub enum ClusterError {
     /// A power loss asked of a cluster whose members do not run on lazy filesystems.
     #[error("the members do not run on lazy filesystems")]
     NoLazyFs,
+    /// A bit flip found no file of the kind asked for (no sealed segment yet).
+    #[error("member {member} has no {what} to corrupt yet")]
+    NothingToCorrupt { member: String, what: &'static str },
 }
 
 /// What the nemesis needs from the cluster under test. The harness implements it against its
@@ -514,6 +586,32 @@ pub trait Cluster: Send + Sync {
     /// Sets a member's wall-clock offset (0: none); it follows within a fraction of a second,
     /// whether it runs now or starts later.
     fn set_clock_offset(&self, member: &str, offset_ms: i64) -> Result<(), ClusterError>;
+    /// Kills `member`, flips one bit of `file` in its data directory (which file and where
+    /// picked with `choice`; the write is synced), and starts it again. Returns what was
+    /// flipped and whether the member refused to start. [`ClusterError::NothingToCorrupt`]
+    /// (and the member is started again) when it has no such file yet.
+    fn flip_bit(
+        &self,
+        member: &str,
+        file: CorruptFile,
+        choice: u64,
+    ) -> impl Future<Output = Result<BitFlipReport, ClusterError>> + Send;
+    /// How many more bytes the files of `member`'s data filesystem may grow by (`Some(0)`: a
+    /// full disk), or no limit. [`ClusterError::NoLazyFs`] on ordinary disks.
+    fn set_space_left(&self, member: &str, left: Option<u64>) -> Result<(), ClusterError>;
+    /// The last lines of a member's log (for the history, when it stopped on its own).
+    fn log_tail(&self, member: &str) -> String;
+}
+
+/// What [`Cluster::flip_bit`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BitFlipReport {
+    /// The file, relative to the member's data directory.
+    pub file: String,
+    pub position: u64,
+    pub bit: u8,
+    /// The member's error when it refused to start.
+    pub refused: Option<String>,
 }
 
 /// Signals the nemesis sends to member processes.

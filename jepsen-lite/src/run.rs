@@ -56,11 +56,11 @@ pub const TOPICS: [&str; 3] = [W1_TOPIC, W2_TOPIC, W3_TOPIC];
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum RunProfile {
-    /// Scenarios of 60-75 s with different fault mixes (CI), retention, transactions and power
-    /// loss among them.
+    /// Scenarios of 60-75 s with different fault mixes (CI), retention, transactions, power
+    /// loss and disk faults among them.
     Short,
-    /// Ten scenarios of 300 s with every fault (power losses too), then retention, transactions
-    /// and power loss.
+    /// Ten scenarios of 300 s: five mixing every fault (power losses, clock skew, bit flips and
+    /// full disks too), then retention, transactions, power loss, clock skew and disk faults.
     Long,
     /// The scripted proof that the suite can fail: acknowledge sends on a leader cut off from
     /// its peers, kill it, heal. With `--unsafe-ack-before-commit` the checkers must report

@@ -12,7 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::nemesis::{Fault, KillTarget, MembershipChange, PartitionShape, PauseTarget};
+use crate::nemesis::{
+    CorruptFile, Fault, KillTarget, MembershipChange, PartitionShape, PauseTarget,
+};
 
 /// A generated schedule never has more steps than this (a guard against bad settings).
 pub const MAX_STEPS: usize = 10_000;
@@ -171,10 +173,10 @@ impl Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
-    /// Scenarios of 60-75 s (CI), power loss among them.
+    /// Scenarios of 60-75 s (CI), power loss and disk faults among them.
     Short,
-    /// Fourteen scenarios of 300 s: ten mixing every fault (power losses and clock skew too),
-    /// then retention, transactions, power loss and clock skew.
+    /// Ten scenarios of 300 s: five mixing every fault (power losses, clock skew, bit flips and
+    /// full disks too), then retention, transactions, power loss, clock skew and disk faults.
     Long,
 }
 
@@ -281,6 +283,25 @@ impl Scenario {
         }
     }
 
+    /// The `disk-faults` scenario over `run_ms`: members on lazy filesystems with small
+    /// segments (so that sealed ones exist within seconds), bit flips in a sealed segment (the
+    /// first fault, so that every seed has one) and in the state machine's file, full disks on
+    /// one member and on the leader, beside a power loss and a leader kill.
+    pub fn disk_faults(run_ms: u64, final_phase_ms: u64) -> Self {
+        let first = Fault::BitFlip {
+            file: CorruptFile::Segment,
+        };
+        Scenario {
+            lazy_fs: true,
+            broker_args: small_segment_args(DISK_FAULTS_SEGMENT_SIZE),
+            ..Scenario::new(
+                DISK_FAULTS_SCENARIO,
+                ScheduleConfig::cadence(run_ms, final_phase_ms, disk_fault_scenario_faults())
+                    .with_first_fault(first),
+            )
+        }
+    }
+
     /// Whether the scenario runs the transaction producers beside W1 (`transactions`, and
     /// `clock-skew`, whose skewed leaders time transaction checks).
     pub fn runs_transactions(&self) -> bool {
@@ -302,6 +323,37 @@ impl Scenario {
 
 /// The clock-skew scenario's name (`run --scenario clock-skew`).
 pub const CLOCK_SKEW_SCENARIO: &str = "clock-skew";
+
+/// The disk-faults scenario's name (`run --scenario disk-faults`).
+pub const DISK_FAULTS_SCENARIO: &str = "disk-faults";
+
+/// Segment size of the `disk-faults` scenario's brokers: sealed segments to damage within
+/// seconds, and a new segment's space reservation that a full disk refuses at once.
+pub const DISK_FAULTS_SEGMENT_SIZE: &str = "64KiB";
+
+/// Segment size of the long profile's mixed scenarios (bit flips need sealed segments).
+pub const LONG_SEGMENT_SIZE: &str = "1MiB";
+
+/// Broker flags for segments of `size`.
+fn small_segment_args(size: &str) -> Vec<String> {
+    vec!["--segment-size".into(), size.into()]
+}
+
+/// The `disk-faults` scenario's faults: bit flips and full disks (drawn more than half of the
+/// time), a power loss of one member and a leader kill.
+pub fn disk_fault_scenario_faults() -> Vec<Fault> {
+    let mut v = Fault::disk_faults();
+    v.push(Fault::BitFlip {
+        file: CorruptFile::Segment,
+    });
+    v.push(Fault::PowerLoss {
+        target: KillTarget::One,
+    });
+    v.push(Fault::Kill {
+        target: KillTarget::Leader,
+    });
+    v
+}
 
 /// The power-loss scenario's name (`run --scenario power-loss`).
 pub const POWER_LOSS_SCENARIO: &str = "power-loss";
@@ -455,11 +507,13 @@ impl Profile {
                 Scenario::retention(70_000, 15_000),
                 Scenario::transactions(60_000, 15_000),
                 Scenario::power_loss(60_000, 15_000),
+                Scenario::disk_faults(60_000, 15_000),
             ],
             // The long runs mix power losses in too: their members run on lazy filesystems.
-            Profile::Long => (1..=10)
+            Profile::Long => (1..=5)
                 .map(|i| Scenario {
                     lazy_fs: true,
+                    broker_args: small_segment_args(LONG_SEGMENT_SIZE),
                     ..Scenario::new(
                         format!("long-{i}"),
                         ScheduleConfig::cadence(
@@ -470,6 +524,7 @@ impl Profile {
                                 .cloned()
                                 .chain(power_loss_faults())
                                 .chain(Fault::clock_skews())
+                                .chain(Fault::disk_faults())
                                 .collect(),
                         ),
                     )
@@ -479,6 +534,7 @@ impl Profile {
                     Scenario::transactions(300_000, 30_000),
                     Scenario::power_loss(300_000, 30_000),
                     Scenario::clock_skew(300_000, 30_000),
+                    Scenario::disk_faults(300_000, 30_000),
                 ])
                 .collect(),
         }
@@ -607,11 +663,15 @@ mod tests {
                 assert!(s.steps.len() > 1, "seed {seed}: more faults follow");
             }
             // The others start default brokers, but for the transaction timeouts of the
-            // scenarios that run transactions.
+            // scenarios that run transactions and the small segments of those that flip bits.
             for other in scenarios.iter().filter(|s| s.name != "retention") {
                 assert!(!other.expect_retention, "{}", other.name);
                 let expected = if other.runs_transactions() {
                     crate::workload::tx::broker_args()
+                } else if other.name == DISK_FAULTS_SCENARIO {
+                    small_segment_args(DISK_FAULTS_SEGMENT_SIZE)
+                } else if other.name.starts_with("long-") {
+                    small_segment_args(LONG_SEGMENT_SIZE)
                 } else {
                     Vec::new()
                 };
@@ -667,6 +727,49 @@ mod tests {
                         target: KillTarget::Minority
                     }))
         );
+    }
+
+    #[test]
+    fn the_disk_faults_scenario_flips_a_segment_bit_first_and_every_long_mix_has_disk_faults() {
+        for profile in [Profile::Short, Profile::Long] {
+            let scenarios = profile.scenarios();
+            let (index, scenario) = scenarios
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.name == DISK_FAULTS_SCENARIO)
+                .expect("every profile runs the disk-faults scenario");
+            assert!(scenario.lazy_fs, "full disks need lazy filesystems");
+            let first = Fault::BitFlip {
+                file: CorruptFile::Segment,
+            };
+            for seed in 0..20 {
+                let s = Schedule::generate(scenario_seed(seed, index), &scenario.config);
+                assert_eq!(s.steps[0].fault, first, "seed {seed}");
+                assert!(s.steps.len() > 1, "seed {seed}: more faults follow");
+            }
+            for fault in Fault::disk_faults() {
+                assert!(scenario.config.faults.contains(&fault), "{fault}");
+            }
+            // A full disk needs lazy filesystems: only scenarios that have them draw one.
+            for s in &scenarios {
+                let draws_disk_full = s
+                    .config
+                    .faults
+                    .iter()
+                    .any(|f| matches!(f, Fault::DiskFull { .. }));
+                assert!(!draws_disk_full || s.lazy_fs, "{}", s.name);
+            }
+        }
+        // The long profile: ten scenarios of 300 s, and its mixes draw from every fault.
+        let long = Profile::Long.scenarios();
+        assert_eq!(long.len(), 10);
+        assert!(long.iter().all(|s| s.config.run_ms == 300_000));
+        let every = Fault::vocabulary(PROFILE_LOSSY_PERCENT);
+        for mix in long.iter().filter(|s| s.name.starts_with("long-")) {
+            for fault in &every {
+                assert!(mix.config.faults.contains(fault), "{}: {fault}", mix.name);
+            }
+        }
     }
 
     #[test]

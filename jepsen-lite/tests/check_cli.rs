@@ -59,6 +59,7 @@ async fn record(path: &Path, lose: bool) {
             phase,
             fault: kill.clone(),
             targets: vec!["n1".into()],
+            corruption: None,
         });
         rec.record(Event::invoke("nemesis", op.clone()))
             .await

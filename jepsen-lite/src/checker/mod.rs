@@ -23,6 +23,7 @@ use crate::summary::Summary;
 pub mod aborted_read;
 pub mod availability;
 pub mod commit_order;
+pub mod corruption;
 pub mod duplicate;
 pub mod inconsistent_offsets;
 pub mod lost_write;
@@ -329,6 +330,7 @@ pub fn all(history: &History, options: &CheckOptions) -> Summary {
         commit_order::check(history),
         retention::check(history),
         transactions::check(history),
+        corruption::check(history),
     ];
     if options.allow_duplicates
         && let Some(dup) = results.iter_mut().find(|r| r.name == duplicate::NAME)
@@ -400,6 +402,7 @@ mod tests {
             let expected = if c.name == member_logs::NAME
                 || c.name == retention::NAME
                 || c.name == transactions::NAME
+                || c.name == corruption::NAME
             {
                 Verdict::Skipped
             } else {
@@ -431,6 +434,7 @@ mod tests {
             (send_order::NAME, send_order::anomaly_history()),
             (commit_order::NAME, commit_order::anomaly_history()),
             (transactions::NAME, transactions::anomaly_history()),
+            (corruption::NAME, corruption::anomaly_history()),
             (availability::NAME, availability::anomaly_history()),
         ];
         for (name, history) in cases {

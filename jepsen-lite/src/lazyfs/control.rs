@@ -4,6 +4,8 @@
 //!
 //! ```sh
 //! echo clear-cache > MOUNT/.lazyfs-control   # power loss (also: power-loss, lazyfs::clear-cache)
+//! echo space-left 0 > MOUNT/.lazyfs-control  # a full disk: files may grow by 0 more bytes
+//! echo space-unlimited > MOUNT/.lazyfs-control  # the disk has room again
 //! cat MOUNT/.lazyfs-control                  # counters: power_losses, unsynced_bytes, ...
 //! ```
 //!
@@ -19,6 +21,10 @@ const MAX_COMMAND_BYTES: usize = 64;
 pub enum ControlCommand {
     /// Drop everything not synced, as a power loss would.
     PowerLoss,
+    /// Files may grow by this many more bytes in total: past that, ENOSPC (a full disk).
+    SpaceLeft(u64),
+    /// Lift the size limit.
+    SpaceUnlimited,
 }
 
 impl ControlCommand {
@@ -31,8 +37,13 @@ impl ControlCommand {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| LazyFsError::BadControlCommand(shown()))?
             .trim();
-        match text {
-            "clear-cache" | "lazyfs::clear-cache" | "power-loss" => Ok(Self::PowerLoss),
+        match text.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["clear-cache" | "lazyfs::clear-cache" | "power-loss"] => Ok(Self::PowerLoss),
+            ["space-left", bytes] => bytes
+                .parse()
+                .map(Self::SpaceLeft)
+                .map_err(|_| LazyFsError::BadControlCommand(text.into())),
+            ["space-unlimited"] => Ok(Self::SpaceUnlimited),
             _ => Err(LazyFsError::BadControlCommand(text.into())),
         }
     }
@@ -59,7 +70,7 @@ mod tests {
     use crate::lazyfs::model::PowerLossReport;
 
     #[test]
-    fn parses_the_power_loss_spellings_and_rejects_the_rest() {
+    fn parses_the_commands_and_rejects_the_rest() {
         for text in [
             &b"clear-cache"[..],
             b"clear-cache\n",
@@ -71,10 +82,21 @@ mod tests {
                 ControlCommand::PowerLoss
             );
         }
+        assert_eq!(
+            ControlCommand::parse(b"space-left 4096\n").unwrap(),
+            ControlCommand::SpaceLeft(4096)
+        );
+        assert_eq!(
+            ControlCommand::parse(b"space-unlimited").unwrap(),
+            ControlCommand::SpaceUnlimited
+        );
         for text in [
             &b""[..],
             b"clear",
             b"clear-cache please",
+            b"space-left",
+            b"space-left -1",
+            b"space-left lots",
             &[0xff, 0xfe],
             &[b'x'; 100],
         ] {

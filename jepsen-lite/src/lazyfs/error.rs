@@ -34,8 +34,13 @@ pub enum LazyFsError {
          {cap} (fsync more often or raise --max-unsynced-mib)"
     )]
     UnsyncedCapReached { held: u64, wanted: u64, cap: u64 },
+    /// The filesystem's size limit (a full-disk fault) leaves less than the write needs.
+    #[error("no space left: {wanted} more bytes wanted, {left} left under the size limit")]
+    NoSpace { wanted: u64, left: u64 },
     /// A control-file command that is not one of [`super::control::ControlCommand`].
-    #[error("unknown control command {0:?} (expected clear-cache or power-loss)")]
+    #[error(
+        "unknown control command {0:?} (expected clear-cache, power-loss, space-left <bytes> or space-unlimited)"
+    )]
     BadControlCommand(String),
     #[error("{context}: {source}")]
     Io {
@@ -72,7 +77,7 @@ impl LazyFsError {
             Self::Invalid(_) | Self::BadControlCommand(_) => Errno::EINVAL,
             Self::Unsupported(_) => Errno::EOPNOTSUPP,
             Self::TooLarge => Errno::EFBIG,
-            Self::UnsyncedCapReached { .. } => Errno::ENOSPC,
+            Self::UnsyncedCapReached { .. } | Self::NoSpace { .. } => Errno::ENOSPC,
             Self::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_i32),
             Self::Mount { .. } | Self::Unmount { .. } => Errno::EIO,
         }

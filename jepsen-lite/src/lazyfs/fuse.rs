@@ -121,7 +121,11 @@ impl LazyFilesystem {
 
     fn control_write(&self, data: &[u8]) -> Result<u32, LazyFsError> {
         match ControlCommand::parse(data)? {
-            ControlCommand::PowerLoss => self.shared.power_loss()?,
+            ControlCommand::PowerLoss => {
+                self.shared.power_loss()?;
+            }
+            ControlCommand::SpaceLeft(bytes) => self.shared.model().set_space_left(Some(bytes)),
+            ControlCommand::SpaceUnlimited => self.shared.model().set_space_left(None),
         };
         u32::try_from(data.len()).map_err(|_| LazyFsError::TooLarge)
     }
@@ -506,18 +510,29 @@ impl Filesystem for LazyFilesystem {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let backing = self.shared.model().backing().to_path_buf();
+        let (backing, space_left) = {
+            let model = self.shared.model();
+            (model.backing().to_path_buf(), model.space_left())
+        };
         match nix::sys::statvfs::statvfs(&backing) {
-            Ok(s) => reply.statfs(
-                s.blocks(),
-                s.blocks_free(),
-                s.blocks_available(),
-                s.files(),
-                s.files_free(),
-                u32::try_from(s.block_size()).unwrap_or(BLOCK_SIZE),
-                u32::try_from(s.name_max()).unwrap_or(255),
-                u32::try_from(s.fragment_size()).unwrap_or(BLOCK_SIZE),
-            ),
+            Ok(s) => {
+                // Under a size limit, free space is what the limit leaves (in whole blocks).
+                let block = s.fragment_size().max(1);
+                let limit = |blocks: u64| match space_left {
+                    Some(left) => blocks.min(left / block),
+                    None => blocks,
+                };
+                reply.statfs(
+                    s.blocks(),
+                    limit(s.blocks_free()),
+                    limit(s.blocks_available()),
+                    s.files(),
+                    s.files_free(),
+                    u32::try_from(s.block_size()).unwrap_or(BLOCK_SIZE),
+                    u32::try_from(s.name_max()).unwrap_or(255),
+                    u32::try_from(s.fragment_size()).unwrap_or(BLOCK_SIZE),
+                )
+            }
             Err(e) => reply.error(fuser::Errno::from_i32(e as i32)),
         }
     }

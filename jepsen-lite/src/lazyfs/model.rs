@@ -248,6 +248,9 @@ pub struct Model {
     max_unsynced_bytes: u64,
     power_losses: u64,
     last_power_loss: Option<PowerLossReport>,
+    /// The size limit of a full-disk fault: bytes that files may still grow by (`None`: no
+    /// limit beyond the backing disk's).
+    space_left: Option<u64>,
 }
 
 impl Model {
@@ -273,6 +276,7 @@ impl Model {
             max_unsynced_bytes,
             power_losses: 0,
             last_power_loss: None,
+            space_left: None,
         };
         model.reset()?;
         Ok(model)
@@ -290,6 +294,47 @@ impl Model {
             nodes: self.nodes.len() as u64,
             last_power_loss: self.last_power_loss.clone(),
         }
+    }
+
+    /// Limits how much files may still grow, in total (a full disk: `Some(0)`), or lifts the
+    /// limit (`None`). Shrinking or removing files gives space back while a limit is set.
+    pub fn set_space_left(&mut self, left: Option<u64>) {
+        self.space_left = left;
+    }
+
+    /// What the size limit still allows, if one is set (`statfs` reports it as free space).
+    pub fn space_left(&self) -> Option<u64> {
+        self.space_left
+    }
+
+    /// Takes `growth` bytes from the size limit, or fails with ENOSPC leaving it unchanged.
+    fn take_space(&mut self, growth: u64) -> Result<()> {
+        match self.space_left {
+            Some(left) if growth > left => Err(LazyFsError::NoSpace {
+                wanted: growth,
+                left,
+            }),
+            Some(left) => {
+                self.space_left = Some(left - growth);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Gives `freed` bytes back to the size limit, if one is set.
+    fn give_space(&mut self, freed: u64) {
+        if let Some(left) = &mut self.space_left {
+            *left = left.saturating_add(freed);
+        }
+    }
+
+    /// The visible size of a file node (0 for anything else).
+    fn file_size(&self, ino: u64) -> Result<u64> {
+        Ok(match &self.node(ino)?.body {
+            Body::File(file) => file.data.size(),
+            _ => 0,
+        })
     }
 
     /// Drops everything not synced: the mount then shows exactly the backing directory.
@@ -415,6 +460,11 @@ impl Model {
 
     pub fn setattr(&mut self, ino: u64, change: &SetAttr) -> Result<Attr> {
         let now = SystemTime::now();
+        if let Some(size) = change.size {
+            let old = self.file_size(ino)?;
+            self.take_space(size.saturating_sub(old))?;
+            self.give_space(old.saturating_sub(size));
+        }
         let node = self.node_mut(ino)?;
         let mut freed = 0;
         if let Some(size) = change.size {
@@ -536,7 +586,10 @@ impl Model {
         if self.node(ino)?.kind() == Kind::Dir {
             return Err(LazyFsError::IsADirectory);
         }
-        self.remove_visible(parent, name, ino)
+        let size = self.file_size(ino)?;
+        self.remove_visible(parent, name, ino)?;
+        self.give_space(size);
+        Ok(())
     }
 
     pub fn rmdir(&mut self, parent: u64, name: &OsStr) -> Result<()> {
@@ -659,6 +712,8 @@ impl Model {
             });
         }
         let written = u32::try_from(data.len()).map_err(|_| LazyFsError::TooLarge)?;
+        let size = self.file_size(ino)?;
+        self.take_space(end.saturating_sub(size))?;
         let node = self.node_mut(ino)?;
         node.meta.mtime = SystemTime::now();
         let Body::File(file) = &mut node.body else {
@@ -675,6 +730,10 @@ impl Model {
         let end = offset.checked_add(length).ok_or(LazyFsError::TooLarge)?;
         if end > MAX_FILE_BYTES {
             return Err(LazyFsError::TooLarge);
+        }
+        if mode == 0 {
+            let size = self.file_size(ino)?;
+            self.take_space(end.saturating_sub(size))?;
         }
         let node = self.node_mut(ino)?;
         let Body::File(file) = &mut node.body else {

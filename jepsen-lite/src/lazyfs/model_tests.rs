@@ -517,3 +517,37 @@ fn reserved_names_cannot_be_created_in_the_root() {
         "a new model empties the staging directory"
     );
 }
+
+#[test]
+fn a_size_limit_refuses_growth_with_enospc_and_keeps_what_was_written() {
+    let mut f = Fixture::new();
+    f.create_synced("", "log", b"0123456789");
+    let ino = f.ino("log").unwrap();
+    f.model.set_space_left(Some(4));
+    // Overwriting inside the file takes no space; growing past the limit is refused whole.
+    f.write("log", 0, b"abcdefghij");
+    let refused = f.model.write(ino, 8, b"KLMNOPQ").unwrap_err();
+    assert!(
+        matches!(refused, LazyFsError::NoSpace { wanted: 5, left: 4 }),
+        "{refused:?}"
+    );
+    assert_eq!(refused.errno(), fuser::Errno::ENOSPC);
+    assert_eq!(f.read("log").unwrap(), b"abcdefghij");
+    // Growing by what is left works; then the disk is full, for fallocate too.
+    f.write("log", 10, b"wxyz");
+    assert_eq!(f.model.space_left(), Some(0));
+    assert!(matches!(
+        f.model.fallocate(ino, 0, 20, 0),
+        Err(LazyFsError::NoSpace { .. })
+    ));
+    // Removing a file gives its space back.
+    f.model.set_space_left(None);
+    f.create_synced("", "old", b"12345678");
+    f.model.set_space_left(Some(0));
+    f.model.unlink(ROOT_INO, OsStr::new("old")).unwrap();
+    assert_eq!(f.model.space_left(), Some(8));
+    // Lifting the limit lets anything through again.
+    f.model.set_space_left(None);
+    f.write("log", 14, &[7u8; 4096]);
+    assert_eq!(f.read("log").unwrap().len(), 14 + 4096);
+}

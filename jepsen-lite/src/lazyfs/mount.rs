@@ -159,6 +159,13 @@ impl MountedLazyFs {
         self.shared.power_loss()
     }
 
+    /// A full disk (`Some(0)`), a nearly full one, or room again (`None`): see
+    /// [`Model::set_space_left`].
+    pub fn set_space_left(&self, left: Option<u64>) {
+        self.shared.model().set_space_left(left);
+        tracing::info!(mountpoint = %self.mountpoint.display(), ?left, "lazyfs: size limit");
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.model().stats()
     }
