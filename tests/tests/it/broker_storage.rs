@@ -46,9 +46,10 @@ fn overwrite_with_garbage(path: &Path) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_files_stop_a_member_with_a_clear_error() -> anyhow::Result<()> {
-    let mut cluster = TestCluster::start(3, &[])?;
+    // Small segments, so that sealed ones exist after a few sends.
+    let mut cluster = TestCluster::start(3, &["--segment-size", "2KiB"])?;
     let producer = producer(&cluster).await?;
-    for i in 0..20 {
+    for i in 0..60 {
         producer
             .send(Message::new(TOPIC, Bytes::from(format!("before-{i}"))))
             .await?;
@@ -82,6 +83,7 @@ async fn corrupt_files_stop_a_member_with_a_clear_error() -> anyhow::Result<()> 
     // The Raft log's metadata file (vote, purge point; the segments beside it have their own
     // CRCs, tested in the raft crate).
     let log_file = data_dir.join("raft").join("raft-meta");
+    let saved_meta = std::fs::read(&log_file)?;
     overwrite_with_garbage(&log_file)?;
     let (success, log) = start_expecting_failure(&cluster, victim)?;
     assert!(!success, "a member with a corrupt log must not start");
@@ -89,6 +91,45 @@ async fn corrupt_files_stop_a_member_with_a_clear_error() -> anyhow::Result<()> 
     assert!(
         log.contains("mqbroker:") && log.contains("raft log") && log.contains("corrupt"),
         "a clear error that says the log is corrupt:\n{log}"
+    );
+    std::fs::write(&log_file, saved_meta)?;
+
+    // One bit flipped in a sealed segment, which nothing reads at start: the log scrub (a pass
+    // right after the start) finds it, the member stops naming the file, and it then refuses
+    // to start at all with that log, even though nothing would read the bad record again.
+    let segments = data_dir.join("raft").join("log");
+    let mut sealed: Vec<std::path::PathBuf> = std::fs::read_dir(&segments)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log") && p.with_extension("idx").exists())
+        .collect();
+    sealed.sort();
+    let victim_segment = sealed
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no sealed segment in {}", segments.display()))?
+        .clone();
+    let mut bytes = std::fs::read(&victim_segment)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&victim_segment, &bytes)?;
+    let name = victim_segment
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let (success, log) = start_expecting_failure(&cluster, victim)?;
+    assert!(!success, "a member with a damaged segment must stop");
+    assert!(!log.contains("panicked"), "no panic:\n{log}");
+    assert!(
+        log.contains("corrupt") && log.contains(&name),
+        "a clear error that names the damaged segment:\n{log}"
+    );
+    bytes[middle] ^= 0x10; // put right: the marker alone keeps it out now
+    std::fs::write(&victim_segment, &bytes)?;
+    let (success, log) = start_expecting_failure(&cluster, victim)?;
+    assert!(!success, "a member once found corrupt must not start again");
+    assert!(
+        log.contains("found corrupt earlier") && log.contains("Replace the member"),
+        "the refusal says why and what to do:\n{log}"
     );
 
     // The other two carry on.
