@@ -9,7 +9,7 @@ mod cli;
 mod dashboard;
 mod data_plane;
 mod delay;
-mod grpc_python;
+mod grpc_interop;
 mod health;
 mod membership;
 mod namesrv;

@@ -1,11 +1,16 @@
-//! The official RocketMQ 5 Python client (`rocketmq-python-client==5.1.2`, installed from PyPI
-//! by `tests/interop-grpc/setup-python-client.sh`, never vendored) against a real 3-member group
-//! over gRPC: a producer sends a few thousand messages while the leader is killed once, and
-//! every message it had acknowledged is stored once; the same with transactions (each committed
-//! after its send, a checker committing any the broker asks about) and with FIFO message groups,
-//! whose order must hold per group. The longest time without an acknowledged send across the
-//! kill is printed. Consumers: a SimpleConsumer (receive + ack) and a PushConsumer
-//! (`tests/interop-grpc/consumer.py`) consume while the producer sends and the leader is killed;
+//! Official RocketMQ 5 clients against a real 3-member group over gRPC, each installed from its
+//! registry by the test (never vendored): the Python client (`rocketmq-python-client==5.1.2`
+//! from PyPI, `tests/interop-grpc/setup-python-client.sh`) and the Node.js client
+//! (`rocketmq-client-nodejs@1.0.8` from npm, `tests/interop-grpc/setup-nodejs-client.sh`). Both
+//! are driven by small scripts with the same command line and output (`tests/interop-grpc/`:
+//! `producer.py` / `consumer.py`, `nodejs/producer.js` / `nodejs/consumer.js`).
+//!
+//! A producer sends a few thousand messages through a follower while the leader is killed once,
+//! and every message it had acknowledged is stored once; with Python also with transactions
+//! (each committed after its send, a checker committing any the broker asks about) and with FIFO
+//! message groups, whose order must hold per group. The longest time without an acknowledged
+//! send across the kill is printed. Consumers: a Python SimpleConsumer (receive + ack) and
+//! PushConsumers of both clients consume while the producer sends and the leader is killed;
 //! every acknowledged send must be consumed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,23 +31,63 @@ const POLL: Duration = Duration::from_millis(50);
 /// The longest time without an acknowledged send across the kill that passes.
 const MAX_GAP_MS: i64 = 5_000;
 
-/// The virtual environment holding the Python client, installed once per target directory.
-fn python() -> anyhow::Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let venv = target.join("interop-grpc").join("venv");
-    let script = workspace_root().join("tests/interop-grpc/setup-python-client.sh");
-    let status = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(&venv)
-        .status()
-        .with_context(|| format!("running {}", script.display()))?;
-    ensure!(status.success(), "{} failed: {status}", script.display());
-    Ok(venv.join("bin").join("python"))
+/// Which official client drives a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    Python,
+    Node,
 }
 
-/// One acknowledged send: its index (the body is `py-<index>`) and when it was acknowledged.
+impl Client {
+    /// The message bodies its scripts send: `<prefix><index>`.
+    fn body_prefix(self) -> &'static str {
+        match self {
+            Client::Python => "py-",
+            Client::Node => "js-",
+        }
+    }
+
+    /// Installs the client (once per target directory; the setup scripts reuse an install)
+    /// and starts its `script` (`producer` or `consumer`) with `args`.
+    fn spawn(self, script: &str, args: &[&str]) -> anyhow::Result<Process> {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        let scripts = workspace_root().join("tests/interop-grpc");
+        let (setup, install_dir) = match self {
+            Client::Python => ("setup-python-client.sh", target.join("interop-grpc/venv")),
+            Client::Node => ("setup-nodejs-client.sh", target.join("interop-grpc/nodejs")),
+        };
+        let setup = scripts.join(setup);
+        let status = std::process::Command::new("bash")
+            .arg(&setup)
+            .arg(&install_dir)
+            .status()
+            .with_context(|| format!("running {}", setup.display()))?;
+        ensure!(status.success(), "{} failed: {status}", setup.display());
+        let install = install_dir.to_str().context("install path")?.to_string();
+        let (program, script) = match self {
+            Client::Python => (
+                install_dir.join("bin/python"),
+                scripts.join(format!("{script}.py")),
+            ),
+            Client::Node => (
+                PathBuf::from("node"),
+                scripts.join(format!("nodejs/{script}.js")),
+            ),
+        };
+        let mut argv = vec![script.to_str().context("script path")?.to_string()];
+        if self == Client::Node {
+            argv.extend(["--client-dir".to_string(), install]);
+        }
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Process::spawn(&program, &argv)
+    }
+}
+
+/// One acknowledged send: its index (the body is `<prefix><index>`) and when it was
+/// acknowledged.
 struct Acked {
     index: usize,
     at_ms: i64,
@@ -86,7 +131,7 @@ async fn create_topic(cluster: &TestCluster, topic: &str) -> anyhow::Result<Admi
 }
 
 /// Kills `leader` (still the registered leader: the test fails otherwise), then waits until the
-/// Python producer has finished all its sends (by `deadline`) and succeeded; returns when the
+/// producer has finished all its sends (by `deadline`) and succeeded; returns when the
 /// kill happened, in Unix milliseconds.
 async fn kill_leader_then_let_the_producer_finish(
     cluster: &mut TestCluster,
@@ -119,19 +164,18 @@ async fn kill_leader_then_let_the_producer_finish(
     Ok(killed_at_ms)
 }
 
-/// Runs the Python producer through a leader kill; returns the stored bodies by queue (in queue
+/// Runs `client`'s producer through a leader kill; returns the stored bodies by queue (in queue
 /// order) and the indexes acknowledged.
 async fn produce_through_a_leader_kill(
+    client: Client,
     topic: &str,
     count: usize,
     extra_args: &[&str],
 ) -> anyhow::Result<(BTreeMap<i32, Vec<String>>, BTreeSet<usize>)> {
-    let python = python()?;
     let mut cluster = TestCluster::start(3, &[])?;
     let admin = create_topic(&cluster, topic).await?;
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("acked.txt");
-    let script = workspace_root().join("tests/interop-grpc/producer.py");
     // The client's access point is a follower: the route names it, it forwards to the leader.
     let leader = cluster.wait_for_registered_leader(STEP)?;
     let access_point = cluster
@@ -143,7 +187,6 @@ async fn produce_through_a_leader_kill(
     let endpoint = cluster.member(access_point)?.grpc().to_string();
     let count_arg = count.to_string();
     let mut args = vec![
-        script.to_str().context("script path")?,
         "--endpoint",
         &endpoint,
         "--topic",
@@ -154,7 +197,7 @@ async fn produce_through_a_leader_kill(
         out.to_str().context("out path")?,
     ];
     args.extend_from_slice(extra_args);
-    let mut producer = Process::spawn(&python, &args)?;
+    let mut producer = client.spawn("producer", &args)?;
 
     // A third of the way in, the leader is killed.
     let deadline = Instant::now() + PRODUCER_TIMEOUT;
@@ -222,13 +265,17 @@ async fn produce_through_a_leader_kill(
 }
 
 /// Every acknowledged message is stored, once.
-fn assert_stored_once(stored: &BTreeMap<i32, Vec<String>>, acked: &BTreeSet<usize>) {
+fn assert_stored_once(
+    client: Client,
+    stored: &BTreeMap<i32, Vec<String>>,
+    acked: &BTreeSet<usize>,
+) {
     let mut seen = BTreeMap::new();
     for body in stored.values().flatten() {
         *seen.entry(body.clone()).or_insert(0) += 1;
     }
     for index in acked {
-        let body = format!("py-{index}");
+        let body = format!("{}{index}", client.body_prefix());
         assert_eq!(
             seen.get(&body),
             Some(&1),
@@ -239,16 +286,26 @@ fn assert_stored_once(stored: &BTreeMap<i32, Vec<String>>, acked: &BTreeSet<usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_producer_loses_nothing_acknowledged_across_a_leader_kill() -> anyhow::Result<()> {
-    let (stored, acked) = produce_through_a_leader_kill("PyNormal", 3000, &[]).await?;
-    assert_stored_once(&stored, &acked);
+    let (stored, acked) =
+        produce_through_a_leader_kill(Client::Python, "PyNormal", 3000, &[]).await?;
+    assert_stored_once(Client::Python, &stored, &acked);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodejs_producer_loses_nothing_acknowledged_across_a_leader_kill() -> anyhow::Result<()> {
+    let (stored, acked) =
+        produce_through_a_leader_kill(Client::Node, "JsNormal", 3000, &[]).await?;
+    assert_stored_once(Client::Node, &stored, &acked);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_transactions_commit_across_a_leader_kill() -> anyhow::Result<()> {
     let (stored, acked) =
-        produce_through_a_leader_kill("PyTransactions", 1000, &["--transactional"]).await?;
-    assert_stored_once(&stored, &acked);
+        produce_through_a_leader_kill(Client::Python, "PyTransactions", 1000, &["--transactional"])
+            .await?;
+    assert_stored_once(Client::Python, &stored, &acked);
     Ok(())
 }
 
@@ -256,9 +313,14 @@ async fn python_transactions_commit_across_a_leader_kill() -> anyhow::Result<()>
 async fn python_fifo_groups_keep_their_order_across_a_leader_kill() -> anyhow::Result<()> {
     const GROUPS: usize = 8;
     let groups_arg = GROUPS.to_string();
-    let (stored, acked) =
-        produce_through_a_leader_kill("PyFifo", 1000, &["--fifo-groups", &groups_arg]).await?;
-    assert_stored_once(&stored, &acked);
+    let (stored, acked) = produce_through_a_leader_kill(
+        Client::Python,
+        "PyFifo",
+        1000,
+        &["--fifo-groups", &groups_arg],
+    )
+    .await?;
+    assert_stored_once(Client::Python, &stored, &acked);
     // Each group's messages are in one queue, in send order.
     let mut queue_of_group = BTreeMap::new();
     for (queue_id, bodies) in &stored {
@@ -289,7 +351,7 @@ struct Consumed {
     at_ms: i64,
 }
 
-fn read_consumed(path: &std::path::Path) -> anyhow::Result<Vec<Consumed>> {
+fn read_consumed(client: Client, path: &std::path::Path) -> anyhow::Result<Vec<Consumed>> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut consumed = Vec::new();
     for line in text.lines().take(text.matches('\n').count()) {
@@ -299,7 +361,7 @@ fn read_consumed(path: &std::path::Path) -> anyhow::Result<Vec<Consumed>> {
         };
         consumed.push(Consumed {
             index: body
-                .strip_prefix("py-")
+                .strip_prefix(client.body_prefix())
                 .context("a body")?
                 .parse()
                 .context("an index")?,
@@ -317,14 +379,15 @@ fn gap_across(times: impl Iterator<Item = i64> + Clone, killed_at_ms: i64) -> Op
     Some(after - before)
 }
 
-/// A Python consumer (`mode`: simple or push) and the Python producer, both on a follower, while
-/// the leader is killed once; returns what the producer had acknowledged and what was consumed.
+/// A consumer of `client` (`mode`: simple or push; the Node.js script is a PushConsumer) and its
+/// producer, both on a follower, while the leader is killed once; returns what the producer had
+/// acknowledged and what was consumed.
 async fn consume_through_a_leader_kill(
+    client: Client,
     topic: &str,
     mode: &str,
     count: usize,
 ) -> anyhow::Result<(BTreeSet<usize>, Vec<Consumed>)> {
-    let python = python()?;
     let mut cluster = TestCluster::start(3, &[])?;
     create_topic(&cluster, topic).await?;
     let dir = tempfile::tempdir()?;
@@ -339,38 +402,35 @@ async fn consume_through_a_leader_kill(
         .find(|id| *id != leader)
         .context("no follower")?;
     let endpoint = cluster.member(access_point)?.grpc().to_string();
-    let consumer_script = workspace_root().join("tests/interop-grpc/consumer.py");
     let group = format!("{topic}Group");
-    let mut consumer = Process::spawn(
-        &python,
-        &[
-            consumer_script.to_str().context("script path")?,
-            "--endpoint",
-            &endpoint,
-            "--topic",
-            topic,
-            "--group",
-            &group,
-            "--mode",
-            mode,
-            "--out",
-            consumed.to_str().context("out path")?,
-            "--stop",
-            stop.to_str().context("stop path")?,
-            "--max-seconds",
-            &CONSUMER_TIMEOUT.as_secs().to_string(),
-            // Longer than a PushConsumer's invisible time (60 s): a delivery whose answer was
-            // lost in the kill comes back after it.
-            "--idle",
-            "90",
-        ],
-    )?;
-    let producer_script = workspace_root().join("tests/interop-grpc/producer.py");
+    let max_seconds = CONSUMER_TIMEOUT.as_secs().to_string();
+    let mut consumer_args = vec![
+        "--endpoint",
+        &endpoint,
+        "--topic",
+        topic,
+        "--group",
+        &group,
+        "--out",
+        consumed.to_str().context("out path")?,
+        "--stop",
+        stop.to_str().context("stop path")?,
+        "--max-seconds",
+        &max_seconds,
+        // Longer than a PushConsumer's invisible time (60 s): a delivery whose answer was
+        // lost in the kill comes back after it.
+        "--idle",
+        "90",
+    ];
+    match client {
+        Client::Python => consumer_args.extend(["--mode", mode]),
+        Client::Node => ensure!(mode == "push", "the Node.js script is a PushConsumer"),
+    }
+    let mut consumer = client.spawn("consumer", &consumer_args)?;
     let count_arg = count.to_string();
-    let mut producer = Process::spawn(
-        &python,
+    let mut producer = client.spawn(
+        "producer",
         &[
-            producer_script.to_str().context("script path")?,
             "--endpoint",
             &endpoint,
             "--topic",
@@ -384,7 +444,7 @@ async fn consume_through_a_leader_kill(
 
     // Once a third is consumed, the leader is killed.
     let deadline = Instant::now() + PRODUCER_TIMEOUT;
-    while read_consumed(&consumed)?.len() < count / 3 {
+    while read_consumed(client, &consumed)?.len() < count / 3 {
         for (name, process) in [("producer", &mut producer), ("consumer", &mut consumer)] {
             if let Some(status) = process.try_status()?
                 && (name == "consumer" || !status.success())
@@ -426,7 +486,7 @@ async fn consume_through_a_leader_kill(
         consumer.log_tail()
     );
     let (acked, failed) = read_acked(&sent)?;
-    let consumed = read_consumed(&consumed)?;
+    let consumed = read_consumed(client, &consumed)?;
     let send_gap = gap_across(acked.iter().map(|a| a.at_ms), killed_at_ms);
     let consume_gap = gap_across(consumed.iter().map(|c| c.at_ms), killed_at_ms);
     let redelivered = consumed.iter().filter(|c| c.attempt > 1).count();
@@ -462,7 +522,8 @@ fn assert_all_consumed(sent: &BTreeSet<usize>, consumed: &[Consumed]) {
 #[ignore = "one queue stalls late in the run; see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_simple_consumer_receives_everything_across_a_leader_kill() -> anyhow::Result<()> {
-    let (sent, consumed) = consume_through_a_leader_kill("PySimple", "simple", 3000).await?;
+    let (sent, consumed) =
+        consume_through_a_leader_kill(Client::Python, "PySimple", "simple", 3000).await?;
     assert_all_consumed(&sent, &consumed);
     // An acked message never comes back: each is consumed (acked) once, barring an ack whose
     // answer was lost across the kill.
@@ -477,7 +538,16 @@ async fn python_simple_consumer_receives_everything_across_a_leader_kill() -> an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_push_consumer_consumes_everything_across_a_leader_kill() -> anyhow::Result<()> {
-    let (sent, consumed) = consume_through_a_leader_kill("PyPush", "push", 2000).await?;
+    let (sent, consumed) =
+        consume_through_a_leader_kill(Client::Python, "PyPush", "push", 2000).await?;
+    assert_all_consumed(&sent, &consumed);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodejs_push_consumer_consumes_everything_across_a_leader_kill() -> anyhow::Result<()> {
+    let (sent, consumed) =
+        consume_through_a_leader_kill(Client::Node, "JsPush", "push", 2000).await?;
     assert_all_consumed(&sent, &consumed);
     Ok(())
 }
