@@ -322,11 +322,21 @@ impl Broker {
         }
     }
 
-    /// Completes once Raft has stopped on its own; returns why. It waits on the server
-    /// metrics, which close when openraft's core stops (after it published its fatal error in
-    /// the full metrics), rather than on the full metrics, which change several times per
-    /// committed entry and would wake this task (on the runtime's main thread) for each.
+    /// Completes once this member can no longer take part in its group: Raft stopped on its
+    /// own, or its log store failed (the scrub may find corrupt data on an idle member, which
+    /// openraft would notice only at its next write); returns why.
     async fn failed(&self) -> String {
+        tokio::select! {
+            reason = self.raft_stopped() => reason,
+            failure = self.node.log_failed() => format!("{}: {failure}", failure.kind()),
+        }
+    }
+
+    /// Completes once openraft's core has stopped on its own; returns why. It waits on the
+    /// server metrics, which close when openraft's core stops (after it published its fatal
+    /// error in the full metrics), rather than on the full metrics, which change several times
+    /// per committed entry and would wake this task (on the runtime's main thread) for each.
+    async fn raft_stopped(&self) -> String {
         let mut server = self.node.raft().server_metrics();
         loop {
             if let Err(fatal) = &self.node.raft().metrics().borrow_watched().running_state {

@@ -410,6 +410,9 @@ pub(crate) struct Shared {
     meta: Mutex<LogMeta>,
     mem: RwLock<MemLog>,
     failure: OnceLock<LogStoreError>,
+    /// Becomes true with the first failure, for whoever must act on it without waiting for the
+    /// next call to fail (a scrub can fail an idle store).
+    failed: tokio::sync::watch::Sender<bool>,
     /// Set when the flusher is asked to stop: a flusher waiting for disk space gives up then.
     stopping: std::sync::atomic::AtomicBool,
     pub(crate) metrics: LogStoreMetrics,
@@ -439,6 +442,7 @@ impl Shared {
         }
         if self.failure.set(error.clone()).is_ok() {
             tracing::error!(%error, "raft log store failed; every later call fails too");
+            self.failed.send_replace(true);
         }
     }
 
@@ -946,6 +950,7 @@ impl LogStore {
             meta: Mutex::new(meta),
             mem: RwLock::new(mem),
             failure: OnceLock::new(),
+            failed: tokio::sync::watch::Sender::new(false),
             stopping: std::sync::atomic::AtomicBool::new(false),
             metrics: LogStoreMetrics::default(),
         });
@@ -1232,6 +1237,17 @@ impl LogReader {
     /// The first failure of the store, if it failed (every call fails since).
     pub fn first_failure(&self) -> Option<LogStoreError> {
         self.shared.failure.get().cloned()
+    }
+
+    /// Completes once the store has failed (at once if it already has); returns the failure.
+    /// openraft learns of a failure only when one of its calls fails, which an idle member
+    /// may not make for a long time; this is for acting on it at once.
+    pub async fn failed(&self) -> LogStoreError {
+        let mut failed = self.shared.failed.subscribe();
+        // The sender lives as long as the store (this reader holds it): wait_for cannot fail
+        // while we hold `self`; if it somehow does, report the store as closed.
+        let _ = failed.wait_for(|failed| *failed).await;
+        self.first_failure().unwrap_or(LogStoreError::Closed)
     }
 
     /// Entries and bytes held in the in-memory tail right now.

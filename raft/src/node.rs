@@ -476,6 +476,13 @@ impl RaftNode {
             .or_else(|| self.state_machine_failure.get())
     }
 
+    /// Completes once this member's log store has failed (see [`LogReader::failed`]): a
+    /// failure found by the log scrub on an idle member stops it at once, not at its next
+    /// write.
+    pub async fn log_failed(&self) -> StorageFailure {
+        StorageFailure::Log(self.log_reader.failed().await)
+    }
+
     /// Test hook: cuts this member's RPCs to chosen peers (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub fn partition(&self) -> crate::network::Partition {

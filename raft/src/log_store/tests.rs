@@ -552,11 +552,14 @@ async fn the_scrub_finds_a_flipped_bit_in_a_finalized_segment_and_the_member_ref
     }
     scribble(&path, position + 30, &[byte[0] ^ 0x08]);
     let store = open(dir.path(), scrubbing());
-    wait_until("the scrub to fail the store", || {
-        store.reader().first_failure().is_some()
-    })
-    .await;
-    let failure = store.reader().first_failure().unwrap();
+    // Whoever waits on the store's failure hears of it at once (the broker stops on it).
+    let failure = tokio::time::timeout(WAIT_MAX, store.reader().failed())
+        .await
+        .expect("the scrub fails the store");
+    assert_eq!(
+        store.reader().first_failure().map(|f| f.to_string()),
+        Some(failure.to_string())
+    );
     assert_eq!(failure.kind(), FailureKind::Corrupt, "{failure:?}");
     assert!(
         failure.to_string().contains(&path.display().to_string()),
