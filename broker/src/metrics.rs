@@ -211,6 +211,8 @@ pub struct BrokerMetrics {
     log_fsyncs: Counter,
     log_fsync_seconds: Counter<f64>,
     log_entries_flushed: Counter,
+    log_segments_scrubbed: Counter,
+    log_scrub_passes: Counter,
     disk_used_bytes: Gauge,
     disk_full: Gauge,
     last_log: Mutex<LogStoreMetricsSnapshot>,
@@ -268,6 +270,8 @@ impl BrokerMetrics {
             log_fsyncs: Counter::default(),
             log_fsync_seconds: Counter::default(),
             log_entries_flushed: Counter::default(),
+            log_segments_scrubbed: Counter::default(),
+            log_scrub_passes: Counter::default(),
             disk_used_bytes: Gauge::default(),
             disk_full: Gauge::default(),
             last_log: Mutex::new(LogStoreMetricsSnapshot::default()),
@@ -401,6 +405,16 @@ impl BrokerMetrics {
             "raft_log_entries_flushed",
             "Log entries written to disk",
             self.log_entries_flushed.clone(),
+        );
+        raftmq.register(
+            "raft_log_segments_scrubbed",
+            "Sealed log segments read back by the scrub with every record's CRC checked",
+            self.log_segments_scrubbed.clone(),
+        );
+        raftmq.register(
+            "raft_log_scrub_passes",
+            "Complete scrub passes over every sealed log segment",
+            self.log_scrub_passes.clone(),
         );
         let raft = raftmq
             .sub_registry_with_label(label("cluster", cluster.to_string()))
@@ -641,6 +655,10 @@ impl BrokerMetrics {
         self.log_fsync_seconds.inc_by(nanos as f64 / 1e9);
         self.log_entries_flushed
             .inc_by(log.entries_flushed.saturating_sub(last.entries_flushed));
+        self.log_segments_scrubbed
+            .inc_by(log.segments_scrubbed.saturating_sub(last.segments_scrubbed));
+        self.log_scrub_passes
+            .inc_by(log.scrub_passes.saturating_sub(last.scrub_passes));
         *last = log;
     }
 
