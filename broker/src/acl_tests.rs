@@ -53,8 +53,21 @@ async fn http(
     token: Option<&str>,
     body: &str,
 ) -> Result<(u16, String)> {
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    let (status, _, body) = http_with(member, method, path, authorization.as_deref(), body).await?;
+    Ok((status, body))
+}
+
+/// One admin HTTP request with this `Authorization` value; the status, the head and the body.
+async fn http_with(
+    member: &TestMember,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> Result<(u16, String, String)> {
     let mut stream = tokio::net::TcpStream::connect(&member.admin).await?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         member.admin,
@@ -71,10 +84,10 @@ async fn http(
         .nth(1)
         .and_then(|code| code.parse().ok())
         .with_context(|| format!("no status line in {answer:?}"))?;
-    let body = answer
+    let (head, body) = answer
         .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_string());
-    Ok((status, body))
+        .map_or((answer.as_str(), ""), |(head, body)| (head, body));
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 async fn change_acl(member: &TestMember, change: &AclChange) -> Result<()> {
@@ -464,6 +477,29 @@ async fn admin_http_needs_the_token_for_state_changes() -> Result<()> {
     ensure!(
         status == 200,
         "POST /raft/elect with the token answered {status}: {body}"
+    );
+    // A browser (the dashboard's action forms) answers the Basic challenge of a refusal with
+    // the token as the password.
+    use base64::Engine;
+    let basic = |password: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}"));
+        format!("Basic {encoded}")
+    };
+    let (status, head, _) = http_with(member, "POST", "/raft/elect", None, "").await?;
+    ensure!(
+        status == 401 && head.contains("www-authenticate: Basic realm=\"RaftMQ admin\""),
+        "a refusal challenges a browser to authenticate: {status} {head}"
+    );
+    let (status, _, _) = http_with(member, "POST", "/raft/elect", Some(&basic(wrong)), "").await?;
+    ensure!(
+        status == 401,
+        "Basic with a wrong password answered {status}"
+    );
+    let (status, _, body) =
+        http_with(member, "POST", "/raft/elect", Some(&basic(TOKEN)), "").await?;
+    ensure!(
+        status == 200,
+        "Basic with the token as password answered {status}: {body}"
     );
     // A bad change is refused before it is proposed.
     let bad = r#"{"upsert_account":{"access_key":"x","secret_key":"short"}}"#;

@@ -20,10 +20,10 @@ use axum::{Json, Router};
 use openraft::{BasicNode, ChangeMembers};
 use raftmq_protocol::acl::{AclChange, AclView};
 use raftmq_protocol::admin::{
-    AclAnswer, AddLearner, AdminToken, ChangeMembership, ELECTION_STARTED, ElectAnswer, ErrorBody,
-    FollowerStatus, GroupQueueStatus, GroupStatus, HEALTHY, MembershipAnswer, RaftStatus,
-    RemoveLearner, ResetAnswer, ResetOffsets, ResetQueue, TopicStatus, TransferLeader,
-    TransferLeaderAnswer, admin_request_needs_token,
+    ADMIN_CHALLENGES, ADMIN_REFUSAL, AclAnswer, AddLearner, AdminToken, ChangeMembership,
+    ELECTION_STARTED, ElectAnswer, ErrorBody, FollowerStatus, GroupQueueStatus, GroupStatus,
+    HEALTHY, MembershipAnswer, RaftStatus, RemoveLearner, ResetAnswer, ResetOffsets, ResetQueue,
+    TopicStatus, TransferLeader, TransferLeaderAnswer, admin_request_needs_token,
 };
 
 use crate::command::{Applied, Command, OffsetCommit, QueueOffset};
@@ -87,14 +87,13 @@ pub async fn require_admin_token(
                     path = request.uri().path(),
                     "admin request refused: missing or wrong bearer token"
                 );
-                let mut refused = failure(
-                    StatusCode::UNAUTHORIZED,
-                    "this admin request needs Authorization: Bearer <admin token>",
-                );
-                refused.headers_mut().insert(
-                    axum::http::header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static("Bearer"),
-                );
+                let mut refused = failure(StatusCode::UNAUTHORIZED, ADMIN_REFUSAL);
+                for challenge in ADMIN_CHALLENGES {
+                    refused.headers_mut().append(
+                        axum::http::header::WWW_AUTHENTICATE,
+                        axum::http::HeaderValue::from_static(challenge),
+                    );
+                }
                 return refused;
             }
         }

@@ -67,11 +67,15 @@ async fn require_admin_token(
                 "admin request refused: missing or wrong bearer token"
             );
             let body = ErrorBody {
-                error: "this admin request needs Authorization: Bearer <admin token>".into(),
+                error: raftmq_protocol::admin::ADMIN_REFUSAL.into(),
             };
+            let [bearer, basic] = raftmq_protocol::admin::ADMIN_CHALLENGES;
             return (
                 StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
+                [
+                    (header::WWW_AUTHENTICATE, bearer),
+                    (header::WWW_AUTHENTICATE, basic),
+                ],
                 Json(body),
             )
                 .into_response();

@@ -52,15 +52,41 @@ pub const ADMIN_TOKEN_MIN_CHARS: usize = 16;
 #[serde(try_from = "String")]
 pub struct AdminToken(String);
 
+/// The challenges a refused admin request is answered with (`WWW-Authenticate`, one header
+/// each): `Bearer` for `mq` and scripts, and `Basic` so that a browser asks its user for the
+/// token (as the password; any user name) and sends it with the dashboard's actions, which are
+/// plain HTML form posts that cannot carry a bearer header.
+pub const ADMIN_CHALLENGES: [&str; 2] =
+    ["Bearer", "Basic realm=\"RaftMQ admin\", charset=\"UTF-8\""];
+
+/// What a refused admin request is told.
+pub const ADMIN_REFUSAL: &str = "this admin request needs Authorization: Bearer <admin token> (from a browser: the admin token as the password)";
+
 impl AdminToken {
-    /// Whether an `Authorization` header value is `Bearer <this token>`, compared in constant
-    /// time so that timing does not reveal how much of a guess was right.
+    /// Whether an `Authorization` header value carries this token: `Bearer <token>`, or
+    /// `Basic <base64 of user:token>` (a browser's answer to the Basic challenge; the user name
+    /// is not checked). Compared in constant time so that timing does not reveal how much of a
+    /// guess was right.
     pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        use base64::Engine;
         use subtle::ConstantTimeEq;
-        let Some(presented) = authorization.and_then(|value| value.strip_prefix("Bearer ")) else {
+        let Some(value) = authorization.map(str::trim) else {
             return false;
         };
-        bool::from(presented.trim().as_bytes().ct_eq(self.0.as_bytes()))
+        let presented = if let Some(bearer) = value.strip_prefix("Bearer ") {
+            bearer.trim().as_bytes().to_vec()
+        } else if let Some(basic) = value.strip_prefix("Basic ") {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+                return false;
+            };
+            match decoded.iter().position(|b| *b == b':') {
+                Some(colon) => decoded[colon + 1..].to_vec(),
+                None => return false,
+            }
+        } else {
+            return false;
+        };
+        bool::from(presented.as_slice().ct_eq(self.0.as_bytes()))
     }
 
     /// The `Authorization` header value a client sends.
@@ -658,9 +684,16 @@ mod token_tests {
             Some("Bearer 0123456789abcdef-toke"),
             Some("Bearer 0123456789abcdef-token2"),
             Some("Basic 0123456789abcdef-token"),
+            // base64 of "admin:0123456789abcdef-toke" and of "0123456789abcdef-token" (no colon)
+            Some("Basic YWRtaW46MDEyMzQ1Njc4OWFiY2RlZi10b2tl"),
+            Some("Basic MDEyMzQ1Njc4OWFiY2RlZi10b2tlbg=="),
         ] {
             assert!(!token.accepts(wrong), "{wrong:?} accepted");
         }
+        // A browser's Basic answer with the token as the password, whatever the user name:
+        // base64 of "admin:0123456789abcdef-token" and of ":0123456789abcdef-token".
+        assert!(token.accepts(Some("Basic YWRtaW46MDEyMzQ1Njc4OWFiY2RlZi10b2tlbg==")));
+        assert!(token.accepts(Some("Basic OjAxMjM0NTY3ODlhYmNkZWYtdG9rZW4=")));
         assert!(!format!("{token:?}").contains("abcdef"));
         assert!("short".parse::<AdminToken>().is_err());
         assert!("has a space in it, long".parse::<AdminToken>().is_err());
