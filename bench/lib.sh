@@ -14,8 +14,9 @@ NATS_BENCH=${NATS_BENCH:-$BENCH_DIR/nats-client/target/release/nats-bench}
 NET=${NET:-127.0.99}
 NAMESRV=$NET.10:9876
 NATS_URLS=nats://127.0.99.21:4222,nats://127.0.99.22:4222,nats://127.0.99.23:4222
-# Extra mqbroker flags (for instance the Raft timers).
+# Extra mqbroker flags (for instance the Raft timers), and mqnamesrv flags (TLS).
 BROKER_FLAGS=${BROKER_FLAGS:-}
+NAMESRV_FLAGS=${NAMESRV_FLAGS:-}
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
@@ -72,7 +73,8 @@ raftmq_up() {
     log "$NET.x is taken by another RaftMQ run on this machine; use NET=127.0.<n> for this one"
     return 1
   fi
-  "$BIN/mqnamesrv" --listen "$NAMESRV" --admin-listen $NET.10:9877 \
+  # shellcheck disable=SC2086
+  "$BIN/mqnamesrv" --listen "$NAMESRV" --admin-listen $NET.10:9877 ${NAMESRV_FLAGS:-} \
     > "$RUN_DIR/raftmq/ns.out" 2> "$RUN_DIR/raftmq/ns.log" &
   echo $! > "$RUN_DIR/raftmq/ns.pid"
   for i in 1 2 3; do start_broker "$i"; done

@@ -18,4 +18,4 @@ scripts/install-chromium.sh
 
 echo "== cargo test"
 cargo test --workspace --all-targets
-echo "== jepsen-lite short profile (~7.5 min of fault injection; see jepsen-lite/README.md)" && scripts/jepsen.sh --profile short --out target/jepsen-lite/short
+echo "== jepsen-lite short profile (~9 min of fault injection; see jepsen-lite/README.md)" && scripts/jepsen.sh --profile short --out target/jepsen-lite/short
