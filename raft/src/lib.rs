@@ -49,6 +49,7 @@ pub mod testing;
 pub mod types;
 
 pub use log_store::{LogReader, LogStoreError, LogStoreMetricsSnapshot};
+pub use network::RaftTls;
 pub use node::{InitializeOutcome, NodeConfig, NodeError, RaftNode, RaftTimers};
 pub use state_machine::{StateMachine, StateMachineError};
 pub use storage_fault::{FailureKind, StorageFailure};

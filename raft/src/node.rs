@@ -128,6 +128,8 @@ pub struct NodeConfig {
     pub unsafe_skip_fsync: bool,
     /// A name for the group, shown in openraft's logs.
     pub cluster_name: String,
+    /// Plaintext or mutual-TLS links to the other members.
+    pub tls: crate::network::RaftTls,
 }
 
 impl NodeConfig {
@@ -143,6 +145,7 @@ impl NodeConfig {
             segment_bytes: crate::segment::DEFAULT_SEGMENT_BYTES,
             unsafe_skip_fsync: false,
             cluster_name: "raftmq".to_string(),
+            tls: crate::network::RaftTls::default(),
         }
     }
 
@@ -344,7 +347,8 @@ impl RaftNode {
             let released = sm_store.released();
             let failure = sm_store.failure_latch();
             let stop_applies = sm_store.stop_token();
-            let network = NetworkFactory::with_log(log_reader.clone());
+            let network =
+                NetworkFactory::with_log(log_reader.clone()).with_tls(config.tls.connector.clone());
             #[cfg(feature = "fault-injection")]
             let partition = network.partition();
             let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store).await?;
@@ -362,7 +366,7 @@ impl RaftNode {
                     unsafe_skip_fsync: config.unsafe_skip_fsync,
                 },
             ));
-            match RaftServer::start(listener, raft.clone(), inbox) {
+            match RaftServer::start(listener, raft.clone(), inbox, config.tls.acceptor.clone()) {
                 Ok(server) => Ok((raft, server, hooks)),
                 Err(source) => {
                     let _ = raft.shutdown().await;
