@@ -206,6 +206,7 @@ impl Broker {
         tasks.spawn(crate::grpc::serve(
             ctx.clone(),
             grpc_listener,
+            config.tls.grpc.clone(),
             shutdown.clone(),
         ));
 

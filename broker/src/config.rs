@@ -391,13 +391,16 @@ pub struct BrokerConfig {
 }
 
 /// A member's TLS, every file read and checked: the remoting port's acceptor, the Raft links
-/// (mutual TLS) and the connector of its own remoting clients (NameServer registration).
+/// (mutual TLS), the connector of its own remoting clients (NameServer registration), the gRPC
+/// port's acceptor (offering `h2`) and the gRPC client's settings (forwarding to the leader).
 #[derive(Clone, Debug, Default)]
 pub struct BrokerTls {
     pub settings: TlsConfig,
     pub remoting: TlsAcceptor,
     pub raft: RaftTls,
     pub connector: TlsConnector,
+    pub grpc: TlsAcceptor,
+    pub grpc_client: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl BrokerTls {
@@ -413,9 +416,41 @@ impl BrokerTls {
             remoting: settings.acceptor()?,
             raft: RaftTls::from_config(&settings)?,
             connector: settings.connector()?,
+            grpc: settings.acceptor_with_alpn(&[b"h2"])?,
+            grpc_client: grpc_client_tls(&settings)?,
             settings,
         })
     }
+}
+
+/// tonic's client settings from the same files (already checked by the loaders above): the
+/// CA to trust and this member's certificate.
+fn grpc_client_tls(
+    settings: &TlsConfig,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, ConfigError> {
+    let (Some(cert), Some(key), Some(ca)) = (&settings.cert, &settings.key, &settings.ca) else {
+        return Ok(None);
+    };
+    if !settings.mode.is_enabled() {
+        return Ok(None);
+    }
+    let read = |what: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| {
+            ConfigError::Tls(raftmq_tls::TlsError::Read {
+                what,
+                path: path.clone(),
+                source,
+            })
+        })
+    };
+    Ok(Some(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read("CA", ca)?))
+            .identity(tonic::transport::Identity::from_pem(
+                read("certificate", cert)?,
+                read("private key", key)?,
+            )),
+    ))
 }
 
 /// How pending transactions are checked with their producers.

@@ -150,10 +150,12 @@ pub fn load_roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
 }
 
 /// A server configuration presenting `identity`; with `client_roots`, every client must
-/// present a certificate chaining to them (mutual TLS).
+/// present a certificate chaining to them (mutual TLS). `alpn` lists the application protocols
+/// offered, most preferred first (`h2` for gRPC; none for our own framing).
 pub fn server_config(
     identity: &Identity,
     client_roots: Option<Arc<RootCertStore>>,
+    alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let rustls_error = |what: String| move |source| TlsError::Rustls { what, source };
     let builder = ServerConfig::builder_with_provider(crypto_provider())
@@ -171,9 +173,10 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
+    let mut config = builder
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(rustls_error(identity.describe()))?;
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -145,10 +145,16 @@ impl TlsConfig {
     /// The acceptor of a client-facing port (remoting): the mode as set, no client
     /// certificate asked for.
     pub fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        self.acceptor_with_alpn(&[])
+    }
+
+    /// [`acceptor`](Self::acceptor) offering the application protocols `alpn` in the
+    /// handshake (gRPC clients insist on `h2`).
+    pub fn acceptor_with_alpn(&self, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
         if !self.mode.is_enabled() {
             return Ok(TlsAcceptor::plaintext());
         }
-        let config = files::server_config(&self.identity()?, None)?;
+        let config = files::server_config(&self.identity()?, None, alpn)?;
         Ok(TlsAcceptor::new(self.mode, config))
     }
 
@@ -158,7 +164,7 @@ impl TlsConfig {
         if !self.mode.is_enabled() {
             return Ok(TlsAcceptor::plaintext());
         }
-        let config = files::server_config(&self.identity()?, Some(self.roots()?))?;
+        let config = files::server_config(&self.identity()?, Some(self.roots()?), &[])?;
         Ok(TlsAcceptor::new(TlsMode::Enforcing, config))
     }
 
