@@ -63,11 +63,20 @@ impl TestCa {
     /// Issues a certificate named `name` for 127.0.0.1, ::1 and localhost, usable as server
     /// and as client, and writes it and its key to `dir/<name>.pem` and `dir/<name>.key`.
     pub fn issue(&self, dir: &Path, name: &str) -> CertFiles {
+        self.issue_for_ips(dir, name, &[])
+    }
+
+    /// [`issue`](Self::issue), valid for the addresses `ips` too (a process on another
+    /// loopback address).
+    pub fn issue_for_ips(&self, dir: &Path, name: &str, ips: &[IpAddr]) -> CertFiles {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("DNS name");
         params.subject_alt_names.extend([
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         ]);
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
