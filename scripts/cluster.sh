@@ -2,7 +2,7 @@
 # A local RaftMQ cluster in one command: 1 NameServer and one 3-member broker group (a Raft
 # group) per --groups, all on one loopback address, data and logs under one folder.
 #
-#   scripts/cluster.sh up     [--groups N] [--dir DIR] [--host IP] [--acl]
+#   scripts/cluster.sh up     [--groups N] [--dir DIR] [--host IP] [--acl] [--tls]
 #                                                                    start, wait, round trip
 #   scripts/cluster.sh status [--dir DIR] [--json]                   mq cluster status
 #   scripts/cluster.sh logs   [--dir DIR] [-f]                       the logs' tails (-f: follow)
@@ -22,6 +22,11 @@
 # account for the smoke topic with `mq acl set-account`, sends and reads with it, and shows an
 # unsigned send refused.
 #
+# --tls: TLS on every remoting port (NameServer and members, mode enforcing) and mutual TLS on
+# the Raft links. A throwaway CA and one certificate for --host (and 127.0.0.1, localhost) are
+# made with openssl under DIR/tls; DIR/tls.env points mq at the CA (`source` it). The round
+# trip runs over TLS, then shows a plaintext client refused.
+#
 # Binaries: built with `cargo build --release` (a no-op when fresh), or taken from
 # $RAFTMQ_BIN_DIR when set (tests point it at target/debug). `down` stops only the processes
 # whose pid files `up` wrote under DIR/pids, and only if they still are those binaries.
@@ -38,6 +43,7 @@ FOLLOW=0
 JSON=()
 MEMBERS=3
 ACL=0
+TLS=0
 MAX_GROUPS=8
 NAMESRV_PORT=9876
 NAMESRV_ADMIN_PORT=9877
@@ -46,7 +52,7 @@ READY_TIMEOUT_MS=60000
 STOP_TIMEOUT_S=10
 
 usage() {
-    sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -63,6 +69,7 @@ while [[ $# -gt 0 ]]; do
         -f|--follow) FOLLOW=1; shift ;;
         --json) JSON=(--json); shift ;;
         --acl) ACL=1; shift ;;
+        --tls) TLS=1; shift ;;
         -h|--help) usage ;;
         *) echo "cluster.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -77,6 +84,10 @@ PIDS="$DIR/pids"
 LOGS="$DIR/logs"
 ENV_FILE="$DIR/cluster.env"
 ACL_ENV_FILE="$DIR/acl.env"
+TLS_DIR="$DIR/tls"
+TLS_ENV_FILE="$DIR/tls.env"
+# How long the throwaway certificates are valid.
+TLS_DAYS=30
 
 # A random secret of printable characters (no shell-special ones).
 secret() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
@@ -87,6 +98,39 @@ load_acl_env() {
         # shellcheck disable=SC1090
         source "$ACL_ENV_FILE"
     fi
+}
+
+# Exports the CA that mq trusts for a cluster started with --tls, if it was.
+load_tls_env() {
+    if [[ -f "$TLS_ENV_FILE" ]]; then
+        # shellcheck disable=SC1090
+        source "$TLS_ENV_FILE"
+    fi
+}
+
+# A throwaway CA and one certificate (for $HOST, 127.0.0.1 and localhost, as server and as
+# client: the Raft links are mutual) under $TLS_DIR, and the mq settings in $TLS_ENV_FILE.
+make_certificates() {
+    command -v openssl >/dev/null || die "--tls needs openssl to make the certificates"
+    rm -rf "$TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    chmod 700 "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout ca.key -out ca.pem -days "$TLS_DAYS" -subj "/CN=RaftMQ cluster.sh CA" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout member.key -out member.csr -subj "/CN=raftmq" 2>/dev/null
+        printf '%s\n' "subjectAltName=IP:$HOST,IP:127.0.0.1,DNS:localhost" \
+            "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+            "extendedKeyUsage=serverAuth,clientAuth" >member.ext
+        openssl x509 -req -in member.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out member.pem -days "$TLS_DAYS" -extfile member.ext 2>/dev/null
+        rm -f member.csr member.ext ca.srl
+    ) || die "openssl could not make the certificates"
+    printf 'export RAFTMQ_TLS_CA=%q\n' "$TLS_DIR/ca.pem" >"$TLS_ENV_FILE"
 }
 
 # Where the binaries are: $RAFTMQ_BIN_DIR, or a release build.
@@ -161,8 +205,17 @@ up() {
         )
         acl_flags=(--acl)
     fi
+    local tls_flags=()
+    rm -f "$TLS_ENV_FILE"
+    if ((TLS)); then
+        make_certificates
+        tls_flags=(--tls-mode enforcing --tls-cert "$TLS_DIR/member.pem" --tls-key "$TLS_DIR/member.key"
+            --tls-ca "$TLS_DIR/ca.pem")
+        echo "TLS on every remoting port and Raft link (CA: $TLS_DIR/ca.pem)"
+    fi
 
-    start namesrv mqnamesrv --listen "$namesrv" --admin-listen "$HOST:$NAMESRV_ADMIN_PORT"
+    start namesrv mqnamesrv --listen "$namesrv" --admin-listen "$HOST:$NAMESRV_ADMIN_PORT" \
+        "${tls_flags[@]}"
     echo "NameServer on $namesrv (admin http://$HOST:$NAMESRV_ADMIN_PORT)"
     for ((g = 0; g < GROUPS_WANTED; g++)); do
         local broker="broker-$(group_letter "$g")" peers="" grpc_peers="" n port
@@ -177,13 +230,15 @@ up() {
                 --peers "$peers" --listen "$HOST:$port" --raft-listen "$HOST:$((port + 1))" \
                 --admin-listen "$HOST:$((port + 2))" --grpc-listen "$HOST:$(grpc_port "$g" "$n")" \
                 --grpc-peers "$grpc_peers" --data-dir "$DIR/data/$broker-$n" \
-                "${acl_flags[@]}"
+                "${acl_flags[@]}" "${tls_flags[@]}"
         done
         echo "$broker: members 1..$MEMBERS on $HOST:$(remoting_port "$g" 1),$(remoting_port "$g" 2),$(remoting_port "$g" 3) (gRPC $HOST:$(grpc_port "$g" 1),$(grpc_port "$g" 2),$(grpc_port "$g" 3))"
     done
 
-    # mq signs as the bootstrap admin and sends the token (RAFTMQ_ACCESS_KEY, ...).
+    # mq signs as the bootstrap admin and sends the token (RAFTMQ_ACCESS_KEY, ...), and trusts
+    # the cluster's CA (RAFTMQ_TLS_CA).
     load_acl_env
+    load_tls_env
     echo "waiting for every group to elect a leader and register it..."
     if ! "$BIN/mq" -n "$namesrv" cluster wait --groups "$GROUPS_WANTED" --timeout-ms "$READY_TIMEOUT_MS"; then
         echo "cluster.sh: the cluster did not become ready; the logs' tails:" >&2
@@ -215,6 +270,14 @@ up() {
         echo "an unsigned send was refused (NO_PERMISSION)"
         "$BIN/mq" -n "$namesrv" acl list
     fi
+    if ((TLS)); then
+        echo
+        echo "TLS: the round trip above ran over TLS; a plaintext client is refused"
+        if env -u RAFTMQ_TLS_CA "$BIN/mq" -n "$namesrv" topic route -t ClusterSmokeTest >/dev/null 2>&1; then
+            die "a plaintext client was answered by a TLS-only NameServer"
+        fi
+        echo "a plaintext mq was refused"
+    fi
 
     cat <<EOF
 
@@ -229,6 +292,9 @@ The cluster is up (data and logs under $DIR).
 EOF
     if ((ACL)); then
         echo "  source $ACL_ENV_FILE    # ACL is on: mq signs as the bootstrap admin"
+    fi
+    if ((TLS)); then
+        echo "  source $TLS_ENV_FILE    # TLS is on: mq trusts the cluster's CA"
     fi
 }
 
@@ -263,6 +329,7 @@ status() {
     namesrv="$(sed -n 's/^NAMESRV=//p' "$ENV_FILE")"
     bin="$(sed -n 's/^BIN=//p' "$ENV_FILE")"
     load_acl_env
+    load_tls_env
     "${bin:-$ROOT/target/release}/mq" -n "$namesrv" cluster status "${JSON[@]}"
 }
 

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raftmq_remoting::rpc_client::RpcClient;
+use raftmq_remoting::rpc_client::{RpcClient, RpcClientConfig};
 use raftmq_remoting::server::{Server, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -148,6 +148,7 @@ impl Broker {
             interval,
             bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
         });
+        node_config.tls = config.tls.raft.clone();
         let node = RaftNode::start(node_config, raft_listener, state_machine).await?;
         // One member forms the group: the one with the smallest id. If every member
         // initialized, each would campaign at once and the first terms would be lost to
@@ -200,12 +201,16 @@ impl Broker {
         let server = Server::new(
             remoting,
             Arc::new(BrokerHandler { ctx: ctx.clone() }),
-            ServerConfig::default(),
+            ServerConfig {
+                tls: config.tls.remoting.clone(),
+                ..ServerConfig::default()
+            },
         );
         tasks.spawn(server.run(shutdown.clone().cancelled_owned()));
         tasks.spawn(crate::grpc::serve(
             ctx.clone(),
             grpc_listener,
+            config.tls.grpc.clone(),
             shutdown.clone(),
         ));
 
@@ -228,7 +233,10 @@ impl Broker {
 
         tasks.spawn(crate::registration::run(
             ctx.clone(),
-            RpcClient::default(),
+            RpcClient::new(RpcClientConfig {
+                tls: config.tls.connector.clone(),
+                ..RpcClientConfig::default()
+            }),
             shutdown.clone(),
         ));
         tasks.spawn(expire_clients(ctx.clone(), shutdown.clone()));
@@ -255,6 +263,7 @@ impl Broker {
             raft = %node.local_addr(),
             admin = %admin_addr,
             grpc = %grpc_addr,
+            tls = %config.tls.settings.mode,
             "broker started"
         );
         Ok(Broker {

@@ -16,7 +16,8 @@ use raftmq_protocol::names::{BROKER_ADMIN_PORT, BROKER_PORT, BROKER_RAFT_PORT};
 use serde::Deserialize;
 
 use crate::schedule::{DEFAULT_MESSAGE_DELAY_LEVEL, DelayLevelError, DelayLevels};
-use raftmq_raft::{NodeId, RaftTimers};
+use raftmq_raft::{NodeId, RaftTimers, RaftTls};
+use raftmq_tls::{TlsAcceptor, TlsConfig, TlsConnector, TlsMode};
 
 /// RocketMQ's broker port, on every interface.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -307,6 +308,21 @@ pub struct BrokerOptions {
     /// required when --admin-listen is not loopback.
     #[arg(long, env = raftmq_protocol::admin::ADMIN_TOKEN_ENV, hide_env_values = true)]
     pub admin_token: Option<AdminToken>,
+    /// TLS on this member's links: `disabled`, `permissive` (TLS and plaintext on the remoting
+    /// port, told apart per connection) or `enforcing` (TLS only). Whenever it is not
+    /// disabled, the Raft links are mutual TLS (peers need a certificate of --tls-ca) and the
+    /// member registers with the NameServers over TLS.
+    #[arg(long, env = "RAFTMQ_TLS_MODE")]
+    pub tls_mode: Option<TlsMode>,
+    /// This member's certificate chain (PEM), valid for the addresses peers and clients dial.
+    #[arg(long, env = "RAFTMQ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RAFTMQ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate(s) (PEM): members' and NameServers' certificates chain to it.
+    #[arg(long, env = "RAFTMQ_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// TEST ONLY: acknowledge sends before they are committed (loses data; for jepsen-lite).
     #[arg(long, hide = true, num_args = 0, default_missing_value = "true")]
     pub unsafe_ack_before_commit: Option<bool>,
@@ -381,6 +397,71 @@ pub struct BrokerConfig {
     pub admin_token: Option<AdminToken>,
     /// The member-local bootstrap admin account (`--acl-admin-access-key` and secret).
     pub acl_bootstrap_admin: Option<Account>,
+    /// TLS on the member's links, loaded from the files at configuration time.
+    pub tls: BrokerTls,
+}
+
+/// A member's TLS, every file read and checked: the remoting port's acceptor, the Raft links
+/// (mutual TLS), the connector of its own remoting clients (NameServer registration), the gRPC
+/// port's acceptor (offering `h2`) and the gRPC client's settings (forwarding to the leader).
+#[derive(Clone, Debug, Default)]
+pub struct BrokerTls {
+    pub settings: TlsConfig,
+    pub remoting: TlsAcceptor,
+    pub raft: RaftTls,
+    pub connector: TlsConnector,
+    pub grpc: TlsAcceptor,
+    pub grpc_client: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl BrokerTls {
+    /// Loads `settings`; a member with TLS needs the CA too (its Raft links are mutual).
+    pub fn load(settings: TlsConfig) -> Result<BrokerTls, ConfigError> {
+        if settings.mode.is_enabled() && settings.ca.is_none() {
+            return Err(ConfigError::Tls(raftmq_tls::TlsError::Missing {
+                what: "--tls-ca (the CA of the members' certificates: Raft links are mutual TLS)",
+                mode: settings.mode,
+            }));
+        }
+        Ok(BrokerTls {
+            remoting: settings.acceptor()?,
+            raft: RaftTls::from_config(&settings)?,
+            connector: settings.connector()?,
+            grpc: settings.acceptor_with_alpn(&[b"h2"])?,
+            grpc_client: grpc_client_tls(&settings)?,
+            settings,
+        })
+    }
+}
+
+/// tonic's client settings from the same files (already checked by the loaders above): the
+/// CA to trust and this member's certificate.
+fn grpc_client_tls(
+    settings: &TlsConfig,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, ConfigError> {
+    let (Some(cert), Some(key), Some(ca)) = (&settings.cert, &settings.key, &settings.ca) else {
+        return Ok(None);
+    };
+    if !settings.mode.is_enabled() {
+        return Ok(None);
+    }
+    let read = |what: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| {
+            ConfigError::Tls(raftmq_tls::TlsError::Read {
+                what,
+                path: path.clone(),
+                source,
+            })
+        })
+    };
+    Ok(Some(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read("CA", ca)?))
+            .identity(tonic::transport::Identity::from_pem(
+                read("certificate", cert)?,
+                read("private key", key)?,
+            )),
+    ))
 }
 
 /// How pending transactions are checked with their producers.
@@ -408,6 +489,8 @@ pub enum ConfigError {
     File(PathBuf, String),
     #[error("flags: {0}")]
     Flags(#[from] clap::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] raftmq_tls::TlsError),
     #[error("--node-id is required (this member's Raft id, 1 or more)")]
     MissingNodeId,
     #[error("--node-id must be 1 or more (0 is the master slot in routes)")]
@@ -832,6 +915,12 @@ impl BrokerConfig {
                 options.acl_admin_access_key,
                 options.acl_admin_secret_key,
             )?,
+            tls: BrokerTls::load(TlsConfig {
+                mode: options.tls_mode.unwrap_or_default(),
+                cert: options.tls_cert,
+                key: options.tls_key,
+                ca: options.tls_ca,
+            })?,
         })
     }
 }
@@ -1077,6 +1166,44 @@ join = true
         assert_eq!(config.raft_listen, DEFAULT_RAFT_LISTEN);
         assert_eq!(config.admin_listen, DEFAULT_ADMIN_LISTEN);
         assert_eq!(config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn tls_settings_come_from_toml_or_flags_and_a_bad_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = raftmq_tls::test_certs::TestCa::new("cluster");
+        let member = ca.issue(dir.path(), "member");
+        let ca_file = ca.write_ca(dir.path());
+        let file = toml_file(&format!(
+            "{FILE}tls-mode = \"permissive\"\ntls-cert = {:?}\ntls-key = {:?}\ntls-ca = {:?}\n",
+            member.cert, member.key, ca_file
+        ));
+        let load = |args: &[&str]| {
+            BrokerOptions::load(Some(file.path()), &flags(args).unwrap())
+                .and_then(BrokerConfig::from_options)
+        };
+        let config = load(&[]).unwrap();
+        assert_eq!(config.tls.settings.mode, TlsMode::Permissive);
+        assert_eq!(config.tls.remoting.mode(), TlsMode::Permissive);
+        assert!(config.tls.connector.is_tls());
+        let config = load(&["--tls-mode", "enforcing"]).unwrap();
+        assert_eq!(config.tls.remoting.mode(), TlsMode::Enforcing);
+        assert!(flags(&["--tls-mode", "strict"]).is_err());
+        // TLS off by default, and then no file is needed.
+        let plain = BrokerConfig::from_options(minimal()).unwrap();
+        assert_eq!(plain.tls.settings.mode, TlsMode::Disabled);
+        assert!(!plain.tls.connector.is_tls());
+
+        let mut options = minimal();
+        options.tls_mode = Some(TlsMode::Enforcing);
+        options.tls_cert = Some(member.cert.clone());
+        options.tls_key = Some(member.key.clone());
+        let error = BrokerConfig::from_options(options.clone()).unwrap_err();
+        assert!(error.to_string().contains("--tls-ca"), "{error}");
+        options.tls_ca = Some(ca_file);
+        options.tls_key = Some(dir.path().join("missing.key"));
+        let error = BrokerConfig::from_options(options).unwrap_err();
+        assert!(error.to_string().contains("missing.key"), "{error}");
     }
 
     #[test]

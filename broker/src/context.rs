@@ -58,6 +58,7 @@ impl BrokerContext {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Self {
+        let grpc_channels = crate::grpc::forward::Channels::new(config.tls.grpc_client.clone());
         Self {
             config,
             state,
@@ -73,7 +74,7 @@ impl BrokerContext {
             pop_planning: tokio::sync::Mutex::new(()),
             pop_waiters: tokio::sync::Semaphore::new(crate::pop::MAX_POP_WAITERS),
             telemetry: Arc::default(),
-            grpc_channels: crate::grpc::forward::Channels::default(),
+            grpc_channels,
             next_queue: AtomicU32::new(0),
         }
     }

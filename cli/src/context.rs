@@ -16,6 +16,7 @@ use anyhow::{Context as _, anyhow, bail};
 use raftmq_client::admin_http::membership::LeaderView;
 use raftmq_client::cluster_view::{ADMIN_ADDR_KEY, ClusterViewer, reachable_admin};
 use raftmq_client::namesrv::namesrv_list_or_env;
+use raftmq_client::tls::TlsConnector;
 use raftmq_client::{AdminHttpClient, BrokerClient, NameServerClient};
 use raftmq_protocol::acl::SessionCredentials;
 use raftmq_protocol::admin::AdminToken;
@@ -42,6 +43,9 @@ pub struct Ctx {
     /// Signs every remoting request (`--access-key`/`--secret-key`), and is handed to the
     /// producers and consumers commands start.
     pub credentials: Option<SessionCredentials>,
+    /// TLS to the NameServers and brokers (`--tls`, `--tls-ca`), handed to the producers and
+    /// consumers commands start too.
+    pub tls: TlsConnector,
 }
 
 impl Ctx {
@@ -50,11 +54,13 @@ impl Ctx {
         json: bool,
         credentials: Option<SessionCredentials>,
         admin_token: Option<AdminToken>,
+        tls: TlsConnector,
     ) -> anyhow::Result<Ctx> {
         let addrs = namesrv_list_or_env(namesrv)?;
         let namesrv_list = addrs.join(";");
         let rpc = RpcClient::new(RpcClientConfig {
             credentials: credentials.clone(),
+            tls: tls.clone(),
             ..RpcClientConfig::default()
         });
         let namesrv = NameServerClient::new(rpc.clone(), addrs)?.with_timeout(RPC_TIMEOUT);
@@ -67,15 +73,20 @@ impl Ctx {
                 .with_timeout(ADMIN_TIMEOUT)
                 .with_token(admin_token),
             credentials,
+            tls,
         })
     }
 
     /// A remoting admin client (topic creation, routes, queries) signing with the credentials.
     pub fn signed_admin(&self) -> anyhow::Result<raftmq_client::Admin> {
-        Ok(raftmq_client::Admin::with_credentials(
+        Ok(raftmq_client::Admin::with_rpc_config(
             Some(&self.namesrv_list),
             raftmq_client::broker_client::DEFAULT_RPC_TIMEOUT,
-            self.credentials.clone(),
+            RpcClientConfig {
+                credentials: self.credentials.clone(),
+                tls: self.tls.clone(),
+                ..RpcClientConfig::default()
+            },
         )?)
     }
 

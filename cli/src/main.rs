@@ -20,6 +20,7 @@ mod context;
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::context::Ctx;
@@ -54,6 +55,18 @@ struct Cli {
     /// Bearer token for the members' admin HTTP (started with --admin-token).
     #[arg(long, env = raftmq_protocol::admin::ADMIN_TOKEN_ENV, hide_env_values = true, global = true)]
     admin_token: Option<raftmq_protocol::admin::AdminToken>,
+    /// Connect to the NameServers and brokers over TLS (implied by --tls-ca).
+    #[arg(long, env = "RAFTMQ_TLS", global = true)]
+    tls: bool,
+    /// The CA certificate(s) (PEM) the servers' certificates must chain to.
+    #[arg(long, env = "RAFTMQ_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for servers that ask for one, with --tls-key.
+    #[arg(long, env = "RAFTMQ_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "RAFTMQ_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,11 +140,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
+    let tls = raftmq_client::tls::ClientTlsConfig {
+        enabled: cli.tls,
+        ca: cli.tls_ca,
+        cert: cli.tls_cert,
+        key: cli.tls_key,
+    }
+    .connector()
+    .context("TLS")?;
     let ctx = Ctx::new(
         cli.namesrv.as_deref(),
         cli.json,
         credentials,
         cli.admin_token,
+        tls,
     )?;
     match cli.command {
         Command::Produce(args) => cmd::produce::run(&ctx, args).await,

@@ -59,11 +59,24 @@ impl Admin {
         timeout: Duration,
         credentials: Option<raftmq_protocol::acl::SessionCredentials>,
     ) -> Result<Self, ClientError> {
+        Admin::with_rpc_config(
+            namesrv,
+            timeout,
+            raftmq_remoting::RpcClientConfig {
+                credentials,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// An admin client whose connections are made as `rpc` says (TLS, credentials, limits).
+    pub fn with_rpc_config(
+        namesrv: Option<&str>,
+        timeout: Duration,
+        rpc: raftmq_remoting::RpcClientConfig,
+    ) -> Result<Self, ClientError> {
         let addrs = namesrv_list_or_env(namesrv)?;
-        let rpc = RpcClient::new(raftmq_remoting::RpcClientConfig {
-            credentials,
-            ..Default::default()
-        });
+        let rpc = RpcClient::new(rpc);
         Ok(Admin {
             namesrv: NameServerClient::new(rpc.clone(), addrs)?.with_timeout(timeout),
             broker: BrokerClient::new(rpc.clone()).with_timeout(timeout),

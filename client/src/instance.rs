@@ -63,6 +63,8 @@ pub(crate) struct InstanceConfig {
     pub(crate) inbound: Option<Arc<dyn InboundRequestHandler>>,
     /// Signs every request (brokers enforcing ACL).
     pub(crate) credentials: Option<SessionCredentials>,
+    /// TLS to the NameServers and brokers, or plaintext.
+    pub(crate) tls: raftmq_tls::TlsConnector,
 }
 
 /// The shared route and membership machinery of one producer or consumer; see the module docs.
@@ -99,6 +101,7 @@ impl ClientInstance {
         let client_id = config.client_id.unwrap_or_else(|| new_client_id(&addrs[0]));
         let rpc_config = RpcClientConfig {
             credentials: config.credentials,
+            tls: config.tls,
             ..RpcClientConfig::default()
         };
         let rpc = match config.inbound {
@@ -432,6 +435,7 @@ mod tests {
     fn config(namesrv: &str, refresh: Duration, heartbeat: Duration) -> InstanceConfig {
         InstanceConfig {
             credentials: None,
+            tls: raftmq_tls::TlsConnector::plaintext(),
             namesrv: Some(namesrv.to_owned()),
             client_id: Some("10.0.0.1@1#1".to_owned()),
             rpc_timeout: Duration::from_secs(3),

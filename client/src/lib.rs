@@ -57,4 +57,6 @@ pub use producer::{
     Producer, ProducerBuilder, SendError, SendHandle, SendOutcome, SendResult, TransactionResult,
     TransactionState,
 };
+/// TLS settings for [`ProducerBuilder::tls`] and [`ConsumerBuilder::tls`].
+pub use raftmq_tls as tls;
 pub use route::{ReadFrom, RouteCache, TopicRoute};

@@ -75,21 +75,34 @@ impl Dashboard {
     /// The dashboard of a server that reaches the cluster through the NameServers in
     /// `namesrv` (`host:port` each).
     pub fn new(served_by: String, namesrv: &[String]) -> Result<Dashboard, SetupError> {
-        Dashboard::with_access(served_by, namesrv, None, None)
+        Dashboard::with_access(
+            served_by,
+            namesrv,
+            None,
+            None,
+            raftmq_remoting::RpcClientConfig::default().tls,
+        )
     }
 
     /// [`Dashboard::new`] for a cluster that enforces ACL (`credentials` sign its remoting
-    /// requests) or guards admin HTTP (`admin_token` goes with its admin calls and actions).
+    /// requests), guards admin HTTP (`admin_token` goes with its admin calls and actions) or
+    /// serves remoting over TLS (`tls` connects to the NameServers and brokers).
     pub fn with_access(
         served_by: String,
         namesrv: &[String],
         credentials: Option<raftmq_protocol::acl::SessionCredentials>,
         admin_token: Option<raftmq_protocol::admin::AdminToken>,
+        tls: raftmq_tls::TlsConnector,
     ) -> Result<Dashboard, SetupError> {
         let list = namesrv.join(";");
         let setup = |err: &dyn std::fmt::Display| SetupError(err.to_string());
-        let admin = Admin::with_credentials(Some(&list), CALL_TIMEOUT, credentials)
-            .map_err(|e| setup(&e))?;
+        let rpc = raftmq_remoting::RpcClientConfig {
+            credentials,
+            tls,
+            ..Default::default()
+        };
+        let admin =
+            Admin::with_rpc_config(Some(&list), CALL_TIMEOUT, rpc).map_err(|e| setup(&e))?;
         let http = AdminHttpClient::new()
             .map_err(|e| setup(&e))?
             .with_timeout(CALL_TIMEOUT)

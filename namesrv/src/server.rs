@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use raftmq_protocol::names::{NAMESRV_ADMIN_PORT, NAMESRV_PORT};
 use raftmq_remoting::{Server, ServerConfig};
+use raftmq_tls::TlsAcceptor;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -48,11 +49,25 @@ pub struct NameServer {
 }
 
 impl NameServer {
+    /// A NameServer serving plaintext remoting.
     pub fn new(remoting_listener: TcpListener, admin_listener: TcpListener) -> Self {
+        Self::with_remoting_tls(remoting_listener, admin_listener, TlsAcceptor::plaintext())
+    }
+
+    /// A NameServer whose remoting port serves what `tls` accepts (TLS, plaintext or both).
+    pub fn with_remoting_tls(
+        remoting_listener: TcpListener,
+        admin_listener: TcpListener,
+        tls: TlsAcceptor,
+    ) -> Self {
         let state = Arc::new(NameServerState::new());
         let handler = Arc::new(NamesrvHandler::new(state.clone()));
+        let config = ServerConfig {
+            tls,
+            ..ServerConfig::default()
+        };
         NameServer {
-            remoting: Server::new(remoting_listener, handler, ServerConfig::default()),
+            remoting: Server::new(remoting_listener, handler, config),
             admin: admin_listener,
             state,
             ui: axum::Router::new(),

@@ -51,6 +51,7 @@ pub mod types;
 pub use log_store::{
     DEFAULT_SCRUB_BYTES_PER_SEC, LogReader, LogStoreError, LogStoreMetricsSnapshot, ScrubConfig,
 };
+pub use network::RaftTls;
 pub use node::{InitializeOutcome, NodeConfig, NodeError, RaftNode, RaftTimers};
 pub use state_machine::{StateMachine, StateMachineError};
 pub use storage_fault::{FailureKind, StorageFailure};

@@ -20,6 +20,9 @@
 //!   per target with capped exponential backoff after connection failures.
 //! - [`server`]: the accept loop (bounded by a semaphore) and one task per connection that hands
 //!   each request to the local `Raft`.
+//! - [`RaftTls`]: both ends of the links over mutual TLS when the member is configured with
+//!   TLS: the server refuses a peer without a certificate chaining to the cluster CA, the
+//!   client presents its own and checks the server's.
 //! - `partition` (feature `fault-injection`, this crate's tests only): a switch that cuts a
 //!   member's RPCs to chosen peers.
 
@@ -90,6 +93,25 @@ pub const MAX_UNANSWERED_REQUESTS: usize = 16;
 /// How long one snapshot chunk (at most a MiB, written to the receiver's page cache, and the
 /// last one's install) may take before the transfer is given up and retried.
 pub const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How this member's Raft links are secured: plaintext by default; with TLS, the server
+/// accepts only peers with a certificate of the cluster CA and the client presents one
+/// (`raftmq_tls::TlsConfig::mutual_acceptor` and `connector`).
+#[derive(Clone, Debug, Default)]
+pub struct RaftTls {
+    pub acceptor: raftmq_tls::TlsAcceptor,
+    pub connector: raftmq_tls::TlsConnector,
+}
+
+impl RaftTls {
+    /// Both ends from one process's TLS settings.
+    pub fn from_config(config: &raftmq_tls::TlsConfig) -> Result<RaftTls, raftmq_tls::TlsError> {
+        Ok(RaftTls {
+            acceptor: config.mutual_acceptor()?,
+            connector: config.connector()?,
+        })
+    }
+}
 
 /// The frame codec both sides use.
 pub fn frame_codec() -> LengthDelimitedCodec {

@@ -130,6 +130,8 @@ pub struct NodeConfig {
     pub log_scrub: Option<ScrubConfig>,
     /// A name for the group, shown in openraft's logs.
     pub cluster_name: String,
+    /// Plaintext or mutual-TLS links to the other members.
+    pub tls: crate::network::RaftTls,
 }
 
 /// How often the log scrub checks every finalized segment again (the first pass runs at start).
@@ -153,6 +155,7 @@ impl NodeConfig {
                 bytes_per_sec: DEFAULT_SCRUB_BYTES_PER_SEC,
             }),
             cluster_name: "raftmq".to_string(),
+            tls: crate::network::RaftTls::default(),
         }
     }
 
@@ -355,7 +358,8 @@ impl RaftNode {
             let released = sm_store.released();
             let failure = sm_store.failure_latch();
             let stop_applies = sm_store.stop_token();
-            let network = NetworkFactory::with_log(log_reader.clone());
+            let network =
+                NetworkFactory::with_log(log_reader.clone()).with_tls(config.tls.connector.clone());
             #[cfg(feature = "fault-injection")]
             let partition = network.partition();
             let raft = Raft::new(config.node_id, raft_config, network, log_store, sm_store).await?;
@@ -373,7 +377,7 @@ impl RaftNode {
                     unsafe_skip_fsync: config.unsafe_skip_fsync,
                 },
             ));
-            match RaftServer::start(listener, raft.clone(), inbox) {
+            match RaftServer::start(listener, raft.clone(), inbox, config.tls.acceptor.clone()) {
                 Ok(server) => Ok((raft, server, hooks)),
                 Err(source) => {
                     let _ = raft.shutdown().await;

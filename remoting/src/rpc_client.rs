@@ -17,8 +17,9 @@ use raftmq_protocol::WireError;
 use raftmq_protocol::acl::SessionCredentials;
 use raftmq_protocol::code::response;
 use raftmq_protocol::frame::FLAG_ONEWAY;
+use raftmq_tls::{MaybeTlsStream, TlsConnector};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +46,8 @@ pub struct RpcClientConfig {
     pub write_timeout: Duration,
     /// Signs every request sent (RocketMQ's `AclClientRPCHook`) when the servers enforce ACL.
     pub credentials: Option<SessionCredentials>,
+    /// TLS to the servers (trusting the configured CA), or plaintext.
+    pub tls: TlsConnector,
 }
 
 impl Default for RpcClientConfig {
@@ -55,6 +58,7 @@ impl Default for RpcClientConfig {
             write_queue_capacity: CLIENT_WRITE_QUEUE_CAPACITY,
             write_timeout: WRITE_TIMEOUT,
             credentials: None,
+            tls: TlsConnector::plaintext(),
         }
     }
 }
@@ -66,6 +70,10 @@ pub enum NotSentReason {
     Connect(#[source] std::io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    /// The TLS handshake failed (an untrusted certificate, a plaintext-only server); nothing
+    /// was sent.
+    #[error("TLS handshake failed: {0}")]
+    TlsHandshake(#[source] std::io::Error),
     #[error("the request cannot be encoded: {0}")]
     Encode(#[source] WireError),
     #[error("the deadline passed while waiting for room on the connection")]
@@ -386,14 +394,24 @@ impl RpcClient {
         if let Err(error) = stream.set_nodelay(true) {
             debug!(addr, %error, "could not set TCP_NODELAY");
         }
+        let stream = match tokio::time::timeout_at(
+            connect_deadline,
+            self.inner.config.tls.connect(addr, stream),
+        )
+        .await
+        {
+            Err(_) => return Err(not_sent(addr, NotSentReason::ConnectTimeout)),
+            Ok(Err(error)) => return Err(not_sent(addr, NotSentReason::TlsHandshake(error))),
+            Ok(Ok(stream)) => stream,
+        };
         let connection = self.start_connection(addr, stream);
         *slot = Some(connection.clone());
         Ok(connection)
     }
 
-    fn start_connection(&self, addr: &str, stream: TcpStream) -> Arc<Connection> {
+    fn start_connection(&self, addr: &str, stream: MaybeTlsStream) -> Arc<Connection> {
         let config = &self.inner.config;
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, write_half) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(config.write_queue_capacity);
         let connection = Arc::new(Connection {
             addr: addr.to_owned(),
@@ -429,7 +447,7 @@ fn not_sent(addr: &str, reason: NotSentReason) -> RpcError {
 }
 
 async fn client_write_loop(
-    write_half: OwnedWriteHalf,
+    write_half: WriteHalf<MaybeTlsStream>,
     mut rx: mpsc::Receiver<EncodedFrame>,
     write_timeout: Duration,
     connection: Arc<Connection>,
@@ -460,7 +478,7 @@ async fn client_write_loop(
 }
 
 async fn client_read_loop(
-    read_half: OwnedReadHalf,
+    read_half: ReadHalf<MaybeTlsStream>,
     connection: Arc<Connection>,
     inbound: Option<Arc<dyn InboundRequestHandler>>,
 ) {
@@ -576,15 +594,93 @@ mod tests {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     ) {
+        start_with(ServerConfig::default()).await
+    }
+
+    async fn start_with(
+        config: ServerConfig,
+    ) -> (
+        String,
+        Arc<Echo>,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handler = Arc::new(Echo::default());
-        let server = Server::new(listener, handler.clone(), ServerConfig::default());
+        let server = Server::new(listener, handler.clone(), config);
         let addr = server.local_addr().unwrap().to_string();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         (addr, handler, stop, task)
+    }
+
+    /// Echoes `body` through `client` to `addr`.
+    async fn echo(client: &RpcClient, addr: &str, body: &[u8]) -> Result<(), RpcError> {
+        let request = RemotingCommand::new_request(ECHO).with_body(body.to_vec());
+        let answer = client.invoke(addr, request, TEST_TIMEOUT).await?;
+        assert_eq!(answer.body.as_ref(), body);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn tls_modes_of_the_server_decide_which_clients_are_served() {
+        use raftmq_tls::TlsMode;
+        use raftmq_tls::test_certs::TestCa;
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("cluster");
+        let tls_client = RpcClient::new(RpcClientConfig {
+            tls: ca.client_config(dir.path()).connector().unwrap(),
+            ..RpcClientConfig::default()
+        });
+        let plain_client = RpcClient::default();
+        for mode in [TlsMode::Permissive, TlsMode::Enforcing] {
+            let tls = ca.process_config(dir.path(), "server", mode);
+            let (addr, _, stop, task) = start_with(ServerConfig {
+                tls: tls.acceptor().unwrap(),
+                ..ServerConfig::default()
+            })
+            .await;
+            // Frames larger than a TLS record cross intact.
+            echo(&tls_client, &addr, &vec![7u8; 100_000]).await.unwrap();
+            let plain = echo(&plain_client, &addr, b"plain").await;
+            match mode {
+                TlsMode::Enforcing => {
+                    let error = plain.unwrap_err();
+                    assert!(error.outcome_unknown(), "the frame was written: {error}");
+                }
+                _ => plain.unwrap(),
+            }
+            let _ = stop.send(());
+            task.await.unwrap();
+        }
+
+        // A client that does not trust the server's CA sends nothing.
+        let rogue = TestCa::new("rogue").process_config(dir.path(), "rogue", TlsMode::Enforcing);
+        let (addr, handler, stop, task) = start_with(ServerConfig {
+            tls: rogue.acceptor().unwrap(),
+            ..ServerConfig::default()
+        })
+        .await;
+        let error = echo(&tls_client, &addr, b"x").await.unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                RpcError::NotSent {
+                    reason: NotSentReason::TlsHandshake(_),
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(handler.handled.load(Ordering::SeqCst), 0);
+        for client in [tls_client, plain_client] {
+            client.shutdown().await;
+        }
+        let _ = stop.send(());
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -8,6 +8,10 @@
 //! `opaque`. At most [`MAX_IN_FLIGHT_PER_CONNECTION`] requests run per connection: beyond
 //! that the reader stops reading, which pushes back on the client through TCP.
 //!
+//! TLS is decided per connection by [`ServerConfig::tls`] (RocketMQ's `tls.server.mode`:
+//! disabled, permissive, enforcing), on the connection's own task so that a slow handshake
+//! delays no other client; the frames above it are the same either way.
+//!
 //! A malformed or oversized frame closes that connection (logged with the reason); the server
 //! keeps serving the others. On shutdown the server stops accepting and reading, tells
 //! handlers through [`ConnectionInfo::closing`] (long polls return early), writes the answers
@@ -23,7 +27,8 @@ use std::time::Duration;
 use raftmq_protocol::code::response;
 use raftmq_protocol::frame::FLAG_RESPONSE;
 use raftmq_protocol::{RemotingCommand, WireError};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use raftmq_tls::{MaybeTlsStream, TlsAcceptor};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +60,8 @@ pub struct ServerConfig {
     pub write_queue_capacity: usize,
     pub write_timeout: Duration,
     pub drain_timeout: Duration,
+    /// Plaintext, TLS, or both on one port (sniffed per connection).
+    pub tls: TlsAcceptor,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +72,7 @@ impl Default for ServerConfig {
             write_queue_capacity: WRITE_QUEUE_CAPACITY,
             write_timeout: WRITE_TIMEOUT,
             drain_timeout: DRAIN_TIMEOUT,
+            tls: TlsAcceptor::plaintext(),
         }
     }
 }
@@ -198,6 +206,7 @@ pub struct ServerStats {
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
     connections_closed_malformed: AtomicU64,
+    connections_refused_tls: AtomicU64,
     requests: AtomicU64,
 }
 
@@ -208,6 +217,9 @@ pub struct ServerStatsSnapshot {
     pub connections_open: u64,
     /// Connections closed because the peer sent a malformed or oversized frame.
     pub connections_closed_malformed: u64,
+    /// Connections closed before serving: plaintext on a TLS-only port, a failed or timed-out
+    /// TLS handshake.
+    pub connections_refused_tls: u64,
     pub requests: u64,
 }
 
@@ -217,6 +229,7 @@ impl ServerStats {
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_closed_malformed: self.connections_closed_malformed.load(Ordering::Relaxed),
+            connections_refused_tls: self.connections_refused_tls.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
         }
     }
@@ -338,13 +351,24 @@ async fn serve_connection<H: RequestHandler>(
     if let Err(error) = stream.set_nodelay(true) {
         debug!(connection = %id, %error, "could not set TCP_NODELAY");
     }
+    let stream = match shared.config.tls.accept(stream).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            shared
+                .stats
+                .connections_refused_tls
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(connection = %id, %peer, %error, "connection refused");
+            return;
+        }
+    };
     shared
         .stats
         .connections_open
         .fetch_add(1, Ordering::Relaxed);
-    debug!(connection = %id, %peer, "connection accepted");
+    debug!(connection = %id, %peer, tls = stream.is_tls(), "connection accepted");
 
-    let (read_half, write_half) = stream.into_split();
+    let (read_half, write_half) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(shared.config.write_queue_capacity);
     let abort = CancellationToken::new();
     let finish = CancellationToken::new();
@@ -408,7 +432,7 @@ async fn serve_connection<H: RequestHandler>(
 async fn read_loop<H: RequestHandler>(
     shared: &Arc<Shared<H>>,
     info: &ConnectionInfo,
-    read_half: OwnedReadHalf,
+    read_half: ReadHalf<MaybeTlsStream>,
     in_flight: &Arc<Semaphore>,
     abort: &CancellationToken,
 ) -> ReadEnd {
@@ -463,7 +487,7 @@ async fn read_loop<H: RequestHandler>(
 }
 
 async fn write_loop(
-    write_half: OwnedWriteHalf,
+    write_half: WriteHalf<MaybeTlsStream>,
     mut rx: mpsc::Receiver<EncodedFrame>,
     write_timeout: Duration,
     abort: CancellationToken,
@@ -508,6 +532,7 @@ mod tests {
 
     use raftmq_protocol::frame;
     use tokio::io::AsyncWriteExt;
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::sync::Notify;
 
     use super::*;

@@ -34,6 +34,7 @@ pub fn broker_ui(config: &BrokerConfig) -> axum::Router {
             &config.namesrv,
             credentials,
             config.admin_token.clone(),
+            config.tls.connector.clone(),
         )
     };
     raftmq_dashboard::router_or_unavailable(dashboard)
@@ -45,6 +46,7 @@ pub fn broker_ui(config: &BrokerConfig) -> axum::Router {
 pub fn namesrv_ui(
     remoting_addr: SocketAddr,
     admin_token: Option<raftmq_protocol::admin::AdminToken>,
+    tls: raftmq_tls::TlsConnector,
 ) -> axum::Router {
     let reachable = if remoting_addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], remoting_addr.port()))
@@ -56,6 +58,7 @@ pub fn namesrv_ui(
         &[reachable.to_string()],
         None,
         admin_token,
+        tls,
     );
     raftmq_dashboard::router_or_unavailable(dashboard)
 }

@@ -3,7 +3,7 @@
 //! ports, so that addresses are known before any process starts (`--peers` needs them) and two
 //! clusters never collide.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ use anyhow::{Context, anyhow, bail};
 pub use raftmq_protocol::admin::RaftStatus;
 
 use crate::{AdminHttp, Process, wait_until, workspace_binary};
+use raftmq_tls::test_certs::TestCa;
+use raftmq_tls::{ClientTlsConfig, TlsConnector, TlsMode};
 
 /// Ports every member uses on its own address (RocketMQ's broker port and the next two).
 pub const REMOTING_PORT: u16 = 10911;
@@ -63,7 +65,58 @@ pub struct TestCluster {
     pub extra_broker_args: Vec<String>,
     /// Admin HTTP calls ([`HTTP_TIMEOUT`] each).
     pub admin: AdminHttp,
+    /// TLS on the remoting ports and Raft links, when started with [`TestCluster::start_tls`].
+    pub tls: Option<ClusterTls>,
     _dir: tempfile::TempDir,
+}
+
+/// TLS on every remoting port and Raft link of a test cluster: a throwaway CA, and a
+/// certificate for each process's own address, issued whenever it starts.
+pub struct ClusterTls {
+    pub mode: TlsMode,
+    ca: TestCa,
+    dir: PathBuf,
+    /// The CA certificate, for clients.
+    pub ca_file: PathBuf,
+    /// What a client of this cluster connects with: TLS, trusting the CA.
+    pub connector: TlsConnector,
+}
+
+impl ClusterTls {
+    fn new(mode: TlsMode, dir: PathBuf) -> anyhow::Result<ClusterTls> {
+        std::fs::create_dir_all(&dir).context("creating the certificates' directory")?;
+        let ca = TestCa::new("cluster");
+        let ca_file = ca.write_ca(&dir);
+        let connector = ClientTlsConfig {
+            enabled: true,
+            ca: Some(ca_file.clone()),
+            cert: None,
+            key: None,
+        }
+        .connector()?;
+        Ok(ClusterTls {
+            mode,
+            ca,
+            dir,
+            ca_file,
+            connector,
+        })
+    }
+
+    /// The `--tls-*` flags of a process named `name` serving on `ip`, with a fresh certificate.
+    pub fn process_args(&self, name: &str, ip: IpAddr) -> Vec<String> {
+        let files = self.ca.issue_for_ips(&self.dir, name, &[ip]);
+        vec![
+            "--tls-mode".into(),
+            self.mode.to_string(),
+            "--tls-cert".into(),
+            files.cert.display().to_string(),
+            "--tls-key".into(),
+            files.key.display().to_string(),
+            "--tls-ca".into(),
+            self.ca_file.display().to_string(),
+        ]
+    }
 }
 
 /// A loopback network prefix `127.a.b` unlikely to be used by another cluster on this machine.
@@ -82,12 +135,38 @@ impl TestCluster {
     /// Starts a NameServer and a group of `members` brokers, and waits until the group has a
     /// leader registered in the NameServer's master slot.
     pub fn start(members: u64, extra_broker_args: &[&str]) -> anyhow::Result<TestCluster> {
+        Self::start_with(members, extra_broker_args, None)
+    }
+
+    /// [`start`](Self::start) with TLS in `mode` on the NameServer's and the members'
+    /// remoting ports and mutual TLS on the Raft links; clients use [`TestCluster::tls`].
+    pub fn start_tls(
+        members: u64,
+        extra_broker_args: &[&str],
+        mode: TlsMode,
+    ) -> anyhow::Result<TestCluster> {
+        Self::start_with(members, extra_broker_args, Some(mode))
+    }
+
+    fn start_with(
+        members: u64,
+        extra_broker_args: &[&str],
+        tls_mode: Option<TlsMode>,
+    ) -> anyhow::Result<TestCluster> {
         let dir = tempfile::tempdir().context("creating the cluster's directory")?;
+        let tls = tls_mode
+            .map(|mode| ClusterTls::new(mode, dir.path().join("pki")))
+            .transpose()?;
         let namesrv_binary = workspace_binary("raftmq-server", "mqnamesrv")?;
-        let mut namesrv = Process::spawn(
-            &namesrv_binary,
-            &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
-        )?;
+        let mut namesrv_args: Vec<String> =
+            ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+                .map(String::from)
+                .to_vec();
+        if let Some(tls) = &tls {
+            namesrv_args.extend(tls.process_args("namesrv", IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        }
+        let namesrv_arg_refs: Vec<&str> = namesrv_args.iter().map(String::as_str).collect();
+        let mut namesrv = Process::spawn(&namesrv_binary, &namesrv_arg_refs)?;
         let line = namesrv
             .wait_for_stdout_line(|l| l.starts_with("mqnamesrv listening"), START_TIMEOUT)?;
         let namesrv_addr = field(&line, "remoting=")?;
@@ -109,6 +188,7 @@ impl TestCluster {
             members,
             extra_broker_args: extra_broker_args.iter().map(|s| s.to_string()).collect(),
             admin: AdminHttp::new(HTTP_TIMEOUT)?,
+            tls,
             _dir: dir,
         };
         let ids: Vec<u64> = cluster.members.iter().map(|m| m.node_id).collect();
@@ -176,6 +256,9 @@ impl TestCluster {
             "--data-dir".into(),
             member.data_dir.display().to_string(),
         ];
+        if let Some(tls) = &self.tls {
+            args.extend(tls.process_args(&format!("member-{node_id}"), IpAddr::V4(member.ip)));
+        }
         args.extend(self.extra_broker_args.iter().cloned());
         Ok(args)
     }
@@ -342,6 +425,26 @@ impl TestCluster {
             .and_then(|g| g.leader))
     }
 
+    /// What a client of this cluster connects with: TLS trusting its CA, or plaintext.
+    pub fn client_tls(&self) -> TlsConnector {
+        self.tls
+            .as_ref()
+            .map(|tls| tls.connector.clone())
+            .unwrap_or_default()
+    }
+
+    /// A remoting admin client of this cluster (over TLS when the cluster has it).
+    pub fn remoting_admin(&self) -> anyhow::Result<raftmq_client::Admin> {
+        Ok(raftmq_client::Admin::with_rpc_config(
+            Some(&self.namesrv_addr.to_string()),
+            raftmq_client::broker_client::DEFAULT_RPC_TIMEOUT,
+            raftmq_remoting::RpcClientConfig {
+                tls: self.client_tls(),
+                ..Default::default()
+            },
+        )?)
+    }
+
     /// Creates `topic` with `queues` queues on the group's leader and waits (up to
     /// [`START_TIMEOUT`]) until the NameServer routes it; returns the admin client it used.
     pub async fn create_routed_topic(
@@ -349,7 +452,7 @@ impl TestCluster {
         topic: &str,
         queues: u32,
     ) -> anyhow::Result<raftmq_client::Admin> {
-        let admin = raftmq_client::Admin::new(Some(&self.namesrv_addr.to_string()))?;
+        let admin = self.remoting_admin()?;
         let config = raftmq_client::admin::TopicConfig {
             topic_name: topic.into(),
             read_queue_nums: queues,

@@ -92,6 +92,11 @@ pub struct ScriptCluster {
 impl ScriptCluster {
     /// `cluster.sh up --groups <groups> --dir <temp> --host <own loopback address>`.
     pub fn up(groups: u32) -> anyhow::Result<ScriptCluster> {
+        Self::up_with(groups, &[])
+    }
+
+    /// [`up`](Self::up) with more arguments of `cluster.sh up` (`--acl`, `--tls`).
+    pub fn up_with(groups: u32, extra_args: &[&str]) -> anyhow::Result<ScriptCluster> {
         workspace_binary("raftmq-server", "mqnamesrv")?;
         let broker = workspace_binary("raftmq-server", "mqbroker")?;
         let mq = workspace_binary("raftmq-cli", "mq")?;
@@ -114,16 +119,11 @@ impl ScriptCluster {
             },
             stopped: false,
         };
-        let output = cluster.script(
-            &[
-                "up",
-                "--groups",
-                &groups.to_string(),
-                "--host",
-                &host.to_string(),
-            ],
-            UP_TIMEOUT,
-        )?;
+        let groups = groups.to_string();
+        let host_arg = host.to_string();
+        let mut args = vec!["up", "--groups", &groups, "--host", &host_arg];
+        args.extend_from_slice(extra_args);
+        let output = cluster.script(&args, UP_TIMEOUT)?;
         if !output.success {
             bail!(
                 "cluster.sh up failed ({:?}):\n{}\n{}\nlogs:\n{}",

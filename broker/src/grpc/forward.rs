@@ -23,7 +23,7 @@ use std::time::Duration;
 use raftmq_raft::MetricsReceiver as _;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::pb::messaging_service_client::MessagingServiceClient;
 use super::pb::{self, Code};
@@ -41,10 +41,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long to wait for news of the leadership before looking again.
 pub const LEADER_POLL: Duration = Duration::from_millis(50);
 
-/// gRPC channels to the other members, made once each (connected lazily, reconnected by tonic).
+/// gRPC channels to the other members, made once each (connected lazily, reconnected by tonic),
+/// over TLS when the member has it.
 #[derive(Default)]
 pub struct Channels {
     channels: Mutex<BTreeMap<SocketAddr, Channel>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl std::fmt::Debug for Channels {
@@ -54,6 +56,14 @@ impl std::fmt::Debug for Channels {
 }
 
 impl Channels {
+    /// Channels dialing with `tls` (the cluster CA, this member's certificate), or plaintext.
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        Channels {
+            channels: Mutex::default(),
+            tls,
+        }
+    }
+
     fn client(&self, addr: SocketAddr) -> Result<MessagingServiceClient<Channel>, tonic::Status> {
         let mut channels = self
             .channels
@@ -62,11 +72,17 @@ impl Channels {
         if let Some(channel) = channels.get(&addr) {
             return Ok(MessagingServiceClient::new(channel.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|err| tonic::Status::internal(format!("leader address {addr}: {err}")))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|err| {
+                tonic::Status::internal(format!("TLS to the leader at {addr}: {err}"))
+            })?;
+        }
+        let channel = endpoint.connect_lazy();
         channels.insert(addr, channel.clone());
         Ok(MessagingServiceClient::new(channel))
     }

@@ -17,6 +17,7 @@
 //! SyncLiteSubscription UNSUPPORTED.
 
 pub mod forward;
+pub mod incoming;
 pub mod offset;
 pub mod pop;
 pub mod route;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt as _};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{instrument, warn};
 
@@ -61,19 +62,31 @@ pub struct MessagingServer {
     ctx: Arc<BrokerContext>,
 }
 
-/// Serves gRPC on `listener` until `shutdown`.
-pub async fn serve(ctx: Arc<BrokerContext>, listener: TcpListener, shutdown: CancellationToken) {
+/// Serves gRPC on `listener` until `shutdown`, each connection through `tls` (plaintext, TLS
+/// or both, by the member's mode).
+pub async fn serve(
+    ctx: Arc<BrokerContext>,
+    listener: TcpListener,
+    tls: raftmq_tls::TlsAcceptor,
+    shutdown: CancellationToken,
+) {
     let service = MessagingServiceServer::new(MessagingServer { ctx })
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
-    let incoming = TcpListenerStream::new(listener);
+    let accepting = tokio_util::task::TaskTracker::new();
+    // A child: a failed server stops its own accepting, not the member.
+    let stop_accepting = shutdown.child_token();
+    let incoming = incoming::accept(listener, tls, stop_accepting.clone(), &accepting);
     let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     if let Err(err) = served {
         warn!(error = %err, "the gRPC server failed");
     }
+    // The accept loop and the handshakes in hand end here.
+    stop_accepting.cancel();
+    accepting.close();
+    accepting.wait().await;
 }
 
 fn client_id<T>(request: &tonic::Request<T>) -> Option<String> {

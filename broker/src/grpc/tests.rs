@@ -722,3 +722,65 @@ async fn receiving_per_queue_through_a_follower_misses_nothing_across_a_leader_c
     }
     group.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_tls_a_follower_forwards_sends_to_the_leader_and_plaintext_is_refused() -> Result<()> {
+    use raftmq_tls::TlsMode;
+    use raftmq_tls::test_certs::TestCa;
+
+    let certs = tempfile::tempdir()?;
+    let ca = TestCa::new("cluster");
+    let member = ca.issue(certs.path(), "member");
+    let ca_file = ca.write_ca(certs.path());
+    let group = TestGroup::start_with(3, |options| {
+        options.tls_mode = Some(TlsMode::Enforcing);
+        options.tls_cert = Some(member.cert.clone());
+        options.tls_key = Some(member.key.clone());
+        options.tls_ca = Some(ca_file.clone());
+    })
+    .await?;
+    let leader = group.wait_for_leader().await?;
+    let (follower, _) = group.others(leader).next().context("no follower")?;
+    let addr = group.member(follower).grpc;
+
+    // A 5.x client trusting the cluster's CA (no client certificate: clients need none).
+    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(std::fs::read(&ca_file)?),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr} over TLS"))?;
+    let mut to_follower = MessagingServiceClient::new(channel);
+    for i in 0..10 {
+        let entry = send(
+            &mut to_follower,
+            message("TlsTopic", &format!("TLS-{i}"), b"x", MessageType::Normal),
+        )
+        .await?;
+        assert_eq!(code_of(&entry.status), Code::Ok as i32, "{entry:?}");
+    }
+    wait_until("the sends stored on the leader", || {
+        (stored_count(group.member(leader), "TlsTopic") == 10).then_some(())
+    })
+    .await?;
+
+    // Plaintext HTTP/2 to the same port gets nowhere.
+    let plaintext = async {
+        let mut client = client(addr).await?;
+        send(
+            &mut client,
+            message("TlsTopic", "PLAIN", b"x", MessageType::Normal),
+        )
+        .await
+    };
+    assert!(
+        tokio::time::timeout(CLIENT_TIMEOUT, plaintext)
+            .await
+            .map_or(true, |sent| sent.is_err()),
+        "a plaintext gRPC client was served"
+    );
+    group.shutdown().await
+}

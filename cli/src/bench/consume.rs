@@ -146,6 +146,7 @@ pub async fn run(ctx: &Ctx, args: &ConsumeArgs) -> anyhow::Result<Report> {
         let consumer = Consumer::builder()
             .namesrv(ctx.namesrv_list.clone())
             .credentials(ctx.credentials.clone())
+            .tls(ctx.tls.clone())
             .group(&group)
             .subscribe(&args.topic, "*")
             .consume_from(ConsumeFrom::First)

@@ -326,6 +326,7 @@ pub async fn e2e(ctx: &Ctx, args: &LoadArgs) -> anyhow::Result<Report> {
     let (consumer, mut deliveries) = Consumer::builder()
         .namesrv(ctx.namesrv_list.clone())
         .credentials(ctx.credentials.clone())
+        .tls(ctx.tls.clone())
         .group(fresh_name("bench_e2e"))
         .subscribe(&args.topic, "*")
         .consume_from(ConsumeFrom::Last)

@@ -227,6 +227,7 @@ pub async fn new_producer(
     let mut builder = Producer::builder()
         .namesrv(ctx.namesrv_list.clone())
         .credentials(ctx.credentials.clone())
+        .tls(ctx.tls.clone())
         .group(group)
         .send_timeout(send_timeout)
         .async_window(window.clamp(1, raftmq_client::producer::MAX_ASYNC_WINDOW));

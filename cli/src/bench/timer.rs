@@ -249,6 +249,7 @@ pub async fn run(ctx: &Ctx, args: &TimerArgs) -> anyhow::Result<()> {
         let (consumer, deliveries) = Consumer::builder()
             .namesrv(ctx.namesrv_list.clone())
             .credentials(ctx.credentials.clone())
+            .tls(ctx.tls.clone())
             .group(fresh_name("bench_timer"))
             .subscribe(&topic, "*")
             .consume_from(ConsumeFrom::First)

@@ -240,6 +240,7 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let mut builder = Producer::builder()
         .namesrv(ctx.namesrv_list.clone())
         .credentials(ctx.credentials.clone())
+        .tls(ctx.tls.clone())
         .group(args.group.clone())
         .async_window(args.window);
     if args.transaction.is_some() {

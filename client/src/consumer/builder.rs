@@ -96,6 +96,7 @@ pub struct ConsumerBuilder {
     handler_drain_timeout: Duration,
     broadcasting: Option<Option<PathBuf>>,
     credentials: Option<SessionCredentials>,
+    tls: raftmq_tls::TlsConnector,
 }
 
 impl Default for ConsumerBuilder {
@@ -121,6 +122,7 @@ impl Default for ConsumerBuilder {
             handler_drain_timeout: HANDLER_DRAIN_TIMEOUT,
             broadcasting: None,
             credentials: None,
+            tls: raftmq_tls::TlsConnector::plaintext(),
         }
     }
 }
@@ -130,6 +132,14 @@ impl ConsumerBuilder {
     /// brokers that enforce ACL); `None` sends requests unsigned.
     pub fn credentials(mut self, credentials: Option<SessionCredentials>) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// Connects to the NameServers and brokers over TLS with `tls` (built with
+    /// `raftmq_tls::ClientTlsConfig::connector`: the CA to trust, an optional client
+    /// certificate); plaintext by default.
+    pub fn tls(mut self, tls: raftmq_tls::TlsConnector) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -383,6 +393,7 @@ impl ConsumerBuilder {
                 route_refresh_interval: self.route_refresh_interval,
                 heartbeat_interval: self.heartbeat_interval,
                 credentials: self.credentials.clone(),
+                tls: self.tls.clone(),
                 auto_create_queue_nums: None,
                 inbound: Some(Arc::new(NotifyHandler {
                     group: config.group.clone(),

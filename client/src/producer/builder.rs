@@ -65,6 +65,7 @@ pub struct ProducerBuilder {
     route_refresh_interval: Duration,
     transaction_checker: Option<TransactionChecker>,
     credentials: Option<SessionCredentials>,
+    tls: raftmq_tls::TlsConnector,
 }
 
 impl std::fmt::Debug for ProducerBuilder {
@@ -94,6 +95,7 @@ impl Default for ProducerBuilder {
             route_refresh_interval: ROUTE_REFRESH_INTERVAL,
             transaction_checker: None,
             credentials: None,
+            tls: raftmq_tls::TlsConnector::plaintext(),
         }
     }
 }
@@ -103,6 +105,14 @@ impl ProducerBuilder {
     /// brokers that enforce ACL); `None` sends requests unsigned.
     pub fn credentials(mut self, credentials: Option<SessionCredentials>) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// Connects to the NameServers and brokers over TLS with `tls` (built with
+    /// `raftmq_tls::ClientTlsConfig::connector`: the CA to trust, an optional client
+    /// certificate); plaintext by default.
+    pub fn tls(mut self, tls: raftmq_tls::TlsConnector) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -242,6 +252,7 @@ impl ProducerBuilder {
                 route_refresh_interval: self.route_refresh_interval,
                 heartbeat_interval: PRODUCER_HEARTBEAT_INTERVAL,
                 credentials: self.credentials.clone(),
+                tls: self.tls.clone(),
                 auto_create_queue_nums: Some(self.default_topic_queue_nums),
                 inbound: check_handler
                     .clone()

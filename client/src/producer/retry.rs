@@ -58,7 +58,9 @@ pub fn decide(error: &ClientError, retry_unknown: bool) -> RetryDecision {
         ClientError::Rpc(RpcError::NotSent { reason, .. }) => match reason {
             NotSentReason::Connect(_)
             | NotSentReason::ConnectTimeout
-            | NotSentReason::ConnectionClosed => RetryDecision::Retry,
+            | NotSentReason::ConnectionClosed
+            // Another member may hold a good certificate; the retries are few either way.
+            | NotSentReason::TlsHandshake(_) => RetryDecision::Retry,
             NotSentReason::Backlogged => RetryDecision::RetryAfterBackoff,
             NotSentReason::Encode(_) | NotSentReason::Shutdown => RetryDecision::Stop,
         },

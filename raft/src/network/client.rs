@@ -29,6 +29,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
+use raftmq_tls::{MaybeTlsStream, TlsConnector};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -47,7 +48,7 @@ use crate::types::{
     Entry, EntryPayload, LogId, Node, NodeId, Snapshot, SnapshotData, TypeConfig, Vote,
 };
 
-type Connection = Framed<TcpStream, LengthDelimitedCodec>;
+type Connection = Framed<MaybeTlsStream, LengthDelimitedCodec>;
 
 /// An open connection and the requests written on it whose answers have not been read yet.
 struct Link {
@@ -73,6 +74,8 @@ pub struct NetworkFactory {
     health: Arc<Mutex<HashMap<NodeId, Arc<Mutex<PeerHealth>>>>>,
     /// Reads the log entries a snapshot carries when one is sent.
     log: Option<LogReader>,
+    /// Plaintext, or mutual TLS with the peers.
+    tls: TlsConnector,
     #[cfg(feature = "fault-injection")]
     partition: super::Partition,
 }
@@ -88,6 +91,11 @@ impl NetworkFactory {
             log: Some(log),
             ..NetworkFactory::default()
         }
+    }
+
+    /// The same factory, dialing peers through `tls`.
+    pub fn with_tls(self, tls: TlsConnector) -> Self {
+        NetworkFactory { tls, ..self }
     }
 
     /// The test hook that cuts this member off from chosen peers.
@@ -115,6 +123,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             connection: None,
             health: self.health_of(target),
             log: self.log.clone(),
+            tls: self.tls.clone(),
             #[cfg(feature = "fault-injection")]
             partition: self.partition.clone(),
         }
@@ -130,6 +139,7 @@ pub struct PeerClient {
     #[cfg(feature = "fault-injection")]
     partition: super::Partition,
     log: Option<LogReader>,
+    tls: TlsConnector,
 }
 
 impl std::fmt::Debug for PeerClient {
@@ -160,7 +170,8 @@ impl PeerClient {
         {
             return Err(unreachable("backing off after failed connections".into()));
         }
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr)).await;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let attempt = tokio::time::timeout_at(deadline, TcpStream::connect(&self.addr)).await;
         let stream = match attempt {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(self.connect_failed(unreachable(e.to_string()))),
@@ -177,6 +188,21 @@ impl PeerClient {
                 target: self.target,
                 source,
             })?;
+        // A refused certificate counts as a failed connection: backing off spares the peer a
+        // handshake per RPC.
+        let stream = match tokio::time::timeout_at(deadline, self.tls.connect(&self.addr, stream))
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                return Err(self.connect_failed(unreachable(format!("TLS handshake failed: {e}"))));
+            }
+            Err(_) => {
+                return Err(self.connect_failed(unreachable(format!(
+                    "TLS handshake timed out after {CONNECT_TIMEOUT:?}"
+                ))));
+            }
+        };
         *self.health() = PeerHealth::default();
         Ok(Framed::new(stream, frame_codec()))
     }

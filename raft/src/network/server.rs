@@ -15,6 +15,8 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use raftmq_tls::TlsAcceptor;
+
 use super::{MAX_CONNECTIONS, RpcRequest, RpcResponse, frame_codec};
 use crate::codec;
 use crate::snapshot::SnapshotInbox;
@@ -34,11 +36,13 @@ pub struct RaftServer {
 
 impl RaftServer {
     /// Serves Raft RPCs arriving on `listener` to `raft` until [`shutdown`](Self::shutdown);
-    /// snapshots are received into `inbox`.
+    /// snapshots are received into `inbox`. Each connection goes through `tls` first (mutual
+    /// TLS, or plaintext).
     pub fn start(
         listener: TcpListener,
         raft: Raft,
         inbox: Arc<SnapshotInbox>,
+        tls: TlsAcceptor,
     ) -> std::io::Result<RaftServer> {
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -47,6 +51,7 @@ impl RaftServer {
             listener,
             raft,
             inbox,
+            tls,
             shutdown.clone(),
             tasks.clone(),
         ));
@@ -74,6 +79,7 @@ async fn accept_loop(
     listener: TcpListener,
     raft: Raft,
     inbox: Arc<SnapshotInbox>,
+    tls: TlsAcceptor,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -110,6 +116,7 @@ async fn accept_loop(
             peer,
             raft.clone(),
             Arc::clone(&inbox),
+            tls.clone(),
             shutdown.clone(),
             permit,
         ));
@@ -122,9 +129,21 @@ async fn serve_connection(
     peer: SocketAddr,
     raft: Raft,
     inbox: Arc<SnapshotInbox>,
+    tls: TlsAcceptor,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
+    // On this connection's own task: a slow or refused handshake holds up no other peer.
+    let stream = tokio::select! {
+        () = shutdown.cancelled() => return,
+        accepted = tls.accept(stream) => match accepted {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "raft connection refused");
+                return;
+            }
+        },
+    };
     let mut framed = Framed::new(stream, frame_codec());
     loop {
         let frame = tokio::select! {

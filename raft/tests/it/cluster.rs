@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use openraft::ServerState;
 use raftmq_raft::testing::{KvCommand, KvStateMachine};
-use raftmq_raft::{InitializeOutcome, Node, NodeConfig, NodeId, Raft, RaftNode};
+use raftmq_raft::{InitializeOutcome, Node, NodeConfig, NodeId, Raft, RaftNode, RaftTls};
 
 /// Bound on any single wait for the cluster to reach a state.
 pub const WAIT_MAX: Duration = Duration::from_secs(30);
@@ -29,13 +29,25 @@ pub async fn start_member(
     id: NodeId,
     listen: SocketAddr,
 ) -> Result<(RaftNode, KvStateMachine)> {
+    start_member_with_tls(root, id, listen, RaftTls::default()).await
+}
+
+/// [`start_member`] with its Raft links secured by `tls`.
+pub async fn start_member_with_tls(
+    root: &Path,
+    id: NodeId,
+    listen: SocketAddr,
+    tls: RaftTls,
+) -> Result<(RaftNode, KvStateMachine)> {
     let dir = member_dir(root, id);
     std::fs::create_dir_all(&dir)?;
     let kv = KvStateMachine::open(&dir.join(KV_FILE))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let node = RaftNode::start(NodeConfig::new(id, &dir), listener, kv.clone()).await?;
+    let mut config = NodeConfig::new(id, &dir);
+    config.tls = tls;
+    let node = RaftNode::start(config, listener, kv.clone()).await?;
     Ok((node, kv))
 }
 
@@ -50,6 +62,8 @@ pub struct Member {
 pub struct Cluster {
     pub root: tempfile::TempDir,
     pub members: BTreeMap<NodeId, Member>,
+    /// Each member's link security (absent: plaintext).
+    pub tls: BTreeMap<NodeId, RaftTls>,
 }
 
 pub fn any_port() -> SocketAddr {
@@ -59,10 +73,17 @@ pub fn any_port() -> SocketAddr {
 impl Cluster {
     /// Starts members `1..=count` and initializes the group from member 1.
     pub async fn start(count: u64) -> Result<Cluster> {
+        Self::start_with_tls(count, |_| RaftTls::default()).await
+    }
+
+    /// [`start`](Self::start), member `id`'s links secured by `tls(id)`.
+    pub async fn start_with_tls(count: u64, tls: impl Fn(NodeId) -> RaftTls) -> Result<Cluster> {
         let root = tempfile::tempdir()?;
         let mut members = BTreeMap::new();
+        let tls: BTreeMap<NodeId, RaftTls> = (1..=count).map(|id| (id, tls(id))).collect();
         for id in 1..=count {
-            let (node, kv) = start_member(root.path(), id, any_port()).await?;
+            let (node, kv) =
+                start_member_with_tls(root.path(), id, any_port(), tls[&id].clone()).await?;
             let addr = node.local_addr();
             members.insert(
                 id,
@@ -73,7 +94,7 @@ impl Cluster {
                 },
             );
         }
-        let cluster = Cluster { root, members };
+        let cluster = Cluster { root, members, tls };
         let outcome = cluster.node(1)?.initialize(cluster.membership()).await?;
         if outcome != InitializeOutcome::Initialized {
             bail!("a fresh member 1 said {outcome:?}");
@@ -155,7 +176,8 @@ impl Cluster {
     /// Restarts member `id` from its data directory on its old address.
     pub async fn restart(&mut self, id: NodeId) -> Result<()> {
         let addr = self.members.get(&id).context("no such member")?.addr;
-        let (node, kv) = start_member(self.root.path(), id, addr).await?;
+        let tls = self.tls.get(&id).cloned().unwrap_or_default();
+        let (node, kv) = start_member_with_tls(self.root.path(), id, addr, tls).await?;
         let member = self.members.get_mut(&id).context("no such member")?;
         member.node = Some(node);
         member.kv = Some(kv);

@@ -7,5 +7,6 @@ mod prevote;
 mod replication;
 mod snapshot;
 mod storage_suite;
+mod tls;
 mod transfer;
 mod transport;

@@ -5,14 +5,18 @@
 //! 127.0.0.1:9877). Once both are bound it prints one line to stdout,
 //! `mqnamesrv listening remoting=<addr> admin=<addr>`, so that a supervisor (or a test
 //! started with port 0) learns the real addresses. Logs go to stderr (`RUST_LOG`, default
-//! `info`). SIGINT or SIGTERM stop it cleanly.
+//! `info`). SIGINT or SIGTERM stop it cleanly. `--tls-mode permissive|enforcing` with
+//! `--tls-cert`/`--tls-key` serves remoting over TLS (`--tls-ca`: the CA its dashboard trusts
+//! when it reads the cluster back over TLS).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
 use raftmq_namesrv::{DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, NameServer};
+use raftmq_tls::{ClientTlsConfig, TlsConfig, TlsMode};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -31,6 +35,24 @@ struct Args {
     /// --admin-listen is not loopback.
     #[arg(long, env = raftmq_protocol::admin::ADMIN_TOKEN_ENV, hide_env_values = true)]
     admin_token: Option<raftmq_protocol::admin::AdminToken>,
+
+    /// TLS on the remoting port: `disabled`, `permissive` (TLS and plaintext, told apart per
+    /// connection) or `enforcing` (TLS only).
+    #[arg(long, env = "RAFTMQ_TLS_MODE", default_value_t = TlsMode::Disabled)]
+    tls_mode: TlsMode,
+
+    /// The NameServer's certificate chain (PEM), valid for the address clients dial.
+    #[arg(long, env = "RAFTMQ_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RAFTMQ_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+
+    /// The cluster's CA (PEM): the dashboard on the admin port checks the servers it reads
+    /// (this NameServer, the brokers) against it.
+    #[arg(long, env = "RAFTMQ_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -46,6 +68,22 @@ async fn main() -> anyhow::Result<()> {
 
     raftmq_protocol::admin::check_admin_exposure(args.admin_listen, args.admin_token.as_ref())
         .map_err(anyhow::Error::msg)?;
+    let tls = TlsConfig {
+        mode: args.tls_mode,
+        cert: args.tls_cert,
+        key: args.tls_key,
+        ca: args.tls_ca,
+    };
+    let acceptor = tls.acceptor().context("TLS")?;
+    // The dashboard reads the cluster as a client: over TLS when this NameServer has TLS on.
+    let dashboard_tls = ClientTlsConfig {
+        enabled: tls.mode.is_enabled(),
+        ca: tls.ca.clone(),
+        cert: None,
+        key: None,
+    }
+    .connector()
+    .context("TLS (the dashboard's client side)")?;
     let remoting = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the remoting address {}", args.listen))?;
@@ -53,14 +91,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_listen))?;
     let remoting_addr = remoting.local_addr()?;
-    let server = NameServer::new(remoting, admin)
+    let server = NameServer::with_remoting_tls(remoting, admin, acceptor)
         .with_ui(raftmq_server::namesrv_ui(
             remoting_addr,
             args.admin_token.clone(),
+            dashboard_tls,
         ))
         .with_admin_token(args.admin_token);
     let admin_addr = server.admin_addr()?;
-    tracing::info!(%remoting_addr, %admin_addr, "NameServer listening");
+    tracing::info!(%remoting_addr, %admin_addr, tls = %tls.mode, "NameServer listening");
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(

@@ -16,3 +16,4 @@ mod namesrv;
 mod pop;
 mod retention;
 mod semantics;
+mod tls;
