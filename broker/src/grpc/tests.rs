@@ -10,6 +10,8 @@ use tonic::transport::Channel;
 use super::pb::{self, Code, MessageType, MessagingServiceClient, telemetry_command::Command};
 use crate::testing::{TestGroup, wait_until};
 
+mod acl;
+
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn client(addr: std::net::SocketAddr) -> Result<MessagingServiceClient<Channel>> {
