@@ -19,6 +19,8 @@
 
 pub mod acl;
 pub mod forward;
+#[cfg(test)]
+mod fuzz_grpc;
 pub mod offset;
 pub mod pop;
 pub mod route;
