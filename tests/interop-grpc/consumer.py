@@ -9,8 +9,10 @@ PushConsumer whose listener writes the line and answers SUCCESS (the client acks
 
 It runs until the file STOP exists (it lists the indexes the producer had acknowledged, one a
 line) and every index listed was consumed, or then nothing was consumed for --idle seconds, or
-until --max-seconds pass. (A SimpleConsumer receives from one queue at a time, each empty queue
-holding it for a long poll of at least 5 s: idleness alone says little.) Used by tests/tests/it/grpc_python.rs.
+until --max-seconds pass. (This client's SimpleConsumer names a random queue in each receive;
+the broker pops every queue of the topic whichever is named, as RocketMQ's proxy does, so a
+receive waits out its 5 s long poll only when nothing is left anywhere.) Used by
+tests/tests/it/grpc_python.rs.
 """
 
 import argparse

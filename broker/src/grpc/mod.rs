@@ -11,12 +11,16 @@
 //!                  ForwardMessageToDeadLetterQueue: POP consumption (crate::pop), via forward.rs
 //!   forward.rs     a write reaching a follower is forwarded to the leader, across leader changes
 //!   status.rs      the one mapping from errors to definition.proto's Code
+//!   acl.rs         the ACL check every RPC makes first, before anything is forwarded or runs
 //! ```
 //!
 //! PullMessage is answered NOT_IMPLEMENTED (pull over remoting), RecallMessage and
 //! SyncLiteSubscription UNSUPPORTED.
 
+pub mod acl;
 pub mod forward;
+#[cfg(test)]
+mod fuzz_grpc;
 pub mod incoming;
 pub mod offset;
 pub mod pop;
@@ -105,6 +109,12 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::QueryRouteRequest>,
     ) -> Result<tonic::Response<pb::QueryRouteResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "QueryRoute", &request) {
+            return Ok(tonic::Response::new(pb::QueryRouteResponse {
+                status: Some(status),
+                ..Default::default()
+            }));
+        }
         let answer = match route::query_route(&self.ctx, request.get_ref()) {
             Ok(message_queues) => pb::QueryRouteResponse {
                 status: Some(status::ok()),
@@ -122,6 +132,11 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::HeartbeatRequest>,
     ) -> Result<tonic::Response<pb::HeartbeatResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "Heartbeat", &request) {
+            return Ok(tonic::Response::new(pb::HeartbeatResponse {
+                status: Some(status),
+            }));
+        }
         let status = match client_id(&request) {
             Some(_) => status::ok(),
             None => status::status(
@@ -139,6 +154,12 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::SendMessageRequest>,
     ) -> Result<tonic::Response<pb::SendMessageResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "SendMessage", &request) {
+            return Ok(tonic::Response::new(pb::SendMessageResponse {
+                status: Some(status),
+                ..Default::default()
+            }));
+        }
         let peer = request.remote_addr();
         forward::write(
             &self.ctx,
@@ -154,6 +175,12 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::QueryAssignmentRequest>,
     ) -> Result<tonic::Response<pb::QueryAssignmentResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "QueryAssignment", &request) {
+            return Ok(tonic::Response::new(pb::QueryAssignmentResponse {
+                status: Some(status),
+                ..Default::default()
+            }));
+        }
         let answer = match route::query_assignment(&self.ctx, request.get_ref()) {
             Ok(assignments) if assignments.is_empty() => pb::QueryAssignmentResponse {
                 status: Some(status::status(
@@ -181,6 +208,14 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::ReceiveMessageRequest>,
     ) -> Result<tonic::Response<Self::ReceiveMessageStream>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "ReceiveMessage", &request) {
+            let refused = pb::ReceiveMessageResponse {
+                content: Some(pb::receive_message_response::Content::Status(status)),
+            };
+            return Ok(tonic::Response::new(Box::pin(futures::stream::iter([Ok(
+                refused,
+            )]))));
+        }
         let deadline = forward::deadline_of(request.metadata());
         let group = request
             .get_ref()
@@ -219,6 +254,12 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::AckMessageRequest>,
     ) -> Result<tonic::Response<pb::AckMessageResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "AckMessage", &request) {
+            return Ok(tonic::Response::new(pb::AckMessageResponse {
+                status: Some(status),
+                ..Default::default()
+            }));
+        }
         forward::write(
             &self.ctx,
             request,
@@ -234,6 +275,15 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<tonic::Response<pb::ForwardMessageToDeadLetterQueueResponse>, tonic::Status> {
+        if let Err(status) =
+            acl::check_request(&self.ctx, "ForwardMessageToDeadLetterQueue", &request)
+        {
+            return Ok(tonic::Response::new(
+                pb::ForwardMessageToDeadLetterQueueResponse {
+                    status: Some(status),
+                },
+            ));
+        }
         forward::write(
             &self.ctx,
             request,
@@ -250,8 +300,16 @@ impl MessagingService for MessagingServer {
 
     async fn pull_message(
         &self,
-        _request: tonic::Request<pb::PullMessageRequest>,
+        request: tonic::Request<pb::PullMessageRequest>,
     ) -> Result<tonic::Response<Self::PullMessageStream>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "PullMessage", &request) {
+            let refused = pb::PullMessageResponse {
+                content: Some(pb::pull_message_response::Content::Status(status)),
+            };
+            return Ok(tonic::Response::new(Box::pin(futures::stream::iter([Ok(
+                refused,
+            )]))));
+        }
         let answer = pb::PullMessageResponse {
             content: Some(pb::pull_message_response::Content::Status(status::status(
                 Code::NotImplemented,
@@ -267,6 +325,11 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::UpdateOffsetRequest>,
     ) -> Result<tonic::Response<pb::UpdateOffsetResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "UpdateOffset", &request) {
+            return Ok(tonic::Response::new(pb::UpdateOffsetResponse {
+                status: Some(status),
+            }));
+        }
         forward::write(
             &self.ctx,
             request,
@@ -281,6 +344,12 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::GetOffsetRequest>,
     ) -> Result<tonic::Response<pb::GetOffsetResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "GetOffset", &request) {
+            return Ok(tonic::Response::new(pb::GetOffsetResponse {
+                status: Some(status),
+                ..Default::default()
+            }));
+        }
         // A committed offset must never be read going back: the leader answers.
         forward::write(
             &self.ctx,
@@ -296,6 +365,12 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::QueryOffsetRequest>,
     ) -> Result<tonic::Response<pb::QueryOffsetResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "QueryOffset", &request) {
+            return Ok(tonic::Response::new(pb::QueryOffsetResponse {
+                status: Some(status),
+                ..Default::default()
+            }));
+        }
         Ok(tonic::Response::new(offset::query_offset(
             &self.ctx,
             request.get_ref(),
@@ -307,6 +382,11 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::EndTransactionRequest>,
     ) -> Result<tonic::Response<pb::EndTransactionResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "EndTransaction", &request) {
+            return Ok(tonic::Response::new(pb::EndTransactionResponse {
+                status: Some(status),
+            }));
+        }
         forward::write(
             &self.ctx,
             request,
@@ -323,6 +403,22 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<tonic::Streaming<pb::TelemetryCommand>>,
     ) -> Result<tonic::Response<Self::TelemetryStream>, tonic::Status> {
+        if let Err(status) = acl::check(
+            &self.ctx,
+            "Telemetry",
+            request.metadata(),
+            request.remote_addr(),
+            &raftmq_protocol::acl::Needs::default(),
+        ) {
+            // The stream's one answer says why; no settings are taken from a refused client.
+            let refused = pb::TelemetryCommand {
+                status: Some(status),
+                command: None,
+            };
+            return Ok(tonic::Response::new(Box::pin(futures::stream::iter([Ok(
+                refused,
+            )]))));
+        }
         let Some(client_id) = client_id(&request) else {
             return Err(tonic::Status::invalid_argument(
                 "the x-mq-client-id header is missing",
@@ -338,6 +434,11 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<tonic::Response<pb::NotifyClientTerminationResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "NotifyClientTermination", &request) {
+            return Ok(tonic::Response::new(pb::NotifyClientTerminationResponse {
+                status: Some(status),
+            }));
+        }
         if let Some(client_id) = client_id(&request) {
             self.ctx.telemetry.forget(&client_id);
         }
@@ -351,6 +452,12 @@ impl MessagingService for MessagingServer {
         &self,
         request: tonic::Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<tonic::Response<pb::ChangeInvisibleDurationResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "ChangeInvisibleDuration", &request) {
+            return Ok(tonic::Response::new(pb::ChangeInvisibleDurationResponse {
+                status: Some(status),
+                ..Default::default()
+            }));
+        }
         forward::write(
             &self.ctx,
             request,
@@ -363,8 +470,14 @@ impl MessagingService for MessagingServer {
 
     async fn recall_message(
         &self,
-        _request: tonic::Request<pb::RecallMessageRequest>,
+        request: tonic::Request<pb::RecallMessageRequest>,
     ) -> Result<tonic::Response<pb::RecallMessageResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "RecallMessage", &request) {
+            return Ok(tonic::Response::new(pb::RecallMessageResponse {
+                status: Some(status),
+                ..Default::default()
+            }));
+        }
         Ok(tonic::Response::new(pb::RecallMessageResponse {
             status: Some(status::status(
                 Code::Unsupported,
@@ -376,8 +489,13 @@ impl MessagingService for MessagingServer {
 
     async fn sync_lite_subscription(
         &self,
-        _request: tonic::Request<pb::SyncLiteSubscriptionRequest>,
+        request: tonic::Request<pb::SyncLiteSubscriptionRequest>,
     ) -> Result<tonic::Response<pb::SyncLiteSubscriptionResponse>, tonic::Status> {
+        if let Err(status) = acl::check_request(&self.ctx, "SyncLiteSubscription", &request) {
+            return Ok(tonic::Response::new(pb::SyncLiteSubscriptionResponse {
+                status: Some(status),
+            }));
+        }
         Ok(tonic::Response::new(pb::SyncLiteSubscriptionResponse {
             status: Some(status::status(
                 Code::Unsupported,

@@ -9,6 +9,9 @@
 //!   leader's stream and replays it, so a receive is retried across a leader change exactly as a
 //!   send is (a pop whose answer was lost only leaves its messages invisible until their
 //!   invisible time ends, when they are handed out again).
+//! - A receive pops from every readable queue of the topic, whichever queue the request names
+//!   (RocketMQ's proxy uses only its broker name): a client that picks an empty queue still
+//!   gets what another queue holds, rather than waiting out its long poll.
 //! - The long poll ends [`REPLY_MARGIN`] before the call's deadline, so the client gets an
 //!   answer rather than DEADLINE_EXCEEDED.
 //! - `auto_renew` (PushConsumer): the proxy keeps such a message invisible by renewing it in the
@@ -132,14 +135,16 @@ pub async fn receive(
             }
         }
     };
-    // Queue id -1 (the assignment's "any queue") or absent: every readable queue.
-    let queue_id = queue
-        .map(|queue| queue.id)
-        .and_then(|id| u32::try_from(id).ok());
+    // Every readable queue of the topic in this group, whichever queue the client named: as
+    // RocketMQ's proxy does (it picks the broker by the queue's broker name and pops queue -1).
+    // A SimpleConsumer names a queue per receive (the Python client a random one each time);
+    // honouring it left each receive of an empty queue waiting out its whole long poll while
+    // the one queue still holding messages was drained only when chosen, so the tail of that
+    // queue looked stalled (issue 15).
     let pop_request = PopRequest {
         group,
         topic,
-        queue_id,
+        queue_id: None,
         max_messages: usize::try_from(request.batch_size).unwrap_or(1).max(1),
         invisible_ms,
         filter: &filter,

@@ -163,7 +163,7 @@ fn prepare(ctx: &BrokerContext, message: pb::Message) -> Result<Prepared, pb::Se
         properties.insert(property::SHARDING_KEY.to_string(), group.clone());
     }
     if let Some(due) = &system.delivery_timestamp {
-        let due_ms = due.seconds.saturating_mul(1000) + i64::from(due.nanos / 1_000_000);
+        let due_ms = timestamp_ms(due);
         properties.insert(property::TIMER_DELIVER_MS.to_string(), due_ms.to_string());
     }
     let transaction = message_type == MessageType::Transaction;
@@ -178,7 +178,8 @@ fn prepare(ctx: &BrokerContext, message: pb::Message) -> Result<Prepared, pb::Se
     let queue_id = choose_queue(ctx, &config, requested).map_err(|err| entry_of_error(&err))?;
     let born_timestamp = system
         .born_timestamp
-        .map(|born| born.seconds.saturating_mul(1000) + i64::from(born.nanos / 1_000_000))
+        .as_ref()
+        .map(timestamp_ms)
         .unwrap_or_else(raftmq_protocol::names::now_ms);
     Ok(Prepared {
         topic,
@@ -189,6 +190,15 @@ fn prepare(ctx: &BrokerContext, message: pb::Message) -> Result<Prepared, pb::Se
         body: message.body.into(),
         message_id: system.message_id,
     })
+}
+
+/// A client's timestamp in Unix milliseconds, saturating: a client may send any seconds and
+/// nanos (the fuzzer found `i64::MAX` seconds overflowing the sum).
+fn timestamp_ms(timestamp: &prost_types::Timestamp) -> i64 {
+    timestamp
+        .seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(timestamp.nanos / 1_000_000))
 }
 
 fn entry_of_error(error: &RequestError) -> pb::SendResultEntry {

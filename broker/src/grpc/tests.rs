@@ -10,6 +10,8 @@ use tonic::transport::Channel;
 use super::pb::{self, Code, MessageType, MessagingServiceClient, telemetry_command::Command};
 use crate::testing::{TestGroup, wait_until};
 
+mod acl;
+
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn client(addr: std::net::SocketAddr) -> Result<MessagingServiceClient<Channel>> {
@@ -782,5 +784,99 @@ async fn over_tls_a_follower_forwards_sends_to_the_leader_and_plaintext_is_refus
             .map_or(true, |sent| sent.is_err()),
         "a plaintext gRPC client was served"
     );
+    group.shutdown().await
+}
+
+/// Issue 15: a SimpleConsumer names a queue in each receive (the Python client a random one).
+/// A receive naming an empty queue must hand out what another queue holds, at once, not wait
+/// out its long poll with MESSAGE_NOT_FOUND while the queue holding messages waits to be
+/// named; also on the new leader after the old one stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receive_naming_an_empty_queue_gets_the_messages_of_another() -> Result<()> {
+    const TOPIC: &str = "GrpcPopOneQueue";
+    const GROUP: &str = "GrpcPopOneQueueGroup";
+    const SENT: usize = 40;
+    const LONG_POLL_MS: u64 = 4_000;
+    let mut group = TestGroup::start(3).await?;
+    let leader = group.wait_for_leader().await?;
+    let (follower, _) = group.others(leader).next().context("no follower")?;
+    let mut to_follower = client(group.member(follower).grpc).await?;
+    // One message group: every message lands in one queue.
+    for i in 0..SENT {
+        let mut one = message(TOPIC, &format!("ONE-{i}"), b"x", MessageType::Fifo);
+        if let Some(system) = one.system_properties.as_mut() {
+            system.message_group = Some("the-only-group".into());
+        }
+        let entry = send(&mut to_follower, one).await?;
+        assert_eq!(code_of(&entry.status), Code::Ok as i32, "{entry:?}");
+    }
+    let full = (0..8u32)
+        .find(|queue| {
+            group
+                .member(leader)
+                .ctx
+                .state
+                .queue(TOPIC, *queue)
+                .next_offset
+                > 0
+        })
+        .context("no queue holds the messages")?;
+    let empty = ((full + 1) % 8) as i32;
+    let mut consumed = std::collections::BTreeSet::new();
+    let mut stopped = false;
+    for _ in 0..2 * SENT {
+        if consumed.len() >= SENT {
+            break;
+        }
+        if !stopped && consumed.len() >= SENT / 2 {
+            group.stop_member(leader).await?;
+            stopped = true;
+        }
+        let mut call = request(pb::ReceiveMessageRequest {
+            group: resource(GROUP),
+            message_queue: Some(pb::MessageQueue {
+                topic: resource(TOPIC),
+                id: empty,
+                ..pb::MessageQueue::default()
+            }),
+            batch_size: 8,
+            invisible_duration: duration_ms(30_000),
+            long_polling_timeout: duration_ms(LONG_POLL_MS),
+            ..pb::ReceiveMessageRequest::default()
+        });
+        call.set_timeout(Duration::from_millis(LONG_POLL_MS + 3_000));
+        let asked = std::time::Instant::now();
+        let mut stream = to_follower.receive_message(call).await?.into_inner();
+        let mut handles = Vec::new();
+        let mut ids = Vec::new();
+        let mut status = 0;
+        while let Some(item) = stream.next().await {
+            match item?.content {
+                Some(pb::receive_message_response::Content::Message(message)) => {
+                    assert_eq!(system(&message).queue_id, full as i32);
+                    ids.push(system(&message).message_id.clone());
+                    handles.push(system(&message).receipt_handle.clone().unwrap());
+                }
+                Some(pb::receive_message_response::Content::Status(answer)) => status = answer.code,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            status,
+            Code::Ok as i32,
+            "a receive naming empty queue {empty} while queue {full} holds {} messages",
+            SENT - consumed.len()
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(LONG_POLL_MS),
+            "the receive waited out its long poll: {:?}",
+            asked.elapsed()
+        );
+        let acked = ack(&mut to_follower, GROUP, TOPIC, &handles).await?;
+        assert_eq!(code_of(&acked.status), Code::Ok as i32, "{acked:?}");
+        consumed.extend(ids);
+    }
+    assert_eq!(consumed.len(), SENT, "{consumed:?}");
+    assert!(stopped, "the leader was never stopped");
     group.shutdown().await
 }

@@ -27,6 +27,7 @@ pub use model::{
     Granted, Need, Needs, Perm, Resource,
 };
 pub use signature::{
-    ACCESS_KEY, GRPC_AUTHORIZATION_ALGORITHM, GrpcAuthorization, Proof, SECURITY_TOKEN, SIGNATURE,
-    SessionCredentials, SignatureError, sign_remoting, sign_remoting_request,
+    ACCESS_KEY, GRPC_AUTHORIZATION_ALGORITHM, GRPC_DATE_TIME_HEADER, GrpcAuthorization, Proof,
+    SECURITY_TOKEN, SIGNATURE, SessionCredentials, SignatureError, sign_remoting,
+    sign_remoting_request,
 };

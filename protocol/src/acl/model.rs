@@ -523,11 +523,25 @@ impl AclConfig {
         date_time: Option<&str>,
         needs: &Needs,
     ) -> Result<Granted, Denial> {
+        self.check_grpc_with_bootstrap(enforced, peer, authorization, date_time, needs, None)
+    }
+
+    /// [`AclConfig::check_grpc`] that also knows the member-local `bootstrap` account (see
+    /// [`AclConfig::check_with_bootstrap`]).
+    pub fn check_grpc_with_bootstrap(
+        &self,
+        enforced: bool,
+        peer: IpAddr,
+        authorization: Option<&str>,
+        date_time: Option<&str>,
+        needs: &Needs,
+        bootstrap: Option<&Account>,
+    ) -> Result<Granted, Denial> {
         let Some(authorization) = authorization else {
-            return self.check(enforced, peer, None, needs);
+            return self.check_with_bootstrap(enforced, peer, None, needs, bootstrap);
         };
         if !enforced || self.global_white_addresses.iter().any(|p| p.matches(peer)) {
-            return self.check(enforced, peer, None, needs);
+            return self.check_with_bootstrap(enforced, peer, None, needs, bootstrap);
         }
         let parsed = GrpcAuthorization::parse(authorization).map_err(Denial::BadAuthorization)?;
         let date_time = date_time.ok_or(Denial::BadAuthorization(
@@ -537,7 +551,7 @@ impl AclConfig {
             authorization: &parsed,
             date_time,
         };
-        self.check(enforced, peer, Some(proof), needs)
+        self.check_with_bootstrap(enforced, peer, Some(proof), needs, bootstrap)
     }
 
     /// The configuration without secret keys, for listing.
