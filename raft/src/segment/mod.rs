@@ -944,6 +944,50 @@ impl ReadPlan {
     pub fn read(&self, max_bytes: u64) -> Result<Vec<StoredRecord>, SegmentError> {
         let mut records = Vec::new();
         let mut bytes = 0u64;
+        self.walk_records(|id, payload| {
+            if !records.is_empty() && bytes >= max_bytes {
+                return Flow::Stop;
+            }
+            bytes += payload.len() as u64;
+            records.push(StoredRecord { id, payload });
+            Flow::Continue
+        })?;
+        Ok(records)
+    }
+
+    /// Checks every record of the plan (CRC, length, indexes counting up) without keeping the
+    /// payloads: what a scrub does. Returns the records and bytes checked; a bad record is an
+    /// error naming its file and position.
+    pub fn verify(&self) -> Result<VerifiedRange, SegmentError> {
+        let mut verified = VerifiedRange::default();
+        let next = self.walk_records(|_, payload| {
+            verified.records += 1;
+            verified.payload_bytes += payload.len() as u64;
+            Flow::Continue
+        })?;
+        if next != self.end {
+            let path = self
+                .pieces
+                .first()
+                .map(|p| p.path.clone())
+                .unwrap_or_default();
+            return Err(SegmentError::ShortSegment {
+                path,
+                expected_next: self.end,
+                found_next: next,
+            });
+        }
+        Ok(verified)
+    }
+
+    /// Hands the plan's records to `visit` in index order from `start` until it answers `Stop`
+    /// (that record not taken) or `end` is reached; returns the index after the last record
+    /// taken. A record out of order, or a bad one below the recorded end of the data (where
+    /// every record must be whole), is an error naming its file and position.
+    fn walk_records(
+        &self,
+        mut visit: impl FnMut(RecordId, Bytes) -> Flow,
+    ) -> Result<u64, SegmentError> {
         let mut expected = self.start;
         for piece in &self.pieces {
             if expected >= self.end {
@@ -956,6 +1000,7 @@ impl ReadPlan {
                 piece.from_position,
                 piece.to_position,
                 |position, id, payload| {
+                    // The walk starts at a sparse index point, at or before `expected`.
                     if id.index < expected {
                         return Ok(Flow::Continue);
                     }
@@ -968,13 +1013,16 @@ impl ReadPlan {
                         });
                         return Ok(Flow::Stop);
                     }
-                    if id.index >= self.end || (!records.is_empty() && bytes >= max_bytes) {
+                    if id.index >= self.end {
                         return Ok(Flow::Stop);
                     }
-                    bytes += payload.len() as u64;
-                    expected += 1;
-                    records.push(StoredRecord { id, payload });
-                    Ok(Flow::Continue)
+                    Ok(match visit(id, payload) {
+                        Flow::Continue => {
+                            expected += 1;
+                            Flow::Continue
+                        }
+                        Flow::Stop => Flow::Stop,
+                    })
                 },
             )?;
             if let Some(error) = out_of_order {
@@ -982,67 +1030,13 @@ impl ReadPlan {
             }
             match stop {
                 WalkStop::End { .. } => {}
-                WalkStop::Stopped { .. } => return Ok(records),
+                WalkStop::Stopped { .. } => return Ok(expected),
                 bad @ (WalkStop::Invalid { .. } | WalkStop::Incomplete { .. }) => {
-                    // Below the recorded end of the data every record must be whole.
                     return Err(bad_record_error(&piece.path, &bad));
                 }
             }
         }
-        Ok(records)
-    }
-}
-
-impl ReadPlan {
-    /// Checks every record of the plan (CRC, length, indexes counting up) without keeping the
-    /// payloads: what a scrub does. Returns the records and bytes checked; a bad record is an
-    /// error naming its file and position.
-    pub fn verify(&self) -> Result<VerifiedRange, SegmentError> {
-        let mut verified = VerifiedRange::default();
-        let mut expected = self.start;
-        for piece in &self.pieces {
-            let mut out_of_order = None;
-            let stop = walk(
-                &piece.file,
-                &piece.path,
-                piece.from_position,
-                piece.to_position,
-                |position, id, payload| {
-                    if id.index != expected {
-                        out_of_order = Some(SegmentError::OutOfOrder {
-                            path: piece.path.clone(),
-                            position,
-                            expected,
-                            found: id.index,
-                        });
-                        return Ok(Flow::Stop);
-                    }
-                    expected += 1;
-                    verified.records += 1;
-                    verified.payload_bytes += payload.len() as u64;
-                    Ok(Flow::Continue)
-                },
-            )?;
-            if let Some(error) = out_of_order {
-                return Err(error);
-            }
-            if let bad @ (WalkStop::Invalid { .. } | WalkStop::Incomplete { .. }) = stop {
-                return Err(bad_record_error(&piece.path, &bad));
-            }
-        }
-        if expected != self.end {
-            let path = self
-                .pieces
-                .first()
-                .map(|p| p.path.clone())
-                .unwrap_or_default();
-            return Err(SegmentError::ShortSegment {
-                path,
-                expected_next: self.end,
-                found_next: expected,
-            });
-        }
-        Ok(verified)
+        Ok(expected)
     }
 }
 
