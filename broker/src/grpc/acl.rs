@@ -101,10 +101,7 @@ impl AclNeeds for pb::QueryAssignmentRequest {
 
 impl AclNeeds for pb::ReceiveMessageRequest {
     fn needs(&self) -> Needs {
-        let topic = self
-            .message_queue
-            .as_ref()
-            .and_then(|queue| queue.topic.as_ref());
+        let topic = queue_topic(self.message_queue.as_ref());
         topic_and_group(topic, self.group.as_ref())
     }
 }
@@ -129,42 +126,35 @@ impl AclNeeds for pb::ForwardMessageToDeadLetterQueueRequest {
 
 impl AclNeeds for pb::PullMessageRequest {
     fn needs(&self) -> Needs {
-        let topic = self
-            .message_queue
-            .as_ref()
-            .and_then(|queue| queue.topic.as_ref());
+        let topic = queue_topic(self.message_queue.as_ref());
         topic_and_group(topic, self.group.as_ref())
     }
 }
 
 impl AclNeeds for pb::UpdateOffsetRequest {
     fn needs(&self) -> Needs {
-        let topic = self
-            .message_queue
-            .as_ref()
-            .and_then(|queue| queue.topic.as_ref());
+        let topic = queue_topic(self.message_queue.as_ref());
         topic_and_group(topic, self.group.as_ref())
     }
 }
 
 impl AclNeeds for pb::GetOffsetRequest {
     fn needs(&self) -> Needs {
-        let topic = self
-            .message_queue
-            .as_ref()
-            .and_then(|queue| queue.topic.as_ref());
+        let topic = queue_topic(self.message_queue.as_ref());
         topic_and_group(topic, self.group.as_ref())
     }
 }
 
 impl AclNeeds for pb::QueryOffsetRequest {
     fn needs(&self) -> Needs {
-        let topic = self
-            .message_queue
-            .as_ref()
-            .and_then(|queue| queue.topic.as_ref());
+        let topic = queue_topic(self.message_queue.as_ref());
         topic_only(topic, Need::Sub)
     }
+}
+
+/// The topic a request's message queue names, if it names one.
+fn queue_topic(queue: Option<&pb::MessageQueue>) -> Option<&pb::Resource> {
+    queue.and_then(|queue| queue.topic.as_ref())
 }
 
 /// The `Code` of a refusal: UNAUTHORIZED when the caller is not who it must be, FORBIDDEN when
