@@ -130,6 +130,43 @@ async fn create_topic(cluster: &TestCluster, topic: &str) -> anyhow::Result<Admi
     Ok(admin)
 }
 
+/// The gRPC endpoint of a member other than `leader`: the clients' access point, which
+/// forwards writes to the leader and outlives the leader's kill.
+fn follower_endpoint(cluster: &TestCluster, leader: u64) -> anyhow::Result<String> {
+    let access_point = cluster
+        .members
+        .iter()
+        .map(|member| member.node_id)
+        .find(|id| *id != leader)
+        .context("no follower")?;
+    Ok(cluster.member(access_point)?.grpc().to_string())
+}
+
+/// Waits (until `deadline`) for a client script to exit, and requires that it succeeded.
+async fn wait_for_success(
+    process: &mut Process,
+    name: &str,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let status = loop {
+        if let Some(status) = process.try_status()? {
+            break status;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the {name} did not finish: {}",
+            process.log_tail()
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    ensure!(
+        status.success(),
+        "the {name} failed ({status}): {}",
+        process.log_tail()
+    );
+    Ok(())
+}
+
 /// Kills `leader` (still the registered leader: the test fails otherwise), then waits until the
 /// producer has finished all its sends (by `deadline`) and succeeded; returns when the
 /// kill happened, in Unix milliseconds.
@@ -145,22 +182,7 @@ async fn kill_leader_then_let_the_producer_finish(
     );
     let killed_at_ms = now_ms();
     cluster.kill_member(leader)?;
-    let status = loop {
-        if let Some(status) = producer.try_status()? {
-            break status;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the producer did not finish: {}",
-            producer.log_tail()
-        );
-        tokio::time::sleep(POLL).await;
-    };
-    ensure!(
-        status.success(),
-        "the producer failed ({status}): {}",
-        producer.log_tail()
-    );
+    wait_for_success(producer, "producer", deadline).await?;
     Ok(killed_at_ms)
 }
 
@@ -178,13 +200,7 @@ async fn produce_through_a_leader_kill(
     let out = dir.path().join("acked.txt");
     // The client's access point is a follower: the route names it, it forwards to the leader.
     let leader = cluster.wait_for_registered_leader(STEP)?;
-    let access_point = cluster
-        .members
-        .iter()
-        .map(|member| member.node_id)
-        .find(|id| *id != leader)
-        .context("no follower")?;
-    let endpoint = cluster.member(access_point)?.grpc().to_string();
+    let endpoint = follower_endpoint(&cluster, leader)?;
     let count_arg = count.to_string();
     let mut args = vec![
         "--endpoint",
@@ -395,13 +411,7 @@ async fn consume_through_a_leader_kill(
     let consumed = dir.path().join("consumed.txt");
     let stop = dir.path().join("stop");
     let leader = cluster.wait_for_registered_leader(STEP)?;
-    let access_point = cluster
-        .members
-        .iter()
-        .map(|member| member.node_id)
-        .find(|id| *id != leader)
-        .context("no follower")?;
-    let endpoint = cluster.member(access_point)?.grpc().to_string();
+    let endpoint = follower_endpoint(&cluster, leader)?;
     let group = format!("{topic}Group");
     let max_seconds = CONSUMER_TIMEOUT.as_secs().to_string();
     let mut consumer_args = vec![
@@ -469,22 +479,7 @@ async fn consume_through_a_leader_kill(
     let listed: String = acked.iter().map(|a| format!("{}\n", a.index)).collect();
     std::fs::write(&stop, listed)?;
     let deadline = Instant::now() + CONSUMER_TIMEOUT;
-    let status = loop {
-        if let Some(status) = consumer.try_status()? {
-            break status;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the consumer did not finish: {}",
-            consumer.log_tail()
-        );
-        tokio::time::sleep(POLL).await;
-    };
-    ensure!(
-        status.success(),
-        "the consumer failed ({status}): {}",
-        consumer.log_tail()
-    );
+    wait_for_success(&mut consumer, "consumer", deadline).await?;
     let (acked, failed) = read_acked(&sent)?;
     let consumed = read_consumed(client, &consumed)?;
     let send_gap = gap_across(acked.iter().map(|a| a.at_ms), killed_at_ms);
