@@ -22,10 +22,10 @@
 # account for the smoke topic with `mq acl set-account`, sends and reads with it, and shows an
 # unsigned send refused.
 #
-# --tls: TLS on every remoting port (NameServer and members, mode enforcing) and mutual TLS on
-# the Raft links. A throwaway CA and one certificate for --host (and 127.0.0.1, localhost) are
-# made with openssl under DIR/tls; DIR/tls.env points mq at the CA (`source` it). The round
-# trip runs over TLS, then shows a plaintext client refused.
+# --tls: TLS on every remoting, gRPC and admin HTTP port (NameServer and members, mode
+# enforcing) and mutual TLS on the Raft links. A throwaway CA and one certificate for --host
+# (and 127.0.0.1, localhost) are made with openssl under DIR/tls; DIR/tls.env points mq at the
+# CA (`source` it). The round trip runs over TLS, then shows a plaintext client refused.
 #
 # Binaries: built with `cargo build --release` (a no-op when fresh), or taken from
 # $RAFTMQ_BIN_DIR when set (tests point it at target/debug). `down` stops only the processes
@@ -205,18 +205,19 @@ up() {
         )
         acl_flags=(--acl)
     fi
-    local tls_flags=()
+    local tls_flags=() ADMIN_SCHEME=http
     rm -f "$TLS_ENV_FILE"
     if ((TLS)); then
+        ADMIN_SCHEME=https
         make_certificates
         tls_flags=(--tls-mode enforcing --tls-cert "$TLS_DIR/member.pem" --tls-key "$TLS_DIR/member.key"
             --tls-ca "$TLS_DIR/ca.pem")
-        echo "TLS on every remoting port and Raft link (CA: $TLS_DIR/ca.pem)"
+        echo "TLS on every remoting, gRPC and admin port and Raft link (CA: $TLS_DIR/ca.pem)"
     fi
 
     start namesrv mqnamesrv --listen "$namesrv" --admin-listen "$HOST:$NAMESRV_ADMIN_PORT" \
         "${tls_flags[@]}"
-    echo "NameServer on $namesrv (admin http://$HOST:$NAMESRV_ADMIN_PORT)"
+    echo "NameServer on $namesrv (admin $ADMIN_SCHEME://$HOST:$NAMESRV_ADMIN_PORT)"
     for ((g = 0; g < GROUPS_WANTED; g++)); do
         local broker="broker-$(group_letter "$g")" peers="" grpc_peers="" n port
         for ((n = 1; n <= MEMBERS; n++)); do

@@ -5,7 +5,7 @@
 //! (`mq offset reset`), which goes through Raft on the leader like every other write, and the
 //! ACL configuration (`GET /acl` without secrets, `POST /acl` with one change, replicated). With
 //! an admin token configured, every request that is not a read, and everything under `/acl`,
-//! needs `Authorization: Bearer <token>` ([`require_admin_token`]). The JSON
+//! needs `Authorization: Bearer <token>` (`raftmq_admin_server::guard`). The JSON
 //! bodies are `raftmq_protocol::admin`'s types, shared with the admin client (`mq`,
 //! jepsen-lite, tests).
 
@@ -20,10 +20,10 @@ use axum::{Json, Router};
 use openraft::{BasicNode, ChangeMembers};
 use raftmq_protocol::acl::{AclChange, AclView};
 use raftmq_protocol::admin::{
-    ADMIN_CHALLENGES, ADMIN_REFUSAL, AclAnswer, AddLearner, AdminToken, ChangeMembership,
-    ELECTION_STARTED, ElectAnswer, ErrorBody, FollowerStatus, GroupQueueStatus, GroupStatus,
-    HEALTHY, MembershipAnswer, RaftStatus, RemoveLearner, ResetAnswer, ResetOffsets, ResetQueue,
-    TopicStatus, TransferLeader, TransferLeaderAnswer, admin_request_needs_token,
+    AclAnswer, AddLearner, ChangeMembership, ELECTION_STARTED, ElectAnswer, ErrorBody,
+    FollowerStatus, GroupQueueStatus, GroupStatus, HEALTHY, MembershipAnswer, RaftStatus,
+    RemoveLearner, ResetAnswer, ResetOffsets, ResetQueue, TopicStatus, TransferLeader,
+    TransferLeaderAnswer,
 };
 
 use crate::command::{Applied, Command, OffsetCommit, QueueOffset};
@@ -42,7 +42,7 @@ pub struct AdminState {
 /// The admin endpoints, and `ui` (the dashboard under `/ui`, which the binary supplies: this
 /// library does not depend on the client crate the dashboard is built on).
 pub fn router(state: AdminState, ui: Router) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/raft", get(raft_status))
@@ -57,48 +57,8 @@ pub fn router(state: AdminState, ui: Router) -> Router {
         .route("/offsets/reset", post(reset_offsets))
         .route("/acl", get(acl_view).post(acl_change))
         .with_state(state.clone())
-        .merge(ui)
-        .layer(axum::middleware::from_fn_with_state(
-            state.ctx.config.admin_token.clone(),
-            require_admin_token,
-        ))
-}
-
-/// Refuses (401) a request that needs the admin token and does not carry it. Shared by the
-/// NameServer's admin HTTP through the same rule (`raftmq_protocol::admin`).
-pub async fn require_admin_token(
-    State(token): State<Option<AdminToken>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if let Some(token) = &token {
-        let read = matches!(
-            *request.method(),
-            axum::http::Method::GET | axum::http::Method::HEAD
-        );
-        if admin_request_needs_token(read, request.uri().path()) {
-            let presented = request
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|value| value.to_str().ok());
-            if !token.accepts(presented) {
-                tracing::warn!(
-                    method = %request.method(),
-                    path = request.uri().path(),
-                    "admin request refused: missing or wrong bearer token"
-                );
-                let mut refused = failure(StatusCode::UNAUTHORIZED, ADMIN_REFUSAL);
-                for challenge in ADMIN_CHALLENGES {
-                    refused.headers_mut().append(
-                        axum::http::header::WWW_AUTHENTICATE,
-                        axum::http::HeaderValue::from_static(challenge),
-                    );
-                }
-                return refused;
-            }
-        }
-    }
-    next.run(request).await
+        .merge(ui);
+    raftmq_admin_server::guard(router, state.ctx.config.admin_token.clone())
 }
 
 /// `GET /acl`: the group's ACL configuration as applied on this member, without secret keys.

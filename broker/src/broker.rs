@@ -222,11 +222,15 @@ impl Broker {
             },
             ui,
         );
-        let admin_shutdown = shutdown.clone();
+        // The admin port speaks what the remoting port does (--tls-mode, same certificate).
+        let admin_served = raftmq_admin_server::serve(
+            admin_listener,
+            config.tls.remoting.clone(),
+            router,
+            shutdown.clone(),
+        );
         tasks.spawn(async move {
-            let serve = axum::serve(admin_listener, router)
-                .with_graceful_shutdown(admin_shutdown.cancelled_owned());
-            if let Err(err) = serve.await {
+            if let Err(err) = admin_served.await {
                 warn!(error = %err, "admin HTTP server failed");
             }
         });

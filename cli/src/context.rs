@@ -69,7 +69,9 @@ impl Ctx {
             namesrv_list,
             namesrv,
             broker: BrokerClient::new(rpc).with_timeout(RPC_TIMEOUT),
+            // The admin ports serve TLS whenever the remoting ports do.
             admin: AdminHttpClient::new()?
+                .with_tls(&tls)?
                 .with_timeout(ADMIN_TIMEOUT)
                 .with_token(admin_token),
             credentials,

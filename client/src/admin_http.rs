@@ -5,8 +5,9 @@
 //!
 //! Each call names the server it asks, so one client serves a whole cluster.
 //!
-//! Built on `reqwest` (HTTP/1.1 only, no TLS: admin ports are plain HTTP on loopback or a
-//! private network), set up to behave like the hand-written clients it replaced:
+//! Built on `reqwest` (HTTP/1.1 only; HTTPS with our rustls configuration after
+//! [`AdminHttpClient::with_tls`], for servers whose admin port serves TLS), set up to behave
+//! like the hand-written clients it replaced:
 //!
 //! - one request per connection (no idle pool): a member killed and restarted on the same
 //!   address is never asked over a dead pooled connection;
@@ -20,6 +21,7 @@
 //! `{"error": ...}` message ([`AdminHttpError::Status`]), and an answer that is not the
 //! expected JSON ([`AdminHttpError::BadJson`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use raftmq_protocol::acl::{AclChange, AclView};
@@ -28,6 +30,7 @@ use raftmq_protocol::admin::{
     MembershipAnswer, RaftStatus, RegisteredGroup, RemoveLearner, ResetAnswer, ResetOffsets,
     Routes, TopicStatus, TransferLeader, TransferLeaderAnswer,
 };
+use raftmq_tls::TlsConnector;
 use reqwest::{Method, RequestBuilder};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -110,34 +113,51 @@ pub enum AdminHttpError {
 #[derive(Clone, Debug)]
 pub struct AdminHttpClient {
     http: reqwest::Client,
+    /// `http`, or `https` for a client made by [`AdminHttpClient::with_tls`].
+    scheme: &'static str,
     timeout: Duration,
     /// Sent as `Authorization: Bearer` on every call (servers started with an admin token).
     token: Option<AdminToken>,
 }
 
 impl AdminHttpClient {
-    /// A client with [`DEFAULT_TIMEOUT`] per call.
+    /// A plain-HTTP client with [`DEFAULT_TIMEOUT`] per call.
     pub fn new() -> Result<AdminHttpClient, AdminHttpError> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(0)
-            .http1_only()
-            .build()
-            .map_err(|err| AdminHttpError::Build(root_cause(&err)))?;
+        let plain = raftmq_tls::files::trusting_nothing()
+            .map_err(|err| AdminHttpError::Build(err.to_string()))?;
         Ok(AdminHttpClient {
-            http,
+            http: build_http(&plain)?,
+            scheme: "http",
             timeout: DEFAULT_TIMEOUT,
             token: None,
         })
     }
 
+    /// The same client speaking HTTPS through `tls` (its CA and, if any, client certificate),
+    /// for servers whose admin port serves TLS (`--tls-mode permissive` or `enforcing`); a
+    /// plaintext connector leaves the client as it is.
+    pub fn with_tls(&self, tls: &TlsConnector) -> Result<AdminHttpClient, AdminHttpError> {
+        let Some(config) = tls.client_config() else {
+            return Ok(self.clone());
+        };
+        Ok(AdminHttpClient {
+            http: build_http(&config)?,
+            scheme: "https",
+            timeout: self.timeout,
+            token: self.token.clone(),
+        })
+    }
+
+    /// Whether calls go over HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.scheme == "https"
+    }
+
     /// The same client with another deadline per call.
     pub fn with_timeout(&self, timeout: Duration) -> AdminHttpClient {
         AdminHttpClient {
-            http: self.http.clone(),
             timeout,
-            token: self.token.clone(),
+            ..self.clone()
         }
     }
 
@@ -145,10 +165,13 @@ impl AdminHttpClient {
     /// none), for servers that require it on state-changing requests.
     pub fn with_token(&self, token: Option<AdminToken>) -> AdminHttpClient {
         AdminHttpClient {
-            http: self.http.clone(),
-            timeout: self.timeout,
             token,
+            ..self.clone()
         }
+    }
+
+    fn url(&self, call: &AdminCall) -> String {
+        format!("{}://{}{}", self.scheme, call.addr, call.path)
     }
 
     /// Adds the bearer token, if any.
@@ -286,7 +309,7 @@ impl AdminHttpClient {
         let call = AdminCall::new("GET", path_and_query, addr);
         let request = self.authorized(
             self.http
-                .get(format!("http://{}{}", call.addr, call.path))
+                .get(self.url(&call))
                 .header(reqwest::header::ACCEPT, "text/html"),
         );
         let body = self.exchange(&call, request).await?;
@@ -308,7 +331,7 @@ impl AdminHttpClient {
             .join("&");
         let request = self.authorized(
             self.http
-                .post(format!("http://{}{}", call.addr, call.path))
+                .post(self.url(&call))
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     "application/x-www-form-urlencoded",
@@ -324,7 +347,7 @@ impl AdminHttpClient {
     fn request(&self, method: Method, call: &AdminCall) -> RequestBuilder {
         self.authorized(
             self.http
-                .request(method, format!("http://{}{}", call.addr, call.path))
+                .request(method, self.url(call))
                 .header(reqwest::header::ACCEPT, "application/json"),
         )
     }
@@ -438,6 +461,21 @@ fn send_error(call: &AdminCall, err: &reqwest::Error) -> AdminHttpError {
     } else {
         AdminHttpError::Transport { call, cause }
     }
+}
+
+/// The reqwest client every admin call goes through, its TLS set up by `tls` (ours, with the
+/// ring provider: reqwest's own default would need another crypto provider).
+fn build_http(
+    tls: &Arc<raftmq_tls::rustls::ClientConfig>,
+) -> Result<reqwest::Client, AdminHttpError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(raftmq_tls::rustls::ClientConfig::clone(tls))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .http1_only()
+        .build()
+        .map_err(|err| AdminHttpError::Build(root_cause(&err)))
 }
 
 /// The innermost error's text (`Connection refused (os error 111)`), which says more than

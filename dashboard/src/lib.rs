@@ -86,7 +86,7 @@ impl Dashboard {
 
     /// [`Dashboard::new`] for a cluster that enforces ACL (`credentials` sign its remoting
     /// requests), guards admin HTTP (`admin_token` goes with its admin calls and actions) or
-    /// serves remoting over TLS (`tls` connects to the NameServers and brokers).
+    /// serves TLS (`tls` connects to the NameServers and brokers, remoting and admin ports).
     pub fn with_access(
         served_by: String,
         namesrv: &[String],
@@ -101,12 +101,13 @@ impl Dashboard {
             tls,
             ..Default::default()
         };
-        let admin =
-            Admin::with_rpc_config(Some(&list), CALL_TIMEOUT, rpc).map_err(|e| setup(&e))?;
         let http = AdminHttpClient::new()
+            .and_then(|http| http.with_tls(&rpc.tls))
             .map_err(|e| setup(&e))?
             .with_timeout(CALL_TIMEOUT)
             .with_token(admin_token);
+        let admin =
+            Admin::with_rpc_config(Some(&list), CALL_TIMEOUT, rpc).map_err(|e| setup(&e))?;
         let viewer = ClusterViewer::new(admin.namesrv().clone(), admin.broker().clone(), http);
         Ok(Dashboard {
             served_by,

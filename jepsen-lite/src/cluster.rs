@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +38,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use raftmq_client::AdminHttpClient;
+use raftmq_tls::TlsConnector;
+
+use crate::pki::RunTls;
 use raftmq_client::admin_http::membership::{
     FindLeader, LeaderView, Membership, MembershipError, MembershipWaits, SETTLE_TIMEOUT,
 };
@@ -131,6 +134,9 @@ pub struct ClusterSpec {
     pub broker_args: Vec<String>,
     /// Each member's data directory on a lazy filesystem of its own (power losses possible).
     pub lazy_fs: bool,
+    /// TLS on every link ([`crate::pki`]): remoting, gRPC and admin HTTP in enforcing mode,
+    /// mutual TLS between members; the harness's clients connect over TLS.
+    pub tls: bool,
 }
 
 /// Errors of starting, controlling and stopping the cluster.
@@ -261,6 +267,8 @@ pub struct ProcessCluster {
     /// TEST ONLY: members (re)started from now on get `--unsafe-skip-fsync` (starts as
     /// [`ClusterSpec::unsafe_skip_fsync`]).
     skip_fsync: AtomicBool,
+    /// The run's CA and certificates, with [`ClusterSpec::tls`].
+    tls: Option<RunTls>,
 }
 
 impl std::fmt::Debug for ProcessCluster {
@@ -285,6 +293,14 @@ fn loopback_prefix() -> (u8, u8) {
         .wrapping_mul(7919)
         .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
     (100 + (seed % 150) as u8, ((seed / 150) % 250) as u8 + 1)
+}
+
+/// The addresses' IPs, each once: what a process's certificate must name.
+fn distinct_ips(addrs: &[SocketAddr]) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 fn shifted(addr: SocketAddr) -> SocketAddr {
@@ -526,10 +542,19 @@ impl ProcessCluster {
         let admin_token: String = (0..32)
             .map(|_| char::from_digit(u32::from(rand::random::<u8>() % 16), 16).unwrap_or('0'))
             .collect();
-        let admin = AdminHttpClient::new()?
+        let tls = if spec.tls {
+            Some(RunTls::new(&spec.dir.join("tls")).map_err(HarnessError::Settings)?)
+        } else {
+            None
+        };
+        let mut admin = AdminHttpClient::new()?
             .with_timeout(ADMIN_TIMEOUT)
             .with_token(admin_token.parse().ok());
+        if let Some(tls) = &tls {
+            admin = admin.with_tls(tls.connector())?;
+        }
         let cluster = Arc::new(ProcessCluster {
+            tls,
             admin_token,
             namesrv_log: logs.join("namesrv.log"),
             admin,
@@ -572,6 +597,15 @@ impl ProcessCluster {
     /// The network faults are injected through.
     pub fn net(&self) -> Arc<AnyNet> {
         self.net.clone()
+    }
+
+    /// What the harness's clients connect with: TLS trusting the run's CA with
+    /// [`ClusterSpec::tls`], plaintext otherwise.
+    pub fn client_tls(&self) -> TlsConnector {
+        self.tls
+            .as_ref()
+            .map(|tls| tls.connector().clone())
+            .unwrap_or_default()
     }
 
     /// The NameServer address clients use.
@@ -658,6 +692,10 @@ impl ProcessCluster {
             .args(["--admin-listen", &self.namesrv_admin.to_string()])
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1");
+        if let Some(tls) = &self.tls {
+            let ips = distinct_ips(&[listen, self.namesrv_addr, self.namesrv_admin]);
+            cmd.args(tls.process_args(NAMESRV_NODE, &ips));
+        }
         let child = spawn_logged(cmd, log, &self.namesrv_log)?;
         lock(&self.state).namesrv = Some(child);
         self.wait_for_line(None, &self.namesrv_log, offset, "mqnamesrv listening")
@@ -713,6 +751,12 @@ impl ProcessCluster {
                 .env("RUST_BACKTRACE", "1");
             if slot.addrs.listen != slot.addrs.remoting {
                 cmd.args(["--advertise", &slot.addrs.remoting.to_string()]);
+            }
+            if let Some(tls) = &self.tls {
+                let a = &slot.addrs;
+                let ips =
+                    distinct_ips(&[a.remoting, a.listen, a.raft_peer, a.raft_listen, a.admin]);
+                cmd.args(tls.process_args(member, &ips));
             }
             if slot.join {
                 cmd.arg("--join");

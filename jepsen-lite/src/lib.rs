@@ -18,6 +18,7 @@
 //! - [`run`]: `jepsen-lite run`: per scenario, cluster + workloads + schedule, heal, drain,
 //!   check, summaries; [`run::ack_loss`] is the scripted proof that the suite can fail.
 //! - [`lazyfs`]: the lazy filesystem for power-loss faults (FUSE; unsynced data in memory).
+//! - [`pki`]: TLS on every link of a run (a throwaway CA, certificates per process).
 
 pub mod checker;
 pub mod cluster;
@@ -26,6 +27,7 @@ pub mod history;
 pub mod lazyfs;
 pub mod nemesis;
 pub mod net;
+pub mod pki;
 pub mod run;
 pub mod schedule;
 pub mod summary;

@@ -71,7 +71,7 @@ enum Command {
         /// Pause between one client's operations, milliseconds.
         #[arg(long, default_value_t = DEFAULT_THINK_TIME.as_millis() as u64)]
         think_ms: u64,
-        /// Run only the scenario with this name (e.g. `mixed`, `long-3`).
+        /// Run only the scenario with this name (e.g. `mixed-tls`, `long-3`).
         #[arg(long)]
         scenario: Option<String>,
     },

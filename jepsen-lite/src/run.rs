@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use raftmq_client::Admin;
 use raftmq_client::admin::TopicConfig;
+use raftmq_client::broker_client::DEFAULT_RPC_TIMEOUT;
+use raftmq_remoting::RpcClientConfig;
+use raftmq_tls::TlsConnector;
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -301,6 +304,7 @@ async fn run_scenario(
         unsafe_skip_fsync: options.unsafe_skip_fsync && options.profile != RunProfile::FsyncLoss,
         broker_args: scenario.broker_args.clone(),
         lazy_fs: scenario.lazy_fs,
+        tls: scenario.tls,
     };
     let cluster = match ProcessCluster::start(spec).await {
         Ok(c) => c,
@@ -420,8 +424,17 @@ fn finish(options: &RunOptions, dir: &Path, history_path: &Path, report: &mut Sc
 
 /// Creates the workload topics on the group's leader and waits until the NameServer routes
 /// them.
-pub async fn create_topics(namesrv: &str, topics: &[&str]) -> Result<(), String> {
-    let admin = Admin::new(Some(namesrv)).map_err(|e| e.to_string())?;
+pub async fn create_topics(
+    namesrv: &str,
+    tls: &TlsConnector,
+    topics: &[&str],
+) -> Result<(), String> {
+    let rpc = RpcClientConfig {
+        tls: tls.clone(),
+        ..RpcClientConfig::default()
+    };
+    let admin = Admin::with_rpc_config(Some(namesrv), DEFAULT_RPC_TIMEOUT, rpc)
+        .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + TOPIC_SETUP_TIMEOUT;
     let mut last = String::new();
     let result = loop {
@@ -528,7 +541,7 @@ pub async fn converge_and_drain(
         addr: None,
     });
     let namesrv = cluster.namesrv_addr().to_string();
-    report.drain = drain_all(recorder, &namesrv, targets, topics).await?;
+    report.drain = drain_all(recorder, &namesrv, &cluster.client_tls(), targets, topics).await?;
     Ok(())
 }
 
@@ -551,7 +564,7 @@ async fn drive(
     } else {
         TOPICS.to_vec()
     };
-    create_topics(&namesrv, &topics).await?;
+    create_topics(&namesrv, &cluster.client_tls(), &topics).await?;
     let (recorder, writer) =
         HistoryWriter::create(history_path).map_err(|e| format!("history: {e}"))?;
     let settings = serde_json::json!({
@@ -567,6 +580,7 @@ async fn drive(
         "run_seed": options.seed,
         "broker_args": scenario.broker_args,
         "lazy_fs": scenario.lazy_fs,
+        "tls": scenario.tls,
         checker::retention::EXPECT_SETTING: scenario.expect_retention,
     });
     let recorded = async {
@@ -575,6 +589,7 @@ async fn drive(
         let shared = Shared {
             recorder: recorder.clone(),
             namesrv: namesrv.clone(),
+            tls: cluster.client_tls(),
             names_by_addr: Arc::new(cluster.names_by_addr()),
             stop: stop.clone(),
             seed,

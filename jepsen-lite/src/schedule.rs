@@ -195,6 +195,10 @@ pub struct Scenario {
     /// faults can drop what was not synced.
     #[serde(default)]
     pub lazy_fs: bool,
+    /// TLS on every link: remoting, gRPC and admin HTTP only over TLS, Raft over mutual TLS,
+    /// the harness's clients over TLS.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 impl Scenario {
@@ -206,6 +210,7 @@ impl Scenario {
             broker_args: Vec::new(),
             expect_retention: false,
             lazy_fs: false,
+            tls: false,
         }
     }
 
@@ -474,7 +479,7 @@ pub fn transaction_faults() -> Vec<Fault> {
     v
 }
 
-/// Membership changes (mixed with the others in the "mixed" scenarios).
+/// Membership changes (mixed with the others in the "mixed-tls" and long scenarios).
 pub fn membership_faults() -> Vec<Fault> {
     [
         MembershipChange::RemoveFollower,
@@ -503,7 +508,12 @@ impl Profile {
                     "crashes",
                     ScheduleConfig::cadence(60_000, 15_000, process_faults()),
                 ),
-                Scenario::new("mixed", ScheduleConfig::cadence(75_000, 15_000, mixed)),
+                // Every link over TLS here: reconnections after kills and partitions, and
+                // members added back, all go through handshakes (mutual between members).
+                Scenario {
+                    tls: true,
+                    ..Scenario::new("mixed-tls", ScheduleConfig::cadence(75_000, 15_000, mixed))
+                },
                 Scenario::retention(70_000, 15_000),
                 Scenario::transactions(60_000, 15_000),
                 Scenario::power_loss(60_000, 15_000),

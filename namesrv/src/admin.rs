@@ -17,9 +17,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use raftmq_protocol::admin::{
-    AdminToken, ErrorBody, HEALTHY, RegisteredGroup, Routes, admin_request_needs_token,
-};
+use raftmq_protocol::admin::{AdminToken, HEALTHY, RegisteredGroup, Routes};
 use raftmq_remoting::ServerStats;
 use tokio::time::Instant;
 
@@ -33,55 +31,10 @@ pub struct AdminState {
 }
 
 /// The JSON endpoints, and `ui` (the dashboard under `/ui`, which the binary supplies: this
-/// library does not depend on the client crate the dashboard is built on).
+/// library does not depend on the client crate the dashboard is built on), behind the admin
+/// token when one is set (`raftmq_admin_server::guard`: the dashboard's actions need it).
 pub fn router(admin: AdminState, ui: Router, token: Option<AdminToken>) -> Router {
-    json_router(admin)
-        .merge(ui)
-        .layer(axum::middleware::from_fn_with_state(
-            token,
-            require_admin_token,
-        ))
-}
-
-/// With a token set, refuses (401) the requests that may change state (the dashboard's
-/// actions) unless they carry `Authorization: Bearer <token>`: the broker's rule
-/// (`raftmq_protocol::admin::admin_request_needs_token`).
-async fn require_admin_token(
-    State(token): State<Option<AdminToken>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if let Some(token) = &token {
-        let read = matches!(
-            *request.method(),
-            axum::http::Method::GET | axum::http::Method::HEAD
-        );
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok());
-        if admin_request_needs_token(read, request.uri().path()) && !token.accepts(presented) {
-            tracing::warn!(
-                method = %request.method(),
-                path = request.uri().path(),
-                "admin request refused: missing or wrong bearer token"
-            );
-            let body = ErrorBody {
-                error: raftmq_protocol::admin::ADMIN_REFUSAL.into(),
-            };
-            let [bearer, basic] = raftmq_protocol::admin::ADMIN_CHALLENGES;
-            return (
-                StatusCode::UNAUTHORIZED,
-                [
-                    (header::WWW_AUTHENTICATE, bearer),
-                    (header::WWW_AUTHENTICATE, basic),
-                ],
-                Json(body),
-            )
-                .into_response();
-        }
-    }
-    next.run(request).await
+    raftmq_admin_server::guard(json_router(admin).merge(ui), token)
 }
 
 fn json_router(admin: AdminState) -> Router {

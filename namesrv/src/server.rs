@@ -46,16 +46,19 @@ pub struct NameServer {
     ui: axum::Router,
     /// What admin HTTP requires on state-changing requests (`None`: open, loopback only).
     admin_token: Option<AdminToken>,
+    /// What the admin port accepts: the remoting port's TLS mode and certificate.
+    admin_tls: TlsAcceptor,
 }
 
 impl NameServer {
     /// A NameServer serving plaintext remoting.
     pub fn new(remoting_listener: TcpListener, admin_listener: TcpListener) -> Self {
-        Self::with_remoting_tls(remoting_listener, admin_listener, TlsAcceptor::plaintext())
+        Self::with_tls(remoting_listener, admin_listener, TlsAcceptor::plaintext())
     }
 
-    /// A NameServer whose remoting port serves what `tls` accepts (TLS, plaintext or both).
-    pub fn with_remoting_tls(
+    /// A NameServer whose remoting and admin ports serve what `tls` accepts (TLS, plaintext or
+    /// both).
+    pub fn with_tls(
         remoting_listener: TcpListener,
         admin_listener: TcpListener,
         tls: TlsAcceptor,
@@ -63,7 +66,7 @@ impl NameServer {
         let state = Arc::new(NameServerState::new());
         let handler = Arc::new(NamesrvHandler::new(state.clone()));
         let config = ServerConfig {
-            tls,
+            tls: tls.clone(),
             ..ServerConfig::default()
         };
         NameServer {
@@ -72,6 +75,7 @@ impl NameServer {
             state,
             ui: axum::Router::new(),
             admin_token: None,
+            admin_tls: tls,
         }
     }
 
@@ -110,6 +114,7 @@ impl NameServer {
             state,
             ui,
             admin_token,
+            admin_tls,
         } = self;
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -119,11 +124,12 @@ impl NameServer {
         };
         tracker.spawn(remoting.run(stop.clone().cancelled_owned()));
         tracker.spawn(expiry_loop(state, stop.clone()));
-        let mut admin_task = tracker.spawn(
-            axum::serve(admin, admin::router(admin_state, ui, admin_token))
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
-        );
+        let mut admin_task = tracker.spawn(raftmq_admin_server::serve(
+            admin,
+            admin_tls,
+            admin::router(admin_state, ui, admin_token),
+            stop.clone(),
+        ));
         tracker.close();
 
         let mut outcome = Ok(());

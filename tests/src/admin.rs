@@ -52,6 +52,13 @@ impl AdminHttp {
         })
     }
 
+    /// The same client over HTTPS (`tls`: a cluster whose admin ports serve TLS).
+    pub fn with_tls(&self, tls: &raftmq_tls::TlsConnector) -> anyhow::Result<AdminHttp> {
+        Ok(AdminHttp {
+            client: self.client.with_tls(tls)?,
+        })
+    }
+
     /// `GET /healthz` (broker or NameServer).
     pub fn healthz(&self, addr: SocketAddr) -> anyhow::Result<String> {
         self.call(

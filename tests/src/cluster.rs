@@ -180,6 +180,11 @@ impl TestCluster {
                 process: None,
             })
             .collect();
+        // With TLS on, the admin ports serve TLS too (enforcing: TLS only).
+        let admin = match &tls {
+            Some(tls) => AdminHttp::new(HTTP_TIMEOUT)?.with_tls(&tls.connector)?,
+            None => AdminHttp::new(HTTP_TIMEOUT)?,
+        };
         let mut cluster = TestCluster {
             broker_name: "broker-a".into(),
             namesrv,
@@ -187,7 +192,7 @@ impl TestCluster {
             namesrv_admin,
             members,
             extra_broker_args: extra_broker_args.iter().map(|s| s.to_string()).collect(),
-            admin: AdminHttp::new(HTTP_TIMEOUT)?,
+            admin,
             tls,
             _dir: dir,
         };

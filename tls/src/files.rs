@@ -203,3 +203,9 @@ pub fn client_config(
     };
     Ok(Arc::new(config))
 }
+
+/// A client configuration that trusts no server: what an HTTP client that must never speak TLS
+/// is given, so that it needs no default crypto provider and cannot reach an `https` address.
+pub fn trusting_nothing() -> Result<Arc<ClientConfig>, TlsError> {
+    client_config(Arc::new(RootCertStore::empty()), None)
+}

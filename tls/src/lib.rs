@@ -1,5 +1,6 @@
-//! TLS for RaftMQ's links, with rustls (ring provider): the remoting port of brokers and
-//! NameServers, the Raft links between members (mutual TLS), and the clients that dial them.
+//! TLS for RaftMQ's links, with rustls (ring provider): the remoting, gRPC and admin HTTP
+//! ports of brokers and NameServers, the Raft links between members (mutual TLS), and the
+//! clients that dial them.
 //!
 //! Where to start reading: [`TlsConfig`] (the four settings a process is given: mode, cert,
 //! key, CA), which builds a [`TlsAcceptor`] for a server port, a [`TlsAcceptor::mutual`] one
@@ -8,11 +9,14 @@
 //! framing code above it exists once.
 //!
 //! - [`files`]: PEM files into rustls configurations, every error naming its file.
+//! - [`incoming`]: an accept loop with each handshake on its own task, for servers that take
+//!   ready connections (gRPC, admin HTTP).
 //! - [`stream`]: the acceptor (RocketMQ's `tls.server.mode`: disabled, permissive with
 //!   first-byte sniffing, enforcing), the connector and the stream type.
 //! - `test_certs` (feature `test-certs`, tests only): a throwaway CA and certificates.
 
 pub mod files;
+pub mod incoming;
 pub mod stream;
 #[cfg(feature = "test-certs")]
 pub mod test_certs;
@@ -21,6 +25,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+
+/// The rustls this crate builds on, for crates that hand its configurations to another
+/// library (the admin HTTP client's reqwest).
+pub use rustls;
 
 pub use files::{Identity, TlsError, load_roots};
 pub use stream::{AcceptError, HANDSHAKE_TIMEOUT, MaybeTlsStream, TlsAcceptor, TlsConnector};

@@ -246,6 +246,13 @@ impl TlsConnector {
         self.connector.is_some()
     }
 
+    /// The rustls configuration behind a TLS connector (for an HTTP client built on it).
+    pub fn client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.connector
+            .as_ref()
+            .map(|connector| connector.config().clone())
+    }
+
     /// Runs the client handshake on `tcp`, connected to `addr` (`host:port`): the server's
     /// certificate must chain to the CA and name `host` (a DNS name or an IP address SAN).
     /// Plaintext connectors return the socket as it is. The caller bounds the time.

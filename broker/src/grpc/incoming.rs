@@ -1,32 +1,19 @@
-//! The connections the gRPC server serves: accepted here and put through the member's TLS
-//! acceptor (plaintext, TLS or both, by `--tls-mode`), each handshake on a task of its own so
-//! that a slow client holds up nobody, then handed to tonic. tonic's own TLS would offer TLS
-//! only; this keeps the permissive mode and one acceptor for every port.
+//! The connections the gRPC server serves: accepted by `raftmq_tls::incoming` through the
+//! member's TLS acceptor (plaintext, TLS or both, by `--tls-mode`), each handshake on a task of
+//! its own, then handed to tonic with the addresses its handlers read.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use raftmq_tls::{MaybeTlsStream, TlsAcceptor};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::{Connected, TcpConnectInfo};
-use tracing::{debug, warn};
-
-/// Connections between accept and the end of their handshake; beyond it accepting waits.
-pub const MAX_PENDING_HANDSHAKES: usize = 256;
-
-/// Connections handshaken and waiting for tonic to take them.
-pub const ACCEPTED_QUEUE_CAPACITY: usize = 64;
-
-/// Pause after a failed `accept` (out of file descriptors) before the next one.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// One gRPC connection, with the addresses tonic hands to handlers (`Request::remote_addr`).
 pub struct GrpcConnection {
@@ -89,62 +76,15 @@ pub fn accept(
     tls: TlsAcceptor,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) -> ReceiverStream<io::Result<GrpcConnection>> {
-    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE_CAPACITY);
-    tasks.spawn(accept_loop(listener, tls, tx, shutdown, tasks.clone()));
-    ReceiverStream::new(rx)
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: TlsAcceptor,
-    tx: mpsc::Sender<io::Result<GrpcConnection>>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => return,
-            permit = pending.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return, // never closed
+) -> impl Stream<Item = io::Result<GrpcConnection>> {
+    let accepted = raftmq_tls::incoming::accept(listener, tls, "gRPC", shutdown, tasks);
+    ReceiverStream::new(accepted).map(|accepted| {
+        Ok(GrpcConnection {
+            stream: accepted.stream,
+            info: TcpConnectInfo {
+                local_addr: accepted.local,
+                remote_addr: Some(accepted.peer),
             },
-        };
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "gRPC accept failed; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
-                    }
-                }
-            },
-        };
-        if let Err(error) = tcp.set_nodelay(true) {
-            debug!(%error, %peer, "could not set TCP_NODELAY");
-        }
-        let info = TcpConnectInfo {
-            local_addr: tcp.local_addr().ok(),
-            remote_addr: Some(peer),
-        };
-        let (tls, tx, shutdown) = (tls.clone(), tx.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let stream = tokio::select! {
-                () = shutdown.cancelled() => return,
-                accepted = tls.accept(tcp) => accepted,
-            };
-            drop(permit);
-            match stream {
-                Ok(stream) => {
-                    // Fails only once the server stopped taking connections.
-                    let _ = tx.send(Ok(GrpcConnection { stream, info })).await;
-                }
-                Err(error) => warn!(%peer, %error, "gRPC connection refused"),
-            }
-        });
-    }
+        })
+    })
 }

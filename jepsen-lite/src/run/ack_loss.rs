@@ -21,7 +21,6 @@ use std::time::Duration;
 use raftmq_client::{BrokerClient, ClientError, SendReply};
 use raftmq_protocol::header::SendMessageRequestHeader;
 use raftmq_protocol::names::AUTO_CREATE_TOPIC_KEY_TOPIC;
-use raftmq_remoting::RpcClient;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -210,12 +209,13 @@ pub async fn drive(
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let namesrv = cluster.namesrv_addr().to_string();
-    create_topics(&namesrv, &[ACK_LOSS_TOPIC]).await?;
+    create_topics(&namesrv, &cluster.client_tls(), &[ACK_LOSS_TOPIC]).await?;
     let (recorder, writer) =
         HistoryWriter::create(history_path).map_err(|e| format!("history: {e}"))?;
     let shared = Shared {
         recorder: recorder.clone(),
         namesrv: namesrv.clone(),
+        tls: cluster.client_tls(),
         names_by_addr: Arc::new(cluster.names_by_addr()),
         stop: cancel.child_token(),
         seed,
@@ -229,7 +229,7 @@ pub async fn drive(
         "unsafe_ack_before_commit": options.unsafe_ack_before_commit,
         "run_seed": options.seed,
     });
-    let rpc = RpcClient::default();
+    let rpc = shared.rpc_client();
     let broker = BrokerClient::new(rpc.clone());
     let script = async {
         record_run_start(&recorder, seed, settings)

@@ -124,12 +124,13 @@ pub async fn drive(
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let namesrv = cluster.namesrv_addr().to_string();
-    create_topics(&namesrv, &[FSYNC_LOSS_TOPIC]).await?;
+    create_topics(&namesrv, &cluster.client_tls(), &[FSYNC_LOSS_TOPIC]).await?;
     let (recorder, writer) =
         HistoryWriter::create(history_path).map_err(|e| format!("history: {e}"))?;
     let shared = Shared {
         recorder: recorder.clone(),
         namesrv,
+        tls: cluster.client_tls(),
         names_by_addr: Arc::new(cluster.names_by_addr()),
         stop: cancel.child_token(),
         seed,

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use raftmq_client::{Admin, ClientError, MessageQueue, PullStatus};
+use raftmq_remoting::RpcClientConfig;
+use raftmq_tls::TlsConnector;
 use serde::Serialize;
 
 use super::{OP_TIMEOUT, QUEUES_PER_TOPIC, RPC_TIMEOUT};
@@ -47,10 +49,15 @@ pub struct DrainReport {
 pub async fn drain_all(
     recorder: &Recorder,
     namesrv: &str,
+    tls: &TlsConnector,
     targets: Vec<Target>,
     topics: &[&str],
 ) -> Result<DrainReport, RecordError> {
-    let admin = match Admin::with_timeout(Some(namesrv), RPC_TIMEOUT) {
+    let rpc = RpcClientConfig {
+        tls: tls.clone(),
+        ..RpcClientConfig::default()
+    };
+    let admin = match Admin::with_rpc_config(Some(namesrv), RPC_TIMEOUT, rpc) {
         Ok(a) => a,
         Err(e) => {
             return Ok(DrainReport {

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftmq_client::{Producer, SendError, SendResult};
+use raftmq_remoting::{RpcClient, RpcClientConfig};
+use raftmq_tls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::{Call, Event, RecordError, Recorder, SendOp};
@@ -59,6 +61,8 @@ pub struct Shared {
     pub recorder: Recorder,
     /// The NameServer address clients use.
     pub namesrv: String,
+    /// What clients connect with (TLS in the scenarios with TLS on every link).
+    pub tls: TlsConnector,
     /// Member names by remoting address (for the history's `node`).
     pub names_by_addr: Arc<BTreeMap<String, String>>,
     /// Cancelled when the workloads should stop (after the operation in hand).
@@ -73,6 +77,14 @@ impl Shared {
     /// The member name of a remoting address, if it is one.
     pub fn node(&self, addr: &str) -> Option<String> {
         self.names_by_addr.get(addr).cloned()
+    }
+
+    /// A remoting client as the workloads' own requests use it (pulls and offset commits).
+    pub fn rpc_client(&self) -> RpcClient {
+        RpcClient::new(RpcClientConfig {
+            tls: self.tls.clone(),
+            ..RpcClientConfig::default()
+        })
     }
 
     /// Waits `think_time`; false when told to stop meanwhile.
@@ -94,6 +106,7 @@ impl Shared {
     pub fn producer_builder(&self, group: &str) -> raftmq_client::ProducerBuilder {
         Producer::builder()
             .namesrv(self.namesrv.clone())
+            .tls(self.tls.clone())
             .group(group)
             .send_timeout(SEND_TIMEOUT)
             .retries(SEND_RETRIES)
@@ -221,6 +234,7 @@ mod tests {
         Shared {
             recorder,
             namesrv: "127.0.0.1:9876".into(),
+            tls: TlsConnector::plaintext(),
             names_by_addr: Arc::new(BTreeMap::from([(
                 "10.0.0.2:10911".to_string(),
                 "n1".to_string(),

@@ -79,7 +79,7 @@ pub async fn run_client(shared: Shared, id: usize) -> Result<(), RecordError> {
             return Ok(());
         }
     };
-    let rpc = RpcClient::default();
+    let rpc = shared.rpc_client();
     let mut client = Client {
         group: format!("jl-w1-{process}"),
         process,

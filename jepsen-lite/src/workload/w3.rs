@@ -169,6 +169,7 @@ async fn start_consumer(shared: &Shared, name: String) -> Option<(Arc<Member>, C
     let handler_shared = shared.clone();
     let builder = Consumer::builder()
         .namesrv(shared.namesrv.clone())
+        .tls(shared.tls.clone())
         .group(W3_GROUP)
         .client_id(format!("{name}@jepsen-lite-{}", std::process::id()))
         .subscribe(W3_TOPIC, "*")

@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_listen))?;
     let remoting_addr = remoting.local_addr()?;
-    let server = NameServer::with_remoting_tls(remoting, admin, acceptor)
+    let server = NameServer::with_tls(remoting, admin, acceptor)
         .with_ui(raftmq_server::namesrv_ui(
             remoting_addr,
             args.admin_token.clone(),

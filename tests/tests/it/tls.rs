@@ -1,7 +1,8 @@
 //! TLS on every link of a real cluster (separate `mqnamesrv` and `mqbroker` processes): the
 //! NameServer and the members serve remoting in enforcing mode, the members' Raft links are
 //! mutual TLS, the members register with the NameServer over TLS, and the Rust client
-//! produces and consumes over TLS, through a kill of the leader; plaintext clients are
+//! produces and consumes over TLS, through a kill of the leader; the admin ports serve HTTPS
+//! and the dashboards read the cluster over TLS; plaintext clients (remoting and HTTP) are
 //! refused by the NameServer and by the brokers.
 
 use std::collections::BTreeSet;
@@ -13,6 +14,7 @@ use raftmq_client::{Admin, ConsumeFrom, ConsumeStatus, Consumer, Message, Produc
 use raftmq_protocol::RemotingCommand;
 use raftmq_protocol::code::request;
 use raftmq_remoting::RpcClient;
+use raftmq_tests::admin::AdminHttp;
 use raftmq_tests::cluster::TestCluster;
 use raftmq_tls::TlsMode;
 
@@ -100,6 +102,18 @@ async fn a_cluster_with_tls_on_every_link_round_trips_messages_and_refuses_plain
         .await;
     assert!(refused.is_err(), "a TLS-only member answered plaintext");
 
+    // The admin ports serve HTTPS only, with the same certificates: the cluster's admin client
+    // (HTTPS, trusting the CA) has been reading them all along; plain HTTP is refused.
+    let leader_admin = cluster.member(leader)?.admin();
+    assert_eq!(cluster.admin.healthz(leader_admin)?.trim(), "ok");
+    let plain_http = AdminHttp::new(Duration::from_secs(5))?;
+    for addr in [leader_admin, cluster.namesrv_admin] {
+        assert!(
+            plain_http.healthz(addr).is_err(),
+            "the admin port {addr} answered plain HTTP"
+        );
+    }
+
     // A new leader is elected over the remaining mutual-TLS links and registers over TLS;
     // the clients find it and carry on.
     cluster.kill_member(leader)?;
@@ -118,6 +132,18 @@ async fn a_cluster_with_tls_on_every_link_round_trips_messages_and_refuses_plain
     let status = cluster.raft_status(new_leader)?;
     cluster.wait_for_applied(status.applied_index.unwrap_or(0), STEP)?;
 
+    // The dashboards read the cluster over TLS too: remoting for the routes, HTTPS for every
+    // member's Raft view; the group shows healthy only when all three answered.
+    for addr in [cluster.namesrv_admin, cluster.member(new_leader)?.admin()] {
+        wait_for("a dashboard showing the group healthy", STEP, || {
+            cluster
+                .admin
+                .page(addr, "/ui/cluster")
+                .is_ok_and(|page| page.contains(r#"data-verdict="healthy""#))
+        })
+        .await?;
+    }
+
     consumer.shutdown().await;
     producer.shutdown().await;
     plaintext.shutdown().await;
@@ -130,7 +156,10 @@ fn cluster_sh_up_tls_makes_certificates_and_round_trips_over_tls() -> anyhow::Re
 
     let mut cluster = ScriptCluster::up_with(1, &["--tls"])?;
     let printed = &cluster.up_output.stdout;
-    assert!(printed.contains("TLS on every remoting port"), "{printed}");
+    assert!(
+        printed.contains("TLS on every remoting, gRPC and admin port"),
+        "{printed}"
+    );
     assert!(printed.contains("a plaintext mq was refused"), "{printed}");
 
     // mq with the CA the script made reads the cluster; without it, mq is refused.
