@@ -215,3 +215,34 @@ fn file_errors_name_the_file_and_the_problem() {
     let error = no_ca.connector().unwrap_err().to_string();
     assert!(error.contains("--tls-ca"), "{error}");
 }
+
+/// A client that drops its TLS connection without `close_notify` ends the server's reads the
+/// way a plaintext close does (0 bytes), not with an error to warn about.
+#[tokio::test]
+async fn a_tls_peer_gone_without_close_notify_reads_as_end_of_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("cluster");
+    let server = ca.process_config(dir.path(), "server", TlsMode::Enforcing);
+    let acceptor = server.acceptor().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = acceptor.accept(tcp).await.unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).await.map(|_| received)
+    });
+
+    let connector = ca.client_config(dir.path()).connector().unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut client = connector.connect(&addr.to_string(), tcp).await.unwrap();
+    client.write_all(b"last words").await.unwrap();
+    client.flush().await.unwrap();
+    drop(client); // no shutdown: no close_notify
+
+    let received = tokio::time::timeout(TEST_TIMEOUT, reader)
+        .await
+        .expect("the server read to the end in time")
+        .unwrap();
+    assert_eq!(received.unwrap(), b"last words");
+}

@@ -79,12 +79,23 @@ macro_rules! delegate {
 }
 
 impl AsyncRead for MaybeTlsStream {
+    /// A peer that closes a TLS connection without `close_notify` (a killed process, a client
+    /// that drops its socket, as RocketMQ's do) reads as a plain end of stream, as it would
+    /// without TLS, instead of rustls' `UnexpectedEof` error: every protocol served here frames
+    /// its messages by length, so a cut in the middle of one is still caught by the framing
+    /// (bytes left at the end of the stream), and a close between two is not worth a warning.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        delegate!(self, stream => stream.poll_read(cx, buf))
+        let is_tls = self.is_tls();
+        match delegate!(self, stream => stream.poll_read(cx, buf)) {
+            Poll::Ready(Err(error)) if is_tls && error.kind() == io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 
