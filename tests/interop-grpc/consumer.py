@@ -12,7 +12,7 @@ line) and every index listed was consumed, or then nothing was consumed for --id
 until --max-seconds pass. (This client's SimpleConsumer names a random queue in each receive;
 the broker pops every queue of the topic whichever is named, as RocketMQ's proxy does, so a
 receive waits out its 5 s long poll only when nothing is left anywhere.) Used by
-tests/tests/it/grpc_python.rs.
+tests/tests/it/grpc_interop.rs.
 """
 
 import argparse
@@ -75,9 +75,12 @@ def main():
     parser.add_argument("--mode", choices=("simple", "push"), required=True)
     parser.add_argument("--idle", type=float, default=60.0)
     parser.add_argument("--max-seconds", type=float, default=240.0)
+    parser.add_argument("--access-key", default="",
+                        help="sign every request with this account (brokers enforcing ACL)")
+    parser.add_argument("--secret-key", default="")
     args = parser.parse_args()
 
-    config = ClientConfiguration(args.endpoint, Credentials())
+    config = ClientConfiguration(args.endpoint, Credentials(args.access_key, args.secret_key))
     subscription = {args.topic: FilterExpression()}
     recorder = Recorder(args.out)
     started = time.time()

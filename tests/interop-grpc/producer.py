@@ -5,7 +5,7 @@ through ENDPOINT, one at a time, and writes one line per acknowledged send to OU
 
 A failed send (the client gave up after its attempts) is written as `FAILED <index>` and the next
 one goes on. With --transactional, every message is a transaction's half message committed after
-the send; a checker commits any the broker asks about. Used by tests/tests/it/grpc_python.rs.
+the send; a checker commits any the broker asks about. Used by tests/tests/it/grpc_interop.rs.
 """
 
 import argparse
@@ -32,9 +32,12 @@ def main():
     parser.add_argument("--transactional", action="store_true")
     parser.add_argument("--fifo-groups", type=int, default=0,
                         help="message groups to spread messages over (0: not FIFO)")
+    parser.add_argument("--access-key", default="",
+                        help="sign every request with this account (brokers enforcing ACL)")
+    parser.add_argument("--secret-key", default="")
     args = parser.parse_args()
 
-    config = ClientConfiguration(args.endpoint, Credentials())
+    config = ClientConfiguration(args.endpoint, Credentials(args.access_key, args.secret_key))
     checker = CommitEverything() if args.transactional else None
     producer = Producer(config, (args.topic,), checker)
     producer.startup()

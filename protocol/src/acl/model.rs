@@ -543,7 +543,14 @@ impl AclConfig {
         if !enforced || self.global_white_addresses.iter().any(|p| p.matches(peer)) {
             return self.check_with_bootstrap(enforced, peer, None, needs, bootstrap);
         }
-        let parsed = GrpcAuthorization::parse(authorization).map_err(Denial::BadAuthorization)?;
+        let parsed = match GrpcAuthorization::parse(authorization) {
+            Ok(parsed) => parsed,
+            // A client given no credentials: judged as a call without the header.
+            Err(SignatureError::NoAccessKey) => {
+                return self.check_with_bootstrap(enforced, peer, None, needs, bootstrap);
+            }
+            Err(error) => return Err(Denial::BadAuthorization(error)),
+        };
         let date_time = date_time.ok_or(Denial::BadAuthorization(
             SignatureError::MalformedAuthorization("no x-mq-date-time header"),
         ))?;
@@ -782,6 +789,12 @@ mod tests {
         ));
         assert_eq!(
             acl.check_grpc(true, PEER, None, None, &orders),
+            Err(Denial::NoAccessKey)
+        );
+        // What the official 5.x clients send without credentials: the same refusal.
+        let anonymous = "MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, Signature=4f2a";
+        assert_eq!(
+            acl.check_grpc(true, PEER, Some(anonymous), Some(date), &orders),
             Err(Denial::NoAccessKey)
         );
         let subscribe = needs(&[(Resource::Topic("orders".into()), Need::Sub)]);

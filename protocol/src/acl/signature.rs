@@ -43,6 +43,10 @@ pub enum SignatureError {
     Mismatch,
     #[error("the authorization header is malformed: {0}")]
     MalformedAuthorization(&'static str),
+    /// `Credential=` with nothing after it: what the official 5.x clients send when they were
+    /// given no credentials (they always send the header).
+    #[error("the authorization names no access key")]
+    NoAccessKey,
 }
 
 fn mac_of(secret_key: &str) -> HmacSha1 {
@@ -221,9 +225,10 @@ impl GrpcAuthorization {
                 _ => return Err(malformed("an unknown part")),
             }
         }
-        let access_key = access_key
-            .filter(|key| !key.is_empty())
-            .ok_or(malformed("no Credential"))?;
+        let access_key = access_key.ok_or(malformed("no Credential"))?;
+        if access_key.is_empty() {
+            return Err(SignatureError::NoAccessKey);
+        }
         if signed_headers.as_deref() != Some(GRPC_DATE_TIME_HEADER) {
             return Err(malformed("SignedHeaders must be x-mq-date-time"));
         }
@@ -354,13 +359,22 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_credential_names_no_access_key() {
+        // As the Python client sends it when given `Credentials()`.
+        let sent = "MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, Signature=4f2a";
+        assert!(matches!(
+            GrpcAuthorization::parse(sent),
+            Err(SignatureError::NoAccessKey)
+        ));
+    }
+
+    #[test]
     fn malformed_grpc_authorization_is_an_error_not_a_panic() {
         for bad in [
             "",
             "Bearer x",
             "MQv2-HMAC-SHA1",
             "MQv2-HMAC-SHA1Credential=ak, SignedHeaders=x-mq-date-time, Signature=00",
-            "MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, Signature=00",
             "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=host, Signature=00",
             "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=x-mq-date-time",
             "MQv2-HMAC-SHA1 Credential=ak, SignedHeaders=x-mq-date-time, Signature=00, Extra=1",

@@ -11,7 +11,8 @@
 //! message groups, whose order must hold per group. The longest time without an acknowledged
 //! send across the kill is printed. Consumers: a Python SimpleConsumer (receive + ack) and
 //! PushConsumers of both clients consume while the producer sends and the leader is killed;
-//! every acknowledged send must be consumed.
+//! every acknowledged send must be consumed. Under ACL, the Python client signs its calls
+//! (`MQv2-HMAC-SHA1`) and is let in only with a right signature.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -540,5 +541,246 @@ async fn nodejs_push_consumer_consumes_everything_across_a_leader_kill() -> anyh
     let (sent, consumed) =
         consume_through_a_leader_kill(Client::Node, "JsPush", "push", 2000).await?;
     assert_all_consumed(&sent, &consumed);
+    Ok(())
+}
+
+// ---- under ACL ----
+
+const ACL_TOKEN: &str = "grpc-interop-admin-token-0123";
+const ACL_ROOT: (&str, &str) = ("root", "root-secret-key");
+const ACL_ACCOUNT: (&str, &str) = ("py-interop", "py-interop-secret-key");
+
+/// How many gRPC requests the member behind `admin` refused for `reason` (its
+/// `raftmq_acl_denied_requests_total{protocol_type="grpc"}`).
+fn grpc_denials(cluster: &TestCluster, admin: std::net::SocketAddr, reason: &str) -> u64 {
+    let metrics = cluster.admin.metrics(admin).unwrap_or_default();
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("raftmq_acl_denied_requests_total")
+                && line.contains("protocol_type=\"grpc\"")
+                && line.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|count| count as u64)
+        .sum()
+}
+
+/// Runs a script to its end (by `timeout`); whether it exited successfully.
+async fn run_to_end(process: &mut Process, timeout: Duration) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = process.try_status()? {
+            return Ok(status.success());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the script did not finish: {}",
+            process.log_tail()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The official Python client against a group enforcing ACL (every member `--acl`), through a
+/// follower, which checks each call and forwards writes with the client's own signature for
+/// the leader to check again. Signed with an account allowed on the topic (PUB|SUB) and the
+/// group (SUB), it sends and receives everything; signed with a wrong secret key its sends
+/// are refused (UNAUTHORIZED, counted as bad signatures) and nothing of them is stored; with no
+/// credentials its SimpleConsumer receives nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_clients_under_acl_need_a_right_signature() -> anyhow::Result<()> {
+    const TOPIC: &str = "PyAclTopic";
+    const GROUP: &str = "PyAclGroup";
+    const COUNT: usize = 200;
+    let started = Instant::now();
+    let cluster = TestCluster::start(
+        3,
+        &[
+            "--acl",
+            "--acl-admin-access-key",
+            ACL_ROOT.0,
+            "--acl-admin-secret-key",
+            ACL_ROOT.1,
+            "--admin-token",
+            ACL_TOKEN,
+        ],
+    )?;
+    let leader = cluster.wait_for_registered_leader(STEP)?;
+    let account = raftmq_protocol::acl::Account {
+        access_key: ACL_ACCOUNT.0.into(),
+        secret_key: ACL_ACCOUNT.1.into(),
+        topic_perms: BTreeMap::from([(TOPIC.to_string(), raftmq_protocol::acl::Perm::PubSub)]),
+        group_perms: BTreeMap::from([(GROUP.to_string(), raftmq_protocol::acl::Perm::Sub)]),
+        ..Default::default()
+    };
+    cluster.admin.change_acl(
+        cluster.member(leader)?.admin(),
+        ACL_TOKEN.parse().map_err(anyhow::Error::msg)?,
+        raftmq_protocol::acl::AclChange::UpsertAccount(account),
+    )?;
+    let root = raftmq_protocol::acl::SessionCredentials {
+        access_key: ACL_ROOT.0.into(),
+        secret_key: ACL_ROOT.1.into(),
+        security_token: None,
+    };
+    let admin = Admin::with_credentials(
+        Some(&cluster.namesrv_addr.to_string()),
+        raftmq_client::broker_client::DEFAULT_RPC_TIMEOUT,
+        Some(root),
+    )?;
+    let config = TopicConfig {
+        topic_name: TOPIC.into(),
+        read_queue_nums: QUEUES,
+        write_queue_nums: QUEUES,
+        ..Default::default()
+    };
+    admin.create_topic(&config, None).await?;
+
+    let endpoint = follower_endpoint(&cluster, leader)?;
+    let follower = cluster
+        .members
+        .iter()
+        .find(|member| member.grpc().to_string() == endpoint)
+        .context("the follower")?
+        .admin();
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (signed_out, wrong_out, consumed, unsigned_consumed, stop) = (
+        path("signed.txt"),
+        path("wrong.txt"),
+        path("consumed.txt"),
+        path("unsigned-consumed.txt"),
+        path("stop"),
+    );
+    let producer_args = |out: &str, count: &str, secret: &str| -> Vec<String> {
+        [
+            "--endpoint",
+            &endpoint,
+            "--topic",
+            TOPIC,
+            "--count",
+            count,
+            "--out",
+            out,
+            "--access-key",
+            ACL_ACCOUNT.0,
+            "--secret-key",
+            secret,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+
+    // Signed with the account: every send acknowledged.
+    let args = producer_args(&signed_out, &COUNT.to_string(), ACL_ACCOUNT.1);
+    let mut producer = Client::Python.spawn(
+        "producer",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    wait_for_success(&mut producer, "signed producer", Instant::now() + STEP * 2).await?;
+    let (acked, failed) = read_acked(std::path::Path::new(&signed_out))?;
+    println!("signed producer done at {:?}", started.elapsed());
+    ensure!(
+        acked.len() == COUNT && failed == 0,
+        "signed: {} acknowledged, {failed} failed",
+        acked.len()
+    );
+
+    // A wrong secret key: refused (the script may give up at startup, or fail each send).
+    let bad_signatures = grpc_denials(&cluster, follower, "bad_signature");
+    let args = producer_args(&wrong_out, "3", "not-the-secret-key");
+    let mut wrong = Client::Python.spawn(
+        "producer",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    run_to_end(&mut wrong, STEP * 2).await?;
+    println!("wrongly signed producer done at {:?}", started.elapsed());
+    let (wrongly_acked, _) = read_acked(std::path::Path::new(&wrong_out))?;
+    ensure!(
+        wrongly_acked.is_empty(),
+        "a send signed with a wrong key was acknowledged"
+    );
+    ensure!(
+        grpc_denials(&cluster, follower, "bad_signature") > bad_signatures,
+        "the follower counted no bad signature"
+    );
+
+    // No credentials: the consumer receives nothing (and is counted as refused). It is told
+    // to wait for every acknowledged message, so it keeps trying until 5 s without any.
+    let no_key = grpc_denials(&cluster, follower, "no_access_key");
+    let wanted: String = acked.iter().map(|a| format!("{}\n", a.index)).collect();
+    std::fs::write(&stop, wanted)?;
+    let mut unsigned = Client::Python.spawn(
+        "consumer",
+        &[
+            "--endpoint",
+            &endpoint,
+            "--topic",
+            TOPIC,
+            "--group",
+            GROUP,
+            "--out",
+            &unsigned_consumed,
+            "--stop",
+            &stop,
+            "--mode",
+            "simple",
+            "--idle",
+            "5",
+            "--max-seconds",
+            "20",
+        ],
+    )?;
+    run_to_end(&mut unsigned, STEP).await?;
+    println!("unsigned consumer done at {:?}", started.elapsed());
+    ensure!(
+        read_consumed(Client::Python, std::path::Path::new(&unsigned_consumed))?.is_empty(),
+        "a consumer without credentials received messages"
+    );
+    ensure!(
+        grpc_denials(&cluster, follower, "no_access_key") > no_key,
+        "the follower counted no request without an access key"
+    );
+
+    // Signed with the account: the SimpleConsumer receives and acks everything.
+    let mut consumer = Client::Python.spawn(
+        "consumer",
+        &[
+            "--endpoint",
+            &endpoint,
+            "--topic",
+            TOPIC,
+            "--group",
+            GROUP,
+            "--out",
+            &consumed,
+            "--stop",
+            &stop,
+            "--mode",
+            "simple",
+            "--idle",
+            "30",
+            "--max-seconds",
+            "120",
+            "--access-key",
+            ACL_ACCOUNT.0,
+            "--secret-key",
+            ACL_ACCOUNT.1,
+        ],
+    )?;
+    wait_for_success(&mut consumer, "signed consumer", Instant::now() + STEP * 3).await?;
+    println!("signed consumer done at {:?}", started.elapsed());
+    let received: BTreeSet<usize> = read_consumed(Client::Python, std::path::Path::new(&consumed))?
+        .iter()
+        .map(|c| c.index)
+        .collect();
+    let sent: BTreeSet<usize> = acked.iter().map(|a| a.index).collect();
+    ensure!(
+        received == sent,
+        "received {} of {} acknowledged",
+        received.len(),
+        sent.len()
+    );
     Ok(())
 }
