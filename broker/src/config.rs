@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::schedule::{DEFAULT_MESSAGE_DELAY_LEVEL, DelayLevelError, DelayLevels};
 use raftmq_raft::{NodeId, RaftTimers, RaftTls};
-use raftmq_tls::{TlsAcceptor, TlsConfig, TlsConnector, TlsMode};
+use raftmq_tls::{ClientAuth, TlsAcceptor, TlsConfig, TlsConnector, TlsMode};
 
 /// RocketMQ's broker port, on every interface.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -323,6 +323,11 @@ pub struct BrokerOptions {
     /// The cluster's CA certificate(s) (PEM): members' and NameServers' certificates chain to it.
     #[arg(long, env = "RAFTMQ_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Whether TLS clients of the remoting, gRPC and admin ports must present a certificate of
+    /// --tls-ca: `none` (default), `optional` or `require`. With `enforcing`, `require` makes
+    /// the certificate a credential: admin HTTP may then listen off loopback without a token.
+    #[arg(long, env = "RAFTMQ_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: Option<ClientAuth>,
     /// TEST ONLY: acknowledge sends before they are committed (loses data; for jepsen-lite).
     #[arg(long, hide = true, num_args = 0, default_missing_value = "true")]
     pub unsafe_ack_before_commit: Option<bool>,
@@ -738,8 +743,19 @@ impl BrokerConfig {
                 grpc_peers.insert(node_id, grpc_advertise);
             }
         }
-        raftmq_protocol::admin::check_admin_exposure(admin_listen, options.admin_token.as_ref())
-            .map_err(ConfigError::AdminExposed)?;
+        let tls = TlsConfig {
+            mode: options.tls_mode.unwrap_or_default(),
+            cert: options.tls_cert.clone(),
+            key: options.tls_key.clone(),
+            ca: options.tls_ca.clone(),
+            client_auth: options.tls_client_auth.unwrap_or_default(),
+        };
+        raftmq_protocol::admin::check_admin_exposure(
+            admin_listen,
+            options.admin_token.as_ref(),
+            tls.clients_need_certificates(),
+        )
+        .map_err(ConfigError::AdminExposed)?;
         let join = options.join.unwrap_or(false);
         let mut peers = parse_peers(options.peers.as_deref().unwrap_or(""))?;
         if peers.is_empty() {
@@ -915,12 +931,7 @@ impl BrokerConfig {
                 options.acl_admin_access_key,
                 options.acl_admin_secret_key,
             )?,
-            tls: BrokerTls::load(TlsConfig {
-                mode: options.tls_mode.unwrap_or_default(),
-                cert: options.tls_cert,
-                key: options.tls_key,
-                ca: options.tls_ca,
-            })?,
+            tls: BrokerTls::load(tls)?,
         })
     }
 }
@@ -1189,6 +1200,23 @@ join = true
         let config = load(&["--tls-mode", "enforcing"]).unwrap();
         assert_eq!(config.tls.remoting.mode(), TlsMode::Enforcing);
         assert!(flags(&["--tls-mode", "strict"]).is_err());
+        // Admin HTTP off loopback needs a token, or client certificates on every connection.
+        let exposed = ["--admin-listen", "0.0.0.0:10913", "--tls-mode", "enforcing"];
+        let error = load(&exposed).unwrap_err().to_string();
+        assert!(error.contains("--tls-client-auth require"), "{error}");
+        let config = load(&[&exposed[..], &["--tls-client-auth", "require"]].concat()).unwrap();
+        assert_eq!(config.tls.settings.client_auth, ClientAuth::Require);
+        let permissive = [
+            "--admin-listen",
+            "0.0.0.0:10913",
+            "--tls-client-auth",
+            "require",
+        ];
+        assert!(
+            load(&permissive).is_err(),
+            "plaintext would bypass the certificates"
+        );
+        assert!(flags(&["--tls-client-auth", "always"]).is_err());
         // TLS off by default, and then no file is needed.
         let plain = BrokerConfig::from_options(minimal()).unwrap();
         assert_eq!(plain.tls.settings.mode, TlsMode::Disabled);

@@ -125,17 +125,20 @@ impl std::str::FromStr for AdminToken {
     }
 }
 
-/// Refuses admin HTTP on an address other hosts can reach (not loopback) without a token:
-/// anyone reaching it could change Raft membership or reset offsets.
+/// Refuses admin HTTP on an address other hosts can reach (not loopback) without credentials:
+/// anyone reaching it could change Raft membership or reset offsets. The credentials are a
+/// token, or a client certificate of the cluster's CA on every connection
+/// (`client_certificates_required`: `--tls-mode enforcing` with `--tls-client-auth require`).
 pub fn check_admin_exposure(
     admin_listen: std::net::SocketAddr,
     token: Option<&AdminToken>,
+    client_certificates_required: bool,
 ) -> Result<(), String> {
-    if token.is_some() || admin_listen.ip().is_loopback() {
+    if token.is_some() || client_certificates_required || admin_listen.ip().is_loopback() {
         return Ok(());
     }
     Err(format!(
-        "admin HTTP would listen on {admin_listen}, which is not loopback, without a token: set --admin-token (or {ADMIN_TOKEN_ENV}) or listen on 127.0.0.1"
+        "admin HTTP would listen on {admin_listen}, which is not loopback, without credentials: set --admin-token (or {ADMIN_TOKEN_ENV}), require client certificates (--tls-mode enforcing --tls-client-auth require) or listen on 127.0.0.1"
     ))
 }
 
@@ -700,15 +703,17 @@ mod token_tests {
     }
 
     #[test]
-    fn admin_off_loopback_needs_a_token() {
+    fn admin_off_loopback_needs_a_token_or_client_certificates() {
         let token: AdminToken = "0123456789abcdef-token".parse().unwrap();
         let loopback = "127.0.0.1:10913".parse().unwrap();
         let everywhere = "0.0.0.0:10913".parse().unwrap();
-        assert!(check_admin_exposure(loopback, None).is_ok());
-        assert!(check_admin_exposure("[::1]:10913".parse().unwrap(), None).is_ok());
-        let refused = check_admin_exposure(everywhere, None).unwrap_err();
+        assert!(check_admin_exposure(loopback, None, false).is_ok());
+        assert!(check_admin_exposure("[::1]:10913".parse().unwrap(), None, false).is_ok());
+        let refused = check_admin_exposure(everywhere, None, false).unwrap_err();
         assert!(refused.contains("--admin-token"), "{refused}");
-        assert!(check_admin_exposure(everywhere, Some(&token)).is_ok());
+        assert!(refused.contains("--tls-client-auth require"), "{refused}");
+        assert!(check_admin_exposure(everywhere, Some(&token), false).is_ok());
+        assert!(check_admin_exposure(everywhere, None, true).is_ok());
         assert!(admin_request_needs_token(false, "/raft/elect"));
         assert!(admin_request_needs_token(true, "/acl"));
         assert!(!admin_request_needs_token(true, "/raft"));

@@ -78,8 +78,11 @@ pub struct ClusterTls {
     dir: PathBuf,
     /// The CA certificate, for clients.
     pub ca_file: PathBuf,
-    /// What a client of this cluster connects with: TLS, trusting the CA.
+    /// What a client of this cluster connects with: TLS, trusting the CA and presenting a
+    /// client certificate of it to servers that ask for one (`--tls-client-auth`).
     pub connector: TlsConnector,
+    /// A client trusting the CA that presents no certificate.
+    pub anonymous_connector: TlsConnector,
 }
 
 impl ClusterTls {
@@ -87,7 +90,10 @@ impl ClusterTls {
         std::fs::create_dir_all(&dir).context("creating the certificates' directory")?;
         let ca = TestCa::new("cluster");
         let ca_file = ca.write_ca(&dir);
-        let connector = ClientTlsConfig {
+        let connector = ca
+            .client_config_with_certificate(&dir, "client")
+            .connector()?;
+        let anonymous_connector = ClientTlsConfig {
             enabled: true,
             ca: Some(ca_file.clone()),
             cert: None,
@@ -100,6 +106,7 @@ impl ClusterTls {
             dir,
             ca_file,
             connector,
+            anonymous_connector,
         })
     }
 

@@ -149,27 +149,46 @@ pub fn load_roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-/// A server configuration presenting `identity`; with `client_roots`, every client must
-/// present a certificate chaining to them (mutual TLS). `alpn` lists the application protocols
-/// offered, most preferred first (`h2` for gRPC; none for our own framing).
+/// What a server asks of its clients' certificates.
+#[derive(Clone, Debug)]
+pub enum ClientCertificates {
+    NotAsked,
+    /// A client may present one; one that does must chain to these roots.
+    Optional(Arc<RootCertStore>),
+    /// Every client presents one chaining to these roots (mutual TLS).
+    Required(Arc<RootCertStore>),
+}
+
+/// A server configuration presenting `identity`, asking clients for certificates as `clients`
+/// says. `alpn` lists the application protocols offered, most preferred first (`h2` for gRPC;
+/// none for our own framing).
 pub fn server_config(
     identity: &Identity,
-    client_roots: Option<Arc<RootCertStore>>,
+    clients: ClientCertificates,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let rustls_error = |what: String| move |source| TlsError::Rustls { what, source };
     let builder = ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(rustls_error("TLS protocol versions".into()))?;
-    let builder = match client_roots {
+    let (roots, optional) = match clients {
+        ClientCertificates::NotAsked => (None, false),
+        ClientCertificates::Optional(roots) => (Some(roots), true),
+        ClientCertificates::Required(roots) => (Some(roots), false),
+    };
+    let builder = match roots {
         None => builder.with_no_client_auth(),
         Some(roots) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots, crypto_provider())
-                .build()
-                .map_err(|error| TlsError::Rustls {
-                    what: "client certificate verifier".into(),
-                    source: rustls::Error::General(error.to_string()),
-                })?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, crypto_provider());
+            let verifier = if optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier.build().map_err(|error| TlsError::Rustls {
+                what: "client certificate verifier".into(),
+                source: rustls::Error::General(error.to_string()),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -30,7 +30,7 @@ use std::sync::Arc;
 /// library (the admin HTTP client's reqwest).
 pub use rustls;
 
-pub use files::{Identity, TlsError, load_roots};
+pub use files::{ClientCertificates, Identity, TlsError, load_roots};
 pub use stream::{AcceptError, HANDSHAKE_TIMEOUT, MaybeTlsStream, TlsAcceptor, TlsConnector};
 
 /// The crypto provider every configuration is built with, named explicitly: when another
@@ -88,6 +88,50 @@ impl FromStr for TlsMode {
     }
 }
 
+/// Whether a client-facing port (remoting, gRPC, admin HTTP) asks TLS clients for a
+/// certificate (RocketMQ's `tls.server.need.client.auth`). The Raft port always requires one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// No certificate asked for.
+    #[default]
+    None,
+    /// A client may present one; if it does, it must chain to the CA.
+    Optional,
+    /// Every TLS client must present a certificate that chains to the CA.
+    Require,
+}
+
+impl ClientAuth {
+    pub const NAMES: [&'static str; 3] = ["none", "optional", "require"];
+}
+
+impl fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ClientAuth::None => "none",
+            ClientAuth::Optional => "optional",
+            ClientAuth::Require => "require",
+        })
+    }
+}
+
+impl FromStr for ClientAuth {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(ClientAuth::None),
+            "optional" => Ok(ClientAuth::Optional),
+            "require" => Ok(ClientAuth::Require),
+            other => Err(format!(
+                "unknown client authentication {other:?} (one of: {})",
+                ClientAuth::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
 /// The TLS settings of one process, as given by flags or a config file: paths only, read by
 /// the builders below (at start, so that a bad file stops the process with the file's name).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -100,6 +144,8 @@ pub struct TlsConfig {
     /// The CA certificates (PEM) that peers' certificates must chain to: the servers this
     /// process dials and, on mutual-TLS links, the members that dial it.
     pub ca: Option<PathBuf>,
+    /// Whether the client-facing ports ask clients for a certificate of the CA.
+    pub client_auth: ClientAuth,
 }
 
 impl TlsConfig {
@@ -150,8 +196,8 @@ impl TlsConfig {
         }
     }
 
-    /// The acceptor of a client-facing port (remoting): the mode as set, no client
-    /// certificate asked for.
+    /// The acceptor of a client-facing port (remoting, admin HTTP): the mode as set, a client
+    /// certificate asked for as [`TlsConfig::client_auth`] says.
     pub fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
         self.acceptor_with_alpn(&[])
     }
@@ -162,8 +208,20 @@ impl TlsConfig {
         if !self.mode.is_enabled() {
             return Ok(TlsAcceptor::plaintext());
         }
-        let config = files::server_config(&self.identity()?, None, alpn)?;
+        let clients = match self.client_auth {
+            ClientAuth::None => ClientCertificates::NotAsked,
+            ClientAuth::Optional => ClientCertificates::Optional(self.roots()?),
+            ClientAuth::Require => ClientCertificates::Required(self.roots()?),
+        };
+        let config = files::server_config(&self.identity()?, clients, alpn)?;
         Ok(TlsAcceptor::new(self.mode, config))
+    }
+
+    /// Whether every connection to the client-facing ports carries a certificate of the CA:
+    /// TLS only (`enforcing`) and certificates required. That makes a client certificate a
+    /// credential, for admin HTTP as much as a token is.
+    pub fn clients_need_certificates(&self) -> bool {
+        self.mode == TlsMode::Enforcing && self.client_auth == ClientAuth::Require
     }
 
     /// The acceptor of a members-only port (Raft): when TLS is on, TLS only and the peer must
@@ -172,7 +230,8 @@ impl TlsConfig {
         if !self.mode.is_enabled() {
             return Ok(TlsAcceptor::plaintext());
         }
-        let config = files::server_config(&self.identity()?, Some(self.roots()?), &[])?;
+        let clients = ClientCertificates::Required(self.roots()?);
+        let config = files::server_config(&self.identity()?, clients, &[])?;
         Ok(TlsAcceptor::new(TlsMode::Enforcing, config))
     }
 
@@ -226,6 +285,18 @@ impl ClientTlsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_auth_parses_and_prints() {
+        for name in ClientAuth::NAMES {
+            assert_eq!(name.parse::<ClientAuth>().unwrap().to_string(), name);
+        }
+        let error = "always".parse::<ClientAuth>().unwrap_err();
+        assert!(
+            error.contains("always") && error.contains("require"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn modes_parse_and_print() {

@@ -246,3 +246,52 @@ async fn a_tls_peer_gone_without_close_notify_reads_as_end_of_stream() {
         .unwrap();
     assert_eq!(received.unwrap(), b"last words");
 }
+
+/// `--tls-client-auth`: `require` lets in only clients with a certificate of the CA; `optional`
+/// also lets in clients with none, but never one with another CA's certificate.
+#[tokio::test]
+async fn client_auth_require_and_optional_on_a_client_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("cluster");
+    let with_certificate = ca
+        .client_config_with_certificate(dir.path(), "client")
+        .connector()
+        .unwrap();
+    let without = ca.client_config(dir.path()).connector().unwrap();
+    let rogue_dir = tempfile::tempdir().unwrap();
+    let rogue_files = TestCa::new("rogue").issue(rogue_dir.path(), "intruder");
+    let rogue = ClientTlsConfig {
+        enabled: true,
+        ca: Some(ca.write_ca(rogue_dir.path())),
+        cert: Some(rogue_files.cert),
+        key: Some(rogue_files.key),
+    }
+    .connector()
+    .unwrap();
+    let server = |client_auth| TlsConfig {
+        client_auth,
+        ..ca.process_config(dir.path(), "server", TlsMode::Enforcing)
+    };
+
+    let require = server(crate::ClientAuth::Require);
+    assert!(require.clients_need_certificates());
+    let (addr, task) = serve_one(require.acceptor().unwrap()).await;
+    drop(ping(&with_certificate, addr).await.unwrap());
+    assert!(finish(task).await.unwrap());
+    for refused in [&without, &rogue] {
+        let (addr, task) = serve_one(require.acceptor().unwrap()).await;
+        assert!(ping(refused, addr).await.is_err());
+        assert!(matches!(finish(task).await, Err(AcceptError::Handshake(_))));
+    }
+
+    let optional = server(crate::ClientAuth::Optional);
+    assert!(!optional.clients_need_certificates());
+    for admitted in [&with_certificate, &without] {
+        let (addr, task) = serve_one(optional.acceptor().unwrap()).await;
+        drop(ping(admitted, addr).await.unwrap());
+        assert!(finish(task).await.unwrap());
+    }
+    let (addr, task) = serve_one(optional.acceptor().unwrap()).await;
+    assert!(ping(&rogue, addr).await.is_err());
+    assert!(matches!(finish(task).await, Err(AcceptError::Handshake(_))));
+}

@@ -10,7 +10,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::{ClientTlsConfig, TlsConfig, TlsMode};
+use crate::{ClientAuth, ClientTlsConfig, TlsConfig, TlsMode};
 
 /// A certificate authority that exists for one test.
 pub struct TestCa {
@@ -103,6 +103,18 @@ impl TestCa {
             cert: Some(files.cert),
             key: Some(files.key),
             ca: Some(self.write_ca(dir)),
+            client_auth: ClientAuth::None,
+        }
+    }
+
+    /// A client's settings that trust this CA and present a fresh certificate named `name`
+    /// (for ports that ask clients for one).
+    pub fn client_config_with_certificate(&self, dir: &Path, name: &str) -> ClientTlsConfig {
+        let files = self.issue(dir, name);
+        ClientTlsConfig {
+            cert: Some(files.cert),
+            key: Some(files.key),
+            ..self.client_config(dir)
         }
     }
 

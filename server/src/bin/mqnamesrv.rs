@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use raftmq_namesrv::{DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, NameServer};
-use raftmq_tls::{ClientTlsConfig, TlsConfig, TlsMode};
+use raftmq_tls::{ClientAuth, TlsConfig, TlsMode};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -50,9 +50,16 @@ struct Args {
     tls_key: Option<PathBuf>,
 
     /// The cluster's CA (PEM): the dashboard on the admin port checks the servers it reads
-    /// (this NameServer, the brokers) against it.
+    /// (this NameServer, the brokers) against it, and client certificates are checked
+    /// against it.
     #[arg(long, env = "RAFTMQ_TLS_CA")]
     tls_ca: Option<PathBuf>,
+
+    /// Whether TLS clients of the remoting and admin ports must present a certificate of
+    /// --tls-ca: `none`, `optional` or `require`. With `enforcing`, `require` makes the
+    /// certificate a credential: admin HTTP may then listen off loopback without a token.
+    #[arg(long, env = "RAFTMQ_TLS_CLIENT_AUTH", default_value_t = ClientAuth::None)]
+    tls_client_auth: ClientAuth,
 }
 
 #[tokio::main]
@@ -66,24 +73,25 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
-    raftmq_protocol::admin::check_admin_exposure(args.admin_listen, args.admin_token.as_ref())
-        .map_err(anyhow::Error::msg)?;
     let tls = TlsConfig {
         mode: args.tls_mode,
         cert: args.tls_cert,
         key: args.tls_key,
         ca: args.tls_ca,
+        client_auth: args.tls_client_auth,
     };
+    raftmq_protocol::admin::check_admin_exposure(
+        args.admin_listen,
+        args.admin_token.as_ref(),
+        tls.clients_need_certificates(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let acceptor = tls.acceptor().context("TLS")?;
-    // The dashboard reads the cluster as a client: over TLS when this NameServer has TLS on.
-    let dashboard_tls = ClientTlsConfig {
-        enabled: tls.mode.is_enabled(),
-        ca: tls.ca.clone(),
-        cert: None,
-        key: None,
-    }
-    .connector()
-    .context("TLS (the dashboard's client side)")?;
+    // The dashboard reads the cluster as a client: over TLS when this NameServer has TLS on,
+    // presenting this NameServer's certificate to servers that ask for one.
+    let dashboard_tls = tls
+        .connector()
+        .context("TLS (the dashboard's client side)")?;
     let remoting = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the remoting address {}", args.listen))?;

@@ -150,6 +150,52 @@ async fn a_cluster_with_tls_on_every_link_round_trips_messages_and_refuses_plain
     Ok(())
 }
 
+/// Members started with `--tls-client-auth require`: a client presenting a certificate of the
+/// cluster's CA sends and reads admin HTTP; one that trusts the CA but presents no certificate
+/// is refused on the remoting port and on the admin port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_requiring_client_certificates_refuse_clients_without_one() -> anyhow::Result<()> {
+    let cluster = TestCluster::start_tls(1, &["--tls-client-auth", "require"], TlsMode::Enforcing)?;
+    cluster.create_routed_topic(TOPIC, 1).await?;
+    let tls = cluster.tls.as_ref().expect("a TLS cluster");
+    let member = cluster.member(1)?;
+
+    let producer = Producer::builder()
+        .namesrv(cluster.namesrv_addr.to_string())
+        .group("p-client-cert")
+        .tls(tls.connector.clone())
+        .build()
+        .await?;
+    send_all(&producer, 0..10).await?;
+    assert_eq!(cluster.admin.healthz(member.admin())?.trim(), "ok");
+
+    let anonymous = RpcClient::new(raftmq_remoting::RpcClientConfig {
+        tls: tls.anonymous_connector.clone(),
+        ..Default::default()
+    });
+    let refused = anonymous
+        .invoke(
+            &member.remoting().to_string(),
+            RemotingCommand::new_request(request::GET_BROKER_RUNTIME_INFO),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        refused.is_err(),
+        "a client without a certificate was answered"
+    );
+    let anonymous_http =
+        AdminHttp::new(Duration::from_secs(5))?.with_tls(&tls.anonymous_connector)?;
+    assert!(
+        anonymous_http.healthz(member.admin()).is_err(),
+        "admin HTTP answered a client without a certificate"
+    );
+
+    producer.shutdown().await;
+    anonymous.shutdown().await;
+    Ok(())
+}
+
 #[test]
 fn cluster_sh_up_tls_makes_certificates_and_round_trips_over_tls() -> anyhow::Result<()> {
     use raftmq_tests::script_cluster::ScriptCluster;
