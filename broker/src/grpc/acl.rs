@@ -15,8 +15,8 @@
 //!   FORBIDDEN when it is but lacks a permission. It is counted in
 //!   `raftmq_acl_denied_requests_total{protocol_type="grpc"}` and logged with the RPC, the peer,
 //!   the access key and the reason, never the signature. Nothing runs and nothing changes.
-//! - Address whitelists match the address the checking member sees: for a forwarded call on the
-//!   leader that is the forwarding member's.
+//! - Address whitelists match the client's address: the one the checking member sees, or for
+//!   a call forwarded by a member of the group, the one that member saw (`whitelist_ip`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -175,6 +175,26 @@ fn header<'a>(metadata: &'a MetadataMap, key: &str) -> Option<&'a str> {
     metadata.get(key).and_then(|value| value.to_str().ok())
 }
 
+/// The address IP whitelists are matched against: the caller's; for a call forwarded by a
+/// member of this group (the caller's address is one of `members`), the client's address
+/// that member saw (`forwarded_for`), so that a client let in by a whitelist can write through
+/// any member. From anyone else the header is ignored: a client cannot claim another address
+/// with it (unless it runs on a member's host). An unknown peer matches no whitelist but `*`.
+fn whitelist_ip(
+    peer: Option<SocketAddr>,
+    forwarded_for: Option<&str>,
+    mut members: impl Iterator<Item = IpAddr>,
+) -> IpAddr {
+    let Some(peer) = peer else {
+        return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    };
+    let client = forwarded_for.and_then(|value| value.trim().parse::<IpAddr>().ok());
+    match client {
+        Some(client) if members.any(|member| member == peer.ip()) => client,
+        _ => peer.ip(),
+    }
+}
+
 /// The decision for one call, with what it needs. `Err` holds the status to answer.
 pub fn check(
     ctx: &BrokerContext,
@@ -187,8 +207,9 @@ pub fn check(
     if !enforced {
         return Ok(());
     }
-    // An unknown peer matches no whitelist but `*`.
-    let peer_ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip());
+    let members = ctx.config.grpc_peers.values().map(SocketAddr::ip);
+    let forwarded_for = header(metadata, super::forward::FORWARDED_FOR_HEADER);
+    let peer_ip = whitelist_ip(peer, forwarded_for, members);
     let authorization = header(metadata, AUTHORIZATION_HEADER);
     let date_time = header(metadata, GRPC_DATE_TIME_HEADER);
     let decision = ctx.state.with_acl(|acl: &AclConfig| {
@@ -249,6 +270,38 @@ mod tests {
             name: name.into(),
             ..pb::Resource::default()
         })
+    }
+
+    #[test]
+    fn whitelists_see_the_client_behind_a_forwarding_member_only() {
+        let member: SocketAddr = "10.0.0.2:8081".parse().unwrap();
+        let members = || {
+            ["10.0.0.1", "10.0.0.2"]
+                .map(|ip| ip.parse::<IpAddr>().unwrap())
+                .into_iter()
+        };
+        let client: IpAddr = "192.168.7.7".parse().unwrap();
+        // Forwarded by a member: the client's address.
+        assert_eq!(
+            whitelist_ip(Some(member), Some("192.168.7.7"), members()),
+            client
+        );
+        // The same header from a client: its own address.
+        let outsider: SocketAddr = "192.168.9.9:50000".parse().unwrap();
+        assert_eq!(
+            whitelist_ip(Some(outsider), Some("10.0.0.1"), members()),
+            outsider.ip()
+        );
+        // A member's own call, and a header that is not an address.
+        assert_eq!(whitelist_ip(Some(member), None, members()), member.ip());
+        assert_eq!(
+            whitelist_ip(Some(member), Some("nonsense"), members()),
+            member.ip()
+        );
+        assert_eq!(
+            whitelist_ip(None, Some("192.168.7.7"), members()),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        );
     }
 
     #[test]

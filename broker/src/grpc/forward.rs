@@ -31,6 +31,10 @@ use crate::context::BrokerContext;
 
 /// Marks a call one member forwarded to another.
 pub const FORWARDED_HEADER: &str = "x-raftmq-forwarded";
+
+/// The address of the client whose call a member forwards: the leader matches IP whitelists
+/// against it, believing it only from a member of its group (`acl::whitelist_ip`).
+pub const FORWARDED_FOR_HEADER: &str = "x-raftmq-forwarded-for";
 /// How long a write may wait for a leader when the client set no deadline (the clients' request
 /// timeout is 3 s).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3);
@@ -171,10 +175,11 @@ fn transport_retryable(status: &tonic::Status) -> bool {
     )
 }
 
-/// Copies what the leader needs of the client's call: the client's `x-mq-*` headers and its
-/// credentials.
+/// Copies what the leader needs of the client's call: the client's `x-mq-*` headers, its
+/// credentials and its address (`client`, for IP whitelists).
 fn forwarded_request<Req>(
     metadata: &MetadataMap,
+    client: Option<SocketAddr>,
     message: Req,
     remaining: Duration,
 ) -> tonic::Request<Req> {
@@ -190,6 +195,11 @@ fn forwarded_request<Req>(
         FORWARDED_HEADER,
         tonic::metadata::MetadataValue::from_static("1"),
     );
+    if let Some(client) = client
+        && let Ok(value) = client.ip().to_string().parse()
+    {
+        request.metadata_mut().insert(FORWARDED_FOR_HEADER, value);
+    }
     request.set_timeout(remaining);
     request
 }
@@ -213,6 +223,7 @@ where
 {
     let deadline = deadline_of(request.metadata());
     let forwarded = is_forwarded(request.metadata());
+    let caller = request.remote_addr();
     let metadata = request.metadata().clone();
     let message = request.into_inner();
     loop {
@@ -232,7 +243,7 @@ where
                 let client = ctx.grpc_channels.client(addr)?;
                 remote(
                     client,
-                    forwarded_request(&metadata, message.clone(), remaining),
+                    forwarded_request(&metadata, caller, message.clone(), remaining),
                 )
                 .await
                 .map(tonic::Response::into_inner)
@@ -272,6 +283,24 @@ mod tests {
         for bad in ["", "m", "12", "12x", "-1S", "123456789S", "ß"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_forwarded_call_carries_the_clients_credentials_and_address_but_nothing_else() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("authorization", "MQv2-HMAC-SHA1 x".parse().unwrap());
+        metadata.insert("x-mq-date-time", "20261206T010000Z".parse().unwrap());
+        metadata.insert("user-agent", "grpc-python".parse().unwrap());
+        // A client's own claim of an address is not passed on.
+        metadata.insert(FORWARDED_FOR_HEADER, "10.9.9.9".parse().unwrap());
+        let client: SocketAddr = "192.168.7.7:50123".parse().unwrap();
+        let forwarded = forwarded_request(&metadata, Some(client), (), Duration::from_secs(1));
+        let sent = forwarded.metadata();
+        assert_eq!(sent.get("authorization").unwrap(), "MQv2-HMAC-SHA1 x");
+        assert_eq!(sent.get("x-mq-date-time").unwrap(), "20261206T010000Z");
+        assert!(sent.get("user-agent").is_none());
+        assert_eq!(sent.get(FORWARDED_FOR_HEADER).unwrap(), "192.168.7.7");
+        assert!(is_forwarded(sent));
     }
 
     #[test]
