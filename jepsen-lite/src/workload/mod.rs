@@ -9,6 +9,8 @@
 //!   and leaving), with a producer feeding its topic.
 //! - [`tx`]: transaction producers that commit, roll back, or crash before deciding, with
 //!   check-backs answered by the rest of their producer group (the `transactions` scenario).
+//! - [`pop`]: POP consumption: a producer, consumers that pop, ack, and let some messages
+//!   expire, and a final drain of the group (the scenarios with `pop`).
 //! - [`drain`]: the final read of every queue from offset 0, against every member and through
 //!   the client's routing.
 //!
@@ -21,6 +23,7 @@
 //! told to stop finishes the operation in hand (recording its completion) and returns.
 
 pub mod drain;
+pub mod pop;
 pub mod tx;
 pub mod w1;
 pub mod w2;
