@@ -203,6 +203,39 @@ pub async fn recorded_send(
     Ok(acked)
 }
 
+/// A producer of group `producer_group` that sends `<process>-0`, `<process>-1`, ... to
+/// `topic`, one at a time a think time apart, until `shared.stop` (W3's and the POP workload's
+/// feeder).
+pub async fn feed(
+    shared: &Shared,
+    producer_group: &str,
+    process: &str,
+    topic: &str,
+) -> Result<(), RecordError> {
+    let producer = match shared.producer(producer_group).await {
+        Ok(producer) => producer,
+        Err(error) => {
+            tracing::error!(%error, process, "cannot build a producer");
+            return Ok(());
+        }
+    };
+    let mut sent = 0u64;
+    let result = async {
+        while !shared.stop.is_cancelled() {
+            let value = format!("{process}-{sent}");
+            sent += 1;
+            recorded_send(shared, &producer, process, topic, None, value).await?;
+            if !shared.think().await {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    producer.shutdown().await;
+    result
+}
+
 /// A small deterministic RNG per client (SplitMix64): the op mix replays with the seed.
 #[derive(Clone, Debug)]
 pub struct ClientRng(u64);

@@ -18,7 +18,7 @@ use raftmq_client::{
 };
 use tokio::time::Instant;
 
-use super::{ClientRng, OP_TIMEOUT, RPC_TIMEOUT, Shared, recorded_send};
+use super::{ClientRng, OP_TIMEOUT, RPC_TIMEOUT, Shared};
 use crate::cluster::BROKER_NAME;
 use crate::history::{Call, Event, OpType, PopAckOp, PopDlqOp, PopOp, PoppedMsg, RecordError};
 
@@ -49,30 +49,7 @@ const SETUP_ATTEMPTS: usize = 20;
 
 /// Runs the producer and the consumers until `shared.stop`.
 pub async fn run(shared: Shared) -> Result<(), RecordError> {
-    let producer = async {
-        let producer = match shared.producer("jl-pop-p").await {
-            Ok(producer) => producer,
-            Err(error) => {
-                tracing::error!(%error, "cannot build the POP producer");
-                return Ok(());
-            }
-        };
-        let mut sent = 0u64;
-        let result = async {
-            while !shared.stop.is_cancelled() {
-                let value = format!("pp-{sent}");
-                sent += 1;
-                recorded_send(&shared, &producer, "pp", POP_TOPIC, None, value).await?;
-                if !shared.think().await {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        producer.shutdown().await;
-        result
-    };
+    let producer = super::feed(&shared, "jl-pop-p", "pp", POP_TOPIC);
     let consumers = (1..=POP_CONSUMERS).map(|id| {
         let shared = shared.clone();
         async move {
