@@ -306,6 +306,52 @@ pub struct TxPendingOp {
     pub members: std::collections::BTreeMap<String, Option<u64>>,
 }
 
+/// One message a pop handed out: its value (the body), where it is stored, and which delivery
+/// this is (1 first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoppedMsg {
+    pub value: String,
+    pub queue: u32,
+    pub offset: u64,
+    pub attempt: u32,
+}
+
+/// `pop`: a POP_MESSAGE of `topic` for consumer group `group` (any queue); `ok` lists what it
+/// handed out (each now invisible to the group until acked or its invisible time ends).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopOp {
+    pub topic: String,
+    pub group: String,
+    #[serde(default)]
+    pub messages: Vec<PoppedMsg>,
+}
+
+/// `pop_ack`: an ACK_MESSAGE of a popped message (by the receipt of the pop that handed it
+/// out). `ok`: the broker confirmed it; the message must never be handed out again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopAckOp {
+    pub topic: String,
+    pub group: String,
+    pub value: String,
+    pub queue: u32,
+    pub offset: u64,
+}
+
+/// `pop_dlq`: after the final POP drain, the values the group's dead-letter topic holds, or
+/// why it could not be read (`read_error`). A single `info` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PopDlqOp {
+    pub group: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_error: Option<String>,
+    /// The drain ended because the group had nothing to hand out for a while (not at its time
+    /// limit): then every message not acked must be in the DLQ.
+    #[serde(default)]
+    pub drained: bool,
+}
+
 /// The function of an operation with its argument or result (`"f"` and `"value"` in JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "f", content = "value", rename_all = "snake_case")]
@@ -323,6 +369,9 @@ pub enum Call {
     Transaction(TransactionOp),
     TxCheck(TxCheckOp),
     TxPending(TxPendingOp),
+    Pop(PopOp),
+    PopAck(PopAckOp),
+    PopDlq(PopDlqOp),
 }
 
 impl Call {
@@ -342,6 +391,9 @@ impl Call {
             Call::Transaction(_) => "transaction",
             Call::TxCheck(_) => "tx_check",
             Call::TxPending(_) => "tx_pending",
+            Call::Pop(_) => "pop",
+            Call::PopAck(_) => "pop_ack",
+            Call::PopDlq(_) => "pop_dlq",
         }
     }
 
@@ -349,7 +401,11 @@ impl Call {
     pub fn is_event(&self) -> bool {
         matches!(
             self,
-            Call::Run(_) | Call::HarnessError(_) | Call::TxCheck(_) | Call::TxPending(_)
+            Call::Run(_)
+                | Call::HarnessError(_)
+                | Call::TxCheck(_)
+                | Call::TxPending(_)
+                | Call::PopDlq(_)
         )
     }
 }

@@ -37,7 +37,9 @@ use crate::nemesis::Cluster;
 use crate::schedule::{Profile, Scenario, Schedule, scenario_seed};
 use crate::summary::{EXIT_INCOMPLETE, EXIT_PASS, EXIT_SAFETY_VIOLATION, RunVerdict, Summary};
 use crate::workload::drain::{DrainReport, Target, drain_all};
-use crate::workload::{QUEUES_PER_TOPIC, Shared, W1_TOPIC, W2_TOPIC, W3_TOPIC, tx, w1, w2, w3};
+use crate::workload::{
+    QUEUES_PER_TOPIC, Shared, W1_TOPIC, W2_TOPIC, W3_TOPIC, pop, tx, w1, w2, w3,
+};
 
 pub mod ack_loss;
 pub mod fsync_loss;
@@ -559,11 +561,14 @@ async fn drive(
     let namesrv = cluster.namesrv_addr().to_string();
     // The transactions and clock-skew scenarios run W1 beside the transaction producers.
     let transactions = scenario.runs_transactions();
-    let topics: Vec<&str> = if transactions {
+    let mut topics: Vec<&str> = if transactions {
         vec![W1_TOPIC, tx::TX_TOPIC]
     } else {
         TOPICS.to_vec()
     };
+    if scenario.pop {
+        topics.push(pop::POP_TOPIC);
+    }
     create_topics(&namesrv, &cluster.client_tls(), &topics).await?;
     let (recorder, writer) =
         HistoryWriter::create(history_path).map_err(|e| format!("history: {e}"))?;
@@ -578,6 +583,7 @@ async fn drive(
         "heal_all_ms": schedule.heal_all_ms,
         "think_time_ms": options.think_time.as_millis() as u64,
         "run_seed": options.seed,
+        "pop": scenario.pop,
         "broker_args": scenario.broker_args,
         "lazy_fs": scenario.lazy_fs,
         "tls": scenario.tls,
@@ -608,6 +614,9 @@ async fn drive(
                 workloads.spawn(w2::run_producer(shared.clone(), id));
             }
             workloads.spawn(w3::run(shared.clone()));
+        }
+        if scenario.pop {
+            workloads.spawn(pop::run(shared.clone()));
         }
         workloads.close();
         let nemesis_cancel = cancel.child_token();
@@ -651,6 +660,14 @@ async fn drive(
             converge_and_drain(cluster, &recorder, &topics, report).await?;
             if transactions {
                 tx::record_pending(cluster, &recorder).await?;
+            }
+            if scenario.pop {
+                // The workloads' stop is cancelled by now: the drain gets its own.
+                let drain = Shared {
+                    stop: CancellationToken::new(),
+                    ..shared.clone()
+                };
+                pop::drain(drain).await?;
             }
         }
         record_run_stop(&recorder).await

@@ -199,6 +199,10 @@ pub struct Scenario {
     /// the harness's clients over TLS.
     #[serde(default)]
     pub tls: bool,
+    /// POP consumers beside the other workloads (`workload::pop`, judged by the `pop`
+    /// checker).
+    #[serde(default)]
+    pub pop: bool,
 }
 
 impl Scenario {
@@ -211,6 +215,7 @@ impl Scenario {
             expect_retention: false,
             lazy_fs: false,
             tls: false,
+            pop: false,
         }
     }
 
@@ -504,10 +509,15 @@ impl Profile {
                     "partitions",
                     ScheduleConfig::cadence(60_000, 15_000, network_faults()),
                 ),
-                Scenario::new(
-                    "crashes",
-                    ScheduleConfig::cadence(60_000, 15_000, process_faults()),
-                ),
+                // POP consumers here: leader kills and pauses must not bring acked messages
+                // back nor lose track of unacked ones.
+                Scenario {
+                    pop: true,
+                    ..Scenario::new(
+                        "crashes",
+                        ScheduleConfig::cadence(60_000, 15_000, process_faults()),
+                    )
+                },
                 // Every link over TLS here: reconnections after kills and partitions, and
                 // members added back, all go through handshakes (mutual between members).
                 Scenario {
@@ -523,6 +533,7 @@ impl Profile {
             Profile::Long => (1..=5)
                 .map(|i| Scenario {
                     lazy_fs: true,
+                    pop: true,
                     broker_args: small_segment_args(LONG_SEGMENT_SIZE),
                     ..Scenario::new(
                         format!("long-{i}"),

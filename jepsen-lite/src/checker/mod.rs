@@ -29,6 +29,7 @@ pub mod inconsistent_offsets;
 pub mod lost_write;
 pub mod member_logs;
 pub mod poll_order;
+pub mod pop;
 pub mod retention;
 pub mod send_order;
 pub mod transactions;
@@ -331,6 +332,7 @@ pub fn all(history: &History, options: &CheckOptions) -> Summary {
         retention::check(history),
         transactions::check(history),
         corruption::check(history),
+        pop::check(history),
     ];
     if options.allow_duplicates
         && let Some(dup) = results.iter_mut().find(|r| r.name == duplicate::NAME)

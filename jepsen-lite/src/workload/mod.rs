@@ -9,6 +9,8 @@
 //!   and leaving), with a producer feeding its topic.
 //! - [`tx`]: transaction producers that commit, roll back, or crash before deciding, with
 //!   check-backs answered by the rest of their producer group (the `transactions` scenario).
+//! - [`pop`]: POP consumption: a producer, consumers that pop, ack, and let some messages
+//!   expire, and a final drain of the group (the scenarios with `pop`).
 //! - [`drain`]: the final read of every queue from offset 0, against every member and through
 //!   the client's routing.
 //!
@@ -21,6 +23,7 @@
 //! told to stop finishes the operation in hand (recording its completion) and returns.
 
 pub mod drain;
+pub mod pop;
 pub mod tx;
 pub mod w1;
 pub mod w2;
@@ -198,6 +201,39 @@ pub async fn recorded_send(
     let acked = event.kind == crate::history::OpType::Ok;
     shared.recorder.record(event).await?;
     Ok(acked)
+}
+
+/// A producer of group `producer_group` that sends `<process>-0`, `<process>-1`, ... to
+/// `topic`, one at a time a think time apart, until `shared.stop` (W3's and the POP workload's
+/// feeder).
+pub async fn feed(
+    shared: &Shared,
+    producer_group: &str,
+    process: &str,
+    topic: &str,
+) -> Result<(), RecordError> {
+    let producer = match shared.producer(producer_group).await {
+        Ok(producer) => producer,
+        Err(error) => {
+            tracing::error!(%error, process, "cannot build a producer");
+            return Ok(());
+        }
+    };
+    let mut sent = 0u64;
+    let result = async {
+        while !shared.stop.is_cancelled() {
+            let value = format!("{process}-{sent}");
+            sent += 1;
+            recorded_send(shared, &producer, process, topic, None, value).await?;
+            if !shared.think().await {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    producer.shutdown().await;
+    result
 }
 
 /// A small deterministic RNG per client (SplitMix64): the op mix replays with the seed.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use raftmq_client::{ConsumeStatus, Consumer, ReceivedMessage};
 use tokio_util::task::TaskTracker;
 
-use super::{ClientRng, OP_TIMEOUT, RPC_TIMEOUT, Shared, W3_TOPIC, recorded_send};
+use super::{ClientRng, OP_TIMEOUT, RPC_TIMEOUT, Shared, W3_TOPIC};
 use crate::history::{AssignOp, Call, Event, PollOp, PolledMsg, QueueRef, RecordError};
 
 /// The consumer group.
@@ -276,29 +276,7 @@ pub async fn run(shared: Shared) -> Result<(), RecordError> {
 }
 
 async fn run_producer(shared: Shared) -> Result<(), RecordError> {
-    let process = "w3p";
-    let producer = match shared.producer("jl-w3-producer").await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the w3 producer");
-            return Ok(());
-        }
-    };
-    let mut sent = 0u64;
-    let result = async {
-        while !shared.stop.is_cancelled() {
-            let value = format!("{process}-{sent}");
-            sent += 1;
-            recorded_send(&shared, &producer, process, W3_TOPIC, None, value).await?;
-            if !shared.think().await {
-                break;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    producer.shutdown().await;
-    result
+    super::feed(&shared, "jl-w3-producer", "w3p", W3_TOPIC).await
 }
 
 #[cfg(test)]

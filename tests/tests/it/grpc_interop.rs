@@ -544,6 +544,81 @@ async fn nodejs_push_consumer_consumes_everything_across_a_leader_kill() -> anyh
     Ok(())
 }
 
+// ---- Python runs under ACL and over TLS ----
+
+/// A Python SimpleConsumer of `topic` as `group` through `endpoint`, recording to `out`, run
+/// until every index listed in `stop` was consumed or nothing came for `idle` seconds (at most
+/// `max_seconds`); `extra` adds credentials or TLS.
+#[allow(clippy::too_many_arguments)]
+fn spawn_simple_consumer(
+    endpoint: &str,
+    topic: &str,
+    group: &str,
+    out: &str,
+    stop: &str,
+    idle: &str,
+    max_seconds: &str,
+    extra: &[&str],
+) -> anyhow::Result<Process> {
+    let mut args = vec![
+        "--endpoint",
+        endpoint,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--out",
+        out,
+        "--stop",
+        stop,
+        "--mode",
+        "simple",
+        "--idle",
+        idle,
+        "--max-seconds",
+        max_seconds,
+    ];
+    args.extend_from_slice(extra);
+    Client::Python.spawn("consumer", &args)
+}
+
+/// A Python producer sending `count` messages to `topic` through `endpoint`, recording to
+/// `out`; `extra` adds credentials or TLS.
+fn spawn_producer(
+    endpoint: &str,
+    topic: &str,
+    count: &str,
+    out: &str,
+    extra: &[&str],
+) -> anyhow::Result<Process> {
+    let mut args = vec![
+        "--endpoint",
+        endpoint,
+        "--topic",
+        topic,
+        "--count",
+        count,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    Client::Python.spawn("producer", &args)
+}
+
+/// Tells a consumer script to wait for every acknowledged send (its `--stop` file).
+fn wait_for_all(stop: &str, acked: &[Acked]) -> anyhow::Result<()> {
+    let wanted: String = acked.iter().map(|a| format!("{}\n", a.index)).collect();
+    std::fs::write(stop, wanted).context("writing the stop file")
+}
+
+/// The indexes a Python consumer recorded in `out`.
+fn consumed_indexes(out: &str) -> anyhow::Result<BTreeSet<usize>> {
+    Ok(read_consumed(Client::Python, std::path::Path::new(out))?
+        .iter()
+        .map(|c| c.index)
+        .collect())
+}
+
 // ---- under ACL ----
 
 const ACL_TOKEN: &str = "grpc-interop-admin-token-0123";
@@ -653,31 +728,11 @@ async fn python_clients_under_acl_need_a_right_signature() -> anyhow::Result<()>
         path("unsigned-consumed.txt"),
         path("stop"),
     );
-    let producer_args = |out: &str, count: &str, secret: &str| -> Vec<String> {
-        [
-            "--endpoint",
-            &endpoint,
-            "--topic",
-            TOPIC,
-            "--count",
-            count,
-            "--out",
-            out,
-            "--access-key",
-            ACL_ACCOUNT.0,
-            "--secret-key",
-            secret,
-        ]
-        .map(String::from)
-        .to_vec()
-    };
 
     // Signed with the account: every send acknowledged.
-    let args = producer_args(&signed_out, &COUNT.to_string(), ACL_ACCOUNT.1);
-    let mut producer = Client::Python.spawn(
-        "producer",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
+    let signed = ["--access-key", ACL_ACCOUNT.0, "--secret-key", ACL_ACCOUNT.1];
+    let count = COUNT.to_string();
+    let mut producer = spawn_producer(&endpoint, TOPIC, &count, &signed_out, &signed)?;
     wait_for_success(&mut producer, "signed producer", Instant::now() + STEP * 2).await?;
     let (acked, failed) = read_acked(std::path::Path::new(&signed_out))?;
     println!("signed producer done at {:?}", started.elapsed());
@@ -689,11 +744,13 @@ async fn python_clients_under_acl_need_a_right_signature() -> anyhow::Result<()>
 
     // A wrong secret key: refused (the script may give up at startup, or fail each send).
     let bad_signatures = grpc_denials(&cluster, follower, "bad_signature");
-    let args = producer_args(&wrong_out, "3", "not-the-secret-key");
-    let mut wrong = Client::Python.spawn(
-        "producer",
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
+    let wrongly_signed = [
+        "--access-key",
+        ACL_ACCOUNT.0,
+        "--secret-key",
+        "not-the-secret-key",
+    ];
+    let mut wrong = spawn_producer(&endpoint, TOPIC, "3", &wrong_out, &wrongly_signed)?;
     run_to_end(&mut wrong, STEP * 2).await?;
     println!("wrongly signed producer done at {:?}", started.elapsed());
     let (wrongly_acked, _) = read_acked(std::path::Path::new(&wrong_out))?;
@@ -709,33 +766,21 @@ async fn python_clients_under_acl_need_a_right_signature() -> anyhow::Result<()>
     // No credentials: the consumer receives nothing (and is counted as refused). It is told
     // to wait for every acknowledged message, so it keeps trying until 5 s without any.
     let no_key = grpc_denials(&cluster, follower, "no_access_key");
-    let wanted: String = acked.iter().map(|a| format!("{}\n", a.index)).collect();
-    std::fs::write(&stop, wanted)?;
-    let mut unsigned = Client::Python.spawn(
-        "consumer",
-        &[
-            "--endpoint",
-            &endpoint,
-            "--topic",
-            TOPIC,
-            "--group",
-            GROUP,
-            "--out",
-            &unsigned_consumed,
-            "--stop",
-            &stop,
-            "--mode",
-            "simple",
-            "--idle",
-            "5",
-            "--max-seconds",
-            "20",
-        ],
+    wait_for_all(&stop, &acked)?;
+    let mut unsigned = spawn_simple_consumer(
+        &endpoint,
+        TOPIC,
+        GROUP,
+        &unsigned_consumed,
+        &stop,
+        "5",
+        "20",
+        &[],
     )?;
     run_to_end(&mut unsigned, STEP).await?;
     println!("unsigned consumer done at {:?}", started.elapsed());
     ensure!(
-        read_consumed(Client::Python, std::path::Path::new(&unsigned_consumed))?.is_empty(),
+        consumed_indexes(&unsigned_consumed)?.is_empty(),
         "a consumer without credentials received messages"
     );
     ensure!(
@@ -744,41 +789,94 @@ async fn python_clients_under_acl_need_a_right_signature() -> anyhow::Result<()>
     );
 
     // Signed with the account: the SimpleConsumer receives and acks everything.
-    let mut consumer = Client::Python.spawn(
-        "consumer",
-        &[
-            "--endpoint",
-            &endpoint,
-            "--topic",
-            TOPIC,
-            "--group",
-            GROUP,
-            "--out",
-            &consumed,
-            "--stop",
-            &stop,
-            "--mode",
-            "simple",
-            "--idle",
-            "30",
-            "--max-seconds",
-            "120",
-            "--access-key",
-            ACL_ACCOUNT.0,
-            "--secret-key",
-            ACL_ACCOUNT.1,
-        ],
+    let credentials = ["--access-key", ACL_ACCOUNT.0, "--secret-key", ACL_ACCOUNT.1];
+    let mut consumer = spawn_simple_consumer(
+        &endpoint,
+        TOPIC,
+        GROUP,
+        &consumed,
+        &stop,
+        "30",
+        "120",
+        &credentials,
     )?;
     wait_for_success(&mut consumer, "signed consumer", Instant::now() + STEP * 3).await?;
     println!("signed consumer done at {:?}", started.elapsed());
-    let received: BTreeSet<usize> = read_consumed(Client::Python, std::path::Path::new(&consumed))?
-        .iter()
-        .map(|c| c.index)
-        .collect();
+    let received = consumed_indexes(&consumed)?;
     let sent: BTreeSet<usize> = acked.iter().map(|a| a.index).collect();
     ensure!(
         received == sent,
         "received {} of {} acknowledged",
+        received.len(),
+        sent.len()
+    );
+    Ok(())
+}
+
+// ---- over TLS ----
+
+/// The official Python client over TLS (`tls_enable`, trusting the cluster's CA) against
+/// members whose gRPC ports serve TLS only: through a follower (which forwards to the leader
+/// over TLS) it sends and receives everything; the same client without TLS is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_clients_over_tls_send_and_receive_and_plaintext_is_refused() -> anyhow::Result<()> {
+    const TOPIC: &str = "PyTlsTopic";
+    const COUNT: usize = 100;
+    let cluster = TestCluster::start_tls(3, &[], raftmq_tls::TlsMode::Enforcing)?;
+    cluster.create_routed_topic(TOPIC, QUEUES).await?;
+    let ca = cluster
+        .tls
+        .as_ref()
+        .context("a TLS cluster")?
+        .ca_file
+        .to_string_lossy()
+        .into_owned();
+    let leader = cluster.wait_for_registered_leader(STEP)?;
+    let endpoint = follower_endpoint(&cluster, leader)?;
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (sent_out, plain_out, consumed, stop) = (
+        path("sent.txt"),
+        path("plain.txt"),
+        path("consumed.txt"),
+        path("stop"),
+    );
+
+    let count = COUNT.to_string();
+    let mut producer = spawn_producer(&endpoint, TOPIC, &count, &sent_out, &["--tls-ca", &ca])?;
+    wait_for_success(&mut producer, "TLS producer", Instant::now() + STEP * 2).await?;
+    let (acked, failed) = read_acked(std::path::Path::new(&sent_out))?;
+    ensure!(
+        acked.len() == COUNT && failed == 0,
+        "over TLS: {} acknowledged, {failed} failed",
+        acked.len()
+    );
+
+    let mut plain = spawn_producer(&endpoint, TOPIC, "3", &plain_out, &[])?;
+    run_to_end(&mut plain, STEP * 2).await?;
+    ensure!(
+        read_acked(std::path::Path::new(&plain_out))?.0.is_empty(),
+        "a plaintext send was acknowledged by a TLS-only member"
+    );
+
+    wait_for_all(&stop, &acked)?;
+    let tls = ["--tls-ca", ca.as_str()];
+    let mut consumer = spawn_simple_consumer(
+        &endpoint,
+        TOPIC,
+        "PyTlsGroup",
+        &consumed,
+        &stop,
+        "30",
+        "120",
+        &tls,
+    )?;
+    wait_for_success(&mut consumer, "TLS consumer", Instant::now() + STEP * 3).await?;
+    let received = consumed_indexes(&consumed)?;
+    let sent: BTreeSet<usize> = acked.iter().map(|a| a.index).collect();
+    ensure!(
+        received == sent,
+        "received {} of {} acknowledged over TLS",
         received.len(),
         sent.len()
     );
