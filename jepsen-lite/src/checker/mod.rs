@@ -400,11 +400,13 @@ mod tests {
     fn a_clean_run_passes_every_checker() {
         let summary = all(&clean_run(), &CheckOptions::default());
         for c in &summary.checkers {
-            // No log directory given; no retention asked for; no transactions in this run.
+            // No log directory given; no retention asked for; no transactions, bit flips or
+            // pops in this run.
             let expected = if c.name == member_logs::NAME
                 || c.name == retention::NAME
                 || c.name == transactions::NAME
                 || c.name == corruption::NAME
+                || c.name == pop::NAME
             {
                 Verdict::Skipped
             } else {
@@ -437,6 +439,7 @@ mod tests {
             (commit_order::NAME, commit_order::anomaly_history()),
             (transactions::NAME, transactions::anomaly_history()),
             (corruption::NAME, corruption::anomaly_history()),
+            (pop::NAME, pop::anomaly_history()),
             (availability::NAME, availability::anomaly_history()),
         ];
         for (name, history) in cases {

@@ -170,6 +170,18 @@ pub fn check(history: &History) -> CheckResult {
     result
 }
 
+/// A history whose only anomaly is a message handed out again after its ack was confirmed.
+#[cfg(test)]
+pub(crate) fn anomaly_history() -> History {
+    tests::history_of(vec![
+        tests::send("pp-0", true),
+        tests::pop("pc1", &[("pp-0", 1)]),
+        tests::ack("pc1", "pp-0", OpType::Ok),
+        tests::pop("pc2", &[("pp-0", 2)]),
+        tests::dlq(&[], true),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,9 +190,9 @@ mod tests {
 
     const TOPIC: &str = "jl-pop";
 
-    type Step = (&'static str, OpType, Call);
+    pub(super) type Step = (&'static str, OpType, Call);
 
-    fn send(value: &str, ok: bool) -> Vec<Step> {
+    pub(super) fn send(value: &str, ok: bool) -> Vec<Step> {
         let op = SendOp {
             topic: TOPIC.into(),
             key: None,
@@ -202,7 +214,7 @@ mod tests {
         vec![("pp", OpType::Invoke, Call::Send(op)), done]
     }
 
-    fn pop(process: &'static str, handed: &[(&str, u32)]) -> Vec<Step> {
+    pub(super) fn pop(process: &'static str, handed: &[(&str, u32)]) -> Vec<Step> {
         let op = PopOp {
             topic: TOPIC.into(),
             group: "g".into(),
@@ -223,7 +235,7 @@ mod tests {
         ]
     }
 
-    fn ack(process: &'static str, value: &str, kind: OpType) -> Vec<Step> {
+    pub(super) fn ack(process: &'static str, value: &str, kind: OpType) -> Vec<Step> {
         let op = PopAckOp {
             topic: TOPIC.into(),
             group: "g".into(),
@@ -237,7 +249,7 @@ mod tests {
         ]
     }
 
-    fn dlq(values: &[&str], drained: bool) -> Vec<Step> {
+    pub(super) fn dlq(values: &[&str], drained: bool) -> Vec<Step> {
         let op = PopDlqOp {
             group: "g".into(),
             values: values.iter().map(|v| (*v).into()).collect(),
@@ -247,12 +259,16 @@ mod tests {
         vec![("pd", OpType::Info, Call::PopDlq(op))]
     }
 
-    fn run(parts: Vec<Vec<Step>>) -> CheckResult {
+    pub(super) fn history_of(parts: Vec<Vec<Step>>) -> History {
         let mut builder = Builder::new();
         for (process, kind, call) in parts.into_iter().flatten() {
             builder.push(process, kind, call);
         }
-        check(&builder.build())
+        builder.build()
+    }
+
+    fn run(parts: Vec<Vec<Step>>) -> CheckResult {
+        check(&history_of(parts))
     }
 
     #[test]
