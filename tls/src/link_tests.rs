@@ -53,6 +53,19 @@ async fn ping(connector: &TlsConnector, addr: SocketAddr) -> std::io::Result<May
     Ok(stream)
 }
 
+/// A client trusting `ca` that presents a certificate of another CA (files under `dir`).
+fn rogue_client(ca: &TestCa, dir: &std::path::Path) -> TlsConnector {
+    let files = TestCa::new("rogue").issue(dir, "intruder");
+    ClientTlsConfig {
+        enabled: true,
+        ca: Some(ca.write_ca(dir)),
+        cert: Some(files.cert),
+        key: Some(files.key),
+    }
+    .connector()
+    .unwrap()
+}
+
 async fn finish(
     task: tokio::task::JoinHandle<Result<bool, AcceptError>>,
 ) -> Result<bool, AcceptError> {
@@ -134,15 +147,9 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_or_with_one_of_anothe
 
     // A certificate signed by another CA, trusting the cluster's CA.
     let rogue_dir = tempfile::tempdir().unwrap();
-    let rogue_files = TestCa::new("rogue").issue(rogue_dir.path(), "intruder");
-    let rogue = ClientTlsConfig {
-        enabled: true,
-        ca: Some(ca.write_ca(rogue_dir.path())),
-        cert: Some(rogue_files.cert),
-        key: Some(rogue_files.key),
-    };
+    let rogue = rogue_client(&ca, rogue_dir.path());
     let (addr, task) = serve_one(member.mutual_acceptor().unwrap()).await;
-    assert!(ping(&rogue.connector().unwrap(), addr).await.is_err());
+    assert!(ping(&rogue, addr).await.is_err());
     let error = finish(task).await.unwrap_err();
     assert!(error.to_string().contains("certificate"), "{error}");
 
@@ -259,15 +266,7 @@ async fn client_auth_require_and_optional_on_a_client_port() {
         .unwrap();
     let without = ca.client_config(dir.path()).connector().unwrap();
     let rogue_dir = tempfile::tempdir().unwrap();
-    let rogue_files = TestCa::new("rogue").issue(rogue_dir.path(), "intruder");
-    let rogue = ClientTlsConfig {
-        enabled: true,
-        ca: Some(ca.write_ca(rogue_dir.path())),
-        cert: Some(rogue_files.cert),
-        key: Some(rogue_files.key),
-    }
-    .connector()
-    .unwrap();
+    let rogue = rogue_client(&ca, rogue_dir.path());
     let server = |client_auth| TlsConfig {
         client_auth,
         ..ca.process_config(dir.path(), "server", TlsMode::Enforcing)

@@ -119,18 +119,6 @@ fn now_ms() -> i64 {
         .map_or(0, |since| since.as_millis() as i64)
 }
 
-async fn create_topic(cluster: &TestCluster, topic: &str) -> anyhow::Result<Admin> {
-    let admin = Admin::new(Some(&cluster.namesrv_addr.to_string()))?;
-    let config = TopicConfig {
-        topic_name: topic.into(),
-        read_queue_nums: QUEUES,
-        write_queue_nums: QUEUES,
-        ..Default::default()
-    };
-    admin.create_topic(&config, None).await?;
-    Ok(admin)
-}
-
 /// The gRPC endpoint of a member other than `leader`: the clients' access point, which
 /// forwards writes to the leader and outlives the leader's kill.
 fn follower_endpoint(cluster: &TestCluster, leader: u64) -> anyhow::Result<String> {
@@ -196,7 +184,7 @@ async fn produce_through_a_leader_kill(
     extra_args: &[&str],
 ) -> anyhow::Result<(BTreeMap<i32, Vec<String>>, BTreeSet<usize>)> {
     let mut cluster = TestCluster::start(3, &[])?;
-    let admin = create_topic(&cluster, topic).await?;
+    let admin = cluster.create_routed_topic(topic, QUEUES).await?;
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("acked.txt");
     // The client's access point is a follower: the route names it, it forwards to the leader.
@@ -406,7 +394,7 @@ async fn consume_through_a_leader_kill(
     count: usize,
 ) -> anyhow::Result<(BTreeSet<usize>, Vec<Consumed>)> {
     let mut cluster = TestCluster::start(3, &[])?;
-    create_topic(&cluster, topic).await?;
+    cluster.create_routed_topic(topic, QUEUES).await?;
     let dir = tempfile::tempdir()?;
     let sent = dir.path().join("acked.txt");
     let consumed = dir.path().join("consumed.txt");
